@@ -1,0 +1,40 @@
+/*
+ * The object's event ring and its loss counter. User space sizes the ring
+ * (bpf_map__set_max_entries) before load and reads `events_lost` so that
+ * every event the kernel could not reserve is reported, never silently gone.
+ */
+#ifndef KUPOD_RINGBUF_H
+#define KUPOD_RINGBUF_H
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} events_lost SEC(".maps");
+
+static __always_inline void count_lost(void)
+{
+	__u32 zero = 0;
+	__u64 *lost = bpf_map_lookup_elem(&events_lost, &zero);
+
+	if (lost)
+		*lost += 1;
+}
+
+/* Reserve an event in the ring; a failed reservation is counted as lost. */
+static __always_inline void *event_reserve(__u64 size)
+{
+	void *e = bpf_ringbuf_reserve(&events, size, 0);
+
+	if (!e)
+		count_lost();
+	return e;
+}
+
+#endif

@@ -1,0 +1,217 @@
+/**
+ * BPF ring buffer reader that reads the mmapped ring directly.
+ *
+ * libbpf's ring_buffer__poll would call back into JavaScript once per event
+ * and block the thread it polls on. Instead the consumer page (rw) and the
+ * producer page + data area (ro, mapped twice by the kernel so a record never
+ * wraps) are mapped here and read in place; only the wait for new data goes
+ * through epoll_wait on a worker thread. An eventfd in the same epoll set
+ * wakes the reader when it is stopped.
+ */
+
+import { check } from "./errors.ts";
+import { errno, libc } from "./ffi.ts";
+import type { BpfMap } from "./map.ts";
+import { u32Key } from "./map.ts";
+import { BpfError } from "./errors.ts";
+
+const PROT_READ = 1;
+const PROT_WRITE = 2;
+const MAP_SHARED = 1;
+const EPOLL_CTL_ADD = 1;
+const EPOLLIN = 1;
+const EPOLL_CLOEXEC = 0o2000000;
+const EFD_CLOEXEC = 0o2000000;
+const EFD_NONBLOCK = 0o4000;
+const SC_PAGESIZE = 30;
+const EINTR = 4;
+
+const BUSY_BIT = 0x80000000;
+const DISCARD_BIT = 0x40000000;
+const HEADER_SIZE = 8;
+/** Store the consumer position after this many records, so the kernel can reuse space early. */
+const COMMIT_EVERY = 256;
+
+/** Called per record with the view of the whole ring, the record's offset and length. */
+export type SampleHandler = (view: DataView, offset: number, length: number) => void;
+
+export interface RingStats {
+  /** Records handed to the handler. */
+  readonly received: number;
+  /** Records the kernel could not reserve (the object's per-CPU `events_lost` counter). */
+  readonly lost: bigint;
+}
+
+export class RingBuffer implements AsyncDisposable, Disposable {
+  readonly #ring: BpfMap;
+  readonly #lostMap: BpfMap | undefined;
+  readonly #handler: SampleHandler;
+  readonly #pageSize: number;
+  readonly #size: number;
+  readonly #mask: number;
+  #consumerPtr: Deno.PointerObject | null;
+  #producerPtr: Deno.PointerObject | null;
+  readonly #consumer: DataView;
+  readonly #producer: DataView;
+  readonly #header: Uint32Array;
+  readonly #data: DataView;
+  #epfd: number;
+  #wakeFd: number;
+  readonly #epollEvents = new Uint8Array(24);
+  #received = 0;
+  #stopping = false;
+  #running: Promise<void> | undefined;
+
+  /**
+   * Maps the ring of `ring` (a BPF_MAP_TYPE_RINGBUF of a loaded object); `lost`
+   * is the per-CPU counter the object increments when a reservation fails.
+   */
+  constructor(ring: BpfMap, handler: SampleHandler, lost?: BpfMap) {
+    this.#ring = ring;
+    this.#lostMap = lost;
+    this.#handler = handler;
+    this.#pageSize = Number(libc().sysconf(SC_PAGESIZE));
+    this.#size = ring.maxEntries;
+    this.#mask = this.#size - 1;
+    const c = libc();
+    this.#consumerPtr = mmapOrThrow(ring, this.#pageSize, PROT_READ | PROT_WRITE, 0);
+    try {
+      this.#producerPtr = mmapOrThrow(ring, this.#pageSize + 2 * this.#size, PROT_READ, this.#pageSize);
+    } catch (e) {
+      c.munmap(this.#consumerPtr, BigInt(this.#pageSize));
+      throw e;
+    }
+    this.#consumer = new DataView(Deno.UnsafePointerView.getArrayBuffer(this.#consumerPtr, 8));
+    const producer = Deno.UnsafePointerView.getArrayBuffer(
+      this.#producerPtr,
+      this.#pageSize + 2 * this.#size,
+    );
+    this.#producer = new DataView(producer, 0, 8);
+    this.#data = new DataView(producer, this.#pageSize);
+    this.#header = new Uint32Array(producer, this.#pageSize);
+    this.#epfd = c.epoll_create1(EPOLL_CLOEXEC);
+    this.#wakeFd = c.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (this.#epfd < 0 || this.#wakeFd < 0) {
+      const err = errno();
+      this.#release();
+      throw new BpfError(`epoll for ring ${ring.name}`, err);
+    }
+    this.#watch(ring.fd, 0);
+    this.#watch(this.#wakeFd, 1);
+  }
+
+  #watch(fd: number, tag: number): void {
+    const ev = new Uint8Array(12); // struct epoll_event is packed on x86-64: u32 events, u64 data
+    const v = new DataView(ev.buffer);
+    v.setUint32(0, EPOLLIN, true);
+    v.setUint32(4, tag, true);
+    check(`epoll_ctl for ring ${this.#ring.name}`, () => {
+      const rc = libc().epoll_ctl(this.#epfd, EPOLL_CTL_ADD, fd, ev);
+      return rc < 0 ? -errno() : rc;
+    });
+  }
+
+  get stats(): RingStats {
+    return { received: this.#received, lost: this.lost() };
+  }
+
+  /** Events the kernel dropped because the ring was full. */
+  lost(): bigint {
+    return this.#lostMap ? this.#lostMap.sumU64(u32Key(0)) : 0n;
+  }
+
+  /**
+   * Hands every committed record to the handler and returns how many it read.
+   * Stops at a record the producer has reserved but not yet committed.
+   */
+  drain(): number {
+    if (!this.#consumerPtr) return 0;
+    let cons = Number(this.#consumer.getBigUint64(0, true));
+    let prod = Number(this.#producer.getBigUint64(0, true));
+    let n = 0;
+    let sinceCommit = 0;
+    while (cons < prod) {
+      const at = cons & this.#mask;
+      const header = Atomics.load(this.#header, at >>> 2);
+      if (header & BUSY_BIT) break;
+      const length = header & ~(BUSY_BIT | DISCARD_BIT);
+      if (!(header & DISCARD_BIT)) {
+        this.#handler(this.#data, at + HEADER_SIZE, length);
+        n++;
+      }
+      cons += (length + HEADER_SIZE + 7) & ~7;
+      if (++sinceCommit === COMMIT_EVERY) {
+        this.#consumer.setBigUint64(0, BigInt(cons), true);
+        sinceCommit = 0;
+      }
+      if (cons >= prod) prod = Number(this.#producer.getBigUint64(0, true));
+    }
+    if (sinceCommit) this.#consumer.setBigUint64(0, BigInt(cons), true);
+    this.#received += n;
+    return n;
+  }
+
+  /** Reads until stop(): drains, then waits on epoll (off the event loop) for more. */
+  run(): Promise<void> {
+    this.#running ??= this.#loop();
+    return this.#running;
+  }
+
+  async #loop(): Promise<void> {
+    try {
+      while (!this.#stopping) {
+        this.drain();
+        const rc = await libc().epoll_wait(this.#epfd, this.#epollEvents, 2, 1000);
+        if (rc < 0 && errno() !== EINTR) throw new BpfError(`epoll_wait on ring ${this.#ring.name}`, errno());
+      }
+      this.drain(); // what was committed before the stop
+    } finally {
+      this.#release();
+    }
+  }
+
+  /** Stops the reader after a final drain and unmaps the ring. */
+  async stop(): Promise<void> {
+    this.#wake();
+    if (this.#running) await this.#running;
+    else this.#release();
+  }
+
+  #wake(): void {
+    this.#stopping = true;
+    if (this.#wakeFd >= 0) {
+      const one = new Uint8Array(8);
+      one[0] = 1;
+      libc().write(this.#wakeFd, one, 8n);
+    }
+  }
+
+  #release(): void {
+    const c = libc();
+    if (this.#consumerPtr) c.munmap(this.#consumerPtr, BigInt(this.#pageSize));
+    if (this.#producerPtr) c.munmap(this.#producerPtr, BigInt(this.#pageSize + 2 * this.#size));
+    this.#consumerPtr = this.#producerPtr = null;
+    if (this.#epfd >= 0) c.close(this.#epfd);
+    if (this.#wakeFd >= 0) c.close(this.#wakeFd);
+    this.#epfd = this.#wakeFd = -1;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+
+  /** Synchronous stop: unmaps now if not running, else as soon as the wait returns. */
+  [Symbol.dispose](): void {
+    this.#wake();
+    if (!this.#running) this.#release();
+  }
+}
+
+function mmapOrThrow(ring: BpfMap, length: number, prot: number, offset: number): Deno.PointerObject {
+  const p = libc().mmap(null, BigInt(length), prot, MAP_SHARED, ring.fd, BigInt(offset));
+  // MAP_FAILED is (void *)-1
+  if (!p || BigInt(Deno.UnsafePointer.value(p)) === 0xffffffffffffffffn) {
+    throw new BpfError(`mmap of ring ${ring.name}`, errno());
+  }
+  return p;
+}

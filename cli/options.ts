@@ -1,0 +1,48 @@
+/** The parsed command line: what a monitor run is asked to do. */
+
+export type Layer = "kernel" | "user" | "all";
+/** Probes a monitor command selects; `all` of a layer expands to its probes. */
+export type ProbeName = "socket" | "stack" | "http" | "grpc";
+export type SidecarMode = "envoy" | "demo" | "blur";
+export type OutputFormat = "text" | "json";
+export type Verbosity = "quiet" | "normal" | "verbose";
+
+/** Every flag of a monitor command, after validation. Empty strings mean "discover" or "off". */
+export interface MonitorOptions {
+  layer: Layer;
+  /** Probes to run, in start order, e.g. ["socket", "stack"] for `monitor kernel all`. */
+  probes: ProbeName[];
+  exporterPort: number;
+  exporterAddress: string;
+  forceMinikube: boolean;
+  grpcImageName: string;
+  grpcPod: string;
+  imageName: string;
+  jaegerAgent: string;
+  kubeconfig: string;
+  namespace: string;
+  nodeName: string;
+  pod: string;
+  podLabel: string;
+  /** Pushgateway host:port, "" = off. */
+  prometheus: string;
+  sidecarMode: SidecarMode;
+  veth: string;
+  withSockops: boolean;
+  /** Local targets. pid 0 = none. */
+  pid: number;
+  cgroup: string;
+  netns: string;
+  otlpEndpoint: string;
+  output: OutputFormat;
+  /** Seconds; 0 = until Ctrl-C / SIGTERM. */
+  duration: number;
+  verbosity: Verbosity;
+}
+
+/** What the command line asks for. */
+export type Command =
+  | { kind: "help"; text: string }
+  | { kind: "version" }
+  | { kind: "completion"; shell: "bash" | "zsh" | "fish" }
+  | { kind: "monitor"; options: MonitorOptions };
