@@ -15,6 +15,8 @@ export const LIBBPF_SYMBOLS = {
   libbpf_num_possible_cpus: { parameters: [], result: "i32" },
   // int libbpf_probe_bpf_prog_type(enum bpf_prog_type, const void *opts)
   libbpf_probe_bpf_prog_type: { parameters: ["u32", "pointer"], result: "i32" },
+  // int libbpf_probe_bpf_map_type(enum bpf_map_type, const void *opts)
+  libbpf_probe_bpf_map_type: { parameters: ["u32", "pointer"], result: "i32" },
   // struct bpf_object *bpf_object__open_mem(const void *buf, size_t sz, const struct bpf_object_open_opts *)
   bpf_object__open_mem: { parameters: ["buffer", "usize", "buffer"], result: "pointer" },
   // int bpf_object__load(struct bpf_object *)
@@ -127,12 +129,16 @@ export const LIBC_SYMBOLS = {
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   // int open(const char *path, int flags)
   open: { parameters: ["buffer", "i32"], result: "i32" },
+  // int mount(const char *src, const char *target, const char *fstype, unsigned long flags, const void *data)
+  mount: { parameters: ["buffer", "buffer", "buffer", "u64", "pointer"], result: "i32" },
   // int close(int fd)
   close: { parameters: ["i32"], result: "i32" },
   // unsigned int if_nametoindex(const char *name)
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
   // long syscall(long nr, ...): used for BPF commands libbpf 1.1 does not wrap
   syscall: { parameters: ["i64", "i64", "buffer", "u64"], result: "i64" },
+  // int clock_gettime(clockid_t clock, struct timespec *ts)
+  clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   // long sysconf(int name)
   sysconf: { parameters: ["i32"], result: "i64" },
   // pid_t getppid(void): drives the load generator object in tests and bench

@@ -43,8 +43,26 @@ export const RODATA = {
 } as const;
 export const RODATA_SIZE = 8;
 
+// Copies of byte arrays are carved out of slabs, as allocating an ArrayBuffer per field would
+// dominate decoding. A slab is never reused, so a copy stays valid; while referenced, a copy keeps
+// its slab (SLAB bytes) alive.
+const SLAB = 8192;
+let slab = new Uint8Array(SLAB);
+let slabUsed = 0;
+
 /** A copy of `len` bytes, so the event outlives the (ring) buffer it was read from. */
 function bytes(view: DataView, offset: number, len: number): Uint8Array {
-  const start = view.byteOffset + offset;
-  return new Uint8Array(view.buffer.slice(start, start + len));
+  if (len > SLAB / 16) {
+    const start = view.byteOffset + offset;
+    return new Uint8Array(view.buffer.slice(start, start + len));
+  }
+  if (slabUsed + len > SLAB) {
+    slab = new Uint8Array(SLAB);
+    slabUsed = 0;
+  }
+  const s = slab;
+  const start = slabUsed;
+  for (let i = 0; i < len; i++) s[start + i] = view.getUint8(offset + i);
+  slabUsed = start + len;
+  return new Uint8Array(s.buffer, start, len);
 }

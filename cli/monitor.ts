@@ -1,0 +1,91 @@
+/**
+ * A monitor run: preflight, target, probes, sinks; then wait for Ctrl-C,
+ * SIGTERM or --duration, and stop with every event drained and nothing left
+ * attached.
+ */
+
+import { featureReport, preflight } from "../bpf/preflight.ts";
+import { ConsoleSink } from "../exporters/console.ts";
+import { describeTarget, resolveTarget } from "../k8s/resolve.ts";
+import type { Target } from "../k8s/target.ts";
+import type { EventSink } from "../probes/events.ts";
+import type { Probe } from "../probes/probe.ts";
+import { SocketProbe } from "../probes/socket.ts";
+import { KupodError } from "./errors.ts";
+import { Logger } from "./log.ts";
+import type { MonitorOptions, ProbeName } from "./options.ts";
+
+type ProbeFactory = (target: Target, sink: EventSink) => Probe;
+
+/** The probes that exist; the others are refused before anything is loaded. */
+const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
+  socket: (target, sink) => SocketProbe.start(target, sink),
+};
+
+const FLUSH_MS = 100;
+const STOP_SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
+
+export async function runMonitor(opts: MonitorOptions): Promise<void> {
+  const missing = opts.probes.filter((p) => !PROBES[p]);
+  if (missing.length) {
+    throw new KupodError(
+      `the ${missing.join(", ")} probe${missing.length > 1 ? "s are" : " is"} not built yet` +
+        ` (available: ${Object.keys(PROBES).join(", ")})`,
+    );
+  }
+  const log = new Logger(opts.output, opts.verbosity);
+  const report = preflight();
+  log.preflight(`kernel ${report.kernel}, BTF ${report.btf}, tracefs ${report.tracefs}`);
+  for (const note of report.notes) log.preflight(note);
+  if (opts.verbosity === "verbose") {
+    const features = Object.entries(featureReport()).map(([f, ok]) => `${f}=${ok ? "yes" : "no"}`);
+    log.debug(`kernel features: ${features.join(" ")}`);
+  }
+  const target = resolveTarget(opts);
+  for (const line of describeTarget(target)) log.info(line);
+
+  const sink = new ConsoleSink(opts.output);
+  const flusher = setInterval(() => sink.flush(), FLUSH_MS);
+  const probes: Probe[] = [];
+  const stop = stopTrigger(opts.duration);
+  try {
+    for (const name of opts.probes) {
+      const probe = PROBES[name]!(target, sink);
+      probes.push(probe);
+      log.ready(probe.readyLine);
+    }
+    await Promise.race([stop.promise, ...probes.map((p) => p.reading)]);
+  } finally {
+    stop.dispose();
+    clearInterval(flusher);
+    let firstError: unknown;
+    for (const probe of probes.reverse()) {
+      try {
+        await probe.stop();
+        const { events, lost } = probe.stats();
+        log.debug(`${probe.name}: ${events} events, ${lost} lost`);
+        if (lost > 0n) log.warn(`${probe.name}: ${lost} events lost (ring buffer full)`);
+      } catch (e) {
+        firstError ??= e;
+      }
+    }
+    sink.flush();
+    if (firstError) throw firstError;
+  }
+}
+
+/** Resolves on the first stop signal or when `durationSec` (if > 0) has passed. */
+function stopTrigger(durationSec: number): { promise: Promise<void>; dispose(): void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  const handler = () => resolve();
+  for (const sig of STOP_SIGNALS) Deno.addSignalListener(sig, handler);
+  const timer = durationSec > 0 ? setTimeout(resolve, durationSec * 1000) : undefined;
+  return {
+    promise,
+    dispose() {
+      for (const sig of STOP_SIGNALS) Deno.removeSignalListener(sig, handler);
+      clearTimeout(timer);
+    },
+  };
+}

@@ -1,0 +1,32 @@
+/** From the command line's target flags to the one Target the probes get. */
+
+import { KupodError } from "../cli/errors.ts";
+import type { MonitorOptions } from "../cli/options.ts";
+import { resolvePid } from "./local.ts";
+import type { Target } from "./target.ts";
+
+export function resolveTarget(opts: MonitorOptions): Target {
+  if (opts.pid) return resolvePid(opts.pid);
+  if (opts.pod || opts.podLabel) {
+    throw new KupodError("Kubernetes targets (--pod, --pod-label) are not supported yet: use --pid");
+  }
+  if (opts.veth || opts.netns || opts.cgroup) {
+    throw new KupodError("--veth, --netns and --cgroup targets are not supported yet: use --pid");
+  }
+  throw new KupodError(
+    "no target: give --pod or --pod-label (Kubernetes), or --pid, --cgroup, --netns or --veth",
+  );
+}
+
+/** The [INFO] lines describing a target. */
+export function describeTarget(t: Target): string[] {
+  const lines: string[] = [];
+  if (t.pod) lines.push(`pod ${t.namespace}/${t.pod} on node ${t.node}`);
+  if (t.podIP) lines.push(`pod IP ${t.podIP}, host IP ${t.hostIP}`);
+  if (t.netnsInode) lines.push(`netns ${t.netnsInode}${t.veth ? `, veth ${t.veth}` : ""}`);
+  for (const c of t.containers) {
+    const cg = c.cgroupPath ? `, cgroup ${c.cgroupPath}` : "";
+    lines.push(`${c.role} ${c.name}: pids ${c.pids.join(",")}${cg}`);
+  }
+  return lines;
+}

@@ -1,0 +1,66 @@
+/**
+ * Fills an object's in-kernel target filter (bpf/include/filter.h) from a
+ * Target. The filter kind follows the target: a process tree filters by pid
+ * (the kernel adds forked children itself), pods and cgroups by cgroup id,
+ * netns and veth targets by network namespace.
+ */
+
+import type { BpfObject, RodataValue } from "../bpf/object.ts";
+import { u32Key, u64Key } from "../bpf/map.ts";
+import type { Target } from "../k8s/target.ts";
+
+const NO_CONTAINER = 0xffffffff;
+
+export interface FilterMode {
+  pid: boolean;
+  cgroup: boolean;
+  netns: boolean;
+}
+
+export function filterMode(target: Target): FilterMode {
+  switch (target.kind) {
+    case "pid":
+      return { pid: true, cgroup: false, netns: false };
+    case "pod":
+    case "cgroup":
+      return { pid: false, cgroup: true, netns: false };
+    case "netns":
+    case "veth":
+      return { pid: false, cgroup: false, netns: true };
+  }
+}
+
+/** The rodata switches of filter.h for `mode`. */
+export function filterRodata(mode: FilterMode): Record<string, RodataValue> {
+  return {
+    filter_by_pid: mode.pid,
+    filter_by_cgroup: mode.cgroup,
+    filter_by_netns: mode.netns,
+  };
+}
+
+/** Writes the target's keys into the loaded object's filter maps; removes keys no longer in it. */
+export function applyFilter(obj: BpfObject, mode: FilterMode, target: Target): void {
+  if (mode.pid) {
+    // Pids are only added: the kernel removes exited processes and adds forked ones.
+    const pids = obj.map("target_pids");
+    target.containers.forEach((c, i) => {
+      for (const pid of c.pids) pids.update(u32Key(pid), u32Key(i));
+    });
+  }
+  if (mode.cgroup) {
+    const wanted = new Map<bigint, number>();
+    target.containers.forEach((c, i) => c.cgroupId && wanted.set(c.cgroupId, i));
+    const map = obj.map("target_cgroups");
+    for (const key of [...map.keys()]) {
+      const id = new DataView(key.buffer).getBigUint64(0, true);
+      if (!wanted.has(id)) map.delete(key);
+    }
+    for (const [id, i] of wanted) map.update(u64Key(id), u32Key(i));
+  }
+  if (mode.netns) {
+    const map = obj.map("target_netns");
+    map.clear();
+    if (target.netnsInode) map.update(u32Key(target.netnsInode), u32Key(NO_CONTAINER));
+  }
+}

@@ -1,0 +1,24 @@
+/** What every probe offers the monitor that runs it. */
+
+import type { ProbeName } from "../cli/options.ts";
+import type { Target } from "../k8s/target.ts";
+
+export interface ProbeStats {
+  /** Events decoded and handed to the sinks. */
+  events: number;
+  /** Events the kernel dropped because the ring was full. */
+  lost: bigint;
+}
+
+export interface Probe extends AsyncDisposable {
+  readonly name: ProbeName;
+  /** The line printed once the probe is attached (operators and tests wait for "started"). */
+  readonly readyLine: string;
+  /** Follows a changed target without reloading programs. */
+  retarget(target: Target): void;
+  stats(): ProbeStats;
+  /** Settles when reading stops; rejects if reading failed. */
+  readonly reading: Promise<void>;
+  /** Detaches, drains what is left in the ring, and releases everything. */
+  stop(): Promise<void>;
+}

@@ -1,0 +1,112 @@
+/**
+ * One loaded BPF object of a probe and everything attached from it: the
+ * owner that opens, configures, loads, fills the target filter, attaches and
+ * reads the ring, and on dispose undoes it all in reverse order.
+ */
+
+import { disposeAll } from "../bpf/link.ts";
+import type { Attachment } from "../bpf/link.ts";
+import { BpfObject, type RodataField, type RodataValue } from "../bpf/object.ts";
+import { type ObjectName, objectBytes } from "../bpf/objects.ts";
+import { RingBuffer, type SampleHandler } from "../bpf/ringbuf.ts";
+import type { Target } from "../k8s/target.ts";
+import { applyFilter, filterMode, filterRodata } from "./filter.ts";
+
+export interface ProbeObjectOptions {
+  object: ObjectName;
+  target: Target;
+  rodataLayout: Readonly<Record<string, RodataField>>;
+  /** Tunables besides the filter switches. */
+  rodata?: Record<string, RodataValue>;
+  /** Ring size in bytes (power of two, multiple of the page size). */
+  ringBytes?: number;
+  /** Programs to leave unloaded (e.g. a variant this kernel does not allow). */
+  skip?: string[];
+  /** Attaches the loaded programs; owners are returned so they can be undone. */
+  attach: (obj: BpfObject) => Attachment[];
+  onSample: SampleHandler;
+}
+
+export class ProbeObject implements AsyncDisposable {
+  readonly object: BpfObject;
+  readonly ring: RingBuffer;
+  readonly attachments: Attachment[];
+  readonly #mode;
+  #reading: Promise<void> | undefined;
+  #closed = false;
+  #lostAtClose: bigint | undefined;
+
+  private constructor(object: BpfObject, ring: RingBuffer, attachments: Attachment[], mode: ReturnType<typeof filterMode>) {
+    this.object = object;
+    this.ring = ring;
+    this.attachments = attachments;
+    this.#mode = mode;
+  }
+
+  static open(opts: ProbeObjectOptions): ProbeObject {
+    const owned: Disposable[] = [];
+    try {
+      const obj = BpfObject.open(objectBytes(opts.object), `kupod_${opts.object}`);
+      owned.push(obj);
+      const mode = filterMode(opts.target);
+      obj.setRodata(opts.rodataLayout, { ...filterRodata(mode), ...opts.rodata });
+      if (opts.ringBytes) obj.setMaxEntries("events", opts.ringBytes);
+      for (const name of opts.skip ?? []) obj.program(name).setAutoload(false);
+      obj.load();
+      applyFilter(obj, mode, opts.target);
+      const ring = new RingBuffer(obj.map("events"), opts.onSample, obj.map("events_lost"));
+      owned.push(ring);
+      const attachments: Attachment[] = [];
+      try {
+        attachments.push(...opts.attach(obj));
+      } catch (e) {
+        disposeAll(attachments);
+        throw e;
+      }
+      return new ProbeObject(obj, ring, attachments, mode);
+    } catch (e) {
+      disposeAll(owned);
+      throw e;
+    }
+  }
+
+  /** Starts reading the ring in the background; the promise settles when reading stops. */
+  read(): Promise<void> {
+    this.#reading ??= this.ring.run();
+    return this.#reading;
+  }
+
+  /** Events the kernel could not put in the ring, so far (or in all, once closed). */
+  lost(): bigint {
+    return this.#lostAtClose ?? this.ring.lost();
+  }
+
+  /** Follows a changed target (restarted containers, new pids) without reloading. */
+  retarget(target: Target): void {
+    applyFilter(this.object, this.#mode, target);
+  }
+
+  /**
+   * Detaches every program first (no new events), then drains what the
+   * kernel already committed, then closes the ring and the object.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    try {
+      disposeAll(this.attachments);
+    } finally {
+      try {
+        await this.ring.stop();
+        if (this.#reading) await this.#reading;
+      } finally {
+        this.#lostAtClose = this.ring.lost();
+        this.object[Symbol.dispose]();
+      }
+    }
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
