@@ -5,7 +5,7 @@
  */
 
 import { CommandSpec, flagsOf, ROOT, Shell, sortedChildren } from "./commands.ts";
-import { FlagSpec, takesValue } from "./flags.ts";
+import { FlagSpec, HELP_FLAG, takesValue } from "./flags.ts";
 
 /** One command path ("" for kupod itself, "monitor kernel", "help monitor", ...). */
 interface Node {
@@ -17,21 +17,18 @@ interface Node {
 /** Every command path, plus a mirror of the tree under `help` so `kupod help mon<TAB>` works. */
 function nodes(): Node[] {
   const out: Node[] = [];
-  const visit = (chain: CommandSpec[], words: string[], help: boolean) => {
+  // `topic`: the words are a help topic, which take no flags but `--help`.
+  const visit = (chain: CommandSpec[], words: string[], topic: boolean) => {
     const cmd = chain[chain.length - 1];
-    let children = sortedChildren(cmd);
-    if (!help && cmd.action?.kind === "help") {
-      children = sortedChildren(ROOT).filter((c) => c.name !== "help");
-    }
+    const isHelp = !topic && cmd.action?.kind === "help";
+    const children = isHelp ? sortedChildren(ROOT).filter((c) => c !== cmd) : sortedChildren(cmd);
     const { local, inherited } = flagsOf(chain);
-    const flags = help ? local.filter((f) => f.name === "help") : [...local, ...inherited];
+    const flags = topic ? [HELP_FLAG] : [...local, ...inherited];
     flags.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
     out.push({ path: words.join(" "), children, flags });
     for (const c of children) {
-      const inHelp = help || cmd.action?.kind === "help";
-      // Under `help`, the words are a topic: follow the real tree from the root.
-      const next = inHelp && !help ? [ROOT, c] : [...chain, c];
-      visit(next, [...words, c.name], inHelp);
+      // A topic names a command from the root, whatever stands before it.
+      visit(isHelp ? [ROOT, c] : [...chain, c], [...words, c.name], topic || isHelp);
     }
   };
   visit([ROOT], [], false);
@@ -52,9 +49,9 @@ function valueFlags(): FlagSpec[] {
   return [...seen.values()];
 }
 
-/** Single-quotes a word for bash, zsh and fish alike. */
+/** Single-quotes a word for bash and zsh, where nothing but a quote is special inside. */
 function sq(s: string): string {
-  return `'${s.replaceAll("\\", "\\\\").replaceAll("'", `'\\''`)}'`;
+  return `'${s.replaceAll("'", `'\\''`)}'`;
 }
 
 /** Fish quotes differently: a quote inside single quotes is escaped, not closed and reopened. */

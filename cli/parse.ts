@@ -68,6 +68,7 @@ export function parseArgs(args: string[], env: ParseEnv = {}): Command {
       return action;
     case "monitor": {
       checkCombinations(values, fail);
+      // Verbosity starts at normal: --verbose and --quiet only ever move it away from there.
       const o = { layer: action.layer, probes: [...action.probes], verbosity: "normal" };
       const options = o as MonitorOptions;
       for (const f of [...local, ...inherited]) f.apply(options, values.get(f.name) ?? f.default);

@@ -539,3 +539,45 @@ Deno.test("bash completion completes commands, flags and values", async () => {
   assert.equal(code, 0, stderr);
   assert.deepEqual(stdout.trimEnd().split("\n"), cases.map(([, want]) => want));
 });
+
+Deno.test("zsh and fish completion complete commands, flags and values (when installed)", async () => {
+  if (await hasShell("zsh")) {
+    // Outside a completion widget, stand-ins for the completion builtins print what they got.
+    const stubs = [
+      "compdef() { :; }",
+      'compadd() { shift; print -r -- "$*"; }',
+      "compset() { :; }",
+      '_describe() { local -a a; a=("${(@P)${@[-1]}}"); print -r -- "${(@)a%%:*}"; }',
+    ].join("\n");
+    const calls = [
+      "words=(kupod monitor ''); CURRENT=3; _kupod",
+      "words=(kupod --pod web-0 monitor kernel ''); CURRENT=6; _kupod",
+      "words=(kupod monitor user http --sidecar-mode ''); CURRENT=6; _kupod",
+      "words=(kupod monitor all --output=j); CURRENT=4; _kupod",
+    ].join("\n");
+    const { code, stdout, stderr } = await runShell(
+      "zsh",
+      [],
+      `${stubs}\n${completionScript("zsh")}\n${calls}\n`,
+    );
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(stdout.trimEnd().split("\n"), [
+      "all kernel user",
+      "all socket stack",
+      "envoy demo blur",
+      "text json",
+    ]);
+  }
+  if (await hasShell("fish")) {
+    const lines = ["kupod monitor ", "kupod monitor kernel stack --side", "kupod help monitor u"];
+    const calls = lines.map((l) => `complete -C'${l}' | string split -f1 \\t | string join ' '`);
+    const { code, stdout, stderr } = await runShell(
+      "fish",
+      [],
+      // `string join` fails when it had a single word to join: end on a clean status.
+      `${completionScript("fish")}\n${calls.join("\n")}\nexit 0\n`,
+    );
+    assert.equal(code, 0, stderr);
+    assert.deepEqual(stdout.trimEnd().split("\n"), ["all kernel user", "--sidecar-mode", "user"]);
+  }
+});
