@@ -3,21 +3,29 @@
  * Reference consumer of the ring buffer bench (bench/ringbuf.ts): plain
  * libbpf, ring_buffer__new + ring_buffer__poll.
  *
- *   consumer OBJECT PID CALLS BATCH RING_BYTES
+ *   consumer OBJECT PID CALLS BATCH RING_BYTES [drain]
  *
  * Opens OBJECT (bpf/.output/loadgen.bpf.o), sets its rodata target_tgid = PID
  * and batch = BATCH (offsets from the object's BTF), sizes the `events` ring,
  * loads, attaches, then releases the waiting producer PID (SIGUSR1) and reads
- * until every one of CALLS * BATCH events was either received or counted in
- * `events_lost`. The callback copies each event out of the ring and checks
- * it, like kupod's decodeLoadEvent + the bench's checks. Prints one line of
- * JSON: {"received", "lost", "seconds", "gaps", "disorder", "bad", "polls"};
- * seconds run from the release to the end of the poll that read the last
- * event. Exits 3 when nothing arrives for 10 s.
- */
+ * with ring_buffer__poll until every one of CALLS * BATCH events was either
+ * received or counted in `events_lost`. The callback copies each event out of
+ * the ring and checks it, like kupod's decodeLoadEvent + the bench's checks.
+ * seconds run from the release to the end of the poll that read the last event.
+ *
+ * With `drain`, the producer makes two bursts; before reading each, the
+ * consumer waits for a line on stdin (the bench sends it once the producer has
+ * finished the burst, so the ring is full) and then reads with
+ * ring_buffer__consume. The first burst warms up (page faults on the ring);
+ * seconds and `timed` are those of the second: the reader's own speed.
+ *
+ * Prints one line of JSON: {"received", "lost", "seconds", "timed", "gaps",
+ * "disorder", "bad", "polls"}. Exits 3 when nothing arrives for 10 s.
+  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -117,10 +125,51 @@ static int fail(const char *what, int err)
 	return 1;
 }
 
+struct reader {
+	struct ring_buffer *rb;
+	bool drain;
+	int lost_fd;
+	int ncpus;
+	__u64 *values;
+	__u64 lost;
+	__u64 polls;
+};
+
+/*
+ * Reads until received + lost reaches `target`; *last_event is set to the end
+ * of the read that returned the last event. 0, or 3 when stalled, 1 on error.
+ */
+static int read_until(struct reader *r, struct state *s, __u64 target, double *last_event)
+{
+	double progress_at = now_s();
+	__u64 seen = 0;
+
+	for (;;) {
+		int n = r->drain ? ring_buffer__consume(r->rb) : ring_buffer__poll(r->rb, 100);
+		r->polls++;
+		if (n < 0 && n != -EINTR)
+			return fail("read ring", n);
+		double now = now_s();
+		if (n > 0)
+			*last_event = now;
+		r->lost = read_lost(r->lost_fd, r->values, r->ncpus);
+		if (s->received + r->lost >= target)
+			return 0;
+		if (s->received + r->lost != seen) {
+			seen = s->received + r->lost;
+			progress_at = now;
+		} else if (now - progress_at > 10) {
+			fprintf(stderr, "consumer: stalled at %llu of %llu events\n",
+				(unsigned long long)seen, (unsigned long long)target);
+			return 3;
+		}
+	}
+}
+
 int main(int argc, char **argv)
 {
-	if (argc != 6) {
-		fprintf(stderr, "usage: %s OBJECT PID CALLS BATCH RING_BYTES\n", argv[0]);
+	if (argc != 6 && !(argc == 7 && !strcmp(argv[6], "drain"))) {
+		fprintf(stderr, "usage: %s OBJECT PID CALLS BATCH RING_BYTES [drain]\n", argv[0]);
 		return 1;
 	}
 	const char *path = argv[1];
@@ -128,7 +177,8 @@ int main(int argc, char **argv)
 	__u64 calls = strtoull(argv[3], NULL, 10);
 	__u32 batch = strtoul(argv[4], NULL, 10);
 	__u32 ring_bytes = strtoul(argv[5], NULL, 10);
-	__u64 total = calls * batch;
+	bool drain = argc == 7;
+	__u64 per_burst = calls * batch;
 
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = "kupod_loadgen");
 	struct bpf_object *obj = bpf_object__open_file(path, &opts);
@@ -153,52 +203,45 @@ int main(int argc, char **argv)
 		return fail("attach", errno);
 
 	static struct state s;
-	struct ring_buffer *rb = ring_buffer__new(bpf_map__fd(events), on_event, &s, NULL);
-	if (!rb)
+	struct reader r = { .drain = drain, .lost_fd = bpf_map__fd(lost_map) };
+	r.rb = ring_buffer__new(bpf_map__fd(events), on_event, &s, NULL);
+	if (!r.rb)
 		return fail("ring_buffer__new", errno);
-	int ncpus = libbpf_num_possible_cpus();
-	__u64 *values = calloc(ncpus, sizeof(*values));
-	int lost_fd = bpf_map__fd(lost_map);
+	r.ncpus = libbpf_num_possible_cpus();
+	r.values = calloc(r.ncpus, sizeof(*r.values));
 
-	double start = now_s();
-	if (kill(pid, SIGUSR1))
-		return fail("release producer", errno);
-	double last_event = start, progress_at = start;
-	__u64 lost = 0, polls = 0, seen = 0;
+	double start = 0, last_event = 0;
+	__u64 timed_from = 0;
 	int rc = 0;
-	for (;;) {
-		int n = ring_buffer__poll(rb, 100);
-		polls++;
-		if (n < 0 && n != -EINTR) {
-			rc = fail("ring_buffer__poll", n);
+	for (int b = 0; b < (drain ? 2 : 1) && !rc; b++) {
+		start = now_s();
+		if (kill(pid, SIGUSR1)) {
+			rc = fail("release producer", errno);
 			break;
 		}
-		double now = now_s();
-		if (n > 0)
-			last_event = now;
-		lost = read_lost(lost_fd, values, ncpus);
-		if (s.received + lost >= total)
-			break;
-		if (s.received + lost != seen) {
-			seen = s.received + lost;
-			progress_at = now;
-		} else if (now - progress_at > 10) {
-			fprintf(stderr, "consumer: stalled at %llu of %llu events\n",
-				(unsigned long long)seen, (unsigned long long)total);
-			rc = 3;
-			break;
+		if (drain) {
+			char line[16];
+			if (!fgets(line, sizeof(line), stdin)) {
+				rc = fail("wait for the burst's end on stdin", EPIPE);
+				break;
+			}
+			start = now_s();
 		}
+		last_event = start;
+		timed_from = s.received;
+		rc = read_until(&r, &s, (b + 1) * per_burst, &last_event);
 	}
-	printf("{\"received\": %llu, \"lost\": %llu, \"seconds\": %.6f, \"gaps\": %llu, "
-	       "\"disorder\": %llu, \"bad\": %llu, \"polls\": %llu}\n",
-	       (unsigned long long)s.received, (unsigned long long)lost, last_event - start,
-	       (unsigned long long)s.gaps, (unsigned long long)s.disorder,
-	       (unsigned long long)s.bad, (unsigned long long)polls);
+	printf("{\"received\": %llu, \"lost\": %llu, \"seconds\": %.6f, \"timed\": %llu, "
+	       "\"gaps\": %llu, \"disorder\": %llu, \"bad\": %llu, \"polls\": %llu}\n",
+	       (unsigned long long)s.received, (unsigned long long)r.lost, last_event - start,
+	       (unsigned long long)(s.received - timed_from), (unsigned long long)s.gaps,
+	       (unsigned long long)s.disorder, (unsigned long long)s.bad,
+	       (unsigned long long)r.polls);
 	fflush(stdout);
 
-	ring_buffer__free(rb);
+	ring_buffer__free(r.rb);
 	bpf_link__destroy(link);
 	bpf_object__close(obj);
-	free(values);
+	free(r.values);
 	return rc;
 }

@@ -2,15 +2,16 @@
 /*
  * Load producer of the ring buffer bench (bench/ringbuf.ts).
  *
- *   producer CALLS [RATE]
+ *   producer CALLS [RATE [BURSTS]]
  *
  * Blocks SIGUSR1, prints "ready <pid>" and waits (at most 60 s) for SIGUSR1:
  * the consumer sends it once it reads the ring, so the consumer itself times
  * the run from the release. Then calls getppid() CALLS times; every call makes
  * bpf/loadgen.bpf.c emit `batch` events while this pid is its target_tgid.
- * RATE (calls per second, optional) paces the calls in 1 ms steps instead of
- * issuing them back to back. Prints "done <calls> <ns>" and exits 0; exits 2
- * when never released.
+ * RATE (calls per second; 0 or absent: back to back) paces the calls in 1 ms
+ * steps. After the calls, prints "done <calls> <ns>". With BURSTS > 1 it waits
+ * for SIGUSR1 again before each further burst of CALLS calls. Exits 0, or 2
+ * when not released within 60 s.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,16 +30,61 @@ static long long now_ns(void)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+static int wait_release(const sigset_t *set)
+{
+	struct timespec limit = { .tv_sec = 60 };
+	int sig;
+
+	do
+		sig = sigtimedwait(set, NULL, &limit);
+	while (sig < 0 && errno == EINTR);
+	if (sig == SIGUSR1)
+		return 0;
+	fprintf(stderr, "producer: not released within 60 s\n");
+	return -1;
+}
+
+static void burst(long long calls, double rate)
+{
+	if (rate == 0) {
+		for (long long i = 0; i < calls; i++)
+			syscall(SYS_getppid);
+		return;
+	}
+	/* Every millisecond, as many calls as the rate allows up to then. */
+	struct timespec tick;
+	long long done = 0;
+
+	clock_gettime(CLOCK_MONOTONIC, &tick);
+	for (long long ms = 1;; ms++) {
+		long long due = (long long)(rate * ms / 1000.0);
+		if (due > calls)
+			due = calls;
+		for (; done < due; done++)
+			syscall(SYS_getppid);
+		if (done == calls)
+			return;
+		tick.tv_nsec += 1000000;
+		if (tick.tv_nsec >= 1000000000) {
+			tick.tv_nsec -= 1000000000;
+			tick.tv_sec++;
+		}
+		while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &tick, NULL) == EINTR)
+			;
+	}
+}
+
 int main(int argc, char **argv)
 {
-	if (argc < 2 || argc > 3) {
-		fprintf(stderr, "usage: %s CALLS [CALLS_PER_SECOND]\n", argv[0]);
+	if (argc < 2 || argc > 4) {
+		fprintf(stderr, "usage: %s CALLS [CALLS_PER_SECOND [BURSTS]]\n", argv[0]);
 		return 1;
 	}
 	long long calls = atoll(argv[1]);
-	double rate = argc == 3 ? atof(argv[2]) : 0;
-	if (calls <= 0 || rate < 0) {
-		fprintf(stderr, "producer: bad CALLS or rate\n");
+	double rate = argc >= 3 ? atof(argv[2]) : 0;
+	int bursts = argc >= 4 ? atoi(argv[3]) : 1;
+	if (calls <= 0 || rate < 0 || bursts < 1) {
+		fprintf(stderr, "producer: bad CALLS, rate or BURSTS\n");
 		return 1;
 	}
 
@@ -52,41 +98,13 @@ int main(int argc, char **argv)
 	printf("ready %d\n", (int)getpid());
 	fflush(stdout);
 
-	struct timespec limit = { .tv_sec = 60 };
-	int sig;
-	do
-		sig = sigtimedwait(&set, NULL, &limit);
-	while (sig < 0 && errno == EINTR);
-	if (sig != SIGUSR1) {
-		fprintf(stderr, "producer: not released within 60 s\n");
-		return 2;
+	for (int b = 0; b < bursts; b++) {
+		if (wait_release(&set))
+			return 2;
+		long long start = now_ns();
+		burst(calls, rate);
+		printf("done %lld %lld\n", calls, now_ns() - start);
+		fflush(stdout);
 	}
-
-	long long start = now_ns();
-	if (rate == 0) {
-		for (long long i = 0; i < calls; i++)
-			syscall(SYS_getppid);
-	} else {
-		/* Every millisecond, as many calls as the rate allows up to then. */
-		struct timespec tick;
-		long long done = 0;
-
-		clock_gettime(CLOCK_MONOTONIC, &tick);
-		for (long long ms = 1; done < calls; ms++) {
-			long long due = (long long)(rate * ms / 1000.0);
-			if (due > calls)
-				due = calls;
-			for (; done < due; done++)
-				syscall(SYS_getppid);
-			tick.tv_nsec += 1000000;
-			if (tick.tv_nsec >= 1000000000) {
-				tick.tv_nsec -= 1000000000;
-				tick.tv_sec++;
-			}
-			while (clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &tick, NULL) == EINTR)
-				;
-		}
-	}
-	printf("done %lld %lld\n", calls, now_ns() - start);
 	return 0;
 }

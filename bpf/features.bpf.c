@@ -36,3 +36,36 @@ int kupod_feat_tp(void *ctx)
 {
 	return 0;
 }
+
+/* Attach kinds the loader supports, exercised by tests/attach_test.ts. */
+
+SEC("?tc")
+int kupod_feat_tc(struct __sk_buff *skb)
+{
+	return 0; /* TC_ACT_OK */
+}
+
+SEC("?sockops")
+int kupod_feat_sops(struct bpf_sock_ops *ops)
+{
+	return 1;
+}
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 16);
+	__type(key, __u64);
+	__type(value, __u64);
+} feat_sockhash SEC(".maps");
+
+SEC("?sk_msg")
+int kupod_feat_skm(struct sk_msg_md *msg)
+{
+	return SK_PASS;
+}
+
+SEC("?uprobe")
+int kupod_feat_upr(struct pt_regs *ctx)
+{
+	return 0;
+}

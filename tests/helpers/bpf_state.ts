@@ -3,7 +3,7 @@
 export async function bpftoolJson(args: string[]): Promise<unknown> {
   const out = await new Deno.Command("bpftool", { args: ["-j", ...args] }).output();
   if (!out.success) throw new Error(`bpftool ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
-  return JSON.parse(new TextDecoder().decode(out.stdout) || "[]");
+  return JSON.parse(new TextDecoder().decode(out.stdout).trim() || "[]");
 }
 
 /** Names of loaded BPF programs that are kupod's (all are named kupod_*). */

@@ -1,0 +1,77 @@
+/** BpfMap on real maps of a loaded object: update, lookup, delete, iterate, per-CPU sums. */
+
+import { u32Key, u64Key } from "../bpf/map.ts";
+import { BpfObject } from "../bpf/object.ts";
+import { objectBytes } from "../bpf/objects.ts";
+import { BpfError } from "../bpf/errors.ts";
+import { RODATA } from "../bpf/gen/socket.ts";
+import { preflight } from "../bpf/preflight.ts";
+import { assert, assertEquals } from "./helpers/assert.ts";
+
+Deno.test("map: update, lookup, iterate and delete on a hash map", () => {
+  preflight();
+  using obj = BpfObject.open(objectBytes("socket"), "kupod_socket");
+  obj.setRodata(RODATA, { filter_by_pid: true });
+  obj.load();
+  const pids = obj.map("target_pids");
+  assertEquals([pids.keySize, pids.valueSize, pids.perCpu], [4, 4, false]);
+  for (const pid of [11, 22, 33]) pids.update(u32Key(pid), u32Key(pid * 2));
+  const value = pids.lookup(u32Key(22))!;
+  assertEquals(new DataView(value.buffer).getUint32(0, true), 44);
+  assertEquals(pids.lookup(u32Key(99)), undefined);
+  const keys = [...pids.keys()].map((k) => new DataView(k.buffer).getUint32(0, true)).sort();
+  assertEquals(keys, [11, 22, 33]);
+  assertEquals(pids.delete(u32Key(22)), true);
+  assertEquals(pids.delete(u32Key(22)), false);
+  pids.clear();
+  assertEquals([...pids.keys()].length, 0);
+});
+
+Deno.test("map: per-CPU values are summed over every possible CPU", () => {
+  preflight();
+  using obj = BpfObject.open(objectBytes("socket"), "kupod_socket");
+  obj.load();
+  const lost = obj.map("events_lost");
+  assert(lost.perCpu, "events_lost is per-CPU");
+  // the same value is written into every CPU's slot
+  lost.update(u32Key(0), u64Key(5n));
+  const cpus = lost.valueBufferSize / 8;
+  assertEquals(lost.sumU64(u32Key(0)), 5n * BigInt(cpus));
+});
+
+Deno.test("map: errors carry the call, the errno and libbpf's words", () => {
+  preflight();
+  using obj = BpfObject.open(objectBytes("socket"), "kupod_socket");
+  obj.load();
+  const cgroups = obj.map("target_cgroups");
+  let caught: unknown;
+  try {
+    cgroups.update(u64Key(1n), u32Key(0), 1 /* BPF_NOEXIST */);
+    cgroups.update(u64Key(1n), u32Key(0), 1);
+  } catch (e) {
+    caught = e;
+  }
+  assert(caught instanceof BpfError, "BpfError");
+  assertEquals((caught as BpfError).errno, 17);
+  assert((caught as BpfError).message.startsWith("update of map target_cgroups:"), (caught as Error).message);
+});
+
+Deno.test("object: a load the kernel refuses is one BpfError carrying libbpf's log", () => {
+  preflight();
+  using obj = BpfObject.open(objectBytes("features"), "kupod_features");
+  const prog = obj.program("kupod_feat_nf");
+  prog.setAutoload(true);
+  prog.setType(32); // netfilter without its expected attach type: the kernel says EINVAL
+  let caught: unknown;
+  try {
+    obj.load();
+  } catch (e) {
+    caught = e;
+  }
+  assert(caught instanceof BpfError, `BpfError, got ${caught}`);
+  const err = caught as BpfError;
+  assertEquals(err.errno, 22);
+  assert(err.message.startsWith("load BPF object kupod_features:"), err.message);
+  assert(!err.message.includes("\n"), "one line");
+  assert(err.libbpfLog.some((l) => l.includes("kupod_feat_nf")), err.libbpfLog.join(" | "));
+});

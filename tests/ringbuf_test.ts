@@ -1,0 +1,103 @@
+/**
+ * The ring buffer reader against the load generator object: a known number
+ * of events is produced by this process's own getppid() calls, and every one
+ * must be decoded in order, or be counted as lost by the kernel.
+ */
+
+import { libc } from "../bpf/ffi.ts";
+import { decodeLoadEvent, RODATA } from "../bpf/gen/loadgen.ts";
+import { u32Key } from "../bpf/map.ts";
+import { BpfObject } from "../bpf/object.ts";
+import { objectBytes } from "../bpf/objects.ts";
+import { preflight } from "../bpf/preflight.ts";
+import { RingBuffer } from "../bpf/ringbuf.ts";
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
+
+function loadgen(batch: number, ringBytes: number): BpfObject {
+  preflight();
+  const obj = BpfObject.open(objectBytes("loadgen"), "kupod_loadgen");
+  try {
+    obj.setRodata(RODATA, { target_tgid: Deno.pid, batch });
+    obj.setMaxEntries("events", ringBytes);
+    obj.load();
+    return obj;
+  } catch (e) {
+    obj[Symbol.dispose]();
+    throw e;
+  }
+}
+
+/** Calls getppid() `calls` times, draining between bursts when asked. */
+function produce(calls: number, drainEvery = 0, ring?: RingBuffer): void {
+  for (let i = 1; i <= calls; i++) {
+    libc().getppid();
+    if (drainEvery && i % drainEvery === 0) ring!.drain();
+  }
+}
+
+Deno.test("ringbuf: every event decoded exactly once, in order, when the ring has room", () => {
+  using obj = loadgen(100, 1 << 22);
+  using _link = obj.program("kupod_loadgen").attach();
+  const seqs: bigint[] = [];
+  using ring = new RingBuffer(
+    obj.map("events"),
+    (view, offset, length) => {
+      assertEquals(length, 56);
+      const e = decodeLoadEvent(view, offset);
+      assertEquals(e.pid, Deno.pid);
+      assertEquals(e.payload[31], Number(e.seq & 0xffn));
+      seqs.push(e.seq);
+    },
+    obj.map("events_lost"),
+  );
+  produce(500, 50, ring); // 50 000 events, drained every 5 000
+  ring.drain();
+  assertEquals(ring.lost(), 0n);
+  assertEquals(seqs.length, 50_000);
+  assert(seqs.every((s, i) => s === BigInt(i)), "sequence 0..N-1 without gaps or repeats");
+  assertEquals(ring.stats.received, 50_000);
+});
+
+Deno.test("ringbuf: a full ring loses events, and every lost one is counted", () => {
+  using obj = loadgen(200, 1 << 16); // 64 KiB: ~1000 events of 64 bytes
+  using _link = obj.program("kupod_loadgen").attach();
+  let received = 0;
+  let last = -1n;
+  using ring = new RingBuffer(obj.map("events"), (view, offset) => {
+    const seq = decodeLoadEvent(view, offset).seq;
+    assert(seq > last, "increasing");
+    last = seq;
+    received++;
+  }, obj.map("events_lost"));
+  produce(1000, 20, ring); // 200 000 events, 4 000 between drains: the ring overflows
+  ring.drain();
+  const lost = ring.lost();
+  assert(lost > 0n, "the ring overflowed");
+  assert(received > 0, "some events arrived");
+  assertEquals(BigInt(received) + lost, 200_000n, "received + lost = produced");
+  assertEquals(obj.map("events_lost").sumU64(u32Key(0)), lost);
+});
+
+Deno.test("ringbuf: run() reads in the background until stop(), then unmaps", async () => {
+  const obj = loadgen(10, 1 << 20);
+  const link = obj.program("kupod_loadgen").attach();
+  let received = 0;
+  const ring = new RingBuffer(obj.map("events"), () => received++, obj.map("events_lost"));
+  const reading = ring.run();
+  for (let round = 0; round < 20; round++) {
+    produce(50);
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  // the reader sleeps in epoll_wait off the event loop; new events wake it
+  const until = Date.now() + 3000;
+  while (received < 10_000 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+  assertEquals(received, 10_000);
+  link[Symbol.dispose]();
+  await ring.stop();
+  await reading;
+  await ring.stop(); // idempotent
+  assertEquals(ring.drain(), 0, "no reads after stop");
+  obj[Symbol.dispose]();
+  assertEquals(await waitNoKupodPrograms(), []);
+});
