@@ -50,7 +50,9 @@ export class BpfMap {
 
   #checkKey(key: Uint8Array): void {
     if (key.length !== this.keySize) {
-      throw new RangeError(`map ${this.name}: key is ${key.length} bytes, expected ${this.keySize}`);
+      throw new RangeError(
+        `map ${this.name}: key is ${key.length} bytes, expected ${this.keySize}`,
+      );
     }
   }
 
@@ -75,8 +77,10 @@ export class BpfMap {
     if (buf.length !== this.valueBufferSize) {
       throw new RangeError(`map ${this.name}: value is ${value.length} bytes`);
     }
-    check(`update of map ${this.name}`, () =>
-      libbpf().bpf_map_update_elem(this.fd, key, buf, BigInt(flags)));
+    check(
+      `update of map ${this.name}`,
+      () => libbpf().bpf_map_update_elem(this.fd, key, buf, BigInt(flags)),
+    );
   }
 
   /** Removes `key`; false when it was not there. */

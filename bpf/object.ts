@@ -198,7 +198,10 @@ export class BpfProgram {
   /** Attaches by section name (tp/, tp_btf/, raw_tp/, ...). */
   attach(): Link {
     const what = `${this.sectionName} (${this.name})`;
-    return new Link(checkPointer(`attach ${what}`, () => libbpf().bpf_program__attach(this.ptr)), what);
+    return new Link(
+      checkPointer(`attach ${what}`, () => libbpf().bpf_program__attach(this.ptr)),
+      what,
+    );
   }
 
   attachTracepoint(category: string, event: string): Link {

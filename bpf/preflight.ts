@@ -106,7 +106,9 @@ function ensureMounted(fstype: string, where: string, notes: string[]): string {
   if (existing.length) return existing.includes(where) ? where : existing[0];
   const rc = libc().mount(cstr(fstype), cstr(where), cstr(fstype), 0n, null);
   if (rc < 0) {
-    throw new KupodError(`${fstype} is not mounted and mounting it at ${where} failed (errno ${errno()})`);
+    throw new KupodError(
+      `${fstype} is not mounted and mounting it at ${where} failed (errno ${errno()})`,
+    );
   }
   notes.push(`mounted ${fstype} at ${where}`);
   return where;

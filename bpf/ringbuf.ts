@@ -76,7 +76,12 @@ export class RingBuffer implements AsyncDisposable, Disposable {
     const c = libc();
     this.#consumerPtr = mmapOrThrow(ring, this.#pageSize, PROT_READ | PROT_WRITE, 0);
     try {
-      this.#producerPtr = mmapOrThrow(ring, this.#pageSize + 2 * this.#size, PROT_READ, this.#pageSize);
+      this.#producerPtr = mmapOrThrow(
+        ring,
+        this.#pageSize + 2 * this.#size,
+        PROT_READ,
+        this.#pageSize,
+      );
     } catch (e) {
       c.munmap(this.#consumerPtr, BigInt(this.#pageSize));
       throw e;
@@ -162,7 +167,9 @@ export class RingBuffer implements AsyncDisposable, Disposable {
       while (!this.#stopping) {
         this.drain();
         const rc = await libc().epoll_wait(this.#epfd, this.#epollEvents, 2, 1000);
-        if (rc < 0 && errno() !== EINTR) throw new BpfError(`epoll_wait on ring ${this.#ring.name}`, errno());
+        if (rc < 0 && errno() !== EINTR) {
+          throw new BpfError(`epoll_wait on ring ${this.#ring.name}`, errno());
+        }
       }
       this.drain(); // what was committed before the stop
     } finally {
@@ -207,7 +214,12 @@ export class RingBuffer implements AsyncDisposable, Disposable {
   }
 }
 
-function mmapOrThrow(ring: BpfMap, length: number, prot: number, offset: number): Deno.PointerObject {
+function mmapOrThrow(
+  ring: BpfMap,
+  length: number,
+  prot: number,
+  offset: number,
+): Deno.PointerObject {
   const p = libc().mmap(null, BigInt(length), prot, MAP_SHARED, ring.fd, BigInt(offset));
   // MAP_FAILED is (void *)-1
   if (!p || BigInt(Deno.UnsafePointer.value(p)) === 0xffffffffffffffffn) {

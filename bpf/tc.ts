@@ -49,8 +49,10 @@ export class TcHook implements Attachment {
     const v = new DataView(opts.buffer);
     v.setBigUint64(TC_OPTS.sz, BigInt(TC_OPTS.size), true);
     v.setInt32(TC_OPTS.prog_fd, progFd, true);
-    check(`tc ${direction} ${programName} on ifindex ${this.ifindex}`, () =>
-      libbpf().bpf_tc_attach(hook, opts));
+    check(
+      `tc ${direction} ${programName} on ifindex ${this.ifindex}`,
+      () => libbpf().bpf_tc_attach(hook, opts),
+    );
     return new TcFilter(
       hook,
       v.getUint32(TC_OPTS.handle, true),

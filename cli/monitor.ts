@@ -48,6 +48,7 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   const flusher = setInterval(() => sink.flush(), FLUSH_MS);
   const probes: Probe[] = [];
   const stop = stopTrigger(opts.duration);
+  let failure: unknown;
   try {
     for (const name of opts.probes) {
       const probe = PROBES[name]!(target, sink);
@@ -55,23 +56,23 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
       log.ready(probe.readyLine);
     }
     await Promise.race([stop.promise, ...probes.map((p) => p.reading)]);
-  } finally {
-    stop.dispose();
-    clearInterval(flusher);
-    let firstError: unknown;
-    for (const probe of probes.reverse()) {
-      try {
-        await probe.stop();
-        const { events, lost } = probe.stats();
-        log.debug(`${probe.name}: ${events} events, ${lost} lost`);
-        if (lost > 0n) log.warn(`${probe.name}: ${lost} events lost (ring buffer full)`);
-      } catch (e) {
-        firstError ??= e;
-      }
-    }
-    sink.flush();
-    if (firstError) throw firstError;
+  } catch (e) {
+    failure = e;
   }
+  stop.dispose();
+  clearInterval(flusher);
+  for (const probe of probes.reverse()) {
+    try {
+      await probe.stop();
+      const { events, lost } = probe.stats();
+      log.debug(`${probe.name}: ${events} events, ${lost} lost`);
+      if (lost > 0n) log.warn(`${probe.name}: ${lost} events lost (ring buffer full)`);
+    } catch (e) {
+      failure ??= e;
+    }
+  }
+  sink.flush();
+  if (failure) throw failure;
 }
 
 /** Resolves on the first stop signal or when `durationSec` (if > 0) has passed. */

@@ -9,7 +9,9 @@ export interface CgroupMounts {
   v1: Record<string, string>;
 }
 
-export function cgroupMounts(mountinfo = Deno.readTextFileSync("/proc/self/mountinfo")): CgroupMounts {
+export function cgroupMounts(
+  mountinfo = Deno.readTextFileSync("/proc/self/mountinfo"),
+): CgroupMounts {
   const v2 = mountsOfType(mountinfo, "cgroup2")[0] ?? "";
   const v1: Record<string, string> = {};
   for (const line of mountinfo.split("\n")) {

@@ -8,7 +8,9 @@ import type { Target } from "./target.ts";
 export function resolveTarget(opts: MonitorOptions): Target {
   if (opts.pid) return resolvePid(opts.pid);
   if (opts.pod || opts.podLabel) {
-    throw new KupodError("Kubernetes targets (--pod, --pod-label) are not supported yet: use --pid");
+    throw new KupodError(
+      "Kubernetes targets (--pod, --pod-label) are not supported yet: use --pid",
+    );
   }
   if (opts.veth || opts.netns || opts.cgroup) {
     throw new KupodError("--veth, --netns and --cgroup targets are not supported yet: use --pid");

@@ -7,7 +7,7 @@
 import { disposeAll } from "../bpf/link.ts";
 import type { Attachment } from "../bpf/link.ts";
 import { BpfObject, type RodataField, type RodataValue } from "../bpf/object.ts";
-import { type ObjectName, objectBytes } from "../bpf/objects.ts";
+import { objectBytes, type ObjectName } from "../bpf/objects.ts";
 import { RingBuffer, type SampleHandler } from "../bpf/ringbuf.ts";
 import type { Target } from "../k8s/target.ts";
 import { applyFilter, filterMode, filterRodata } from "./filter.ts";
@@ -36,7 +36,12 @@ export class ProbeObject implements AsyncDisposable {
   #closed = false;
   #lostAtClose: bigint | undefined;
 
-  private constructor(object: BpfObject, ring: RingBuffer, attachments: Attachment[], mode: ReturnType<typeof filterMode>) {
+  private constructor(
+    object: BpfObject,
+    ring: RingBuffer,
+    attachments: Attachment[],
+    mode: ReturnType<typeof filterMode>,
+  ) {
     this.object = object;
     this.ring = ring;
     this.attachments = attachments;

@@ -103,7 +103,11 @@ Deno.test("attach: sk_msg verdict on a sockhash, detached by its owner", () => {
 Deno.test("attach: uprobe on a libc function by symbol name", async () => {
   using obj = features("kupod_feat_upr");
   obj.load();
-  const libcPath = ["/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6", "/lib64/libc.so.6"]
+  const libcPath = [
+    "/lib/x86_64-linux-gnu/libc.so.6",
+    "/lib/aarch64-linux-gnu/libc.so.6",
+    "/lib64/libc.so.6",
+  ]
     .find((p) => {
       try {
         return Deno.statSync(p).isFile;
@@ -113,7 +117,10 @@ Deno.test("attach: uprobe on a libc function by symbol name", async () => {
     });
   assert(libcPath, "libc found");
   {
-    using link = obj.program("kupod_feat_upr").attachUprobe({ binary: libcPath, symbol: "getppid" });
+    using link = obj.program("kupod_feat_upr").attachUprobe({
+      binary: libcPath,
+      symbol: "getppid",
+    });
     assert(link.fd > 0, "link fd");
     const shown = JSON.stringify(await bpftoolJson(["link", "show"]));
     assert(shown.includes(`"prog_id"`), shown);

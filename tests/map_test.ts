@@ -53,7 +53,10 @@ Deno.test("map: errors carry the call, the errno and libbpf's words", () => {
   }
   assert(caught instanceof BpfError, "BpfError");
   assertEquals((caught as BpfError).errno, 17);
-  assert((caught as BpfError).message.startsWith("update of map target_cgroups:"), (caught as Error).message);
+  assert(
+    (caught as BpfError).message.startsWith("update of map target_cgroups:"),
+    (caught as Error).message,
+  );
 });
 
 Deno.test("object: a load the kernel refuses is one BpfError carrying libbpf's log", () => {

@@ -36,7 +36,13 @@ Deno.test("socket: exactly one tcp_accept per accepted IPv4 connection, nothing 
   await using srv = await startServer("127.0.0.1");
   const { server, port } = srv;
   await using kupod = await startKupod([
-    "monitor", "kernel", "socket", "--pid", String(server.pid), "--output", "json",
+    "monitor",
+    "kernel",
+    "socket",
+    "--pid",
+    String(server.pid),
+    "--output",
+    "json",
   ]);
   const N = 25;
   await connectTimes("127.0.0.1", port, N);
@@ -64,7 +70,13 @@ Deno.test("socket: exactly one tcp_accept per accepted IPv4 connection, nothing 
 Deno.test("socket: IPv6 accepts carry IPv6 addresses", async () => {
   await using srv = await startServer("::1");
   await using kupod = await startKupod([
-    "monitor", "kernel", "socket", "--pid", String(srv.server.pid), "--output", "json",
+    "monitor",
+    "kernel",
+    "socket",
+    "--pid",
+    String(srv.server.pid),
+    "--output",
+    "json",
   ]);
   await connectTimes("::1", srv.port, 5);
   await new Promise((r) => setTimeout(r, 300));
@@ -72,17 +84,34 @@ Deno.test("socket: IPv6 accepts carry IPv6 addresses", async () => {
   const evs = events(kupod);
   assertEquals(evs.length, 5);
   for (const e of evs) {
-    assertEquals([e.type, e.family, e.saddr, e.daddr, e.sport], ["tcp_accept", "ipv6", "::1", "::1", srv.port]);
+    assertEquals([e.type, e.family, e.saddr, e.daddr, e.sport], [
+      "tcp_accept",
+      "ipv6",
+      "::1",
+      "::1",
+      srv.port,
+    ]);
   }
 });
 
 Deno.test("socket: exactly one tcp_connect per outbound connection of the target", async () => {
   await using srv = await startServer("127.0.0.1");
   await using client = new Child(DENO, [
-    "run", "--allow-net", `${ROOT}tests/fixtures/tcp_client.ts`, "127.0.0.1", String(srv.port), "17",
+    "run",
+    "--allow-net",
+    `${ROOT}tests/fixtures/tcp_client.ts`,
+    "127.0.0.1",
+    String(srv.port),
+    "17",
   ], { stdin: true });
   await using kupod = await startKupod([
-    "monitor", "kernel", "socket", "--pid", String(client.pid), "--output", "json",
+    "monitor",
+    "kernel",
+    "socket",
+    "--pid",
+    String(client.pid),
+    "--output",
+    "json",
   ]);
   await client.writeLine("go");
   await client.waitForLine(/^done 17$/);
@@ -91,7 +120,12 @@ Deno.test("socket: exactly one tcp_connect per outbound connection of the target
   const evs = events(kupod);
   assertEquals(evs.length, 17, "events");
   for (const e of evs) {
-    assertEquals([e.type, e.pid, e.daddr, e.dport], ["tcp_connect", client.pid, "127.0.0.1", srv.port]);
+    assertEquals([e.type, e.pid, e.daddr, e.dport], [
+      "tcp_connect",
+      client.pid,
+      "127.0.0.1",
+      srv.port,
+    ]);
     assert(e.sport > 0, "source port is known at connect");
   }
 });
@@ -103,7 +137,13 @@ Deno.test("socket: processes forked by the target after start are followed", asy
     `read; exec ${DENO} run --allow-net ${ROOT}tests/fixtures/tcp_server.ts 127.0.0.1 & wait`,
   ], { stdin: true });
   await using kupod = await startKupod([
-    "monitor", "kernel", "socket", "--pid", String(shell.pid), "--output", "json",
+    "monitor",
+    "kernel",
+    "socket",
+    "--pid",
+    String(shell.pid),
+    "--output",
+    "json",
   ]);
   await shell.writeLine("go");
   const [, port, serverPid] = (await shell.waitForLine(/^listening \d+/)).split(" ").map(Number);
@@ -122,8 +162,15 @@ Deno.test("socket: processes forked by the target after start are followed", asy
 Deno.test("socket: --duration ends the run by itself with every event written", async () => {
   await using srv = await startServer("127.0.0.1");
   const kupod = new Child(`${ROOT}kupod`, [
-    "monitor", "kernel", "socket", "--pid", String(srv.server.pid), "--output", "json",
-    "--duration", "3",
+    "monitor",
+    "kernel",
+    "socket",
+    "--pid",
+    String(srv.server.pid),
+    "--output",
+    "json",
+    "--duration",
+    "3",
   ]);
   await using _k = kupod;
   await kupod.waitForLine(/started!/);
@@ -136,7 +183,13 @@ Deno.test("socket: --duration ends the run by itself with every event written", 
 
 Deno.test("socket: text output has one readable line per event after the readiness line", async () => {
   await using srv = await startServer("127.0.0.1");
-  await using kupod = await startKupod(["monitor", "kernel", "socket", "--pid", String(srv.server.pid)]);
+  await using kupod = await startKupod([
+    "monitor",
+    "kernel",
+    "socket",
+    "--pid",
+    String(srv.server.pid),
+  ]);
   await connectTimes("127.0.0.1", srv.port, 3);
   await new Promise((r) => setTimeout(r, 300));
   await stopAndWait(kupod);

@@ -2,7 +2,9 @@
 
 export async function bpftoolJson(args: string[]): Promise<unknown> {
   const out = await new Deno.Command("bpftool", { args: ["-j", ...args] }).output();
-  if (!out.success) throw new Error(`bpftool ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  if (!out.success) {
+    throw new Error(`bpftool ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
   return JSON.parse(new TextDecoder().decode(out.stdout).trim() || "[]");
 }
 

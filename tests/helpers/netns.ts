@@ -15,7 +15,9 @@ async function run(cmd: string, args: string[]): Promise<string> {
 export { run };
 
 /** A veth pair on the host; removing one end removes both. */
-export async function vethPair(name: string): Promise<{ host: string; peer: string } & AsyncDisposable> {
+export async function vethPair(
+  name: string,
+): Promise<{ host: string; peer: string } & AsyncDisposable> {
   const host = `${name}h`, peer = `${name}p`;
   await run("ip", ["link", "add", host, "type", "veth", "peer", "name", peer]);
   await run("ip", ["link", "set", host, "up"]);
@@ -30,7 +32,10 @@ export async function vethPair(name: string): Promise<{ host: string; peer: stri
 }
 
 /** A cgroup v2 directory under the cgroup2 mount, removed on dispose. */
-export async function cgroupDir(mount: string, name: string): Promise<{ path: string } & AsyncDisposable> {
+export async function cgroupDir(
+  mount: string,
+  name: string,
+): Promise<{ path: string } & AsyncDisposable> {
   const path = `${mount}/${name}`;
   await Deno.mkdir(path);
   return {

@@ -15,7 +15,11 @@ export class Child implements AsyncDisposable {
   #waiters: { pattern: RegExp; resolve: (line: string) => void }[] = [];
   #stdin: WritableStreamDefaultWriter<Uint8Array> | undefined;
 
-  constructor(cmd: string, args: string[], opts: { stdin?: boolean; env?: Record<string, string> } = {}) {
+  constructor(
+    cmd: string,
+    args: string[],
+    opts: { stdin?: boolean; env?: Record<string, string> } = {},
+  ) {
     this.process = new Deno.Command(cmd, {
       args,
       stdin: opts.stdin ? "piped" : "null",
@@ -76,7 +80,11 @@ export class Child implements AsyncDisposable {
       this.#done.then(() =>
         setTimeout(() => {
           clearTimeout(timer);
-          reject(new Error(`exited before a line matching ${pattern}; stderr: ${this.stderr.join(" | ")}`));
+          reject(
+            new Error(
+              `exited before a line matching ${pattern}; stderr: ${this.stderr.join(" | ")}`,
+            ),
+          );
         }, 50)
       );
     });
@@ -122,7 +130,12 @@ export class Child implements AsyncDisposable {
 export async function startServer(
   host = "127.0.0.1",
 ): Promise<{ server: Child; port: number } & AsyncDisposable> {
-  const server = new Child(DENO, ["run", "--allow-net", `${ROOT}tests/fixtures/tcp_server.ts`, host]);
+  const server = new Child(DENO, [
+    "run",
+    "--allow-net",
+    `${ROOT}tests/fixtures/tcp_server.ts`,
+    host,
+  ]);
   const line = await server.waitForLine(/^listening \d+/);
   return {
     server,
