@@ -6,7 +6,7 @@
 
 import { featureReport, preflight } from "../bpf/preflight.ts";
 import { ConsoleSink } from "../exporters/console.ts";
-import { describeTarget, resolveTarget } from "../k8s/resolve.ts";
+import { describeTarget, requireTarget, resolveTarget } from "../k8s/resolve.ts";
 import type { Target } from "../k8s/target.ts";
 import type { EventSink } from "../probes/events.ts";
 import type { Probe } from "../probes/probe.ts";
@@ -33,6 +33,7 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
         ` (available: ${Object.keys(PROBES).join(", ")})`,
     );
   }
+  requireTarget(opts);
   const log = new Logger(opts.output, opts.verbosity);
   const report = preflight();
   log.preflight(`kernel ${report.kernel}, BTF ${report.btf}, tracefs ${report.tracefs}`);

@@ -5,19 +5,24 @@ import type { MonitorOptions } from "../cli/options.ts";
 import { resolvePid } from "./local.ts";
 import type { Target } from "./target.ts";
 
+/** Refuses a run without any target flag, before anything is checked or loaded. */
+export function requireTarget(opts: MonitorOptions): void {
+  if (!opts.pid && !opts.pod && !opts.podLabel && !opts.veth && !opts.netns && !opts.cgroup) {
+    throw new KupodError(
+      "no target: give --pod or --pod-label (Kubernetes), or --pid, --cgroup, --netns or --veth",
+    );
+  }
+}
+
 export function resolveTarget(opts: MonitorOptions): Target {
+  requireTarget(opts);
   if (opts.pid) return resolvePid(opts.pid);
   if (opts.pod || opts.podLabel) {
     throw new KupodError(
       "Kubernetes targets (--pod, --pod-label) are not supported yet: use --pid",
     );
   }
-  if (opts.veth || opts.netns || opts.cgroup) {
-    throw new KupodError("--veth, --netns and --cgroup targets are not supported yet: use --pid");
-  }
-  throw new KupodError(
-    "no target: give --pod or --pod-label (Kubernetes), or --pid, --cgroup, --netns or --veth",
-  );
+  throw new KupodError("--veth, --netns and --cgroup targets are not supported yet: use --pid");
 }
 
 /** The [INFO] lines describing a target. */
