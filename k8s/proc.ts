@@ -67,3 +67,30 @@ export function descendants(root: number, proc = "/proc"): number[] {
   }
   return out;
 }
+
+/** Inode of the namespace file at `path` (/proc/<pid>/ns/net, /run/netns/<name>), 0 when none. */
+export function nsInode(path: string): number {
+  try {
+    return Deno.statSync(path).ino ?? 0;
+  } catch {
+    return 0;
+  }
+}
+
+/** Every process by the inode of its network namespace, pids ascending, from one pass over /proc. */
+export function pidsByNetns(proc = "/proc"): Map<number, number[]> {
+  const pids: number[] = [];
+  for (const entry of Deno.readDirSync(proc)) {
+    if (/^\d+$/.test(entry.name)) pids.push(Number(entry.name));
+  }
+  pids.sort((a, b) => a - b);
+  const out = new Map<number, number[]>();
+  for (const pid of pids) {
+    const ino = nsInode(`${proc}/${pid}/ns/net`);
+    if (!ino) continue; // exited while listing
+    const list = out.get(ino);
+    if (list) list.push(pid);
+    else out.set(ino, [pid]);
+  }
+  return out;
+}
