@@ -42,7 +42,7 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
     const features = Object.entries(featureReport()).map(([f, ok]) => `${f}=${ok ? "yes" : "no"}`);
     log.debug(`kernel features: ${features.join(" ")}`);
   }
-  const target = resolveTarget(opts);
+  const target = await resolveTarget(opts);
   for (const line of describeTarget(target)) log.info(line);
 
   const sink = new ConsoleSink(opts.output);

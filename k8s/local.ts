@@ -1,39 +1,87 @@
-/** Targets without Kubernetes: a process tree (--pid). Veth, netns and cgroup targets build on this. */
+/**
+ * Targets without Kubernetes: a process tree (--pid), a cgroup (--cgroup), a
+ * network namespace (--netns) or the host side of a pod's veth (--veth).
+ * Processes in kubelet-shaped cgroups are grouped into their containers.
+ */
 
 import { KupodError } from "../cli/errors.ts";
-import { cgroupId, cgroupMounts } from "./cgroupfs.ts";
-import { comm, descendants, netnsInode, parseProcCgroup, processExists } from "./proc.ts";
-import type { Target } from "./target.ts";
+import type { SidecarMode } from "../cli/options.ts";
+import { cgroupDir, cgroupMountsAt, cgroupProcs } from "./cgroupfs.ts";
+import { attributeCgroup, attributePid, attributePids, type LocalContainer } from "./containers.ts";
+import { netnsByName, netnsNetwork, type NetnsRef, vethNetns } from "./podnet.ts";
+import { descendants, netnsInode } from "./proc.ts";
+import { processRoles } from "./sidecar.ts";
+import type { Container, Target, TargetKind } from "./target.ts";
 
-/** Process `pid` and its descendants, as one container named after the process. */
-export function resolvePid(pid: number, proc = "/proc"): Target {
-  if (!processExists(pid, proc)) throw new KupodError(`process ${pid} does not exist`);
-  const cgroups = parseProcCgroup(Deno.readTextFileSync(`${proc}/${pid}/cgroup`));
-  const mounts = cgroupMounts();
-  let id = 0n;
-  try {
-    id = cgroupId(mounts, cgroups.v2);
-  } catch {
-    // the process's cgroup is not visible from here (other cgroup namespace)
-  }
+function localTarget(kind: TargetKind, containers: Container[], fields: Partial<Target>): Target {
   return {
-    kind: "pid",
+    kind,
     namespace: "",
     pod: "",
     node: Deno.hostname(),
     podIP: "",
     hostIP: "",
-    netnsInode: netnsInode(pid, proc),
+    netnsInode: 0,
     veth: "",
-    containers: [{
-      name: comm(pid, proc),
-      image: "",
-      role: "service",
-      runtimeId: "",
-      cgroupId: id,
-      cgroupPath: cgroups.v2,
-      cgroupV1Paths: cgroups.v1,
-      pids: descendants(pid, proc),
-    }],
+    containers,
+    ...fields,
   };
+}
+
+/** Containers of a set of local processes, with sidecars recognised by process name. */
+function withRoles(found: LocalContainer[], mode: SidecarMode): Container[] {
+  const containers = found.map((f) => f.container);
+  const roles = processRoles(containers.map((c) => c.name), mode);
+  containers.forEach((c, i) => (c.role = roles[i]));
+  return containers;
+}
+
+/** Process `pid` and its descendants (forked ones join in the kernel). */
+export function resolvePid(pid: number, mode: SidecarMode = "blur", proc = "/proc"): Target {
+  const found = attributePid(pid, { proc });
+  // --pid means this process tree, not every process of its container
+  found.container.pids = descendants(pid, proc);
+  return localTarget("pid", withRoles([found], mode), { netnsInode: netnsInode(pid, proc) });
+}
+
+/** Every process in cgroup `path` and below, one container per cgroup that holds processes. */
+export function resolveCgroup(path: string, mode: SidecarMode = "blur"): Target {
+  const top = attributeCgroup(path);
+  const mounts = cgroupMountsAt();
+  const dir = top.container.cgroupPath && mounts.v2
+    ? cgroupDir(mounts.v2, top.container.cgroupPath)
+    : "";
+  const below = dir ? attributePids(cgroupProcs(dir)) : [];
+  // the cgroup itself stays first, so processes that join it later are attributed too
+  const others = below.filter((b) => b.container.cgroupId !== top.container.cgroupId);
+  return localTarget("cgroup", withRoles([top, ...others], mode), {});
+}
+
+async function netnsTarget(
+  kind: "netns" | "veth",
+  ref: NetnsRef,
+  mode: SidecarMode,
+  veth = "",
+): Promise<Target> {
+  const net = await netnsNetwork(ref.nsPath);
+  if (net.hostNetwork) {
+    throw new KupodError(`${ref.nsPath} is the host's own network namespace: give a pod's`);
+  }
+  const containers = ref.pids.length ? withRoles(attributePids(ref.pids), mode) : [];
+  return localTarget(kind, containers, {
+    netnsInode: ref.netnsInode,
+    veth: veth || net.veth,
+    podIP: net.ips[0] ?? "",
+  });
+}
+
+/** Every process in a network namespace given by path or `ip netns` name. */
+export function resolveNetns(nameOrPath: string, mode: SidecarMode = "blur"): Promise<Target> {
+  return netnsTarget("netns", netnsByName(nameOrPath), mode);
+}
+
+/** The pod behind the host side of a veth: its network namespace and the processes in it. */
+export async function resolveVeth(veth: string, mode: SidecarMode = "blur"): Promise<Target> {
+  const peer = await vethNetns(veth);
+  return netnsTarget("veth", peer, mode, veth);
 }

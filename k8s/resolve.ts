@@ -2,7 +2,7 @@
 
 import { KupodError } from "../cli/errors.ts";
 import type { MonitorOptions } from "../cli/options.ts";
-import { resolvePid } from "./local.ts";
+import { resolveCgroup, resolveNetns, resolvePid, resolveVeth } from "./local.ts";
 import type { Target } from "./target.ts";
 
 /** Refuses a run without any target flag, before anything is checked or loaded. */
@@ -14,15 +14,27 @@ export function requireTarget(opts: MonitorOptions): void {
   }
 }
 
-export function resolveTarget(opts: MonitorOptions): Target {
+export async function resolveTarget(opts: MonitorOptions): Promise<Target> {
   requireTarget(opts);
-  if (opts.pid) return resolvePid(opts.pid);
   if (opts.pod || opts.podLabel) {
     throw new KupodError(
-      "Kubernetes targets (--pod, --pod-label) are not supported yet: use --pid",
+      "Kubernetes targets (--pod, --pod-label) are not supported yet: use --pid, --cgroup, --netns or --veth",
     );
   }
-  throw new KupodError("--veth, --netns and --cgroup targets are not supported yet: use --pid");
+  if (opts.pid) return resolvePid(opts.pid, opts.sidecarMode);
+  if (opts.cgroup) return resolveCgroup(opts.cgroup, opts.sidecarMode);
+  if (opts.netns) {
+    const target = await resolveNetns(opts.netns, opts.sidecarMode);
+    if (opts.veth && target.veth !== opts.veth) {
+      throw new KupodError(
+        `--veth ${opts.veth} is not the veth of netns ${opts.netns} (that is ${
+          target.veth || "none"
+        })`,
+      );
+    }
+    return target;
+  }
+  return await resolveVeth(opts.veth, opts.sidecarMode);
 }
 
 /** The [INFO] lines describing a target. */

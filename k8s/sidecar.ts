@@ -88,3 +88,17 @@ export function selectByImage(
   }
   return keep;
 }
+
+/** Process names of the common sidecar proxies, for targets found without Kubernetes. */
+const ENVOY_PROCESSES = /^(envoy|pilot-agent)$/;
+const SIDECAR_PROCESSES =
+  /^(envoy|pilot-agent|linkerd2-proxy|nginx|haproxy|traefik|consul-dataplane|kuma-dp|daprd)$/;
+
+/** Roles of local containers named after their processes, with the same rules as the modes above. */
+export function processRoles(names: readonly string[], mode: SidecarMode): Role[] {
+  const re = mode === "envoy" ? ENVOY_PROCESSES : mode === "demo" ? /^$/ : SIDECAR_PROCESSES;
+  const roles: Role[] = names.map((n) => (re.test(n) ? "sidecar" : "service"));
+  // a lone proxy is the service being watched
+  if (!roles.includes("service") && roles.length) roles[0] = "service";
+  return roles;
+}

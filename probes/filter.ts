@@ -18,15 +18,18 @@ export interface FilterMode {
 }
 
 export function filterMode(target: Target): FilterMode {
+  // Without a cgroup v2 id (a cgroup v1-only host), a container is followed by its pids.
+  const byPid = target.containers.some((c) => !c.cgroupId);
   switch (target.kind) {
     case "pid":
       return { pid: true, cgroup: false, netns: false };
     case "pod":
     case "cgroup":
-      return { pid: false, cgroup: true, netns: false };
+      return { pid: byPid, cgroup: true, netns: false };
     case "netns":
     case "veth":
-      return { pid: false, cgroup: false, netns: true };
+      // the netns admits every process of the pod; cgroups name their containers
+      return { pid: false, cgroup: true, netns: true };
   }
 }
 
