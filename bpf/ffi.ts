@@ -117,9 +117,10 @@ export const LIBC_SYMBOLS = {
   epoll_create1: { parameters: ["i32"], result: "i32" },
   // int epoll_ctl(int epfd, int op, int fd, struct epoll_event *ev)
   epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  // int epoll_wait(int epfd, struct epoll_event *evs, int max, int timeout_ms), on a worker thread
-  epoll_wait: {
-    parameters: ["i32", "buffer", "i32", "i32"],
+  // int epoll_pwait(int epfd, struct epoll_event *evs, int max, int timeout_ms,
+  //   const sigset_t *mask), on a worker thread with every signal blocked while it waits
+  epoll_pwait: {
+    parameters: ["i32", "buffer", "i32", "i32", "buffer"],
     result: "i32",
     nonblocking: true,
   },

@@ -24,13 +24,18 @@ const EPOLL_CLOEXEC = 0o2000000;
 const EFD_CLOEXEC = 0o2000000;
 const EFD_NONBLOCK = 0o4000;
 const SC_PAGESIZE = 30;
-const EINTR = 4;
+/** A sigset_t with every signal: signals go to other threads while a worker waits. */
+const ALL_SIGNALS = new Uint8Array(128).fill(0xff);
+/** Consecutive failed waits after which the reader gives up (a closed fd, not a signal). */
+const MAX_WAIT_FAILURES = 50;
 
 const BUSY_BIT = 0x80000000;
 const DISCARD_BIT = 0x40000000;
 const HEADER_SIZE = 8;
 /** Store the consumer position after this many records, so the kernel can reuse space early. */
 const COMMIT_EVERY = 256;
+/** At most this many records per drain(), so a busy ring cannot starve the event loop. */
+const MAX_PER_DRAIN = 65536;
 
 /** Called per record with the view of the whole ring, the record's offset and length. */
 export type SampleHandler = (view: DataView, offset: number, length: number) => void;
@@ -126,8 +131,9 @@ export class RingBuffer implements AsyncDisposable, Disposable {
   }
 
   /**
-   * Hands every committed record to the handler and returns how many it read.
-   * Stops at a record the producer has reserved but not yet committed.
+   * Hands committed records to the handler and returns how many it read.
+   * Stops at a record the producer has reserved but not yet committed, or
+   * after MAX_PER_DRAIN records (call again: the rest is still there).
    */
   drain(): number {
     if (!this.#consumerPtr) return 0;
@@ -135,7 +141,7 @@ export class RingBuffer implements AsyncDisposable, Disposable {
     let prod = Number(this.#producer.getBigUint64(0, true));
     let n = 0;
     let sinceCommit = 0;
-    while (cons < prod) {
+    while (cons < prod && n < MAX_PER_DRAIN) {
       const at = cons & this.#mask;
       const header = Atomics.load(this.#header, at >>> 2);
       if (header & BUSY_BIT) break;
@@ -164,14 +170,22 @@ export class RingBuffer implements AsyncDisposable, Disposable {
 
   async #loop(): Promise<void> {
     try {
+      let failures = 0;
       while (!this.#stopping) {
-        this.drain();
-        const rc = await libc().epoll_wait(this.#epfd, this.#epollEvents, 2, 1000);
-        if (rc < 0 && errno() !== EINTR) {
-          throw new BpfError(`epoll_wait on ring ${this.#ring.name}`, errno());
+        if (this.drain() === MAX_PER_DRAIN) {
+          // more is waiting: let timers and I/O run, then read on
+          await new Promise((r) => setTimeout(r, 0));
+          continue;
+        }
+        const rc = await libc().epoll_pwait(this.#epfd, this.#epollEvents, 2, 1000, ALL_SIGNALS);
+        // errno belongs to the worker thread and cannot be read here: a failed wait is
+        // retried, and only a persistent failure ends the reader.
+        failures = rc < 0 ? failures + 1 : 0;
+        if (failures >= MAX_WAIT_FAILURES) {
+          throw new BpfError(`epoll_pwait on ring ${this.#ring.name} keeps failing`, 5);
         }
       }
-      this.drain(); // what was committed before the stop
+      while (this.drain() === MAX_PER_DRAIN); // what was committed before the stop
     } finally {
       this.#release();
     }

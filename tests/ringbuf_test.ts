@@ -101,3 +101,28 @@ Deno.test("ringbuf: run() reads in the background until stop(), then unmaps", as
   obj[Symbol.dispose]();
   assertEquals(await waitNoKupodPrograms(), []);
 });
+
+Deno.test("ringbuf: signals and child exits while waiting do not end the reader", async () => {
+  const obj = loadgen(10, 1 << 20);
+  const link = obj.program("kupod_loadgen").attach();
+  let received = 0;
+  const ring = new RingBuffer(obj.map("events"), () => received++, obj.map("events_lost"));
+  const reading = ring.run();
+  // SIGCHLD from exiting children, and a signal kupod itself listens for
+  const handler = () => {};
+  Deno.addSignalListener("SIGHUP", handler);
+  try {
+    for (let i = 0; i < 100; i++) await new Deno.Command("true").output();
+    for (let i = 0; i < 20; i++) Deno.kill(Deno.pid, "SIGHUP");
+    produce(100);
+    const until = Date.now() + 3000;
+    while (received < 1000 && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
+    assertEquals(received, 1000);
+  } finally {
+    Deno.removeSignalListener("SIGHUP", handler);
+    link[Symbol.dispose]();
+    await ring.stop();
+    await reading;
+    obj[Symbol.dispose]();
+  }
+});
