@@ -73,3 +73,37 @@ export interface WatchEvent<T> {
   type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR";
   object: T;
 }
+
+export interface NodeList {
+  apiVersion: "v1";
+  kind: "NodeList";
+  metadata: { resourceVersion?: string };
+  items: Node[];
+}
+
+/** The API's error body (and the object of an ERROR watch event): meta/v1 Status. */
+export interface Status {
+  apiVersion?: "v1";
+  kind: "Status";
+  metadata?: { resourceVersion?: string };
+  status?: "Success" | "Failure";
+  /** Human-readable, e.g. `pods "web-0" not found`. */
+  message?: string;
+  /** Machine-readable: "NotFound", "Forbidden", "Unauthorized", "Expired", "Gone", ... */
+  reason?: string;
+  details?: { name?: string; group?: string; kind?: string; uid?: string };
+  code?: number;
+}
+
+/** GET /version: the API server's build. */
+export interface VersionInfo {
+  major: string;
+  minor: string;
+  gitVersion: string;
+  gitCommit?: string;
+  gitTreeState?: string;
+  buildDate?: string;
+  goVersion?: string;
+  compiler?: string;
+  platform: string;
+}
