@@ -7,6 +7,7 @@
 import { featureReport, preflight } from "../bpf/preflight.ts";
 import { ConsoleSink } from "../exporters/console.ts";
 import { describeTarget, requireTarget, resolveTarget } from "../k8s/resolve.ts";
+import type { TargetWatch } from "../k8s/poll.ts";
 import type { Target } from "../k8s/target.ts";
 import type { EventSink } from "../probes/events.ts";
 import type { Probe } from "../probes/probe.ts";
@@ -42,7 +43,8 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
     const features = Object.entries(featureReport()).map(([f, ok]) => `${f}=${ok ? "yes" : "no"}`);
     log.debug(`kernel features: ${features.join(" ")}`);
   }
-  const target = await resolveTarget(opts);
+  using resolution = await resolveTarget(opts, (line) => log.preflight(line));
+  const target = resolution.target;
   for (const line of describeTarget(target)) log.info(line);
 
   const sink = new ConsoleSink(opts.output);
@@ -50,17 +52,24 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   const probes: Probe[] = [];
   const stop = stopTrigger(opts.duration);
   let failure: unknown;
+  let watch: TargetWatch | undefined;
   try {
     for (const name of opts.probes) {
       const probe = PROBES[name]!(target, sink);
       probes.push(probe);
       log.ready(probe.readyLine);
     }
+    watch = resolution.watch((next, why) => {
+      log.info(`target changed: ${why}`);
+      for (const line of describeTarget(next)) log.info(line);
+      for (const probe of probes) probe.retarget(next);
+    }, (e) => log.warn(`following the target: ${e instanceof Error ? e.message : e}`));
     await Promise.race([stop.promise, ...probes.map((p) => p.reading)]);
   } catch (e) {
     failure = e;
   }
   stop.dispose();
+  await watch?.stop();
   clearInterval(flusher);
   for (const probe of probes.reverse()) {
     try {

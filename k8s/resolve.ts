@@ -4,6 +4,7 @@ import { KupodError } from "../cli/errors.ts";
 import type { MonitorOptions } from "../cli/options.ts";
 import { resolveCgroup, resolveNetns, resolvePid, resolveVeth } from "./local.ts";
 import type { Target } from "./target.ts";
+import { pollTarget, type TargetChange, type TargetWatch } from "./poll.ts";
 
 /** Refuses a run without any target flag, before anything is checked or loaded. */
 export function requireTarget(opts: MonitorOptions): void {
@@ -14,27 +15,73 @@ export function requireTarget(opts: MonitorOptions): void {
   }
 }
 
-export async function resolveTarget(opts: MonitorOptions): Promise<Target> {
+/** A resolved target, and how to keep it current while kupod runs. */
+export interface Resolution extends Disposable {
+  target: Target;
+  /** Starts following changes; `onChange` gets each new Target. */
+  watch(onChange: TargetChange, onError: (e: unknown) => void): TargetWatch;
+}
+
+const NO_WATCH: TargetWatch = { stop: () => Promise.resolve() };
+
+/** Resolves the target flags; `preflight` receives the Kubernetes [PREFLIGHT] lines. */
+export async function resolveTarget(
+  opts: MonitorOptions,
+  preflight: (line: string) => void = () => {},
+): Promise<Resolution> {
   requireTarget(opts);
-  if (opts.pod || opts.podLabel) {
-    throw new KupodError(
-      "Kubernetes targets (--pod, --pod-label) are not supported yet: use --pid, --cgroup, --netns or --veth",
-    );
+  if (opts.pod || opts.podLabel) return await resolvePodTarget(opts, preflight);
+  if (opts.pid) {
+    // forked processes join in the kernel; nothing to poll
+    return {
+      target: resolvePid(opts.pid, opts.sidecarMode),
+      watch: () => NO_WATCH,
+      [Symbol.dispose]() {},
+    };
   }
-  if (opts.pid) return resolvePid(opts.pid, opts.sidecarMode);
-  if (opts.cgroup) return resolveCgroup(opts.cgroup, opts.sidecarMode);
-  if (opts.netns) {
-    const target = await resolveNetns(opts.netns, opts.sidecarMode);
-    if (opts.veth && target.veth !== opts.veth) {
-      throw new KupodError(
-        `--veth ${opts.veth} is not the veth of netns ${opts.netns} (that is ${
-          target.veth || "none"
-        })`,
-      );
+  const again = async () => {
+    if (opts.cgroup) return resolveCgroup(opts.cgroup, opts.sidecarMode);
+    if (opts.netns) {
+      const target = await resolveNetns(opts.netns, opts.sidecarMode);
+      if (opts.veth && target.veth !== opts.veth) {
+        throw new KupodError(
+          `--veth ${opts.veth} is not the veth of netns ${opts.netns} (that is ${
+            target.veth || "none"
+          })`,
+        );
+      }
+      return target;
     }
-    return target;
+    return await resolveVeth(opts.veth, opts.sidecarMode);
+  };
+  const target = await again();
+  return {
+    target,
+    watch: (onChange, onError) => pollTarget(target, again, onChange, onError),
+    [Symbol.dispose]() {},
+  };
+}
+
+/** Kubernetes code is loaded only when a pod is the target. */
+async function resolvePodTarget(
+  opts: MonitorOptions,
+  preflight: (line: string) => void,
+): Promise<Resolution> {
+  const { connect, findPod, podTarget } = await import("./pod_target.ts");
+  const { watchPod } = await import("./watch.ts");
+  const session = await connect(opts, preflight);
+  try {
+    const pod = await findPod(session, opts);
+    const target = await podTarget(pod, opts, session.node);
+    return {
+      target,
+      watch: (onChange, onError) => watchPod(session, opts, pod, target, onChange, onError),
+      [Symbol.dispose]: () => session[Symbol.dispose](),
+    };
+  } catch (e) {
+    session[Symbol.dispose]();
+    throw e;
   }
-  return await resolveVeth(opts.veth, opts.sidecarMode);
 }
 
 /** The [INFO] lines describing a target. */

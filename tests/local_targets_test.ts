@@ -9,58 +9,8 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
-import type { Child } from "./helpers/process.ts";
 import { startKupod } from "./helpers/process.ts";
-
-interface Event {
-  type: string;
-  pid: number;
-  comm: string;
-  container?: string;
-  role?: string;
-  saddr: string;
-  sport: number;
-  daddr: string;
-  dport: number;
-}
-
-const N = 12;
-
-async function eventsAfter(kupod: Child): Promise<Event[]> {
-  await new Promise((r) => setTimeout(r, 300));
-  kupod.kill("SIGTERM");
-  const status = await kupod.wait();
-  assertEquals(status.code, 0, `exit; stderr: ${kupod.stderr.join(" | ")}`);
-  return kupod.stdout.map((l) => JSON.parse(l) as Event);
-}
-
-function count(evs: Event[], type: string, container: string): number {
-  return evs.filter((e) => e.type === type && e.container === container).length;
-}
-
-/** What N fresh requests through the sidecar must produce, upstream keep-alive off. */
-function assertSidecarTraffic(pod: TestPod, evs: Event[]): void {
-  const proxy = pod.container("proxy"), app = pod.container("app");
-  const sidecar = evs.filter((e) => e.role === "sidecar");
-  const service = evs.filter((e) => e.role === "service");
-  assertEquals(sidecar.length + service.length, evs.length, "every event has a role");
-  // nginx: N accepts from the host, N connects to the service
-  const accepts = sidecar.filter((e) => e.type === "tcp_accept");
-  assertEquals(accepts.length, N, "sidecar accepts");
-  for (const e of accepts) {
-    assertEquals([e.saddr, e.sport, e.daddr], [pod.podIP, proxy.port, pod.hostIP]);
-  }
-  const connects = sidecar.filter((e) => e.type === "tcp_connect");
-  assertEquals(connects.length, N, "sidecar connects");
-  for (const e of connects) assertEquals([e.daddr, e.dport], ["127.0.0.1", app.port]);
-  // the service: N accepts from the sidecar, nothing else
-  assertEquals(service.length, N, "service events");
-  for (const e of service) {
-    assertEquals([e.type, e.sport], ["tcp_accept", app.port]);
-    assert(app.pids().includes(e.pid), `service pid ${e.pid}`);
-  }
-  assertEquals(new Set(sidecar.map((e) => e.container)).size, 1, "one sidecar container");
-}
+import { assertSidecarTraffic, count, eventsAfter, N } from "./helpers/traffic.ts";
 
 async function withPod(fn: (pod: TestPod) => Promise<void>): Promise<void> {
   await using pod = await createTestPod({ upstreamKeepAlive: false });
