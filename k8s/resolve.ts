@@ -91,8 +91,9 @@ export function describeTarget(t: Target): string[] {
   if (t.podIP) lines.push(`pod IP ${t.podIP}, host IP ${t.hostIP}`);
   if (t.netnsInode) lines.push(`netns ${t.netnsInode}${t.veth ? `, veth ${t.veth}` : ""}`);
   for (const c of t.containers) {
+    const what = [c.image, c.runtimeId && c.runtimeId.slice(0, 12)].filter(Boolean).join(", ");
     const cg = c.cgroupPath ? `, cgroup ${c.cgroupPath}` : "";
-    lines.push(`${c.role} ${c.name}: pids ${c.pids.join(",")}${cg}`);
+    lines.push(`${c.role} ${c.name}${what ? ` (${what})` : ""}: pids ${c.pids.join(",")}${cg}`);
   }
   return lines;
 }
