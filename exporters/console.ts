@@ -50,14 +50,37 @@ function endpoint(addr: string, port: number): string {
   return addr.includes(":") ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
-/** The readable form: time, type, process, the connection, and where it belongs. */
+function ms(seconds: number): string {
+  return `${(seconds * 1000).toFixed(3)}ms`;
+}
+
+/** What the event says beyond who and when. */
+function detail(e: KupodEvent): string {
+  switch (e.type) {
+    case "tcp_accept":
+      return `${endpoint(e.saddr, e.sport)} <- ${endpoint(e.daddr, e.dport)}`;
+    case "tcp_connect":
+      return `${endpoint(e.saddr, e.sport)} -> ${endpoint(e.daddr, e.dport)}`;
+    case "tcp_close":
+      return `${endpoint(e.saddr, e.sport)} ${e.direction === "inbound" ? "<-" : "->"} ${
+        endpoint(e.daddr, e.dport)
+      } lasted ${ms(e.duration_seconds)} sent ${e.bytes_sent}B received ${e.bytes_received}B rtt ${
+        ms(e.rtt_seconds)
+      } retransmits ${e.retransmits}`;
+    case "tcp_retransmit":
+      return `${endpoint(e.saddr, e.sport)} -> ${endpoint(e.daddr, e.dport)} in ${e.state}`;
+    case "sidecar_timing":
+      return `${e.sidecar_container} -> ${e.service_container}: in sidecar ${
+        ms(e.process_seconds)
+      }, to service ${ms(e.to_service_seconds)}`;
+  }
+}
+
+/** The readable form: time, type, process, what happened, and where it belongs. */
 export function textLine(e: KupodEvent): string {
   const time = e.ts.slice(11, 26);
   const proc = `${e.comm}[${e.pid}]`;
-  const arrow = e.type === "tcp_accept" ? "<-" : "->";
   const where = [e.namespace && e.pod ? `${e.namespace}/${e.pod}` : e.pod, e.container, e.role]
     .filter(Boolean).join(" ");
-  return `${time} ${e.type.padEnd(12)} ${proc.padEnd(22)} ${endpoint(e.saddr, e.sport)} ${arrow} ${
-    endpoint(e.daddr, e.dport)
-  }${where ? `  (${where})` : ""}`;
+  return `${time} ${e.type.padEnd(14)} ${proc.padEnd(22)} ${detail(e)}${where ? `  (${where})` : ""}`;
 }

@@ -15,16 +15,61 @@ export interface EventBase {
   comm?: string;
 }
 
-export interface TcpEvent extends EventBase {
-  type: "tcp_connect" | "tcp_accept";
+/** The endpoints of a TCP connection, from the owning process's side. */
+export interface TcpEndpoints {
   family: "ipv4" | "ipv6";
   saddr: string;
   sport: number;
   daddr: string;
   dport: number;
+  /** Identifies the connection across its events (kernel socket identity, hex). */
+  conn_id: string;
 }
 
-export type KupodEvent = TcpEvent;
+export interface TcpEvent extends EventBase, TcpEndpoints {
+  type: "tcp_connect" | "tcp_accept";
+}
+
+/** A connection's end, with what it carried. Times are wall-clock RFC 3339. */
+export interface TcpCloseEvent extends EventBase, TcpEndpoints {
+  type: "tcp_close";
+  direction: "inbound" | "outbound";
+  /** connect() called / accept() returned */
+  start_ts: string;
+  /** handshake done (equals start_ts for accepts, whose handshake the kernel did before) */
+  established_ts: string;
+  /** first FIN sent or received */
+  closing_ts: string;
+  duration_seconds: number;
+  bytes_sent: number;
+  bytes_received: number;
+  /** smoothed RTT at close */
+  rtt_seconds: number;
+  retransmits: number;
+  /** request/response exchanges seen on the connection (a send after a receive, or vice versa) */
+  exchanges: number;
+}
+
+export interface TcpRetransmitEvent extends EventBase, TcpEndpoints {
+  type: "tcp_retransmit";
+  /** TCP state name at the retransmit, e.g. "ESTABLISHED" */
+  state: string;
+}
+
+/**
+ * One request through the sidecar: from the sidecar reading it on the inbound
+ * connection to writing it upstream (process), and from there to the service
+ * reading it (to service).
+ */
+export interface SidecarTimingEvent extends EventBase {
+  type: "sidecar_timing";
+  sidecar_container: string;
+  service_container: string;
+  process_seconds: number;
+  to_service_seconds: number;
+}
+
+export type KupodEvent = TcpEvent | TcpCloseEvent | TcpRetransmitEvent | SidecarTimingEvent;
 
 /** Where events go: console, metrics, spans. */
 export interface EventSink {

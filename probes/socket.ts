@@ -12,6 +12,13 @@ import type { EventSink, TcpEvent } from "./events.ts";
 import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
 
+/** Kernel addresses are not shown: connection ids are socket addresses masked with a per-run key. */
+const RUN_KEY = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0);
+
+function connId(sockId: bigint): string {
+  return (sockId ^ RUN_KEY).toString(16).padStart(16, "0");
+}
+
 /** enum sock_event_kind of bpf/socket.h */
 const KIND: Record<number, TcpEvent["type"]> = { 1: "tcp_connect", 2: "tcp_accept" };
 
@@ -62,6 +69,7 @@ export class SocketProbe implements Probe {
           sport: e.sport,
           daddr: formatAddr(e.family, e.daddr),
           dport: e.dport,
+          conn_id: connId(e.sock_id),
         });
       },
     });
