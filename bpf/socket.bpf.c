@@ -1,10 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * Socket probe: TCP connections of the target's processes, from tracepoints
- * only. Each event is attributed in process context: connects when the
- * process enters SYN_SENT (the 4-tuple is complete only at ESTABLISHED,
- * which runs in softirq, so the owner is remembered per socket), accepts at
- * the return of accept()/accept4() where current is the accepting process.
+ * Socket probe: the TCP connections of the target's processes, from
+ * tracepoints only. A connection is attributed in process context — at
+ * connect() (SYN_SENT) or at the return of accept() — and remembered per
+ * socket, so that events raised later in softirq (handshake done,
+ * retransmits, close) still name the right process and container.
+ *
+ * Sidecar timing follows one request: a sidecar thread reads it on an
+ * inbound connection, writes it on an outbound one (process time), and a
+ * service reads it from the other end of that connection (to-service time).
  */
 #include "kupod.h"
 #include "ringbuf.h"
@@ -13,103 +17,192 @@
 
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
+#define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
 #define IPPROTO_TCP 6
+#define MSG_PEEK 2
+#define DIR_OUT 0
+#define DIR_IN 1
+#define LAST_SEND 1
+#define LAST_RECV 2
 
-/* Owner of a socket, captured in process context. */
-struct sock_owner {
+/* A connection of the target, from connect()/accept() to close. */
+struct conn {
 	__u64 cgroup_id;
+	__u64 start_ns;
+	__u64 established_ns;
+	__u64 closing_ns;
+	__u64 bytes_sent;     /* written by the owner (sock_send_length) */
+	__u64 bytes_received; /* read by the owner (sock_recv_length) */
 	__u32 pid;
 	__u32 tid;
 	__u32 netns;
 	__u32 container;
+	__u32 turns; /* changes of data direction */
+	__u8 direction;
+	__u8 last; /* LAST_SEND / LAST_RECV */
 	char comm[16];
 };
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(max_entries, 65536);
 	__type(key, __u64); /* struct sock * */
-	__type(value, struct sock_owner);
-} connecting SEC(".maps");
+	__type(value, struct conn);
+} conns SEC(".maps");
 
-static __always_inline void owner_from_current(struct sock_owner *o, __u32 container)
+/* A connection's endpoints as seen from the side that owns it. */
+struct flow {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__u16 sport;
+	__u16 dport;
+};
+
+/* A request the sidecar read on an inbound connection, by sidecar thread. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32); /* tid */
+	__type(value, __u64); /* read at */
+} sidecar_reads SEC(".maps");
+
+/* A request the sidecar wrote upstream, by the flow it went out on. */
+struct forwarded {
+	__u64 written_ns;
+	__u64 process_ns;
+	__u32 sidecar;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct flow);
+	__type(value, struct forwarded);
+} forwarded SEC(".maps");
+
+static __always_inline void conn_from_current(struct conn *c, __u32 container, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 
-	o->pid = pid_tgid >> 32;
-	o->tid = (__u32)pid_tgid;
-	o->cgroup_id = bpf_get_current_cgroup_id();
-	o->netns = current_netns();
-	o->container = container;
-	bpf_get_current_comm(o->comm, sizeof(o->comm));
+	__builtin_memset(c, 0, sizeof(*c));
+	c->pid = pid_tgid >> 32;
+	c->tid = (__u32)pid_tgid;
+	c->cgroup_id = bpf_get_current_cgroup_id();
+	c->netns = current_netns();
+	c->container = container;
+	c->direction = direction;
+	c->start_ns = bpf_ktime_get_boot_ns();
+	bpf_get_current_comm(c->comm, sizeof(c->comm));
 }
 
-static __always_inline void fill_owner(struct sock_event *e, const struct sock_owner *o)
+static __always_inline void read_flow(struct flow *f, struct sock *sk, __u16 *family)
 {
-	e->pid = o->pid;
-	e->tid = o->tid;
-	e->cgroup_id = o->cgroup_id;
-	e->netns = o->netns;
-	e->container = o->container;
-	__builtin_memcpy(e->comm, o->comm, sizeof(e->comm));
-}
-
-/* Addresses and ports of a socket, read with CO-RE. */
-static __always_inline void fill_addrs(struct sock_event *e, struct sock *sk)
-{
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (e->family == AF_INET) {
-		bpf_core_read(e->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(e->daddr, 4, &sk->__sk_common.skc_daddr);
+	__builtin_memset(f, 0, sizeof(*f));
+	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	f->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	f->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (*family == AF_INET) {
+		bpf_core_read(f->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(f->daddr, 4, &sk->__sk_common.skc_daddr);
 	} else {
-		bpf_core_read(e->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(e->daddr, 16, &sk->__sk_common.skc_v6_daddr);
+		bpf_core_read(f->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(f->daddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 }
 
-static __always_inline void emit(__u32 kind, struct sock *sk, const struct sock_owner *o)
+/* Reserves an event for connection `c` of socket `sk`, filled with who and where. */
+static __always_inline struct sock_event *conn_event(__u32 kind, struct sock *sk,
+						     const struct conn *c)
 {
 	struct sock_event *e = event_reserve(sizeof(*e));
+	struct flow f;
 
 	if (!e)
-		return;
+		return NULL;
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->kind = kind;
 	e->sock_id = (__u64)sk;
-	fill_owner(e, o);
-	fill_addrs(e, sk);
+	e->pid = c->pid;
+	e->tid = c->tid;
+	e->cgroup_id = c->cgroup_id;
+	e->netns = c->netns;
+	e->container = c->container;
+	e->direction = c->direction;
+	__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
+	read_flow(&f, sk, &e->family);
+	e->sport = f.sport;
+	e->dport = f.dport;
+	__builtin_memcpy(e->saddr, f.saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, f.daddr, sizeof(e->daddr));
+	return e;
+}
+
+static __always_inline void emit_close(struct sock *sk, struct conn *c)
+{
+	struct tcp_sock *tp = (struct tcp_sock *)sk;
+	struct sock_event *e = conn_event(SOCK_EVENT_CLOSE, sk, c);
+
+	if (!e)
+		return;
+	e->start_ns = c->start_ns;
+	e->established_ns = c->established_ns;
+	e->closing_ns = c->closing_ns;
+	/* what the application wrote and read: tcp_sock's counters include FIN sequence numbers */
+	e->bytes_sent = c->bytes_sent;
+	e->bytes_received = c->bytes_received;
+	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	e->retransmits = BPF_CORE_READ(tp, total_retrans);
+	e->exchanges = c->last ? (c->turns + 2) / 2 : 0;
 	bpf_ringbuf_submit(e, 0);
 }
 
 SEC("tp/sock/inet_sock_set_state")
 int kupod_sk_state(struct trace_event_raw_inet_sock_set_state *ctx)
 {
-	__u64 sk = (__u64)ctx->skaddr;
-	struct sock_owner owner, *known;
+	/* ctx fields are read once: the verifier refuses derived ctx pointers */
+	struct sock *sk = (struct sock *)BPF_CORE_READ(ctx, skaddr);
+	int oldstate = BPF_CORE_READ(ctx, oldstate);
+	int newstate = BPF_CORE_READ(ctx, newstate);
+	__u64 key = (__u64)sk;
+	struct sock_event *e;
+	struct conn *c, fresh;
 	__u32 container;
 
-	if (ctx->protocol != IPPROTO_TCP)
+	if (BPF_CORE_READ(ctx, protocol) != IPPROTO_TCP)
 		return 0;
-	if (ctx->newstate == TCP_SYN_SENT) {
+	if (newstate == TCP_SYN_SENT) {
 		/* connect(): process context, the caller owns the socket */
 		if (!target_current(&container))
 			return 0;
-		owner_from_current(&owner, container);
-		bpf_map_update_elem(&connecting, &sk, &owner, BPF_ANY);
+		conn_from_current(&fresh, container, DIR_OUT);
+		bpf_map_update_elem(&conns, &key, &fresh, BPF_ANY);
 		return 0;
 	}
-	if (ctx->oldstate != TCP_SYN_SENT)
+	c = bpf_map_lookup_elem(&conns, &key);
+	if (!c)
 		return 0;
-	known = bpf_map_lookup_elem(&connecting, &sk);
-	if (!known)
+	if (oldstate == TCP_SYN_SENT) {
+		if (newstate != TCP_ESTABLISHED) {
+			bpf_map_delete_elem(&conns, &key); /* refused or timed out */
+			return 0;
+		}
+		c->established_ns = bpf_ktime_get_boot_ns();
+		e = conn_event(SOCK_EVENT_CONNECT, sk, c);
+		if (e)
+			bpf_ringbuf_submit(e, 0);
 		return 0;
-	if (ctx->newstate == TCP_ESTABLISHED)
-		emit(SOCK_EVENT_CONNECT, (struct sock *)ctx->skaddr, known);
-	bpf_map_delete_elem(&connecting, &sk);
+	}
+	if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) && !c->closing_ns)
+		c->closing_ns = bpf_ktime_get_boot_ns();
+	if (newstate == TCP_CLOSE) {
+		if (!c->closing_ns)
+			c->closing_ns = bpf_ktime_get_boot_ns(); /* reset or abort: no FIN */
+		emit_close(sk, c);
+		bpf_map_delete_elem(&conns, &key);
+	}
 	return 0;
 }
 
@@ -131,17 +224,24 @@ static __always_inline struct sock *sock_of_fd(int fd)
 
 static __always_inline int on_accept_exit(long ret)
 {
-	struct sock_owner owner;
+	struct sock_event *e;
 	__u32 container;
+	struct conn c;
 	struct sock *sk;
+	__u64 key;
 
 	if (ret < 0 || !target_current(&container))
 		return 0;
 	sk = sock_of_fd((int)ret);
 	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
 		return 0;
-	owner_from_current(&owner, container);
-	emit(SOCK_EVENT_ACCEPT, sk, &owner);
+	conn_from_current(&c, container, DIR_IN);
+	c.established_ns = c.start_ns; /* the kernel finished the handshake before accept() */
+	key = (__u64)sk;
+	bpf_map_update_elem(&conns, &key, &c, BPF_ANY);
+	e = conn_event(SOCK_EVENT_ACCEPT, sk, &c);
+	if (e)
+		bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 
@@ -155,6 +255,119 @@ SEC("tp/syscalls/sys_exit_accept")
 int kupod_accept(struct trace_event_raw_sys_exit *ctx)
 {
 	return on_accept_exit(ctx->ret);
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(kupod_retrans, struct sock *sk)
+{
+	__u64 key = (__u64)sk;
+	struct sock_event *e;
+	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+
+	if (!c)
+		return 0;
+	e = conn_event(SOCK_EVENT_RETRANSMIT, sk, c);
+	if (!e)
+		return 0;
+	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* A request leaves the sidecar: remember when, by the flow it went out on. */
+static __always_inline void sidecar_sent(struct sock *sk, struct conn *c, __u64 now)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	__u64 *read_at = bpf_map_lookup_elem(&sidecar_reads, &tid);
+	struct forwarded fw = {};
+	struct flow f;
+	__u16 family;
+
+	if (!read_at)
+		return;
+	fw.written_ns = now;
+	fw.process_ns = now - *read_at;
+	fw.sidecar = c->container;
+	bpf_map_delete_elem(&sidecar_reads, &tid);
+	read_flow(&f, sk, &family);
+	bpf_map_update_elem(&forwarded, &f, &fw, BPF_ANY);
+}
+
+/* A service reads a request: if the sidecar forwarded it, report both durations. */
+static __always_inline void service_received(struct sock *sk, struct conn *c, __u64 now)
+{
+	struct forwarded *fw;
+	struct sock_event *e;
+	struct flow mine, theirs;
+	__u16 family;
+
+	read_flow(&mine, sk, &family);
+	/* the sidecar's end of this connection has the endpoints swapped */
+	__builtin_memcpy(theirs.saddr, mine.daddr, sizeof(theirs.saddr));
+	__builtin_memcpy(theirs.daddr, mine.saddr, sizeof(theirs.daddr));
+	theirs.sport = mine.dport;
+	theirs.dport = mine.sport;
+	fw = bpf_map_lookup_elem(&forwarded, &theirs);
+	if (!fw)
+		return;
+	e = conn_event(SOCK_EVENT_SIDECAR, sk, c);
+	if (e) {
+		e->process_ns = fw->process_ns;
+		e->to_service_ns = now - fw->written_ns;
+		e->peer_container = c->container;
+		e->container = fw->sidecar;
+		bpf_ringbuf_submit(e, 0);
+	}
+	bpf_map_delete_elem(&forwarded, &theirs);
+}
+
+static __always_inline int on_data(struct trace_event_raw_sock_msg_length *ctx, __u8 dir)
+{
+	struct sock *sk = (struct sock *)BPF_CORE_READ(ctx, sk);
+	__u64 key = (__u64)sk;
+	__u64 now;
+	struct conn *c;
+	__u32 role;
+
+	if (BPF_CORE_READ(ctx, protocol) != IPPROTO_TCP || BPF_CORE_READ(ctx, ret) <= 0 ||
+	    (BPF_CORE_READ(ctx, flags) & MSG_PEEK))
+		return 0;
+	c = bpf_map_lookup_elem(&conns, &key);
+	if (!c)
+		return 0;
+	if (c->last && c->last != dir)
+		c->turns++;
+	c->last = dir;
+	if (dir == LAST_SEND)
+		c->bytes_sent += BPF_CORE_READ(ctx, ret);
+	else
+		c->bytes_received += BPF_CORE_READ(ctx, ret);
+	if (c->container == NO_CONTAINER)
+		return 0;
+	now = bpf_ktime_get_boot_ns();
+	role = container_role(c->container);
+	if (role == ROLE_SIDECAR && c->direction == DIR_IN && dir == LAST_RECV) {
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+
+		bpf_map_update_elem(&sidecar_reads, &tid, &now, BPF_ANY);
+	} else if (role == ROLE_SIDECAR && c->direction == DIR_OUT && dir == LAST_SEND) {
+		sidecar_sent(sk, c, now);
+	} else if (role == ROLE_SERVICE && c->direction == DIR_IN && dir == LAST_RECV) {
+		service_received(sk, c, now);
+	}
+	return 0;
+}
+
+SEC("tp/sock/sock_send_length")
+int kupod_send(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return on_data(ctx, LAST_SEND);
+}
+
+SEC("tp/sock/sock_recv_length")
+int kupod_recv(struct trace_event_raw_sock_msg_length *ctx)
+{
+	return on_data(ctx, LAST_RECV);
 }
 
 /* Keep the event type in the object's BTF for the decoder generator. */

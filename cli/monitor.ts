@@ -47,7 +47,7 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   const target = resolution.target;
   for (const line of describeTarget(target)) log.info(line);
 
-  const sink = new ConsoleSink(opts.output);
+  const sink = new ConsoleSink(opts.output, opts.verbosity);
   const flusher = setInterval(() => sink.flush(), FLUSH_MS);
   const probes: Probe[] = [];
   const stop = stopTrigger(opts.duration);

@@ -1,11 +1,16 @@
 /**
  * Events on the terminal: one readable line each (text) or one JSON object
- * per line (json). Output is buffered and written in batches; flush() is
+ * per line (json). Connects, accepts and retransmits are shown by default;
+ * closes and per-request sidecar timings, which metrics and spans summarise,
+ * only with --verbose. Output is buffered and written in batches; flush() is
  * called by the monitor on a short timer and before exit, so nothing is lost.
  */
 
 import type { EventSink, KupodEvent } from "../probes/events.ts";
-import type { OutputFormat } from "../cli/options.ts";
+import type { OutputFormat, Verbosity } from "../cli/options.ts";
+
+/** Event types printed only with --verbose. */
+const VERBOSE_ONLY = new Set<KupodEvent["type"]>(["tcp_close", "sidecar_timing"]);
 
 const encoder = new TextEncoder();
 const FLUSH_BYTES = 64 * 1024;
@@ -16,14 +21,19 @@ export class ConsoleSink implements EventSink {
   #broken = false;
   readonly #format: (e: KupodEvent) => string;
 
+  readonly #verbose: boolean;
+
   constructor(
     format: OutputFormat,
+    verbosity: Verbosity = "normal",
     readonly out: { writeSync(p: Uint8Array): number } = Deno.stdout,
   ) {
     this.#format = format === "json" ? (e) => JSON.stringify(e) : textLine;
+    this.#verbose = verbosity === "verbose";
   }
 
   event(e: KupodEvent): void {
+    if (!this.#verbose && VERBOSE_ONLY.has(e.type)) return;
     const line = this.#format(e) + "\n";
     this.#pending.push(line);
     this.#pendingBytes += line.length;

@@ -10,6 +10,9 @@ import { u32Key, u64Key } from "../bpf/map.ts";
 import type { Target } from "../k8s/target.ts";
 
 const NO_CONTAINER = 0xffffffff;
+/** ROLE_* of bpf/include/filter.h */
+const ROLE_SERVICE = 0;
+const ROLE_SIDECAR = 1;
 
 export interface FilterMode {
   pid: boolean;
@@ -44,6 +47,11 @@ export function filterRodata(mode: FilterMode): Record<string, RodataValue> {
 
 /** Writes the target's keys into the loaded object's filter maps; removes keys no longer in it. */
 export function applyFilter(obj: BpfObject, mode: FilterMode, target: Target): void {
+  // roles first, so a container is never seen before its role is known
+  const roles = obj.map("target_roles");
+  target.containers.slice(0, roles.maxEntries).forEach((c, i) =>
+    roles.update(u32Key(i), u32Key(c.role === "sidecar" ? ROLE_SIDECAR : ROLE_SERVICE))
+  );
   if (mode.pid) {
     // Pids are only added: the kernel removes exited processes and adds forked ones.
     const pids = obj.map("target_pids");

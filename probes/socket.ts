@@ -1,14 +1,15 @@
 /**
- * The socket probe: TCP connects and accepts of the target's processes
- * (bpf/socket.bpf.c), decoded into the JSON event contract.
+ * The socket probe: TCP connects, accepts, closes (with bytes, RTT,
+ * retransmits and phase times), retransmits, and sidecar timing of the
+ * target's containers (bpf/socket.bpf.c), decoded into the event contract.
  */
 
 import type { BpfObject } from "../bpf/object.ts";
-import { decodeSockEvent, RODATA } from "../bpf/gen/socket.ts";
+import { decodeSockEvent, RODATA, type SockEvent } from "../bpf/gen/socket.ts";
 import { attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
 import { bootNsToRfc3339 } from "./clock.ts";
-import type { EventSink, TcpEvent } from "./events.ts";
+import type { EventSink, KupodEvent, TcpEndpoints } from "./events.ts";
 import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
 
@@ -20,22 +21,44 @@ function connId(sockId: bigint): string {
 }
 
 /** enum sock_event_kind of bpf/socket.h */
-const KIND: Record<number, TcpEvent["type"]> = { 1: "tcp_connect", 2: "tcp_accept" };
+const KIND = { CONNECT: 1, ACCEPT: 2, CLOSE: 3, RETRANSMIT: 4, SIDECAR: 5 } as const;
+
+/** TCP states (include/net/tcp_states.h) by number, for retransmit events. */
+const TCP_STATES = [
+  "",
+  "ESTABLISHED",
+  "SYN_SENT",
+  "SYN_RECV",
+  "FIN_WAIT1",
+  "FIN_WAIT2",
+  "TIME_WAIT",
+  "CLOSE",
+  "CLOSE_WAIT",
+  "LAST_ACK",
+  "LISTEN",
+  "CLOSING",
+  "NEW_SYN_RECV",
+];
 
 const TRACEPOINTS: [program: string, category: string, event: string][] = [
   ["kupod_sk_state", "sock", "inet_sock_set_state"],
   ["kupod_accept4", "syscalls", "sys_exit_accept4"],
   ["kupod_accept", "syscalls", "sys_exit_accept"],
+  ["kupod_send", "sock", "sock_send_length"],
+  ["kupod_recv", "sock", "sock_recv_length"],
 ];
 
 function attach(obj: BpfObject) {
   return [
     ...TRACEPOINTS.map(([prog, cat, ev]) => obj.program(prog).attachTracepoint(cat, ev)),
+    obj.program("kupod_retrans").attach(),
     // keep the pid filter complete as processes fork and exit
     obj.program("kupod_fork").attach(),
     obj.program("kupod_exit").attach(),
   ];
 }
+
+const NS = 1e-9;
 
 export class SocketProbe implements Probe {
   readonly name = "socket";
@@ -54,28 +77,76 @@ export class SocketProbe implements Probe {
       ringBytes,
       attach,
       onSample: (view, offset) => {
-        const e = decodeSockEvent(view, offset);
-        const type = KIND[e.kind];
-        if (!type) return;
+        const e = this.#toEvent(decodeSockEvent(view, offset));
+        if (!e) return;
         this.#events++;
-        sink.event({
-          ts: bootNsToRfc3339(e.ts_ns),
-          type,
-          ...attribution(this.#target, e.container),
-          pid: e.pid,
-          comm: e.comm,
-          family: e.family === 2 ? "ipv4" : "ipv6",
-          saddr: formatAddr(e.family, e.saddr),
-          sport: e.sport,
-          daddr: formatAddr(e.family, e.daddr),
-          dport: e.dport,
-          conn_id: connId(e.sock_id),
-        });
+        sink.event(e);
       },
     });
   }
 
-  /** Loads and attaches; events flow once `read()` is called. */
+  #endpoints(e: SockEvent): TcpEndpoints {
+    return {
+      family: e.family === 2 ? "ipv4" : "ipv6",
+      saddr: formatAddr(e.family, e.saddr),
+      sport: e.sport,
+      daddr: formatAddr(e.family, e.daddr),
+      dport: e.dport,
+      conn_id: connId(e.sock_id),
+    };
+  }
+
+  #toEvent(e: SockEvent): KupodEvent | undefined {
+    const who = {
+      ts: bootNsToRfc3339(e.ts_ns),
+      ...attribution(this.#target, e.container),
+      pid: e.pid,
+      comm: e.comm,
+    };
+    switch (e.kind) {
+      case KIND.CONNECT:
+        return { ...who, type: "tcp_connect", ...this.#endpoints(e) };
+      case KIND.ACCEPT:
+        return { ...who, type: "tcp_accept", ...this.#endpoints(e) };
+      case KIND.CLOSE:
+        return {
+          ...who,
+          type: "tcp_close",
+          ...this.#endpoints(e),
+          direction: e.direction ? "inbound" : "outbound",
+          start_ts: bootNsToRfc3339(e.start_ns),
+          established_ts: bootNsToRfc3339(e.established_ns || e.start_ns),
+          closing_ts: bootNsToRfc3339(e.closing_ns || e.ts_ns),
+          duration_seconds: Number(e.ts_ns - e.start_ns) * NS,
+          bytes_sent: Number(e.bytes_sent),
+          bytes_received: Number(e.bytes_received),
+          rtt_seconds: e.srtt_us * 1e-6,
+          retransmits: e.retransmits,
+          exchanges: e.exchanges,
+        };
+      case KIND.RETRANSMIT:
+        return {
+          ...who,
+          type: "tcp_retransmit",
+          ...this.#endpoints(e),
+          state: TCP_STATES[e.state] ?? String(e.state),
+        };
+      case KIND.SIDECAR: {
+        const service = attribution(this.#target, e.peer_container);
+        return {
+          ...who,
+          type: "sidecar_timing",
+          sidecar_container: who.container ?? "",
+          service_container: service.container ?? "",
+          process_seconds: Number(e.process_ns) * NS,
+          to_service_seconds: Number(e.to_service_ns) * NS,
+        };
+      }
+    }
+    return undefined;
+  }
+
+  /** Loads and attaches; events flow once started. */
   static start(target: Target, sink: EventSink, opts: { ringBytes?: number } = {}): SocketProbe {
     const probe = new SocketProbe(target, sink, opts.ringBytes);
     probe.reading = probe.#object.read();

@@ -38,6 +38,25 @@ struct {
 	__type(value, __u32); /* container index, or NO_CONTAINER for the pod */
 } target_netns SEC(".maps");
 
+#define ROLE_SERVICE 0
+#define ROLE_SIDECAR 1
+#define MAX_CONTAINERS 256
+
+/* Role of each target container (ROLE_*), by container index. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_CONTAINERS);
+	__type(key, __u32);
+	__type(value, __u32);
+} target_roles SEC(".maps");
+
+static __always_inline __u32 container_role(__u32 container)
+{
+	__u32 *role = bpf_map_lookup_elem(&target_roles, &container);
+
+	return role ? *role : ROLE_SERVICE;
+}
+
 static __always_inline __u32 current_netns(void)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();

@@ -1,0 +1,115 @@
+/**
+ * Connection closes and sidecar timing with --verbose, from real requests
+ * through a test pod's nginx sidecar: exact counts, byte counts consistent
+ * with the requests sent, phase times in order, one timing sample per request.
+ */
+
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { createTestPod } from "./helpers/pod.ts";
+import { httpGet } from "./helpers/pod_http.ts";
+import { startKupod } from "./helpers/process.ts";
+import { eventsAfter } from "./helpers/traffic.ts";
+
+interface Close {
+  type: "tcp_close";
+  container: string;
+  role: string;
+  direction: string;
+  start_ts: string;
+  established_ts: string;
+  closing_ts: string;
+  ts: string;
+  duration_seconds: number;
+  bytes_sent: number;
+  bytes_received: number;
+  rtt_seconds: number;
+  retransmits: number;
+  exchanges: number;
+  conn_id: string;
+}
+
+interface Timing {
+  type: "sidecar_timing";
+  sidecar_container: string;
+  service_container: string;
+  process_seconds: number;
+  to_service_seconds: number;
+}
+
+const N = 10;
+
+function requestBytes(host: string, port: number): number {
+  return new TextEncoder().encode(
+    `GET / HTTP/1.1\r\nHost: ${host}:${port}\r\nUser-Agent: kupod-test\r\nConnection: close\r\n\r\n`,
+  ).length;
+}
+
+Deno.test("lifecycle: closes carry bytes, RTT and ordered phases; one sidecar timing per request", async () => {
+  await using pod = await createTestPod({ upstreamKeepAlive: false });
+  const proxy = pod.container("proxy");
+  await using kupod = await startKupod([
+    "monitor",
+    "kernel",
+    "socket",
+    "--veth",
+    pod.hostVeth,
+    "--output",
+    "json",
+    "--verbose",
+  ]);
+  const run = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
+  const evs = (await eventsAfter(kupod)) as unknown as (Close | Timing | { type: string })[];
+  const closes = evs.filter((e): e is Close => e.type === "tcp_close");
+  const inbound = closes.filter((c) => c.role === "sidecar" && c.direction === "inbound");
+  const upstream = closes.filter((c) => c.role === "sidecar" && c.direction === "outbound");
+  const service = closes.filter((c) => c.role === "service");
+  assertEquals([inbound.length, upstream.length, service.length], [N, N, N], "closes");
+  const req = requestBytes(pod.podIP, proxy.port);
+  const bodies = run.replies.map((r) => r.body.length);
+  for (const c of inbound) {
+    assertEquals(c.bytes_received, req, "sidecar received the request exactly");
+    assert(c.bytes_sent > bodies[0], `sidecar sent ${c.bytes_sent} > body ${bodies[0]}`);
+    assertEquals(c.exchanges, 1, "one request per connection");
+  }
+  for (const c of [...inbound, ...upstream, ...service]) {
+    const t = [c.start_ts, c.established_ts, c.closing_ts, c.ts].map(Date.parse);
+    assert(t[0] <= t[1] && t[1] <= t[2] && t[2] <= t[3], `phases in order ${JSON.stringify(c)}`);
+    assert(c.rtt_seconds > 0 && c.rtt_seconds < 1, `rtt ${c.rtt_seconds}`);
+    assertEquals(c.retransmits, 0);
+  }
+  // what the sidecar sent upstream is what the service received
+  const up = upstream.map((c) => c.bytes_sent).sort();
+  const svc = service.map((c) => c.bytes_received).sort();
+  assertEquals(up, svc, "upstream bytes = service bytes");
+  const timings = evs.filter((e): e is Timing => e.type === "sidecar_timing");
+  assertEquals(timings.length, N, "one timing per request");
+  for (const t of timings) {
+    assertEquals([t.sidecar_container, t.service_container], ["nginx", "deno"]);
+    assert(t.process_seconds > 0 && t.process_seconds < 1, `process ${t.process_seconds}`);
+    assert(
+      t.to_service_seconds > 0 && t.to_service_seconds < 1,
+      `to service ${t.to_service_seconds}`,
+    );
+  }
+});
+
+Deno.test("lifecycle: with upstream keep-alive every request is still timed once", async () => {
+  await using pod = await createTestPod({ upstreamKeepAlive: true });
+  const proxy = pod.container("proxy");
+  await using kupod = await startKupod([
+    "monitor",
+    "kernel",
+    "socket",
+    "--veth",
+    pod.hostVeth,
+    "--output",
+    "json",
+    "--verbose",
+  ]);
+  await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
+  await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: true });
+  const evs = (await eventsAfter(kupod)) as unknown as { type: string; role?: string }[];
+  assertEquals(evs.filter((e) => e.type === "sidecar_timing").length, 2 * N, "timings");
+  // one upstream connection carried all requests: the service accepted once
+  assertEquals(evs.filter((e) => e.type === "tcp_accept" && e.role === "service").length, 1);
+});
