@@ -92,5 +92,7 @@ export function textLine(e: KupodEvent): string {
   const proc = `${e.comm}[${e.pid}]`;
   const where = [e.namespace && e.pod ? `${e.namespace}/${e.pod}` : e.pod, e.container, e.role]
     .filter(Boolean).join(" ");
-  return `${time} ${e.type.padEnd(14)} ${proc.padEnd(22)} ${detail(e)}${where ? `  (${where})` : ""}`;
+  return `${time} ${e.type.padEnd(14)} ${proc.padEnd(22)} ${detail(e)}${
+    where ? `  (${where})` : ""
+  }`;
 }

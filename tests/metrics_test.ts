@@ -1,0 +1,291 @@
+/**
+ * KupodMetrics: known events in, exact exposition values out; bounded labels; and the output
+ * passes `promtool check metrics` (Debian's prometheus package).
+ */
+
+import { KupodMetrics, RTT_BUCKETS, SIDECAR_BUCKETS } from "../exporters/metrics.ts";
+import { VERSION } from "../cli/version.ts";
+import type {
+  KupodEvent,
+  SidecarTimingEvent,
+  TcpCloseEvent,
+  TcpEvent,
+  TcpRetransmitEvent,
+} from "../probes/events.ts";
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { parseExposition, promtoolCheck, seriesKey } from "./helpers/prom.ts";
+
+type Who = { namespace?: string; pod?: string; container?: string };
+const POD = { namespace: "shop", pod: "web-0", container: "app" };
+const TS = "2025-01-01T00:00:00.000Z";
+
+let port = 40000;
+function endpoints(pid = 100) {
+  return {
+    ts: TS,
+    pid,
+    comm: "server",
+    family: "ipv4" as const,
+    saddr: "10.1.0.2",
+    sport: 8080,
+    daddr: "10.1.0.3",
+    dport: port++,
+    conn_id: `ffff${port.toString(16)}`,
+  };
+}
+
+function open(
+  type: "tcp_accept" | "tcp_connect",
+  who: Who = POD,
+  pid?: number,
+): TcpEvent {
+  return { ...endpoints(pid), type, ...who };
+}
+
+function close(fields: Partial<TcpCloseEvent>, who: Who = POD): TcpCloseEvent {
+  return {
+    ...endpoints(),
+    ...who,
+    type: "tcp_close",
+    direction: "inbound",
+    start_ts: TS,
+    established_ts: TS,
+    closing_ts: TS,
+    duration_seconds: 0,
+    bytes_sent: 0,
+    bytes_received: 0,
+    rtt_seconds: 0,
+    retransmits: 0,
+    exchanges: 0,
+    ...fields,
+  };
+}
+
+function sidecar(process_seconds: number, to_service_seconds: number): SidecarTimingEvent {
+  return {
+    ts: TS,
+    type: "sidecar_timing",
+    namespace: "shop",
+    pod: "web-0",
+    container: "app",
+    pid: 7,
+    sidecar_container: "proxy",
+    service_container: "app",
+    process_seconds,
+    to_service_seconds,
+  };
+}
+
+function retransmit(): TcpRetransmitEvent {
+  return { ...endpoints(), ...POD, type: "tcp_retransmit", state: "ESTABLISHED" };
+}
+
+/** The bucket series of `name` for the given labels, as le → cumulative count. */
+function buckets(
+  samples: Map<string, number>,
+  name: string,
+  labels: Record<string, string>,
+  bounds: readonly number[],
+): Record<string, number | undefined> {
+  const out: Record<string, number | undefined> = {};
+  for (const le of [...bounds.map(String), "+Inf"]) {
+    out[le] = samples.get(seriesKey(`${name}_bucket`, { ...labels, le }));
+  }
+  return out;
+}
+
+async function exposition(metrics: KupodMetrics): Promise<Map<string, number>> {
+  return parseExposition(await metrics.text());
+}
+
+Deno.test("connections are counted by direction, per namespace, pod and container", async () => {
+  const metrics = new KupodMetrics();
+  for (let i = 0; i < 3; i++) metrics.event(open("tcp_accept"));
+  for (let i = 0; i < 2; i++) metrics.event(open("tcp_connect"));
+  metrics.event(open("tcp_connect", { ...POD, container: "proxy" }));
+  metrics.event(open("tcp_accept", {})); // nothing attributed: empty labels
+  const s = await exposition(metrics);
+  const name = "kupod_tcp_connections_total";
+  assertEquals(s.get(seriesKey(name, { ...POD, direction: "inbound" })), 3);
+  assertEquals(s.get(seriesKey(name, { ...POD, direction: "outbound" })), 2);
+  assertEquals(s.get(seriesKey(name, { ...POD, container: "proxy", direction: "outbound" })), 1);
+  assertEquals(
+    s.get(seriesKey(name, { namespace: "", pod: "", container: "", direction: "inbound" })),
+    1,
+  );
+  assertEquals([...s.keys()].filter((k) => k.startsWith(`${name}{`)).length, 4);
+});
+
+Deno.test("tcp_close feeds bytes, retransmits, rtt and duration histograms, long connections", async () => {
+  const metrics = new KupodMetrics();
+  metrics.event(close({
+    bytes_sent: 100,
+    bytes_received: 2000,
+    retransmits: 1,
+    rtt_seconds: 0.0002,
+    duration_seconds: 0.003,
+    exchanges: 3,
+  }));
+  metrics.event(close({
+    direction: "outbound",
+    bytes_sent: 50,
+    bytes_received: 25,
+    retransmits: 2,
+    rtt_seconds: 0.02,
+    duration_seconds: 2,
+    exchanges: 1,
+  }));
+  metrics.event(retransmit()); // counted through tcp_close only
+  const s = await exposition(metrics);
+
+  assertEquals(s.get(seriesKey("kupod_tcp_sent_bytes_total", POD)), 150);
+  assertEquals(s.get(seriesKey("kupod_tcp_received_bytes_total", POD)), 2025);
+  assertEquals(s.get(seriesKey("kupod_tcp_retransmits_total", POD)), 3);
+  assertEquals(s.get(seriesKey("kupod_long_connections_total", POD)), 1);
+
+  assertEquals(s.get(seriesKey("kupod_tcp_rtt_seconds_count", POD)), 2);
+  assertEquals(s.get(seriesKey("kupod_tcp_rtt_seconds_sum", POD)), 0.0002 + 0.02);
+  const rtt = buckets(s, "kupod_tcp_rtt_seconds", POD, RTT_BUCKETS);
+  assertEquals(rtt["0.0001"], 0);
+  assertEquals(rtt["0.00025"], 1);
+  assertEquals(rtt["0.01"], 1);
+  assertEquals(rtt["0.025"], 2);
+  assertEquals(rtt["1"], 2);
+  assertEquals(rtt["+Inf"], 2);
+  assert(
+    Object.values(rtt).every((v) => v !== undefined),
+    `missing rtt buckets: ${JSON.stringify(rtt)}`,
+  );
+  assertEquals(RTT_BUCKETS[0], 0.00001, "rtt buckets start at 10µs");
+  assertEquals(RTT_BUCKETS.at(-1), 1, "rtt buckets end at 1s");
+
+  assertEquals(s.get(seriesKey("kupod_tcp_connection_duration_seconds_count", POD)), 2);
+  assertEquals(s.get(seriesKey("kupod_tcp_connection_duration_seconds_sum", POD)), 0.003 + 2);
+  const name = "kupod_tcp_connection_duration_seconds_bucket";
+  assertEquals(s.get(seriesKey(name, { ...POD, le: "0.001" })), 0);
+  assertEquals(s.get(seriesKey(name, { ...POD, le: "0.005" })), 1);
+  assertEquals(s.get(seriesKey(name, { ...POD, le: "1" })), 1);
+  assertEquals(s.get(seriesKey(name, { ...POD, le: "5" })), 2);
+  assertEquals(s.get(seriesKey(name, { ...POD, le: "+Inf" })), 2);
+});
+
+Deno.test("sidecar timings go to two histograms labelled with the sidecar container", async () => {
+  const metrics = new KupodMetrics();
+  metrics.event(sidecar(0.00003, 0.0004));
+  metrics.event(sidecar(0.004, 7));
+  const s = await exposition(metrics);
+  const labels = { namespace: "shop", pod: "web-0", container: "proxy" };
+  const proc = "kupod_sidecar_process_duration_seconds";
+  const toService = "kupod_sidecar_to_service_duration_seconds";
+  assertEquals(s.get(seriesKey(`${proc}_count`, labels)), 2);
+  assertEquals(s.get(seriesKey(`${proc}_sum`, labels)), 0.00003 + 0.004);
+  assertEquals(s.get(seriesKey(`${toService}_count`, labels)), 2);
+  assertEquals(s.get(seriesKey(`${toService}_sum`, labels)), 0.0004 + 7);
+  const p = buckets(s, proc, labels, SIDECAR_BUCKETS);
+  assertEquals([p["0.00001"], p["0.00005"], p["0.005"], p["10"], p["+Inf"]], [0, 1, 2, 2, 2]);
+  const t = buckets(s, toService, labels, SIDECAR_BUCKETS);
+  assertEquals([t["0.00025"], t["0.0005"], t["5"], t["10"], t["+Inf"]], [0, 1, 1, 2, 2]);
+  assertEquals([SIDECAR_BUCKETS[0], SIDECAR_BUCKETS.at(-1)], [0.00001, 10]);
+  assert(
+    ![...s.keys()].some((k) => k.includes(`container="app"`) && k.startsWith("kupod_sidecar")),
+    "sidecar histograms are labelled with the sidecar, not the service",
+  );
+});
+
+Deno.test("self metrics: probe stats set from cumulative counts, build info", async () => {
+  const metrics = new KupodMetrics();
+  metrics.setProbeStats("socket", { events: 10, lost: 2n });
+  metrics.setProbeStats("socket", { events: 15, lost: 2n });
+  metrics.setProbeStats("stack", { events: 0, lost: 0n });
+  let s = await exposition(metrics);
+  assertEquals(s.get(seriesKey("kupod_events_total", { probe: "socket" })), 15);
+  assertEquals(s.get(seriesKey("kupod_events_lost_total", { probe: "socket" })), 2);
+  assertEquals(s.get(seriesKey("kupod_events_total", { probe: "stack" })), 0);
+  assertEquals(
+    s.get(seriesKey("kupod_build_info", { version: VERSION, deno: Deno.version.deno })),
+    1,
+  );
+  metrics.setProbeStats("socket", { events: 40, lost: 5n });
+  s = await exposition(metrics);
+  assertEquals(s.get(seriesKey("kupod_events_total", { probe: "socket" })), 40);
+  assertEquals(s.get(seriesKey("kupod_events_lost_total", { probe: "socket" })), 5);
+});
+
+Deno.test("labels stay bounded: many pids, ports and peers make one series", async () => {
+  const metrics = new KupodMetrics();
+  const events: KupodEvent[] = [];
+  for (let i = 0; i < 2000; i++) {
+    events.push(open(i % 2 ? "tcp_accept" : "tcp_connect", POD, 1000 + i));
+    events.push(close({ bytes_sent: 1, rtt_seconds: 0.001, duration_seconds: 0.01 }));
+  }
+  for (const e of events) metrics.event(e);
+  const text = await metrics.text();
+  const s = parseExposition(text);
+  const allowed = new Set(["namespace", "pod", "container", "direction", "probe", "le"]);
+  allowed.add("version").add("deno");
+  for (const key of s.keys()) {
+    for (const [, label] of key.matchAll(/([a-z_]+)="/g)) {
+      assert(allowed.has(label), `unexpected label ${label} in ${key}`);
+    }
+  }
+  const count = (prefix: string) => [...s.keys()].filter((k) => k.startsWith(prefix)).length;
+  assertEquals(count("kupod_tcp_connections_total{"), 2);
+  assertEquals(count("kupod_tcp_sent_bytes_total{"), 1);
+  assertEquals(count("kupod_tcp_rtt_seconds_count{"), 1);
+  assertEquals(count("kupod_tcp_rtt_seconds_bucket{"), RTT_BUCKETS.length + 1);
+  assertEquals(s.get(seriesKey("kupod_tcp_sent_bytes_total", POD)), 2000);
+  assert(!/\b(pid|port|sport|dport|saddr|daddr|conn_id)="/.test(text), "no per-connection label");
+});
+
+Deno.test("every metric has HELP and TYPE, and promtool check metrics passes", async () => {
+  const metrics = new KupodMetrics();
+  metrics.event(open("tcp_accept"));
+  metrics.event(open("tcp_connect", {}));
+  metrics.event(close({ bytes_sent: 5, rtt_seconds: 0.0001, duration_seconds: 1, exchanges: 2 }));
+  metrics.event(sidecar(0.0001, 0.001));
+  // label values with characters the format must escape
+  metrics.event(open("tcp_accept", { namespace: 'we"ird', pod: "back\\slash", container: "x" }));
+  metrics.setProbeStats("socket", { events: 4, lost: 0n });
+  const text = await metrics.text();
+  const names = [
+    "kupod_tcp_connections_total",
+    "kupod_tcp_sent_bytes_total",
+    "kupod_tcp_received_bytes_total",
+    "kupod_tcp_retransmits_total",
+    "kupod_tcp_rtt_seconds",
+    "kupod_tcp_connection_duration_seconds",
+    "kupod_sidecar_process_duration_seconds",
+    "kupod_sidecar_to_service_duration_seconds",
+    "kupod_long_connections_total",
+    "kupod_events_total",
+    "kupod_events_lost_total",
+    "kupod_build_info",
+  ];
+  for (const name of names) {
+    assert(new RegExp(`^# HELP ${name} \\S`, "m").test(text), `HELP for ${name}`);
+    assert(new RegExp(`^# TYPE ${name} (counter|histogram|gauge)$`, "m").test(text), name);
+  }
+  const s = parseExposition(text);
+  assertEquals(
+    s.get(seriesKey("kupod_tcp_connections_total", {
+      namespace: 'we"ird',
+      pod: "back\\slash",
+      container: "x",
+      direction: "inbound",
+    })),
+    1,
+  );
+  const check = await promtoolCheck(text);
+  assert(check.ok, `promtool check metrics failed:\n${check.output}\n--- exposition:\n${text}`);
+  assertEquals(check.output, "", "promtool has no lint remarks");
+});
+
+Deno.test("broken values in an event are skipped, not thrown", async () => {
+  const metrics = new KupodMetrics();
+  metrics.event(close({ bytes_sent: -1, rtt_seconds: NaN, duration_seconds: Infinity }));
+  const s = await exposition(metrics);
+  assertEquals(s.get(seriesKey("kupod_tcp_sent_bytes_total", POD)), undefined);
+  assertEquals(s.get(seriesKey("kupod_tcp_received_bytes_total", POD)), 0);
+  assertEquals(s.get(seriesKey("kupod_tcp_rtt_seconds_count", POD)), undefined);
+  metrics.flush(); // nothing buffered; a no-op
+});
