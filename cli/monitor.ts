@@ -5,7 +5,6 @@
  */
 
 import { featureReport, preflight } from "../bpf/preflight.ts";
-import { ConsoleSink } from "../exporters/console.ts";
 import { describeTarget, requireTarget, resolveTarget } from "../k8s/resolve.ts";
 import type { TargetWatch } from "../k8s/poll.ts";
 import type { Target } from "../k8s/target.ts";
@@ -14,6 +13,7 @@ import type { Probe } from "../probes/probe.ts";
 import { SocketProbe } from "../probes/socket.ts";
 import { KupodError } from "./errors.ts";
 import { Logger } from "./log.ts";
+import { Outputs } from "./outputs.ts";
 import type { MonitorOptions, ProbeName } from "./options.ts";
 
 type ProbeFactory = (target: Target, sink: EventSink) => Probe;
@@ -23,19 +23,29 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
   socket: (target, sink) => SocketProbe.start(target, sink),
 };
 
-const FLUSH_MS = 100;
 const STOP_SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
-export async function runMonitor(opts: MonitorOptions): Promise<void> {
+/**
+ * The probes to run: a command naming one probe that is not built yet is refused; an `all`
+ * command runs those that exist.
+ */
+function runnable(opts: MonitorOptions, log: Logger): ProbeName[] {
   const missing = opts.probes.filter((p) => !PROBES[p]);
-  if (missing.length) {
+  const available = opts.probes.filter((p) => PROBES[p]);
+  if (missing.length && (opts.probes.length === 1 || !available.length)) {
     throw new KupodError(
       `the ${missing.join(", ")} probe${missing.length > 1 ? "s are" : " is"} not built yet` +
         ` (available: ${Object.keys(PROBES).join(", ")})`,
     );
   }
-  requireTarget(opts);
+  if (missing.length) log.warn(`not built yet, skipped: ${missing.join(", ")}`);
+  return available;
+}
+
+export async function runMonitor(opts: MonitorOptions): Promise<void> {
   const log = new Logger(opts.output, opts.verbosity);
+  const names = runnable(opts, log);
+  requireTarget(opts);
   const report = preflight();
   log.preflight(`kernel ${report.kernel}, BTF ${report.btf}, tracefs ${report.tracefs}`);
   for (const note of report.notes) log.preflight(note);
@@ -47,18 +57,19 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   const target = resolution.target;
   for (const line of describeTarget(target)) log.info(line);
 
-  const sink = new ConsoleSink(opts.output, opts.verbosity);
-  const flusher = setInterval(() => sink.flush(), FLUSH_MS);
+  await using outputs = await Outputs.open(opts, target, log);
   const probes: Probe[] = [];
   const stop = stopTrigger(opts.duration);
   let failure: unknown;
   let watch: TargetWatch | undefined;
   try {
-    for (const name of opts.probes) {
-      const probe = PROBES[name]!(target, sink);
+    for (const name of names) {
+      const probe = PROBES[name]!(target, outputs);
       probes.push(probe);
       log.ready(probe.readyLine);
     }
+    outputs.watch(probes);
+    for (const line of outputs.readyLines()) log.ready(line);
     watch = resolution.watch((next, why) => {
       log.info(`target changed: ${why}`);
       for (const line of describeTarget(next)) log.info(line);
@@ -70,7 +81,6 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   }
   stop.dispose();
   await watch?.stop();
-  clearInterval(flusher);
   for (const probe of probes.reverse()) {
     try {
       await probe.stop();
@@ -81,7 +91,7 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
       failure ??= e;
     }
   }
-  sink.flush();
+  await outputs.close();
   if (failure) throw failure;
 }
 

@@ -9,7 +9,7 @@ import { kupodPrograms, waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { closedPort, KubeEnv } from "./helpers/kube.ts";
 import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
-import { Child, ROOT, startKupod } from "./helpers/process.ts";
+import { kupodChild, startKupod } from "./helpers/process.ts";
 import { assertSidecarTraffic, eventsAfter, N } from "./helpers/traffic.ts";
 
 const NODE = "node-a";
@@ -112,7 +112,7 @@ async function socketPrograms(): Promise<string[]> {
 async function refused(args: string[], pattern: RegExp): Promise<void> {
   const before = await socketPrograms();
   // --duration bounds a run that wrongly starts
-  const kupod = new Child(`${ROOT}kupod`, [...args, "--duration", "5"]);
+  const kupod = kupodChild([...args, "--duration", "5"]);
   const status = await kupod.wait();
   assertEquals(status.code, 1, `exit code; stderr ${kupod.stderr.join(" | ")}`);
   assertEquals(kupod.stderr.filter((l) => l.startsWith("Error:")).length, 1, "one error line");

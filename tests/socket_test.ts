@@ -6,7 +6,15 @@
 
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
-import { Child, connectTimes, DENO, ROOT, startKupod, startServer } from "./helpers/process.ts";
+import {
+  Child,
+  connectTimes,
+  DENO,
+  kupodChild,
+  ROOT,
+  startKupod,
+  startServer,
+} from "./helpers/process.ts";
 
 interface Event {
   ts: string;
@@ -161,7 +169,7 @@ Deno.test("socket: processes forked by the target after start are followed", asy
 
 Deno.test("socket: --duration ends the run by itself with every event written", async () => {
   await using srv = await startServer("127.0.0.1");
-  const kupod = new Child(`${ROOT}kupod`, [
+  const kupod = kupodChild([
     "monitor",
     "kernel",
     "socket",

@@ -144,9 +144,29 @@ export async function startServer(
   };
 }
 
+/** A free TCP port on 127.0.0.1 (bound and released). */
+export function freeTcpPort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/**
+ * kupod with `args`; unless the test picks its own, the metrics endpoint gets a free local
+ * port so that runs never collide on the default one.
+ */
+export function kupodChild(args: string[]): Child {
+  const own = args.some((a) => a.startsWith("--exporter-port"));
+  const extra = own
+    ? []
+    : ["--exporter-address", "127.0.0.1", "--exporter-port", String(freeTcpPort())];
+  return new Child(`${ROOT}kupod`, [...args, ...extra]);
+}
+
 /** Starts kupod with `args` and waits for its readiness line. */
 export async function startKupod(args: string[]): Promise<Child> {
-  const kupod = new Child(`${ROOT}kupod`, args);
+  const kupod = kupodChild(args);
   await kupod.waitForLine(/started!/);
   return kupod;
 }
