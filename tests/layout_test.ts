@@ -284,40 +284,66 @@ function garbageView(len: number, viewOffset: number): DataView {
 
 Deno.test("decodeSockEvent decodes every field of a hand-built sock_event", () => {
   const base = 24; // event starts 24 bytes into a view that starts 8 bytes into its buffer
-  const v = garbageView(base + 104 + 16, 8);
+  const v = garbageView(base + 176 + 16, 8);
   const le = true;
   v.setBigUint64(base + 0, 0x0123456789abcdefn, le); // ts_ns
   v.setBigUint64(base + 8, 0xfedcba9876543210n, le); // cgroup_id (top bit set)
   v.setBigUint64(base + 16, 0xffff8881_2345_6780n, le); // sock_id: kernel address
-  v.setUint32(base + 24, 2, le); // kind = SOCK_EVENT_ACCEPT
-  v.setUint32(base + 28, 4242, le); // pid
-  v.setUint32(base + 32, 4243, le); // tid
-  v.setUint32(base + 36, 4026531840, le); // netns
-  v.setUint32(base + 40, 0xffffffff, le); // container = (u32)-1
-  v.setUint16(base + 44, 10, le); // family = AF_INET6
-  v.setUint16(base + 46, 54321, le); // sport
-  v.setUint16(base + 48, 443, le); // dport
+  v.setBigUint64(base + 24, 1_000_000_001n, le); // start_ns
+  v.setBigUint64(base + 32, 1_000_000_002n, le); // established_ns
+  v.setBigUint64(base + 40, 1_000_000_003n, le); // closing_ns
+  v.setBigUint64(base + 48, 0x1_0000_0001n, le); // bytes_sent (over 4 GiB)
+  v.setBigUint64(base + 56, 4096n, le); // bytes_received
+  v.setBigUint64(base + 64, 150_000n, le); // process_ns
+  v.setBigUint64(base + 72, 20_000n, le); // to_service_ns
+  v.setUint32(base + 80, 3, le); // kind = SOCK_EVENT_CLOSE
+  v.setUint32(base + 84, 4242, le); // pid
+  v.setUint32(base + 88, 4243, le); // tid
+  v.setUint32(base + 92, 4026531840, le); // netns
+  v.setUint32(base + 96, 0xffffffff, le); // container = (u32)-1
+  v.setUint32(base + 100, 7, le); // peer_container
+  v.setUint32(base + 104, 312, le); // srtt_us
+  v.setUint32(base + 108, 2, le); // retransmits
+  v.setUint32(base + 112, 5, le); // exchanges
+  v.setUint16(base + 116, 10, le); // family = AF_INET6
+  v.setUint16(base + 118, 54321, le); // sport
+  v.setUint16(base + 120, 443, le); // dport
+  v.setUint8(base + 122, 1); // direction = inbound
+  v.setUint8(base + 123, 7); // state
   const saddr = [0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
   const daddr = [10, 1, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-  saddr.forEach((b, i) => v.setUint8(base + 50 + i, b));
-  daddr.forEach((b, i) => v.setUint8(base + 66 + i, b));
+  saddr.forEach((b, i) => v.setUint8(base + 124 + i, b));
+  daddr.forEach((b, i) => v.setUint8(base + 140 + i, b));
   const comm = [..."curl"].map((ch) => ch.charCodeAt(0));
-  for (let i = 0; i < 16; i++) v.setUint8(base + 82 + i, i < comm.length ? comm[i] : 0);
-  v.setUint8(base + 82 + 10, 0x41); // garbage after the NUL must be ignored
+  for (let i = 0; i < 16; i++) v.setUint8(base + 156 + i, i < comm.length ? comm[i] : 0);
+  v.setUint8(base + 156 + 10, 0x41); // garbage after the NUL must be ignored
 
   const e = socket.decodeSockEvent(v, base);
   assert.deepEqual(e, {
     ts_ns: 0x0123456789abcdefn,
     cgroup_id: 0xfedcba9876543210n,
     sock_id: 0xffff888123456780n,
-    kind: 2,
+    start_ns: 1_000_000_001n,
+    established_ns: 1_000_000_002n,
+    closing_ns: 1_000_000_003n,
+    bytes_sent: 0x1_0000_0001n,
+    bytes_received: 4096n,
+    process_ns: 150_000n,
+    to_service_ns: 20_000n,
+    kind: 3,
     pid: 4242,
     tid: 4243,
     netns: 4026531840,
     container: 0xffffffff,
+    peer_container: 7,
+    srtt_us: 312,
+    retransmits: 2,
+    exchanges: 5,
     family: 10,
     sport: 54321,
     dport: 443,
+    direction: 1,
+    state: 7,
     saddr: new Uint8Array(saddr),
     daddr: new Uint8Array(daddr),
     comm: "curl",
@@ -325,16 +351,16 @@ Deno.test("decodeSockEvent decodes every field of a hand-built sock_event", () =
   assert.equal(typeof e.ts_ns, "bigint");
 
   // Byte arrays are copies: reusing the ring buffer slot does not change a decoded event.
-  v.setUint8(base + 50, 0xff);
+  v.setUint8(base + 124, 0xff);
   assert.equal(e.saddr[0], 0x20);
   assert.equal(e.saddr.byteLength, 16);
   assert.ok(e.saddr.buffer !== v.buffer, "saddr must not alias the event buffer");
 
   // comm filling all 16 bytes (no NUL), and UTF-8.
-  for (let i = 0; i < 16; i++) v.setUint8(base + 82 + i, 0x61 + i);
+  for (let i = 0; i < 16; i++) v.setUint8(base + 156 + i, 0x61 + i);
   assert.equal(socket.decodeSockEvent(v, base).comm, "abcdefghijklmnop");
   const utf8 = new TextEncoder().encode("zażółć");
-  for (let i = 0; i < 16; i++) v.setUint8(base + 82 + i, i < utf8.length ? utf8[i] : 0);
+  for (let i = 0; i < 16; i++) v.setUint8(base + 156 + i, i < utf8.length ? utf8[i] : 0);
   assert.equal(socket.decodeSockEvent(v, base).comm, "zażółć");
 });
 
@@ -386,7 +412,7 @@ Deno.test("decoded byte arrays stay intact across many events", () => {
 });
 
 Deno.test("decoders reject events that do not fit in the view", () => {
-  const v = new DataView(new ArrayBuffer(104 + 10));
+  const v = new DataView(new ArrayBuffer(176 + 10));
   assert.doesNotThrow(() => socket.decodeSockEvent(v, 10));
   assert.throws(() => socket.decodeSockEvent(v, 11), RangeError);
   assert.throws(() => loadgen.decodeLoadEvent(new DataView(new ArrayBuffer(55)), 0), RangeError);
@@ -444,4 +470,69 @@ Deno.test("gen_decoders only decodes *_event structs anchored by a global variab
   assert.doesNotMatch(src, /PerfEvent/);
   assert.match(src, /export const RODATA = \{\} as const;/);
   assert.match(src, /export const RODATA_SIZE = 0;/);
+});
+
+Deno.test("byte arrays of every length class are copied exactly by the generated helpers", async () => {
+  // Lengths that take each path of the generated copies: unrolled with single bytes only, with
+  // 4-byte words and a tail, with words only (the longest unrolled); the slab loop with a tail;
+  // an array too long for a slab, which gets its own buffer.
+  const lens = { tiny: 3, odd: 7, unrolled: 64, looped: 103, own: 601 };
+  const U8 = { id: 1, kind: "INT", name: "unsigned char", size: 1, bits_offset: 0, nr_bits: 8 };
+  const types = [{ ...U8, encoding: "(none)" }];
+  const members = [];
+  let offset = 0;
+  for (const [i, [name, n]] of Object.entries(lens).entries()) {
+    types.push({ id: 2 + i, kind: "ARRAY", name: "(anon)", type_id: 1, nr_elems: n } as never);
+    members.push({ name, type_id: 2 + i, bits_offset: offset * 8 });
+    offset += n;
+  }
+  const size = offset;
+  types.push({ id: 10, kind: "STRUCT", name: "blob_event", size, members } as never);
+  types.push({ id: 11, kind: "VAR", name: "_blob_event", type_id: 10 } as never);
+  const src = generateSource("blob", new Btf(types));
+
+  for (const n of [3, 7, 64]) {
+    const helper = new RegExp(`function bytes${n}\\(view: DataView, offset: number\\)[^]*?\\n}\\n`)
+      .exec(src);
+    assert.ok(helper, `no unrolled helper for ${n} bytes`);
+    assert.doesNotMatch(helper[0], /\b(for|while)\b/);
+  }
+  assert.doesNotMatch(src, /function bytes(103|601)\(/);
+  assert.match(src, /bytes\(view, offset \+ 74, 103\)/);
+  assert.match(src, /bytes\(view, offset \+ 177, 601\)/);
+
+  const url = "data:application/typescript;base64," +
+    btoa(String.fromCharCode(...new TextEncoder().encode(src)));
+  const mod = await import(url);
+  const decode = mod.decodeBlobEvent as (v: DataView, o: number) => Record<string, Uint8Array>;
+  assert.equal(mod.BLOB_EVENT_SIZE, size);
+
+  // Events at odd offsets of a view at an odd offset of its buffer, bytes from a simple LCG.
+  let seed = 12345;
+  const next = () => (seed = (seed * 1103515245 + 12345) >>> 0) >>> 24;
+  const count = 200; // several slabs' worth of copies
+  const v = garbageView(3 + count * size, 5);
+  const expected: Record<string, number[]>[] = [];
+  for (let e = 0; e < count; e++) {
+    const fields: Record<string, number[]> = {};
+    let at = 3 + e * size;
+    for (const [name, n] of Object.entries(lens)) {
+      fields[name] = Array.from({ length: n }, next);
+      fields[name].forEach((b, i) => v.setUint8(at + i, b));
+      at += n;
+    }
+    expected.push(fields);
+  }
+  const decoded = expected.map((_, e) => decode(v, 3 + e * size));
+  // Overwrite the source: decoded arrays are copies, and no copy overlaps another.
+  new Uint8Array(v.buffer).fill(0x5a);
+  for (const [e, fields] of expected.entries()) {
+    for (const [name, bytes] of Object.entries(fields)) {
+      const got = decoded[e][name];
+      assert.ok(got instanceof Uint8Array, `event ${e} ${name} is not a Uint8Array`);
+      assert.ok(got.buffer !== v.buffer, `event ${e} ${name} aliases the source buffer`);
+      assert.deepEqual(got, new Uint8Array(bytes), `event ${e} ${name}`);
+    }
+  }
+  assert.throws(() => decode(v, 3 + count * size - size + 1), RangeError);
 });

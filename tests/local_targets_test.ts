@@ -9,7 +9,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
-import { startKupod } from "./helpers/process.ts";
+import { socketJson, startKupod } from "./helpers/process.ts";
 import { assertSidecarTraffic, count, eventsAfter, N } from "./helpers/traffic.ts";
 
 async function withPod(fn: (pod: TestPod) => Promise<void>): Promise<void> {
@@ -20,15 +20,7 @@ async function withPod(fn: (pod: TestPod) => Promise<void>): Promise<void> {
 
 Deno.test("targets: --veth alone attributes the pod's traffic to sidecar and service", () =>
   withPod(async (pod) => {
-    await using kupod = await startKupod([
-      "monitor",
-      "kernel",
-      "socket",
-      "--veth",
-      pod.hostVeth,
-      "--output",
-      "json",
-    ]);
+    await using kupod = await startKupod(socketJson("--veth", pod.hostVeth));
     assert(kupod.stderr.some((l) => l.includes(`veth ${pod.hostVeth}`)), kupod.stderr.join("|"));
     await httpGet(pod.podIP, pod.container("proxy").port, { count: N, keepAlive: false });
     assertSidecarTraffic(pod, await eventsAfter(kupod));
@@ -36,30 +28,14 @@ Deno.test("targets: --veth alone attributes the pod's traffic to sidecar and ser
 
 Deno.test("targets: --netns by name gives the same attribution", () =>
   withPod(async (pod) => {
-    await using kupod = await startKupod([
-      "monitor",
-      "kernel",
-      "socket",
-      "--netns",
-      pod.netns,
-      "--output",
-      "json",
-    ]);
+    await using kupod = await startKupod(socketJson("--netns", pod.netns));
     await httpGet(pod.podIP, pod.container("proxy").port, { count: N, keepAlive: false });
     assertSidecarTraffic(pod, await eventsAfter(kupod));
   }));
 
 Deno.test("targets: --cgroup of the pod covers each container's cgroup", () =>
   withPod(async (pod) => {
-    await using kupod = await startKupod([
-      "monitor",
-      "kernel",
-      "socket",
-      "--cgroup",
-      pod.cgroupPodPath,
-      "--output",
-      "json",
-    ]);
+    await using kupod = await startKupod(socketJson("--cgroup", pod.cgroupPodPath));
     await httpGet(pod.podIP, pod.container("proxy").port, { count: N, keepAlive: false });
     assertSidecarTraffic(pod, await eventsAfter(kupod));
   }));
@@ -67,15 +43,7 @@ Deno.test("targets: --cgroup of the pod covers each container's cgroup", () =>
 Deno.test("targets: --pid of the service sees only the service", () =>
   withPod(async (pod) => {
     const app = pod.container("app");
-    await using kupod = await startKupod([
-      "monitor",
-      "kernel",
-      "socket",
-      "--pid",
-      String(app.mainPid),
-      "--output",
-      "json",
-    ]);
+    await using kupod = await startKupod(socketJson("--pid", String(app.mainPid)));
     await httpGet(pod.podIP, pod.container("proxy").port, { count: N, keepAlive: false });
     const evs = await eventsAfter(kupod);
     assertEquals(evs.length, N);

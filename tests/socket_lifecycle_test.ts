@@ -4,37 +4,15 @@
  * with the requests sent, phase times in order, one timing sample per request.
  */
 
+import type { SidecarTimingEvent, TcpCloseEvent } from "../probes/events.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { createTestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
-import { startKupod } from "./helpers/process.ts";
+import { socketJson, startKupod } from "./helpers/process.ts";
 import { eventsAfter } from "./helpers/traffic.ts";
 
-interface Close {
-  type: "tcp_close";
-  container: string;
-  role: string;
-  direction: string;
-  start_ts: string;
-  established_ts: string;
-  closing_ts: string;
-  ts: string;
-  duration_seconds: number;
-  bytes_sent: number;
-  bytes_received: number;
-  rtt_seconds: number;
-  retransmits: number;
-  exchanges: number;
-  conn_id: string;
-}
-
-interface Timing {
-  type: "sidecar_timing";
-  sidecar_container: string;
-  service_container: string;
-  process_seconds: number;
-  to_service_seconds: number;
-}
+type Close = TcpCloseEvent;
+type Timing = SidecarTimingEvent;
 
 const N = 10;
 
@@ -47,16 +25,7 @@ function requestBytes(host: string, port: number): number {
 Deno.test("lifecycle: closes carry bytes, RTT and ordered phases; one sidecar timing per request", async () => {
   await using pod = await createTestPod({ upstreamKeepAlive: false });
   const proxy = pod.container("proxy");
-  await using kupod = await startKupod([
-    "monitor",
-    "kernel",
-    "socket",
-    "--veth",
-    pod.hostVeth,
-    "--output",
-    "json",
-    "--verbose",
-  ]);
+  await using kupod = await startKupod(socketJson("--veth", pod.hostVeth, "--verbose"));
   const run = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
   const evs = (await eventsAfter(kupod)) as unknown as (Close | Timing | { type: string })[];
   const closes = evs.filter((e): e is Close => e.type === "tcp_close");
@@ -96,16 +65,7 @@ Deno.test("lifecycle: closes carry bytes, RTT and ordered phases; one sidecar ti
 Deno.test("lifecycle: with upstream keep-alive every request is still timed once", async () => {
   await using pod = await createTestPod({ upstreamKeepAlive: true });
   const proxy = pod.container("proxy");
-  await using kupod = await startKupod([
-    "monitor",
-    "kernel",
-    "socket",
-    "--veth",
-    pod.hostVeth,
-    "--output",
-    "json",
-    "--verbose",
-  ]);
+  await using kupod = await startKupod(socketJson("--veth", pod.hostVeth, "--verbose"));
   await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
   await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: true });
   const evs = (await eventsAfter(kupod)) as unknown as { type: string; role?: string }[];

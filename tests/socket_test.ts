@@ -12,6 +12,7 @@ import {
   DENO,
   kupodChild,
   ROOT,
+  socketJson,
   startKupod,
   startServer,
 } from "./helpers/process.ts";
@@ -43,15 +44,7 @@ async function stopAndWait(kupod: Child, signal: Deno.Signal = "SIGTERM"): Promi
 Deno.test("socket: exactly one tcp_accept per accepted IPv4 connection, nothing else on stdout", async () => {
   await using srv = await startServer("127.0.0.1");
   const { server, port } = srv;
-  await using kupod = await startKupod([
-    "monitor",
-    "kernel",
-    "socket",
-    "--pid",
-    String(server.pid),
-    "--output",
-    "json",
-  ]);
+  await using kupod = await startKupod(socketJson("--pid", String(server.pid)));
   const N = 25;
   await connectTimes("127.0.0.1", port, N);
   await new Promise((r) => setTimeout(r, 300));
@@ -77,15 +70,7 @@ Deno.test("socket: exactly one tcp_accept per accepted IPv4 connection, nothing 
 
 Deno.test("socket: IPv6 accepts carry IPv6 addresses", async () => {
   await using srv = await startServer("::1");
-  await using kupod = await startKupod([
-    "monitor",
-    "kernel",
-    "socket",
-    "--pid",
-    String(srv.server.pid),
-    "--output",
-    "json",
-  ]);
+  await using kupod = await startKupod(socketJson("--pid", String(srv.server.pid)));
   await connectTimes("::1", srv.port, 5);
   await new Promise((r) => setTimeout(r, 300));
   await stopAndWait(kupod, "SIGINT");
@@ -112,15 +97,7 @@ Deno.test("socket: exactly one tcp_connect per outbound connection of the target
     String(srv.port),
     "17",
   ], { stdin: true });
-  await using kupod = await startKupod([
-    "monitor",
-    "kernel",
-    "socket",
-    "--pid",
-    String(client.pid),
-    "--output",
-    "json",
-  ]);
+  await using kupod = await startKupod(socketJson("--pid", String(client.pid)));
   await client.writeLine("go");
   await client.waitForLine(/^done 17$/);
   await new Promise((r) => setTimeout(r, 300));
@@ -144,15 +121,7 @@ Deno.test("socket: processes forked by the target after start are followed", asy
     "-c",
     `read; exec ${DENO} run --allow-net ${ROOT}tests/fixtures/tcp_server.ts 127.0.0.1 & wait`,
   ], { stdin: true });
-  await using kupod = await startKupod([
-    "monitor",
-    "kernel",
-    "socket",
-    "--pid",
-    String(shell.pid),
-    "--output",
-    "json",
-  ]);
+  await using kupod = await startKupod(socketJson("--pid", String(shell.pid)));
   await shell.writeLine("go");
   const [, port, serverPid] = (await shell.waitForLine(/^listening \d+/)).split(" ").map(Number);
   try {
@@ -169,17 +138,7 @@ Deno.test("socket: processes forked by the target after start are followed", asy
 
 Deno.test("socket: --duration ends the run by itself with every event written", async () => {
   await using srv = await startServer("127.0.0.1");
-  const kupod = kupodChild([
-    "monitor",
-    "kernel",
-    "socket",
-    "--pid",
-    String(srv.server.pid),
-    "--output",
-    "json",
-    "--duration",
-    "3",
-  ]);
+  const kupod = kupodChild(socketJson("--pid", String(srv.server.pid), "--duration", "3"));
   await using _k = kupod;
   await kupod.waitForLine(/started!/);
   await connectTimes("127.0.0.1", srv.port, 10);

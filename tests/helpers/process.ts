@@ -164,6 +164,11 @@ export function kupodChild(args: string[]): Child {
   return new Child(`${ROOT}kupod`, [...args, ...extra]);
 }
 
+/** `kupod monitor kernel socket --output json` with `args` (the target, more flags). */
+export function socketJson(...args: string[]): string[] {
+  return ["monitor", "kernel", "socket", "--output", "json", ...args];
+}
+
 /** Starts kupod with `args` and waits for its readiness line. */
 export async function startKupod(args: string[]): Promise<Child> {
   const kupod = kupodChild(args);
