@@ -3,7 +3,7 @@
  * Reference consumer of the ring buffer bench (bench/ringbuf.ts): plain
  * libbpf, ring_buffer__new + ring_buffer__poll.
  *
- *   consumer OBJECT PID CALLS BATCH RING_BYTES [BURSTS]
+ *   consumer OBJECT PID CALLS BATCH RING_BYTES [live WARM_CALLS | drain BURSTS WARM_BURSTS]
  *
  * Opens OBJECT (bpf/.output/loadgen.bpf.o), sets its rodata target_tgid = PID
  * and batch = BATCH (offsets from the object's BTF), sizes the `events` ring,
@@ -14,16 +14,21 @@
  * ..., like the kupod consumer's decodeLoadEvent + check.
  * seconds run from the release to the end of the poll that read the last event.
  *
- * With BURSTS (drain mode), the producer makes BURSTS bursts of CALLS calls;
- * the consumer releases each and reads it only once it is complete (the bench
- * writes a line on stdin when the producer has finished the burst, so the ring
- * is full), with ring_buffer__consume. The first burst warms up (page faults
- * on the ring); seconds and `timed` are the sums over the others: the reader's
- * own speed.
+ * With `live WARM_CALLS` (WARM_CALLS > 0), the producer first makes a warm-up
+ * burst of WARM_CALLS calls: it is released and read the same way, but not
+ * timed, and the timed burst is released once all of it is accounted for.
+ *
+ * With `drain BURSTS WARM_BURSTS`, the producer makes BURSTS bursts of CALLS
+ * calls; the consumer releases each and reads it only once it is complete (the
+ * bench writes a line on stdin when the producer has finished the burst, so
+ * the ring is full), with ring_buffer__consume. The first WARM_BURSTS bursts
+ * warm up (page faults on the ring); seconds and `timed` are the sums over the
+ * others: the reader's own speed.
  *
  * Prints one line of JSON: {"received", "lost", "seconds", "timed", "gaps",
- * "disorder", "bad", "last_seq", "polls"}. Exits 3 when nothing arrives for 10 s.
-  */
+ * "disorder", "bad", "last_seq", "cpu" (this process's CPU seconds), "polls"}.
+ * Exits 3 when nothing arrives for 10 s.
+ */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -33,6 +38,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <linux/types.h>
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
@@ -164,8 +170,12 @@ static int read_until(struct reader *r, struct state *s, __u64 target, double *l
 
 int main(int argc, char **argv)
 {
-	if (argc != 6 && argc != 7) {
-		fprintf(stderr, "usage: %s OBJECT PID CALLS BATCH RING_BYTES [BURSTS]\n", argv[0]);
+	if (argc != 6 && !(argc == 8 && !strcmp(argv[6], "live")) &&
+	    !(argc == 9 && !strcmp(argv[6], "drain"))) {
+		fprintf(stderr,
+			"usage: %s OBJECT PID CALLS BATCH RING_BYTES "
+			"[live WARM_CALLS | drain BURSTS WARM_BURSTS]\n",
+			argv[0]);
 		return 1;
 	}
 	const char *path = argv[1];
@@ -173,8 +183,10 @@ int main(int argc, char **argv)
 	__u64 calls = strtoull(argv[3], NULL, 10);
 	__u32 batch = strtoul(argv[4], NULL, 10);
 	__u32 ring_bytes = strtoul(argv[5], NULL, 10);
-	int bursts = argc == 7 ? atoi(argv[6]) : 1;
-	bool drain = argc == 7;
+	bool drain = argc == 9;
+	int bursts = drain ? atoi(argv[7]) : 1;
+	int warm_bursts = drain ? atoi(argv[8]) : 0;
+	__u64 warm_calls = argc == 8 ? strtoull(argv[7], NULL, 10) : 0;
 	__u64 per_burst = calls * batch;
 
 	LIBBPF_OPTS(bpf_object_open_opts, opts, .object_name = "kupod_loadgen");
@@ -209,8 +221,11 @@ int main(int argc, char **argv)
 
 	double seconds = 0;
 	__u64 timed = 0;
+	__u64 target = 0;
 	int rc = 0;
-	for (int b = 0; b < bursts && !rc; b++) {
+	/* The warm-up burst, if any, then the others. */
+	for (int b = warm_calls ? -1 : 0; b < bursts && !rc; b++) {
+		target += b < 0 ? warm_calls * batch : per_burst;
 		double start = now_s();
 		if (kill(pid, SIGUSR1)) {
 			rc = fail("release producer", errno);
@@ -226,19 +241,23 @@ int main(int argc, char **argv)
 		}
 		double last_event = start;
 		__u64 from = s.received;
-		rc = read_until(&r, &s, (b + 1) * per_burst, &last_event);
-		if (!drain || b > 0) {
+		rc = read_until(&r, &s, target, &last_event);
+		if (b >= warm_bursts) {
 			seconds += last_event - start;
 			timed += s.received - from;
 		}
 	}
+	struct rusage ru;
+	getrusage(RUSAGE_SELF, &ru);
+	double cpu = ru.ru_utime.tv_sec + ru.ru_stime.tv_sec +
+		     (ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6;
 	printf("{\"received\": %llu, \"lost\": %llu, \"seconds\": %.6f, \"timed\": %llu, "
 	       "\"gaps\": %llu, \"disorder\": %llu, \"bad\": %llu, \"last_seq\": %lld, "
-	       "\"polls\": %llu}\n",
+	       "\"cpu\": %.6f, \"polls\": %llu}\n",
 	       (unsigned long long)s.received, (unsigned long long)r.lost, seconds,
 	       (unsigned long long)timed, (unsigned long long)s.gaps,
 	       (unsigned long long)s.disorder, (unsigned long long)s.bad,
-	       s.received ? (long long)s.last.seq : -1LL, (unsigned long long)r.polls);
+	       s.received ? (long long)s.last.seq : -1LL, cpu, (unsigned long long)r.polls);
 	fflush(stdout);
 
 	ring_buffer__free(r.rb);

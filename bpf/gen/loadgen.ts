@@ -32,7 +32,7 @@ export function decodeLoadEvent(view: DataView, offset: number): LoadEvent {
     ts_ns: view.getBigUint64(offset + 8, true),
     cpu: view.getUint32(offset + 16, true),
     pid: view.getUint32(offset + 20, true),
-    payload: bytes(view, offset + 24, 32),
+    payload: bytes32(view, offset + 24),
   };
 }
 
@@ -47,22 +47,33 @@ export const RODATA_SIZE = 8;
 // dominate decoding. A slab is never reused, so a copy stays valid; while referenced, a copy keeps
 // its slab (SLAB bytes) alive.
 const SLAB = 8192;
-let slab = new Uint8Array(SLAB);
+let slabBuffer = new ArrayBuffer(SLAB);
+let slab = new DataView(slabBuffer);
 let slabUsed = 0;
 
-/** A copy of `len` bytes, so the event outlives the (ring) buffer it was read from. */
-function bytes(view: DataView, offset: number, len: number): Uint8Array {
-  if (len > SLAB / 16) {
-    const start = view.byteOffset + offset;
-    return new Uint8Array(view.buffer.slice(start, start + len));
-  }
+/** Reserves `len` (<= SLAB) bytes of the current slab, or of a new one; returns their offset. */
+function slabAlloc(len: number): number {
   if (slabUsed + len > SLAB) {
-    slab = new Uint8Array(SLAB);
+    slabBuffer = new ArrayBuffer(SLAB);
+    slab = new DataView(slabBuffer);
     slabUsed = 0;
   }
-  const s = slab;
   const start = slabUsed;
-  for (let i = 0; i < len; i++) s[start + i] = view.getUint8(offset + i);
   slabUsed = start + len;
-  return new Uint8Array(s.buffer, start, len);
+  return start;
+}
+
+/** A copy of the 32 bytes at `offset` of `view`, in a slab. */
+function bytes32(view: DataView, offset: number): Uint8Array {
+  const at = slabAlloc(32);
+  const s = slab;
+  s.setUint32(at, view.getUint32(offset, true), true);
+  s.setUint32(at + 4, view.getUint32(offset + 4, true), true);
+  s.setUint32(at + 8, view.getUint32(offset + 8, true), true);
+  s.setUint32(at + 12, view.getUint32(offset + 12, true), true);
+  s.setUint32(at + 16, view.getUint32(offset + 16, true), true);
+  s.setUint32(at + 20, view.getUint32(offset + 20, true), true);
+  s.setUint32(at + 24, view.getUint32(offset + 24, true), true);
+  s.setUint32(at + 28, view.getUint32(offset + 28, true), true);
+  return new Uint8Array(slabBuffer, at, 32);
 }

@@ -2,64 +2,103 @@
 
 export const OBJECT_NAME = "socket";
 
-/** `struct sock_event` (104 bytes). */
+/** `struct sock_event` (176 bytes). */
 export interface SockEvent {
   ts_ns: bigint; // __u64
   cgroup_id: bigint; // __u64
   sock_id: bigint; // __u64
+  start_ns: bigint; // __u64
+  established_ns: bigint; // __u64
+  closing_ns: bigint; // __u64
+  bytes_sent: bigint; // __u64
+  bytes_received: bigint; // __u64
+  process_ns: bigint; // __u64
+  to_service_ns: bigint; // __u64
   kind: number; // __u32
   pid: number; // __u32
   tid: number; // __u32
   netns: number; // __u32
   container: number; // __u32
+  peer_container: number; // __u32
+  srtt_us: number; // __u32
+  retransmits: number; // __u32
+  exchanges: number; // __u32
   family: number; // __u16
   sport: number; // __u16
   dport: number; // __u16
+  direction: number; // __u8
+  state: number; // __u8
   saddr: Uint8Array; // __u8[16]
   daddr: Uint8Array; // __u8[16]
   comm: string; // char[16]
 }
 
-export const SOCK_EVENT_SIZE = 104;
+export const SOCK_EVENT_SIZE = 176;
 
 /** Byte offset and size of every field of `struct sock_event`. */
 export const SOCK_EVENT_LAYOUT = {
   ts_ns: { offset: 0, size: 8 },
   cgroup_id: { offset: 8, size: 8 },
   sock_id: { offset: 16, size: 8 },
-  kind: { offset: 24, size: 4 },
-  pid: { offset: 28, size: 4 },
-  tid: { offset: 32, size: 4 },
-  netns: { offset: 36, size: 4 },
-  container: { offset: 40, size: 4 },
-  family: { offset: 44, size: 2 },
-  sport: { offset: 46, size: 2 },
-  dport: { offset: 48, size: 2 },
-  saddr: { offset: 50, size: 16 },
-  daddr: { offset: 66, size: 16 },
-  comm: { offset: 82, size: 16 },
+  start_ns: { offset: 24, size: 8 },
+  established_ns: { offset: 32, size: 8 },
+  closing_ns: { offset: 40, size: 8 },
+  bytes_sent: { offset: 48, size: 8 },
+  bytes_received: { offset: 56, size: 8 },
+  process_ns: { offset: 64, size: 8 },
+  to_service_ns: { offset: 72, size: 8 },
+  kind: { offset: 80, size: 4 },
+  pid: { offset: 84, size: 4 },
+  tid: { offset: 88, size: 4 },
+  netns: { offset: 92, size: 4 },
+  container: { offset: 96, size: 4 },
+  peer_container: { offset: 100, size: 4 },
+  srtt_us: { offset: 104, size: 4 },
+  retransmits: { offset: 108, size: 4 },
+  exchanges: { offset: 112, size: 4 },
+  family: { offset: 116, size: 2 },
+  sport: { offset: 118, size: 2 },
+  dport: { offset: 120, size: 2 },
+  direction: { offset: 122, size: 1 },
+  state: { offset: 123, size: 1 },
+  saddr: { offset: 124, size: 16 },
+  daddr: { offset: 140, size: 16 },
+  comm: { offset: 156, size: 16 },
 } as const;
 
 /** Decodes a `struct sock_event` at `offset` of `view` (little-endian). */
 export function decodeSockEvent(view: DataView, offset: number): SockEvent {
-  if (offset < 0 || offset + 104 > view.byteLength) {
+  if (offset < 0 || offset + 176 > view.byteLength) {
     throw new RangeError(`sock_event at ${offset} is outside a ${view.byteLength}-byte view`);
   }
   return {
     ts_ns: view.getBigUint64(offset, true),
     cgroup_id: view.getBigUint64(offset + 8, true),
     sock_id: view.getBigUint64(offset + 16, true),
-    kind: view.getUint32(offset + 24, true),
-    pid: view.getUint32(offset + 28, true),
-    tid: view.getUint32(offset + 32, true),
-    netns: view.getUint32(offset + 36, true),
-    container: view.getUint32(offset + 40, true),
-    family: view.getUint16(offset + 44, true),
-    sport: view.getUint16(offset + 46, true),
-    dport: view.getUint16(offset + 48, true),
-    saddr: bytes(view, offset + 50, 16),
-    daddr: bytes(view, offset + 66, 16),
-    comm: cstr(view, offset + 82, 16),
+    start_ns: view.getBigUint64(offset + 24, true),
+    established_ns: view.getBigUint64(offset + 32, true),
+    closing_ns: view.getBigUint64(offset + 40, true),
+    bytes_sent: view.getBigUint64(offset + 48, true),
+    bytes_received: view.getBigUint64(offset + 56, true),
+    process_ns: view.getBigUint64(offset + 64, true),
+    to_service_ns: view.getBigUint64(offset + 72, true),
+    kind: view.getUint32(offset + 80, true),
+    pid: view.getUint32(offset + 84, true),
+    tid: view.getUint32(offset + 88, true),
+    netns: view.getUint32(offset + 92, true),
+    container: view.getUint32(offset + 96, true),
+    peer_container: view.getUint32(offset + 100, true),
+    srtt_us: view.getUint32(offset + 104, true),
+    retransmits: view.getUint32(offset + 108, true),
+    exchanges: view.getUint32(offset + 112, true),
+    family: view.getUint16(offset + 116, true),
+    sport: view.getUint16(offset + 118, true),
+    dport: view.getUint16(offset + 120, true),
+    direction: view.getUint8(offset + 122),
+    state: view.getUint8(offset + 123),
+    saddr: bytes16(view, offset + 124),
+    daddr: bytes16(view, offset + 140),
+    comm: cstr(view, offset + 156, 16),
   };
 }
 
@@ -96,22 +135,29 @@ function cstrUtf8(view: DataView, offset: number, len: number): string {
 // dominate decoding. A slab is never reused, so a copy stays valid; while referenced, a copy keeps
 // its slab (SLAB bytes) alive.
 const SLAB = 8192;
-let slab = new Uint8Array(SLAB);
+let slabBuffer = new ArrayBuffer(SLAB);
+let slab = new DataView(slabBuffer);
 let slabUsed = 0;
 
-/** A copy of `len` bytes, so the event outlives the (ring) buffer it was read from. */
-function bytes(view: DataView, offset: number, len: number): Uint8Array {
-  if (len > SLAB / 16) {
-    const start = view.byteOffset + offset;
-    return new Uint8Array(view.buffer.slice(start, start + len));
-  }
+/** Reserves `len` (<= SLAB) bytes of the current slab, or of a new one; returns their offset. */
+function slabAlloc(len: number): number {
   if (slabUsed + len > SLAB) {
-    slab = new Uint8Array(SLAB);
+    slabBuffer = new ArrayBuffer(SLAB);
+    slab = new DataView(slabBuffer);
     slabUsed = 0;
   }
-  const s = slab;
   const start = slabUsed;
-  for (let i = 0; i < len; i++) s[start + i] = view.getUint8(offset + i);
   slabUsed = start + len;
-  return new Uint8Array(s.buffer, start, len);
+  return start;
+}
+
+/** A copy of the 16 bytes at `offset` of `view`, in a slab. */
+function bytes16(view: DataView, offset: number): Uint8Array {
+  const at = slabAlloc(16);
+  const s = slab;
+  s.setUint32(at, view.getUint32(offset, true), true);
+  s.setUint32(at + 4, view.getUint32(offset + 4, true), true);
+  s.setUint32(at + 8, view.getUint32(offset + 8, true), true);
+  s.setUint32(at + 12, view.getUint32(offset + 12, true), true);
+  return new Uint8Array(slabBuffer, at, 16);
 }
