@@ -134,6 +134,8 @@ export const LIBC_SYMBOLS = {
   mount: { parameters: ["buffer", "buffer", "buffer", "u64", "pointer"], result: "i32" },
   // int close(int fd)
   close: { parameters: ["i32"], result: "i32" },
+  // int setns(int fd, int nstype): moves the calling thread (netfilter links attach in its netns)
+  setns: { parameters: ["i32", "i32"], result: "i32" },
   // unsigned int if_nametoindex(const char *name)
   if_nametoindex: { parameters: ["buffer"], result: "u32" },
   // long syscall(long nr, ...): used for BPF commands libbpf 1.1 does not wrap

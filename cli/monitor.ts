@@ -11,16 +11,21 @@ import type { Target } from "../k8s/target.ts";
 import type { EventSink } from "../probes/events.ts";
 import type { Probe } from "../probes/probe.ts";
 import { SocketProbe } from "../probes/socket.ts";
+import { NoPodNetwork, StackProbe, VERBOSE_SAMPLE_EVERY } from "../probes/stack.ts";
 import { KupodError } from "./errors.ts";
 import { Logger } from "./log.ts";
 import { Outputs } from "./outputs.ts";
 import type { MonitorOptions, ProbeName } from "./options.ts";
 
-type ProbeFactory = (target: Target, sink: EventSink) => Probe;
+type ProbeFactory = (target: Target, sink: EventSink, opts: MonitorOptions) => Probe;
 
 /** The probes that exist; the others are refused before anything is loaded. */
 const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
   socket: (target, sink) => SocketProbe.start(target, sink),
+  stack: (target, sink, opts) =>
+    StackProbe.start(target, sink, {
+      sampleEvery: opts.verbosity === "verbose" ? VERBOSE_SAMPLE_EVERY : 0,
+    }),
 };
 
 const STOP_SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
@@ -64,7 +69,17 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   let watch: TargetWatch | undefined;
   try {
     for (const name of names) {
-      const probe = PROBES[name]!(target, outputs);
+      let probe: Probe;
+      try {
+        probe = PROBES[name]!(target, outputs, opts);
+      } catch (e) {
+        // `all` runs what applies to the target; a probe asked for by name must run
+        if (e instanceof NoPodNetwork && names.length > 1) {
+          log.warn(`${name} skipped: ${e.message}`);
+          continue;
+        }
+        throw e;
+      }
       probes.push(probe);
       log.ready(probe.readyLine);
     }

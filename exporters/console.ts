@@ -6,11 +6,11 @@
  * called by the monitor on a short timer and before exit, so nothing is lost.
  */
 
-import type { EventSink, KupodEvent } from "../probes/events.ts";
+import type { EventSink, KupodEvent, StackStatsEvent } from "../probes/events.ts";
 import type { OutputFormat, Verbosity } from "../cli/options.ts";
 
 /** Event types printed only with --verbose. */
-const VERBOSE_ONLY = new Set<KupodEvent["type"]>(["tcp_close", "sidecar_timing"]);
+const VERBOSE_ONLY = new Set<KupodEvent["type"]>(["tcp_close", "sidecar_timing", "stack_stats"]);
 
 const encoder = new TextEncoder();
 const FLUSH_BYTES = 64 * 1024;
@@ -83,13 +83,35 @@ function detail(e: KupodEvent): string {
       return `${e.sidecar_container} -> ${e.service_container}: in sidecar ${
         ms(e.process_seconds)
       }, to service ${ms(e.to_service_seconds)}`;
+    case "packet":
+      return `${e.packet_id} ${e.from ? `${e.from} -> ` : ""}${e.hook}${
+        e.latency_seconds !== undefined ? ` +${ms(e.latency_seconds)}` : ""
+      } ${e.len}B${e.ifindex ? ` if ${e.ifindex}` : ""}${
+        e.drop_reason ? ` reason ${e.drop_reason}` : ""
+      }`;
+    case "stack_stats":
+      return stackSummary(e);
   }
+}
+
+/** One line per interval: the NIC, the busiest hops and the drops, cumulative. */
+function stackSummary(e: StackStatsEvent): string {
+  const nic = `${
+    e.interface || "-"
+  } rx ${e.nic.rx.packets}p/${e.nic.rx.bytes}B tx ${e.nic.tx.packets}p/${e.nic.tx.bytes}B`;
+  const hops = [...e.hops].sort((a, b) => b.count - a.count).slice(0, 3)
+    .map((h) =>
+      `${h.from}->${h.to} ${h.count}x avg ${(h.sum_seconds / h.count * 1e6).toFixed(1)}µs`
+    ).join(", ");
+  const drops = Object.entries(e.drops).map(([r, n]) => `${r}=${n}`).join(" ") || "none";
+  return `${nic}; ${Object.keys(e.hooks).length} hooks; hops ${hops || "none"}; drops ${drops}; ` +
+    `followed ${e.tracked} vanished ${e.vanished}`;
 }
 
 /** The readable form: time, type, process, what happened, and where it belongs. */
 export function textLine(e: KupodEvent): string {
   const time = e.ts.slice(11, 26);
-  const proc = `${e.comm}[${e.pid}]`;
+  const proc = e.pid !== undefined ? `${e.comm}[${e.pid}]` : "-";
   const where = [e.namespace && e.pod ? `${e.namespace}/${e.pod}` : e.pod, e.container, e.role]
     .filter(Boolean).join(" ");
   return `${time} ${e.type.padEnd(14)} ${proc.padEnd(22)} ${detail(e)}${

@@ -13,7 +13,10 @@
  * - `sidecar_timing`: the sidecar's processing time and the time from the sidecar to the service,
  *   labelled with the sidecar container;
  * - `tcp_retransmit` counts nothing here: its retransmits are in the `tcp_close` that follows, and
- *   counting both would count them twice.
+ *   counting both would count them twice;
+ * - `stack_stats`: the stack probe's cumulative kernel counts (packets per hook, hop latency
+ *   histograms, drops per reason, packets and bytes of the pod's veth), shown as they are;
+ * - `packet` (sampled hops) counts nothing: `stack_stats` already has every packet.
  *
  * @example
  * ```ts
@@ -31,7 +34,13 @@
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { VERSION } from "../cli/version.ts";
 import type { ProbeName } from "../cli/options.ts";
-import type { EventSink, KupodEvent, SidecarTimingEvent, TcpCloseEvent } from "../probes/events.ts";
+import type {
+  EventSink,
+  KupodEvent,
+  SidecarTimingEvent,
+  StackStatsEvent,
+  TcpCloseEvent,
+} from "../probes/events.ts";
 import type { ProbeStats } from "../probes/probe.ts";
 
 /** What the HTTP exporter and the Pushgateway pusher need: the text exposition format. */
@@ -103,6 +112,8 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   readonly #connectionDuration: Histogram<PodLabel>;
   readonly #sidecarProcess: Histogram<PodLabel>;
   readonly #sidecarToService: Histogram<PodLabel>;
+  /** The stack probe's cumulative kernel counts, as last reported. */
+  #stack: StackStatsEvent | undefined;
   /** Cumulative probe counters, as last reported by setProbeStats. */
   readonly #probeStats = new Map<string, { events: number; lost: number }>();
 
@@ -166,6 +177,8 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       POD_LABELS,
     );
 
+    this.#stackMetrics(registers);
+
     const stats = this.#probeStats;
     new Counter<"probe">({
       name: "kupod_events_total",
@@ -218,7 +231,89 @@ export class KupodMetrics implements EventSink, ExpositionSource {
         return this.#sidecar(e);
       case "tcp_retransmit":
         return; // counted by the tcp_close that follows
+      case "stack_stats":
+        this.#stack = e;
+        return;
+      case "packet":
+        return; // sampled; stack_stats counts every packet
     }
+  }
+
+  /** Stack metrics: shown from the last stack_stats, which holds the kernel's running totals. */
+  #stackMetrics(registers: Registry[]): void {
+    const latest = () => this.#stack;
+    const shown = <L extends string>(
+      name: string,
+      help: string,
+      labelNames: readonly L[],
+      values: (e: StackStatsEvent) => [Record<L, string>, number][],
+    ) =>
+      new Counter<L>({
+        name,
+        help,
+        labelNames,
+        registers,
+        collect() {
+          this.reset();
+          const e = latest();
+          if (e) { for (const [labels, n] of values(e)) this.inc(labels as never, n); }
+        },
+      });
+    const pod = (e: StackStatsEvent) => ({ namespace: e.namespace ?? "", pod: e.pod ?? "" });
+    shown(
+      "kupod_stack_packets_total",
+      "Packets of the pod seen at each hook of the network stack.",
+      ["namespace", "pod", "hook"],
+      (e) => Object.entries(e.hooks).map(([hook, c]) => [{ ...pod(e), hook }, c.packets]),
+    );
+    shown(
+      "kupod_stack_drops_total",
+      "Packets of the pod the kernel dropped, by drop reason (enum skb_drop_reason).",
+      ["namespace", "pod", "reason"],
+      (e) => Object.entries(e.drops).map(([reason, n]) => [{ ...pod(e), reason }, n]),
+    );
+    const nic = (pick: (c: { packets: number; bytes: number }) => number) =>
+    (
+      e: StackStatsEvent,
+    ): [Record<"namespace" | "pod" | "interface" | "direction", string>, number][] =>
+      e.interface
+        ? (["rx", "tx"] as const).map((direction) => [
+          { ...pod(e), interface: e.interface, direction },
+          pick(e.nic[direction]),
+        ])
+        : [];
+    const nicLabels = ["namespace", "pod", "interface", "direction"] as const;
+    shown(
+      "kupod_nic_packets_total",
+      "Packets on the pod's host-side veth: rx from the pod, tx to the pod.",
+      nicLabels,
+      nic((c) => c.packets),
+    );
+    shown(
+      "kupod_nic_bytes_total",
+      "Bytes on the pod's host-side veth: rx from the pod, tx to the pod.",
+      nicLabels,
+      nic((c) => c.bytes),
+    );
+    shown(
+      "kupod_stack_packets_vanished_total",
+      "Followed packets that were freed without a tracepoint or aged out of the tracking map.",
+      ["namespace", "pod"],
+      (e) => [[pod(e), e.vanished]],
+    );
+    registers[0].registerMetric(
+      new Log2Histogram(
+        "kupod_stack_hop_latency_seconds",
+        "Time a packet of the pod takes from one hook of the network stack to the next.",
+        () =>
+          (latest()?.hops ?? []).map((h) => ({
+            labels: { ...pod(latest()!), from: h.from, to: h.to },
+            count: h.count,
+            sum: h.sum_seconds,
+            slots: h.slots,
+          })),
+      ) as never,
+    );
   }
 
   /** Nothing is buffered: every event is in the registry once event() returns. */
@@ -261,4 +356,67 @@ function addCount(c: Counter<PodLabel>, labels: PodLabels, n: number): void {
 
 function observe(h: Histogram<PodLabel>, labels: PodLabels, seconds: number): void {
   if (Number.isFinite(seconds) && seconds >= 0) h.observe(labels, seconds);
+}
+
+/** Upper bounds of the hop latency buckets: 2^10 ns (~1 µs) .. 2^30 ns (~1.07 s). */
+const LOG2_BOUNDS = Array.from({ length: 21 }, (_, i) => 10 + i);
+
+interface Log2Series {
+  labels: Record<string, string>;
+  count: number;
+  sum: number;
+  /** slots[i]: observations in [2^i, 2^(i+1)) ns. */
+  slots: number[];
+}
+
+/**
+ * A histogram whose buckets were counted in the kernel (log2 of nanoseconds) and arrive as running
+ * totals: prom-client's Histogram only takes single observations, so this renders the series
+ * itself in the shape the registry prints (`_bucket{le}`, `_sum`, `_count`).
+ */
+class Log2Histogram {
+  readonly type = "histogram";
+  readonly aggregator = "sum";
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    readonly series: () => Log2Series[],
+  ) {}
+
+  get(): {
+    name: string;
+    help: string;
+    type: string;
+    aggregator: string;
+    values: { metricName: string; labels: Record<string, string | number>; value: number }[];
+  } {
+    const values = [];
+    for (const s of this.series()) {
+      for (const k of LOG2_BOUNDS) {
+        let below = 0;
+        for (let i = 0; i < k && i < s.slots.length; i++) below += s.slots[i];
+        values.push({
+          metricName: `${this.name}_bucket`,
+          labels: { ...s.labels, le: 2 ** k / 1e9 },
+          value: below,
+        });
+      }
+      values.push({
+        metricName: `${this.name}_bucket`,
+        labels: { ...s.labels, le: "+Inf" },
+        value: s.count,
+      });
+      values.push({ metricName: `${this.name}_sum`, labels: s.labels, value: s.sum });
+      values.push({ metricName: `${this.name}_count`, labels: s.labels, value: s.count });
+    }
+    return {
+      name: this.name,
+      help: this.help,
+      type: this.type,
+      aggregator: this.aggregator,
+      values,
+    };
+  }
+
+  reset(): void {}
 }

@@ -69,7 +69,70 @@ export interface SidecarTimingEvent extends EventBase {
   to_service_seconds: number;
 }
 
-export type KupodEvent = TcpEvent | TcpCloseEvent | TcpRetransmitEvent | SidecarTimingEvent;
+/**
+ * One hop of a sampled packet through the pod's network path (stack probe, `--verbose` or
+ * rodata sample_every): the hook it reached and the time since the hook before.
+ */
+export interface PacketEvent extends EventBase {
+  type: "packet";
+  /** Identifies the packet across its hops (kernel skb identity, masked, hex). */
+  packet_id: string;
+  /** Hook name, e.g. "netif_receive_skb", "nf_local_in", "drop". */
+  hook: string;
+  /** The hook before, absent at the first hook seen. */
+  from?: string;
+  latency_seconds?: number;
+  /** Interface index at the hook (in `netns`), absent when none. */
+  ifindex?: number;
+  netns?: number;
+  len: number;
+  /** hook "drop": the kernel's drop reason, e.g. "no_socket". */
+  drop_reason?: string;
+}
+
+/** Packets and bytes at one place. */
+export interface PacketCount {
+  packets: number;
+  bytes: number;
+}
+
+/** Latency of one hop of the path, as a log2 histogram of nanoseconds. */
+export interface HopLatency {
+  from: string;
+  to: string;
+  count: number;
+  sum_seconds: number;
+  /** slots[i]: hops that took [2^i, 2^(i+1)) ns. */
+  slots: number[];
+}
+
+/**
+ * What the stack probe counted in the kernel since it started (cumulative), read every interval
+ * and at stop. Metrics come from these; the console prints one summary line in --verbose.
+ */
+export interface StackStatsEvent extends EventBase {
+  type: "stack_stats";
+  /** The host-side veth, "" when none. */
+  interface: string;
+  /** rx: from the pod (host veth ingress); tx: to the pod (host veth egress). */
+  nic: { rx: PacketCount; tx: PacketCount };
+  hooks: Record<string, PacketCount>;
+  hops: HopLatency[];
+  drops: Record<string, number>;
+  /** Packets followed, ended (consumed or dropped), vanished (freed unseen), in flight now. */
+  tracked: number;
+  ended: number;
+  vanished: number;
+  sampled: number;
+}
+
+export type KupodEvent =
+  | TcpEvent
+  | TcpCloseEvent
+  | TcpRetransmitEvent
+  | SidecarTimingEvent
+  | PacketEvent
+  | StackStatsEvent;
 
 /** Where events go: console, metrics, spans. */
 export interface EventSink {

@@ -22,6 +22,8 @@ export interface ProbeObjectOptions {
   ringBytes?: number;
   /** Programs to leave unloaded (e.g. a variant this kernel does not allow). */
   skip?: string[];
+  /** Configures the opened object before load (e.g. program types libbpf 1.1 cannot infer). */
+  prepare?: (obj: BpfObject) => void;
   /** Attaches the loaded programs; owners are returned so they can be undone. */
   attach: (obj: BpfObject) => Attachment[];
   onSample: SampleHandler;
@@ -57,6 +59,7 @@ export class ProbeObject implements AsyncDisposable {
       obj.setRodata(opts.rodataLayout, { ...filterRodata(mode), ...opts.rodata });
       if (opts.ringBytes) obj.setMaxEntries("events", opts.ringBytes);
       for (const name of opts.skip ?? []) obj.program(name).setAutoload(false);
+      opts.prepare?.(obj);
       obj.load();
       applyFilter(obj, mode, opts.target);
       const ring = new RingBuffer(obj.map("events"), opts.onSample, obj.map("events_lost"));

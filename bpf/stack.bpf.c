@@ -1,0 +1,383 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * Stack probe: one packet followed through the pod's network path, from
+ * tracepoints, TC on the host-side veth and netfilter hooks in the pod's
+ * netns. A packet is keyed by its skb address (the same skb crosses the veth
+ * pair); each hook stores when it saw the packet, and the next hook adds the
+ * time between them to the histogram of that hop. Counts per hook, per hop
+ * and per drop reason stay in per-CPU maps that user space reads
+ * periodically; only sampled packets (rodata sample_every) reach the ring.
+ */
+#include "kupod.h"
+#include "ringbuf.h"
+#include "filter.h"
+#include "stack.h"
+
+#define NO_HOOK 255
+#define TC_ACT_OK 0
+#define NF_ACCEPT 1
+
+/* The host-side veth and the netns it lives in (kupod's own). */
+const volatile __u32 veth_ifindex = 0;
+const volatile __u32 host_netns = 0;
+/* One packet in `sample_every` gets its path sent to the ring; 0 = none. */
+const volatile __u32 sample_every = 0;
+/* A packet not seen for this long is gone (freed without a tracepoint, e.g. TCP coalescing). */
+const volatile __u64 max_age_ns = 100000000ULL;
+
+/* A packet being followed. */
+struct pkt {
+	__u64 last_ns;
+	__u8 hook;
+	__u8 sampled;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* struct sk_buff * */
+	__type(value, struct pkt);
+} pkts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOOK_COUNT);
+	__type(key, __u32);
+	__type(value, struct hook_count);
+} hook_counts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, HOOK_COUNT * HOOK_COUNT);
+	__type(key, __u32); /* from * HOOK_COUNT + to */
+	__type(value, struct hop_hist);
+} hops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);   /* enum skb_drop_reason (with subsystem bits) */
+	__type(value, __u64); /* drops */
+} drops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} stack_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sample_tick SEC(".maps");
+
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
+static __always_inline void stat_add(__u32 stat)
+{
+	__u64 *v = bpf_map_lookup_elem(&stack_stats, &stat);
+
+	if (v)
+		*v += 1;
+}
+
+static __always_inline __u32 log2_slot(__u64 v)
+{
+	__u32 r = 0;
+
+	if (v >> 32) {
+		return HIST_SLOTS - 1;
+	}
+	if (v >> 16) {
+		v >>= 16;
+		r += 16;
+	}
+	if (v >> 8) {
+		v >>= 8;
+		r += 8;
+	}
+	if (v >> 4) {
+		v >>= 4;
+		r += 4;
+	}
+	if (v >> 2) {
+		v >>= 2;
+		r += 2;
+	}
+	if (v >> 1)
+		r += 1;
+	return r;
+}
+
+static __always_inline void hop_add(__u32 from, __u32 to, __u64 ns)
+{
+	__u32 key = from * HOOK_COUNT + to;
+	struct hop_hist *h;
+	__u32 slot;
+
+	if (from >= HOOK_COUNT || to >= HOOK_COUNT)
+		return;
+	h = bpf_map_lookup_elem(&hops, &key);
+	if (!h)
+		return;
+	slot = log2_slot(ns);
+	h->count += 1;
+	h->sum_ns += ns;
+	if (slot < HIST_SLOTS)
+		h->slots[slot] += 1;
+}
+
+static __always_inline void hook_add(__u32 hook, __u32 len)
+{
+	struct hook_count *c = bpf_map_lookup_elem(&hook_counts, &hook);
+
+	if (c) {
+		c->packets += 1;
+		c->bytes += len;
+	}
+}
+
+static __always_inline bool sample_next(void)
+{
+	__u32 zero = 0;
+	__u64 *tick;
+
+	if (!sample_every)
+		return false;
+	tick = bpf_map_lookup_elem(&sample_tick, &zero);
+	if (!tick)
+		return false;
+	*tick += 1;
+	return *tick % sample_every == 0;
+}
+
+static __always_inline void emit(__u64 key, __u32 hook, __u32 prev, __u64 latency, __u32 netns,
+				 __u32 ifindex, __u32 len, __u32 reason)
+{
+	struct stack_event *e = event_reserve(sizeof(*e));
+
+	if (!e)
+		return;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->packet_id = key;
+	e->latency_ns = latency;
+	e->netns = netns;
+	e->ifindex = ifindex;
+	e->len = len;
+	e->reason = reason;
+	e->hook = hook;
+	e->prev_hook = prev;
+	bpf_ringbuf_submit(e, 0);
+	stat_add(STAT_SAMPLED);
+}
+
+/*
+ * Packet `skb` reached `hook`. `matched`: the hook belongs to the target (its
+ * device or netns). `follow`: a packet already followed counts here even if
+ * the hook is not the target's (delivery to a host process, drops, frees).
+ * `ends`: the packet is freed here. Returns whether it was counted.
+ */
+static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follow, bool ends,
+				 __u32 netns, __u32 ifindex, __u32 len, __u32 reason)
+{
+	__u64 key = (__u64)skb;
+	__u64 now = bpf_ktime_get_boot_ns();
+	struct pkt *p = bpf_map_lookup_elem(&pkts, &key);
+	struct pkt fresh = {};
+	__u32 prev = NO_HOOK;
+	__u64 latency = 0;
+	bool sampled;
+
+	/*
+	 * A packet seen where packets are born (sent by the pod, or by the host to the pod) is a
+	 * new one, as is one not seen for long: a followed skb at that address was freed
+	 * without a tracepoint (e.g. a pure TCP ACK) and the address reused.
+	 */
+	if (p && (hook == HOOK_NF_LOCAL_OUT || hook == HOOK_TC_EGRESS || now - p->last_ns > max_age_ns)) {
+		stat_add(STAT_STALE);
+		bpf_map_delete_elem(&pkts, &key);
+		p = NULL;
+	}
+	if (!matched && (!p || !follow))
+		return false;
+	if (p && p->hook == hook)
+		return true; /* the same hook again (an application reading one skb in parts) */
+	hook_add(hook, len);
+	if (p) {
+		prev = p->hook;
+		latency = now - p->last_ns;
+		hop_add(prev, hook, latency);
+		sampled = p->sampled;
+		if (ends) {
+			stat_add(STAT_ENDED);
+			bpf_map_delete_elem(&pkts, &key);
+		} else {
+			p->last_ns = now;
+			p->hook = hook;
+		}
+	} else {
+		sampled = sample_next();
+		if (!ends) {
+			fresh.last_ns = now;
+			fresh.hook = hook;
+			fresh.sampled = sampled;
+			bpf_map_update_elem(&pkts, &key, &fresh, BPF_ANY);
+			stat_add(STAT_TRACKED);
+		}
+	}
+	if (sampled)
+		emit(key, hook, prev, latency, netns, ifindex, len, reason);
+	return true;
+}
+
+static __always_inline bool netns_matches(__u32 ns)
+{
+	return ns && bpf_map_lookup_elem(&target_netns, &ns);
+}
+
+/* Whether device `dev` is the pod's (in its netns) or the host side of its veth. */
+static __always_inline bool dev_matches(const struct net_device *dev, __u32 *netns, __u32 *ifindex)
+{
+	*netns = 0;
+	*ifindex = 0;
+	if (!dev)
+		return false;
+	*netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
+	*ifindex = BPF_CORE_READ(dev, ifindex);
+	if (netns_matches(*netns))
+		return true;
+	return veth_ifindex && *ifindex == veth_ifindex && *netns == host_netns;
+}
+
+static __always_inline int on_dev(const struct sk_buff *skb, const struct net_device *dev,
+				  __u32 hook)
+{
+	__u32 netns, ifindex;
+	bool matched = dev_matches(dev, &netns, &ifindex);
+
+	seen((void *)skb, hook, matched, false, false, netns, ifindex, BPF_CORE_READ(skb, len), 0);
+	return 0;
+}
+
+SEC("tp_btf/netif_rx")
+int BPF_PROG(kupod_stk_rx, struct sk_buff *skb)
+{
+	return on_dev(skb, BPF_CORE_READ(skb, dev), HOOK_NETIF_RX);
+}
+
+SEC("tp_btf/netif_receive_skb")
+int BPF_PROG(kupod_stk_recv, struct sk_buff *skb)
+{
+	return on_dev(skb, BPF_CORE_READ(skb, dev), HOOK_NETIF_RECEIVE);
+}
+
+SEC("tp_btf/net_dev_queue")
+int BPF_PROG(kupod_stk_queue, struct sk_buff *skb)
+{
+	return on_dev(skb, BPF_CORE_READ(skb, dev), HOOK_DEV_QUEUE);
+}
+
+SEC("tp_btf/net_dev_start_xmit")
+int BPF_PROG(kupod_stk_start, const struct sk_buff *skb, const struct net_device *dev)
+{
+	return on_dev(skb, dev, HOOK_DEV_START_XMIT);
+}
+
+/* The skb may be freed by now (veth passed it on): only its address and the arguments are used. */
+SEC("tp_btf/net_dev_xmit")
+int BPF_PROG(kupod_stk_xmit, struct sk_buff *skb, int rc, struct net_device *dev, unsigned int len)
+{
+	__u32 netns, ifindex;
+	bool matched = dev_matches(dev, &netns, &ifindex);
+
+	seen(skb, HOOK_DEV_XMIT, matched, false, false, netns, ifindex, len, 0);
+	return 0;
+}
+
+/* An application reads the packet's data: process context, the reader's netns. */
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(kupod_stk_dlvr, const struct sk_buff *skb, int len)
+{
+	__u32 netns = current_netns();
+
+	seen((void *)skb, HOOK_DELIVER, netns_matches(netns), true, false, netns, 0, len, 0);
+	return 0;
+}
+
+SEC("tp_btf/kfree_skb")
+int BPF_PROG(kupod_stk_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
+{
+	__u32 netns, ifindex, r = reason;
+	bool matched = dev_matches(BPF_CORE_READ(skb, dev), &netns, &ifindex);
+	__u64 *n;
+
+	if (!seen(skb, HOOK_DROP, matched, true, true, netns, ifindex, BPF_CORE_READ(skb, len), r))
+		return 0;
+	n = bpf_map_lookup_elem(&drops, &r);
+	if (n) {
+		*n += 1;
+	} else {
+		__u64 one = 1;
+
+		bpf_map_update_elem(&drops, &r, &one, BPF_NOEXIST);
+	}
+	return 0;
+}
+
+/* Normal end of a followed packet; packets not followed are not counted here. */
+SEC("tp_btf/consume_skb")
+int BPF_PROG(kupod_stk_free, struct sk_buff *skb)
+{
+	seen(skb, HOOK_CONSUME, false, true, true, 0, 0, BPF_CORE_READ(skb, len), 0);
+	return 0;
+}
+
+static __always_inline int on_tc(struct __sk_buff *ctx, __u32 hook)
+{
+	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
+
+	seen(skb, hook, true, false, false, host_netns, ctx->ifindex, ctx->len, 0);
+	return TC_ACT_OK;
+}
+
+/* Host-side veth ingress: packets from the pod (rx). */
+SEC("tc")
+int kupod_stk_tc_in(struct __sk_buff *ctx)
+{
+	return on_tc(ctx, HOOK_TC_INGRESS);
+}
+
+/* Host-side veth egress: packets to the pod (tx). */
+SEC("tc")
+int kupod_stk_tc_out(struct __sk_buff *ctx)
+{
+	return on_tc(ctx, HOOK_TC_EGRESS);
+}
+
+/*
+ * Netfilter hooks (BPF_PROG_TYPE_NETFILTER, set by the loader: libbpf 1.1 does
+ * not know SEC("netfilter")), attached in the pod's netns: every packet there
+ * is the pod's. The hook number comes from the state, so one program serves all.
+ */
+SEC("tc")
+int kupod_stk_nf(struct bpf_nf_ctx *ctx)
+{
+	const struct nf_hook_state *state = ctx->state;
+	struct sk_buff *skb = ctx->skb;
+	__u32 hook = HOOK_NF_PRE_ROUTING + BPF_CORE_READ(state, hook);
+	const struct net_device *dev = BPF_CORE_READ(state, in);
+
+	if (!dev)
+		dev = BPF_CORE_READ(state, out);
+	if (hook <= HOOK_NF_POST_ROUTING)
+		seen(skb, hook, true, false, false, BPF_CORE_READ(state, net, ns.inum),
+		     dev ? BPF_CORE_READ(dev, ifindex) : 0, BPF_CORE_READ(skb, len), 0);
+	return NF_ACCEPT;
+}
+
+/* Keep the event type in the object's BTF for the decoder generator. */
+struct stack_event _stack_event = {};
