@@ -26,7 +26,7 @@ static long emit_one(__u64 index, void *ctx)
 	e->cpu = bpf_get_smp_processor_id();
 	e->pid = target_tgid;
 	__builtin_memset(e->payload, (__u8)e->seq, sizeof(e->payload));
-	bpf_ringbuf_submit(e, 0);
+	event_submit(e);
 	return 0;
 }
 

@@ -64,14 +64,19 @@ export class RingBuffer implements AsyncDisposable, Disposable {
   #wakeFd: number;
   readonly #epollEvents = new Uint8Array(24);
   #received = 0;
+  /** Longest wait for data; short when the producer only wakes the reader per batch. */
+  readonly #pollMs: number;
   #stopping = false;
   #running: Promise<void> | undefined;
 
   /**
    * Maps the ring of `ring` (a BPF_MAP_TYPE_RINGBUF of a loaded object); `lost`
    * is the per-CPU counter the object increments when a reservation fails.
+   * `pollMs` bounds each wait: objects that wake the reader only per batch
+   * (ringbuf.h's `wakeup_bytes`) are read at least that often.
    */
-  constructor(ring: BpfMap, handler: SampleHandler, lost?: BpfMap) {
+  constructor(ring: BpfMap, handler: SampleHandler, lost?: BpfMap, opts: { pollMs?: number } = {}) {
+    this.#pollMs = opts.pollMs ?? 1000;
     this.#ring = ring;
     this.#lostMap = lost;
     this.#handler = handler;
@@ -161,7 +166,7 @@ export class RingBuffer implements AsyncDisposable, Disposable {
       while (!this.#stopping) {
         // When the drain stopped at its cap, more is waiting: a zero-timeout wait still lets
         // timers and I/O run before reading on.
-        const timeout = this.drain() === MAX_PER_DRAIN ? 0 : 1000;
+        const timeout = this.drain() === MAX_PER_DRAIN ? 0 : this.#pollMs;
         const rc = await libc().epoll_pwait(this.#epfd, this.#epollEvents, 2, timeout, ALL_SIGNALS);
         // errno belongs to the worker thread and cannot be read here: a failed wait is
         // retried, and only a persistent failure ends the reader.

@@ -156,7 +156,7 @@ static __always_inline void emit_close(struct sock *sk, struct conn *c)
 	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
 	e->retransmits = BPF_CORE_READ(tp, total_retrans);
 	e->exchanges = c->last ? (c->turns + 2) / 2 : 0;
-	bpf_ringbuf_submit(e, 0);
+	event_submit(e);
 }
 
 SEC("tp/sock/inet_sock_set_state")
@@ -192,7 +192,7 @@ int kupod_sk_state(struct trace_event_raw_inet_sock_set_state *ctx)
 		c->established_ns = bpf_ktime_get_boot_ns();
 		e = conn_event(SOCK_EVENT_CONNECT, sk, c);
 		if (e)
-			bpf_ringbuf_submit(e, 0);
+			event_submit(e);
 		return 0;
 	}
 	if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) && !c->closing_ns)
@@ -241,7 +241,7 @@ static __always_inline int on_accept_exit(long ret)
 	bpf_map_update_elem(&conns, &key, &c, BPF_ANY);
 	e = conn_event(SOCK_EVENT_ACCEPT, sk, &c);
 	if (e)
-		bpf_ringbuf_submit(e, 0);
+		event_submit(e);
 	return 0;
 }
 
@@ -270,7 +270,7 @@ int BPF_PROG(kupod_retrans, struct sock *sk)
 	if (!e)
 		return 0;
 	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
-	bpf_ringbuf_submit(e, 0);
+	event_submit(e);
 	return 0;
 }
 
@@ -316,7 +316,7 @@ static __always_inline void service_received(struct sock *sk, struct conn *c, __
 		e->to_service_ns = now - fw->written_ns;
 		e->peer_container = c->container;
 		e->container = fw->sidecar;
-		bpf_ringbuf_submit(e, 0);
+		event_submit(e);
 	}
 	bpf_map_delete_elem(&forwarded, &theirs);
 }

@@ -171,7 +171,7 @@ static __always_inline void emit(__u64 key, __u32 hook, __u32 prev, __u64 latenc
 	e->reason = reason;
 	e->hook = hook;
 	e->prev_hook = prev;
-	bpf_ringbuf_submit(e, 0);
+	event_submit(e);
 	stat_add(STAT_SAMPLED);
 }
 

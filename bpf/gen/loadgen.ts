@@ -38,10 +38,11 @@ export function decodeLoadEvent(view: DataView, offset: number): LoadEvent {
 
 /** Offset and size of every `const volatile` tunable in the `.rodata` map. */
 export const RODATA = {
-  target_tgid: { offset: 0, size: 4 },
-  batch: { offset: 4, size: 4 },
+  wakeup_bytes: { offset: 0, size: 8 },
+  target_tgid: { offset: 8, size: 4 },
+  batch: { offset: 12, size: 4 },
 } as const;
-export const RODATA_SIZE = 8;
+export const RODATA_SIZE = 16;
 
 // Copies of byte arrays are carved out of slabs, as allocating an ArrayBuffer per field would
 // dominate decoding. A slab is never reused, so a copy stays valid; while referenced, a copy keeps

@@ -104,12 +104,13 @@ export function decodeSockEvent(view: DataView, offset: number): SockEvent {
 
 /** Offset and size of every `const volatile` tunable in the `.rodata` map. */
 export const RODATA = {
-  filter_by_pid: { offset: 0, size: 1 },
-  filter_by_cgroup: { offset: 1, size: 1 },
-  filter_by_netns: { offset: 2, size: 1 },
-  follow_children: { offset: 3, size: 1 },
+  wakeup_bytes: { offset: 0, size: 8 },
+  filter_by_pid: { offset: 8, size: 1 },
+  filter_by_cgroup: { offset: 9, size: 1 },
+  filter_by_netns: { offset: 10, size: 1 },
+  follow_children: { offset: 11, size: 1 },
 } as const;
-export const RODATA_SIZE = 4;
+export const RODATA_SIZE = 12;
 
 const utf8 = new TextDecoder();
 

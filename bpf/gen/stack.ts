@@ -53,16 +53,17 @@ export function decodeStackEvent(view: DataView, offset: number): StackEvent {
 
 /** Offset and size of every `const volatile` tunable in the `.rodata` map. */
 export const RODATA = {
-  filter_by_pid: { offset: 0, size: 1 },
-  filter_by_cgroup: { offset: 1, size: 1 },
-  filter_by_netns: { offset: 2, size: 1 },
-  follow_children: { offset: 3, size: 1 },
-  veth_ifindex: { offset: 4, size: 4 },
-  host_netns: { offset: 8, size: 4 },
-  sample_every: { offset: 12, size: 4 },
-  max_age_ns: { offset: 16, size: 8 },
+  wakeup_bytes: { offset: 0, size: 8 },
+  filter_by_pid: { offset: 8, size: 1 },
+  filter_by_cgroup: { offset: 9, size: 1 },
+  filter_by_netns: { offset: 10, size: 1 },
+  follow_children: { offset: 11, size: 1 },
+  veth_ifindex: { offset: 12, size: 4 },
+  host_netns: { offset: 16, size: 4 },
+  sample_every: { offset: 20, size: 4 },
+  max_age_ns: { offset: 24, size: 8 },
 } as const;
-export const RODATA_SIZE = 24;
+export const RODATA_SIZE = 32;
 
 // Copies of byte arrays are carved out of slabs, as allocating an ArrayBuffer per field would
 // dominate decoding. A slab is never reused, so a copy stays valid; while referenced, a copy keeps

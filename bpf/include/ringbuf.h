@@ -27,6 +27,13 @@ static __always_inline void count_lost(void)
 		*lost += 1;
 }
 
+/*
+ * Wake the reader only once this many bytes wait in the ring (0: on every
+ * event). Between wake-ups the reader polls on a short timer, so a busy ring
+ * costs user space one wake-up per batch instead of one per event.
+ */
+const volatile __u64 wakeup_bytes = 0;
+
 /* Reserve an event in the ring; a failed reservation is counted as lost. */
 static __always_inline void *event_reserve(__u64 size)
 {
@@ -35,6 +42,18 @@ static __always_inline void *event_reserve(__u64 size)
 	if (!e)
 		count_lost();
 	return e;
+}
+
+/* Commit a reserved event, waking the reader as `wakeup_bytes` says. */
+static __always_inline void event_submit(void *e)
+{
+	__u64 flags = 0;
+
+	if (wakeup_bytes)
+		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
+				BPF_RB_FORCE_WAKEUP :
+				BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
 }
 
 #endif
