@@ -18,6 +18,8 @@ export interface FilterMode {
   pid: boolean;
   cgroup: boolean;
   netns: boolean;
+  /** The netns admits, cgroups only name containers (--veth, --netns). */
+  requireNetns: boolean;
 }
 
 export function filterMode(target: Target): FilterMode {
@@ -25,14 +27,14 @@ export function filterMode(target: Target): FilterMode {
   const byPid = target.containers.some((c) => !c.cgroupId);
   switch (target.kind) {
     case "pid":
-      return { pid: true, cgroup: false, netns: false };
+      return { pid: true, cgroup: false, netns: false, requireNetns: false };
     case "pod":
     case "cgroup":
-      return { pid: byPid, cgroup: true, netns: false };
+      return { pid: byPid, cgroup: true, netns: false, requireNetns: false };
     case "netns":
     case "veth":
       // the netns admits every process of the pod; cgroups name their containers
-      return { pid: false, cgroup: true, netns: true };
+      return { pid: false, cgroup: true, netns: true, requireNetns: true };
   }
 }
 
@@ -42,6 +44,7 @@ export function filterRodata(mode: FilterMode): Record<string, RodataValue> {
     filter_by_pid: mode.pid,
     filter_by_cgroup: mode.cgroup,
     filter_by_netns: mode.netns,
+    require_netns: mode.requireNetns,
   };
 }
 

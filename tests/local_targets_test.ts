@@ -9,7 +9,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
-import { socketJson, startKupod } from "./helpers/process.ts";
+import { Child, connectTimes, DENO, ROOT, socketJson, startKupod } from "./helpers/process.ts";
 import { assertSidecarTraffic, count, eventsAfter, N } from "./helpers/traffic.ts";
 
 async function withPod(fn: (pod: TestPod) => Promise<void>): Promise<void> {
@@ -50,3 +50,38 @@ Deno.test("targets: --pid of the service sees only the service", () =>
     assertEquals(count(evs, "tcp_accept", evs[0].container!), N);
     assert(evs.every((e) => e.role === "service" && e.pid === app.mainPid), "all the service's");
   }));
+
+Deno.test("targets: --veth admits by netns even when the pod shares the host's cgroup", async () => {
+  // a pod without container cgroups: its server sits in this test's own cgroup
+  const tag = Deno.pid % 100000;
+  const ns = `kpv${tag}`, veth = `vethkpv${tag}`;
+  const run = (args: string[]) => new Deno.Command("ip", { args, stderr: "null" }).output();
+  let server: Child | undefined;
+  try {
+    await run(["netns", "add", ns]);
+    await run(["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns]);
+    await run(["addr", "add", "10.214.250.1/30", "dev", veth]);
+    await run(["link", "set", veth, "up"]);
+    await run(["-n", ns, "addr", "add", "10.214.250.2/30", "dev", "eth0"]);
+    await run(["-n", ns, "link", "set", "eth0", "up"]);
+    server = new Child("ip", [
+      "netns",
+      "exec",
+      ns,
+      DENO,
+      "run",
+      "--allow-net",
+      `${ROOT}tests/fixtures/tcp_server.ts`,
+      "10.214.250.2",
+    ]);
+    const port = Number((await server.waitForLine(/^listening \d+/)).split(" ")[1]);
+    await using kupod = await startKupod(socketJson("--veth", veth));
+    await connectTimes("10.214.250.2", port, 6); // from the host, same cgroup as the server
+    const evs = await eventsAfter(kupod);
+    assertEquals(evs.map((e) => e.type), Array(6).fill("tcp_accept"), "only the pod's accepts");
+  } finally {
+    await server?.[Symbol.asyncDispose]();
+    await run(["link", "del", veth]);
+    await run(["netns", "del", ns]);
+  }
+});

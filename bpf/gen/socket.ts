@@ -108,9 +108,10 @@ export const RODATA = {
   filter_by_pid: { offset: 8, size: 1 },
   filter_by_cgroup: { offset: 9, size: 1 },
   filter_by_netns: { offset: 10, size: 1 },
-  follow_children: { offset: 11, size: 1 },
+  require_netns: { offset: 11, size: 1 },
+  follow_children: { offset: 12, size: 1 },
 } as const;
-export const RODATA_SIZE = 12;
+export const RODATA_SIZE = 13;
 
 const utf8 = new TextDecoder();
 

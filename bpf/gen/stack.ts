@@ -57,13 +57,14 @@ export const RODATA = {
   filter_by_pid: { offset: 8, size: 1 },
   filter_by_cgroup: { offset: 9, size: 1 },
   filter_by_netns: { offset: 10, size: 1 },
-  follow_children: { offset: 11, size: 1 },
-  veth_ifindex: { offset: 12, size: 4 },
-  host_netns: { offset: 16, size: 4 },
-  sample_every: { offset: 20, size: 4 },
-  max_age_ns: { offset: 24, size: 8 },
+  require_netns: { offset: 11, size: 1 },
+  follow_children: { offset: 12, size: 1 },
+  veth_ifindex: { offset: 16, size: 4 },
+  host_netns: { offset: 20, size: 4 },
+  sample_every: { offset: 24, size: 4 },
+  max_age_ns: { offset: 32, size: 8 },
 } as const;
-export const RODATA_SIZE = 32;
+export const RODATA_SIZE = 40;
 
 // Copies of byte arrays are carved out of slabs, as allocating an ArrayBuffer per field would
 // dominate decoding. A slab is never reused, so a copy stays valid; while referenced, a copy keeps

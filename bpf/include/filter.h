@@ -14,6 +14,12 @@
 const volatile bool filter_by_pid = false;
 const volatile bool filter_by_cgroup = false;
 const volatile bool filter_by_netns = false;
+/*
+ * The netns decides who belongs to the target (a pod found by --veth or
+ * --netns); cgroups only say which container. A cgroup may hold processes
+ * outside the pod (a pod built without container cgroups shares the host's).
+ */
+const volatile bool require_netns = false;
 /* Children forked by a target process join its container. */
 const volatile bool follow_children = true;
 
@@ -73,6 +79,18 @@ static __always_inline bool target_current(__u32 *container)
 	__u32 *idx;
 
 	*container = NO_CONTAINER;
+	if (require_netns) {
+		__u32 ns = current_netns();
+		__u64 cg;
+
+		if (!bpf_map_lookup_elem(&target_netns, &ns))
+			return false;
+		cg = bpf_get_current_cgroup_id();
+		idx = bpf_map_lookup_elem(&target_cgroups, &cg);
+		if (idx)
+			*container = *idx;
+		return true;
+	}
 	if (!filter_by_pid && !filter_by_cgroup && !filter_by_netns)
 		return true;
 	if (filter_by_pid) {
