@@ -86,9 +86,10 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
     outputs.watch(probes);
     for (const line of outputs.readyLines()) log.ready(line);
     watch = resolution.watch((next, why) => {
+      // applied before it is announced: scripts act on the announcement
+      for (const probe of probes) probe.retarget(next);
       log.info(`target changed: ${why}`);
       for (const line of describeTarget(next)) log.info(line);
-      for (const probe of probes) probe.retarget(next);
     }, (e) => log.warn(`following the target: ${e instanceof Error ? e.message : e}`));
     await Promise.race([stop.promise, ...probes.map((p) => p.reading)]);
   } catch (e) {
