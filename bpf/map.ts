@@ -126,6 +126,24 @@ export class BpfMap {
     return total;
   }
 
+  /**
+   * A value made of u64s (counters, histogram slots), each summed over all CPUs for a per-CPU
+   * map, as numbers; undefined if `key` is absent.
+   */
+  sumU64s(key: Uint8Array<ArrayBuffer>): number[] | undefined {
+    const value = this.lookup(key);
+    if (!value) return undefined;
+    const v = new DataView(value.buffer);
+    const count = Math.floor(this.valueSize / 8);
+    const out = new Array<number>(count).fill(0);
+    const cpus = this.perCpu ? numPossibleCpus() : 1;
+    for (let cpu = 0; cpu < cpus; cpu++) {
+      const base = cpu * this.cpuStride;
+      for (let i = 0; i < count; i++) out[i] += Number(v.getBigUint64(base + i * 8, true));
+    }
+    return out;
+  }
+
   /** Removes every entry. */
   clear(): void {
     for (const key of [...this.keys()]) this.delete(key);

@@ -13,6 +13,7 @@
 #include "kupod.h"
 #include "ringbuf.h"
 #include "filter.h"
+#include "hist.h"
 #include "socket.h"
 
 #define TCP_ESTABLISHED 1
@@ -59,6 +60,40 @@ struct flow {
 	__u16 sport;
 	__u16 dport;
 };
+
+/* Send one sidecar_timing event per request (--verbose); the histograms always count. */
+const volatile bool timing_events = false;
+
+#define TIMING_PROCESS 0    /* inbound read -> upstream write, in the sidecar */
+#define TIMING_TO_SERVICE 1 /* upstream write -> read by the service */
+
+struct timing_key {
+	__u32 sidecar; /* container index */
+	__u32 which;   /* TIMING_* */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 2 * MAX_CONTAINERS);
+	__type(key, struct timing_key);
+	__type(value, struct log2_hist);
+} sidecar_timings SEC(".maps");
+
+static __always_inline void timing_add(__u32 sidecar, __u32 which, __u64 ns)
+{
+	struct timing_key key = { .sidecar = sidecar, .which = which };
+	struct log2_hist *h = bpf_map_lookup_elem(&sidecar_timings, &key);
+
+	if (!h) {
+		struct log2_hist zero = {};
+
+		bpf_map_update_elem(&sidecar_timings, &key, &zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&sidecar_timings, &key);
+		if (!h)
+			return;
+	}
+	hist_add(h, ns);
+}
 
 /* A request the sidecar read on an inbound connection, by sidecar thread. */
 struct {
@@ -310,7 +345,9 @@ static __always_inline void service_received(struct sock *sk, struct conn *c, __
 	fw = bpf_map_lookup_elem(&forwarded, &theirs);
 	if (!fw)
 		return;
-	e = conn_event(SOCK_EVENT_SIDECAR, sk, c);
+	timing_add(fw->sidecar, TIMING_PROCESS, fw->process_ns);
+	timing_add(fw->sidecar, TIMING_TO_SERVICE, now - fw->written_ns);
+	e = timing_events ? conn_event(SOCK_EVENT_SIDECAR, sk, c) : NULL;
 	if (e) {
 		e->process_ns = fw->process_ns;
 		e->to_service_ns = now - fw->written_ns;

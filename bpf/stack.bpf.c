@@ -11,6 +11,7 @@
 #include "kupod.h"
 #include "ringbuf.h"
 #include "filter.h"
+#include "hist.h"
 #include "stack.h"
 
 #define NO_HOOK 255
@@ -50,7 +51,7 @@ struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, HOOK_COUNT * HOOK_COUNT);
 	__type(key, __u32); /* from * HOOK_COUNT + to */
-	__type(value, struct hop_hist);
+	__type(value, struct log2_hist); /* latency from -> to */
 } hops SEC(".maps");
 
 struct {
@@ -84,50 +85,16 @@ static __always_inline void stat_add(__u32 stat)
 		*v += 1;
 }
 
-static __always_inline __u32 log2_slot(__u64 v)
-{
-	__u32 r = 0;
-
-	if (v >> 32) {
-		return HIST_SLOTS - 1;
-	}
-	if (v >> 16) {
-		v >>= 16;
-		r += 16;
-	}
-	if (v >> 8) {
-		v >>= 8;
-		r += 8;
-	}
-	if (v >> 4) {
-		v >>= 4;
-		r += 4;
-	}
-	if (v >> 2) {
-		v >>= 2;
-		r += 2;
-	}
-	if (v >> 1)
-		r += 1;
-	return r;
-}
-
 static __always_inline void hop_add(__u32 from, __u32 to, __u64 ns)
 {
 	__u32 key = from * HOOK_COUNT + to;
-	struct hop_hist *h;
-	__u32 slot;
+	struct log2_hist *h;
 
 	if (from >= HOOK_COUNT || to >= HOOK_COUNT)
 		return;
 	h = bpf_map_lookup_elem(&hops, &key);
-	if (!h)
-		return;
-	slot = log2_slot(ns);
-	h->count += 1;
-	h->sum_ns += ns;
-	if (slot < HIST_SLOTS)
-		h->slots[slot] += 1;
+	if (h)
+		hist_add(h, ns);
 }
 
 static __always_inline void hook_add(__u32 hook, __u32 len)

@@ -31,14 +31,6 @@ enum stack_stat {
 	STAT_COUNT = 4,
 };
 
-#define HIST_SLOTS 32 /* log2 buckets of nanoseconds: slot i counts [2^i, 2^(i+1)) */
-
-/* Latency of one hop (from -> to), per CPU. */
-struct hop_hist {
-	__u64 count;
-	__u64 sum_ns;
-	__u64 slots[HIST_SLOTS];
-};
 
 /* Packets and bytes seen at one hook, per CPU. */
 struct hook_count {

@@ -21,7 +21,8 @@ type ProbeFactory = (target: Target, sink: EventSink, opts: MonitorOptions) => P
 
 /** The probes that exist; the others are refused before anything is loaded. */
 const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
-  socket: (target, sink) => SocketProbe.start(target, sink),
+  socket: (target, sink, opts) =>
+    SocketProbe.start(target, sink, { timingEvents: opts.verbosity === "verbose" }),
   stack: (target, sink, opts) =>
     StackProbe.start(target, sink, {
       sampleEvery: opts.verbosity === "verbose" ? VERBOSE_SAMPLE_EVERY : 0,

@@ -92,8 +92,12 @@ export class Outputs implements EventSink, AsyncDisposable {
     this.#probes = probes;
   }
 
+  /** Before a scrape or a push: the probes' counts and a fresh copy of their kernel counters. */
   #refreshStats(): void {
-    for (const p of this.#probes) this.#metrics?.setProbeStats(p.name, p.stats());
+    for (const p of this.#probes) {
+      this.#metrics?.setProbeStats(p.name, p.stats());
+      p.reportCounters?.();
+    }
   }
 
   event(e: KupodEvent): void {

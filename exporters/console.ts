@@ -10,7 +10,12 @@ import type { EventSink, KupodEvent, StackStatsEvent } from "../probes/events.ts
 import type { OutputFormat, Verbosity } from "../cli/options.ts";
 
 /** Event types printed only with --verbose. */
-const VERBOSE_ONLY = new Set<KupodEvent["type"]>(["tcp_close", "sidecar_timing", "stack_stats"]);
+const VERBOSE_ONLY = new Set<KupodEvent["type"]>([
+  "tcp_close",
+  "sidecar_timing",
+  "sidecar_stats",
+  "stack_stats",
+]);
 
 const encoder = new TextEncoder();
 const FLUSH_BYTES = 64 * 1024;
@@ -91,6 +96,12 @@ function detail(e: KupodEvent): string {
       }`;
     case "stack_stats":
       return stackSummary(e);
+    case "sidecar_stats":
+      return e.sidecars.map((s) =>
+        `${s.container}: ${s.process.count} requests, mean in sidecar ${
+          ms(s.process.count ? s.process.sum_seconds / s.process.count : 0)
+        }, to service ${ms(s.to_service.count ? s.to_service.sum_seconds / s.to_service.count : 0)}`
+      ).join("; ");
   }
 }
 

@@ -10,8 +10,9 @@
  * - `tcp_accept` / `tcp_connect`: one connection, inbound / outbound;
  * - `tcp_close`: bytes sent and received, retransmits, the RTT at close, the connection's
  *   duration, and one long connection when it carried more than one request/response exchange;
- * - `sidecar_timing`: the sidecar's processing time and the time from the sidecar to the service,
- *   labelled with the sidecar container;
+ * - `sidecar_stats`: the sidecar's processing time and the time from the sidecar to the service,
+ *   counted in the kernel per request, labelled with the sidecar container (`sidecar_timing`
+ *   events, sent one per request only in --verbose, are not counted again);
  * - `tcp_retransmit` counts nothing here: its retransmits are in the `tcp_close` that follows, and
  *   counting both would count them twice;
  * - `stack_stats`: the stack probe's cumulative kernel counts (packets per hook, hop latency
@@ -37,7 +38,7 @@ import type { ProbeName } from "../cli/options.ts";
 import type {
   EventSink,
   KupodEvent,
-  SidecarTimingEvent,
+  SidecarStatsEvent,
   StackStatsEvent,
   TcpCloseEvent,
 } from "../probes/events.ts";
@@ -91,9 +92,6 @@ export const CONNECTION_DURATION_BUCKETS: readonly number[] = [
   3600,
 ];
 
-/** Time spent in and after the sidecar: 10 µs .. 10 s. */
-export const SIDECAR_BUCKETS: readonly number[] = [...RTT_BUCKETS, 2.5, 5, 10];
-
 const POD_LABELS = ["namespace", "pod", "container"] as const;
 type PodLabel = typeof POD_LABELS[number];
 type PodLabels = Record<PodLabel, string>;
@@ -110,8 +108,8 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   readonly #longConnections: Counter<PodLabel>;
   readonly #rtt: Histogram<PodLabel>;
   readonly #connectionDuration: Histogram<PodLabel>;
-  readonly #sidecarProcess: Histogram<PodLabel>;
-  readonly #sidecarToService: Histogram<PodLabel>;
+  /** The socket probe's kernel-counted sidecar timings, as last reported. */
+  #sidecars: SidecarStatsEvent | undefined;
   /** The stack probe's cumulative kernel counts, as last reported. */
   #stack: StackStatsEvent | undefined;
   /** Cumulative probe counters, as last reported by setProbeStats. */
@@ -161,15 +159,27 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       "Lifetime of TCP connections, from connect or accept to close.",
       CONNECTION_DURATION_BUCKETS,
     );
-    this.#sidecarProcess = histogram(
-      "kupod_sidecar_process_duration_seconds",
-      "Time a request spends in the sidecar, from reading it to writing it upstream.",
-      SIDECAR_BUCKETS,
+    // counted per request in the kernel (log2 buckets), reported as sidecar_stats
+    const sidecarSeries = (which: "process" | "to_service") => () =>
+      (this.#sidecars?.sidecars ?? []).map((s) => ({
+        labels: { ...podLabels(this.#sidecars!), container: s.container },
+        count: s[which].count,
+        sum: s[which].sum_seconds,
+        slots: s[which].slots,
+      }));
+    this.registry.registerMetric(
+      new Log2Histogram(
+        "kupod_sidecar_process_duration_seconds",
+        "Time a request spends in the sidecar, from reading it to writing it upstream.",
+        sidecarSeries("process"),
+      ) as never,
     );
-    this.#sidecarToService = histogram(
-      "kupod_sidecar_to_service_duration_seconds",
-      "Time from the sidecar writing a request upstream to the service reading it.",
-      SIDECAR_BUCKETS,
+    this.registry.registerMetric(
+      new Log2Histogram(
+        "kupod_sidecar_to_service_duration_seconds",
+        "Time from the sidecar writing a request upstream to the service reading it.",
+        sidecarSeries("to_service"),
+      ) as never,
     );
     this.#longConnections = counter(
       "kupod_long_connections_total",
@@ -228,7 +238,10 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       case "tcp_close":
         return this.#close(e);
       case "sidecar_timing":
-        return this.#sidecar(e);
+        return; // one per request in --verbose; sidecar_stats counts every request
+      case "sidecar_stats":
+        this.#sidecars = e;
+        return;
       case "tcp_retransmit":
         return; // counted by the tcp_close that follows
       case "stack_stats":
@@ -335,12 +348,6 @@ export class KupodMetrics implements EventSink, ExpositionSource {
     observe(this.#rtt, labels, e.rtt_seconds);
     observe(this.#connectionDuration, labels, e.duration_seconds);
     if (e.exchanges > 1) this.#longConnections.inc(labels);
-  }
-
-  #sidecar(e: SidecarTimingEvent): void {
-    const labels = { ...podLabels(e), container: e.sidecar_container || e.container || "" };
-    observe(this.#sidecarProcess, labels, e.process_seconds);
-    observe(this.#sidecarToService, labels, e.to_service_seconds);
   }
 }
 

@@ -126,11 +126,28 @@ export interface StackStatsEvent extends EventBase {
   sampled: number;
 }
 
+/** A log2 histogram counted in the kernel: slots[i] holds values in [2^i, 2^(i+1)) ns. */
+export interface Log2Counts {
+  count: number;
+  sum_seconds: number;
+  slots: number[];
+}
+
+/**
+ * Sidecar timings counted in the kernel since the probe started (cumulative), per sidecar
+ * container; read every second and at stop. Metrics come from these.
+ */
+export interface SidecarStatsEvent extends EventBase {
+  type: "sidecar_stats";
+  sidecars: { container: string; process: Log2Counts; to_service: Log2Counts }[];
+}
+
 export type KupodEvent =
   | TcpEvent
   | TcpCloseEvent
   | TcpRetransmitEvent
   | SidecarTimingEvent
+  | SidecarStatsEvent
   | PacketEvent
   | StackStatsEvent;
 

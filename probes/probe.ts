@@ -17,6 +17,8 @@ export interface Probe extends AsyncDisposable {
   /** Follows a changed target without reloading programs. */
   retarget(target: Target): void;
   stats(): ProbeStats;
+  /** Sends a fresh snapshot of what the kernel counted (histograms, counters) to the sink. */
+  reportCounters?(): void;
   /** Settles when reading stops; rejects if reading failed. */
   readonly reading: Promise<void>;
   /** Detaches, drains what is left in the ring, and releases everything. */

@@ -9,7 +9,14 @@ import { decodeSockEvent, RODATA, type SockEvent } from "../bpf/gen/socket.ts";
 import { attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
 import { bootNsToRfc3339 } from "./clock.ts";
-import type { EventSink, KupodEvent, TcpEndpoints } from "./events.ts";
+import { disposeAll } from "../bpf/link.ts";
+import type {
+  EventSink,
+  KupodEvent,
+  Log2Counts,
+  SidecarStatsEvent,
+  TcpEndpoints,
+} from "./events.ts";
 import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
 
@@ -59,6 +66,23 @@ function attach(obj: BpfObject) {
 }
 
 const NS = 1e-9;
+/** How often the kernel's sidecar histograms are read. */
+const READ_INTERVAL_MS = 1000;
+/** TIMING_* of bpf/socket.bpf.c: the second u32 of struct timing_key (sidecar, which). */
+const TIMING_PROCESS = 0;
+
+function log2Counts(v: number[] | undefined): Log2Counts {
+  // struct log2_hist: count, sum_ns, slots[]
+  return v
+    ? { count: v[0], sum_seconds: v[1] * NS, slots: v.slice(2) }
+    : { count: 0, sum_seconds: 0, slots: [] };
+}
+
+export interface SocketProbeOptions {
+  ringBytes?: number;
+  /** One sidecar_timing event per request (--verbose); the kernel's histograms count anyway. */
+  timingEvents?: boolean;
+}
 
 export class SocketProbe implements Probe {
   readonly name = "socket";
@@ -67,14 +91,20 @@ export class SocketProbe implements Probe {
   readonly #object: ProbeObject;
   #target: Target;
   reading: Promise<void> = Promise.resolve();
+  readonly #sink: EventSink;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #stopped = false;
+  #closed = false;
 
-  private constructor(target: Target, sink: EventSink, ringBytes?: number) {
+  private constructor(target: Target, sink: EventSink, opts: SocketProbeOptions) {
     this.#target = target;
+    this.#sink = sink;
     this.#object = ProbeObject.open({
       object: "socket",
       target,
       rodataLayout: RODATA,
-      ringBytes,
+      rodata: { timing_events: opts.timingEvents ?? false },
+      ringBytes: opts.ringBytes,
       attach,
       onSample: (view, offset) => {
         const e = this.#toEvent(decodeSockEvent(view, offset));
@@ -147,10 +177,42 @@ export class SocketProbe implements Probe {
   }
 
   /** Loads and attaches; events flow once started. */
-  static start(target: Target, sink: EventSink, opts: { ringBytes?: number } = {}): SocketProbe {
-    const probe = new SocketProbe(target, sink, opts.ringBytes);
+  static start(target: Target, sink: EventSink, opts: SocketProbeOptions = {}): SocketProbe {
+    const probe = new SocketProbe(target, sink, opts);
     probe.reading = probe.#object.read();
+    probe.#timer = setInterval(() => probe.reportCounters(), READ_INTERVAL_MS);
     return probe;
+  }
+
+  /** The sidecar timing histograms the kernel counted so far, per sidecar container. */
+  sidecarStats(): SidecarStatsEvent {
+    const map = this.#object.object.map("sidecar_timings");
+    const found = new Map<number, { process?: number[]; to_service?: number[] }>();
+    for (const key of map.keys()) {
+      const k = new DataView(key.buffer);
+      const sidecar = k.getUint32(0, true);
+      const entry = found.get(sidecar) ?? {};
+      entry[k.getUint32(4, true) === TIMING_PROCESS ? "process" : "to_service"] = map.sumU64s(key);
+      found.set(sidecar, entry);
+    }
+    const pod = attribution(this.#target, -1);
+    return {
+      ts: new Date().toISOString(),
+      type: "sidecar_stats",
+      ...pod,
+      sidecars: [...found].map(([index, h]) => ({
+        container: attribution(this.#target, index).container ?? "",
+        process: log2Counts(h.process),
+        to_service: log2Counts(h.to_service),
+      })),
+    };
+  }
+
+  /** Sends the sidecar timings counted so far (when there are any) to the sink. */
+  reportCounters(): void {
+    if (this.#closed) return;
+    const stats = this.sidecarStats();
+    if (stats.sidecars.length) this.#sink.event(stats);
   }
 
   retarget(target: Target): void {
@@ -162,8 +224,18 @@ export class SocketProbe implements Probe {
     return { events: this.#events, lost: this.#object.lost() };
   }
 
-  stop(): Promise<void> {
-    return this.#object.close();
+  /** Detaches, reports the final sidecar timings, drains the ring and releases everything. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return this.#object.close();
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    try {
+      disposeAll(this.#object.attachments);
+      this.reportCounters();
+    } finally {
+      this.#closed = true;
+      await this.#object.close();
+    }
   }
 
   [Symbol.asyncDispose](): Promise<void> {

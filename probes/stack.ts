@@ -11,7 +11,7 @@ import { BPF } from "../bpf/abi.ts";
 import { decodeStackEvent, RODATA, type StackEvent } from "../bpf/gen/stack.ts";
 import { cstr, libc } from "../bpf/ffi.ts";
 import { type Attachment, disposeAll } from "../bpf/link.ts";
-import { type BpfMap, numPossibleCpus, u32Key } from "../bpf/map.ts";
+import { u32Key } from "../bpf/map.ts";
 import { inNetns, netnsPath } from "../bpf/netns.ts";
 import type { BpfObject } from "../bpf/object.ts";
 import { TcHook } from "../bpf/tc.ts";
@@ -45,7 +45,6 @@ export type HookName = typeof HOOKS[number];
 const HOOK_TC_INGRESS = 0, HOOK_TC_EGRESS = 1, HOOK_DROP = 13;
 /** enum stack_stat of bpf/stack.h */
 const STAT = { TRACKED: 0, ENDED: 1, STALE: 2, SAMPLED: 3 } as const;
-const HIST_SLOTS = 32;
 
 /** Netfilter IPv4 hooks attached in the pod's netns (no FORWARD: pods do not forward). */
 const NF_HOOKS = [0, 1, 3, 4]; // PRE_ROUTING, LOCAL_IN, LOCAL_OUT, POST_ROUTING
@@ -157,20 +156,6 @@ function attach(obj: BpfObject, where: Placement): Attachment[] {
   }
 }
 
-/** Per-CPU u64s at `offsets` of one value, each summed over all CPUs. */
-function sumSlots(map: BpfMap, key: Uint8Array<ArrayBuffer>, count: number): number[] | undefined {
-  const value = map.lookup(key);
-  if (!value) return undefined;
-  const v = new DataView(value.buffer);
-  const out = new Array<number>(count).fill(0);
-  const cpus = map.perCpu ? numPossibleCpus() : 1;
-  for (let cpu = 0; cpu < cpus; cpu++) {
-    const base = cpu * map.cpuStride;
-    for (let i = 0; i < count; i++) out[i] += Number(v.getBigUint64(base + i * 8, true));
-  }
-  return out;
-}
-
 export class StackProbe implements Probe {
   readonly name = "stack";
   readonly readyLine = "Deep pod net started!";
@@ -235,7 +220,7 @@ export class StackProbe implements Probe {
     const obj = this.#object.object;
     const counts = obj.map("hook_counts");
     const perHook: PacketCount[] = HOOKS.map((_, i) => {
-      const [packets, bytes] = sumSlots(counts, u32Key(i), 2) ?? [0, 0];
+      const [packets, bytes] = counts.sumU64s(u32Key(i)) ?? [0, 0];
       return { packets, bytes };
     });
     const hooks: Record<string, PacketCount> = {};
@@ -245,7 +230,8 @@ export class StackProbe implements Probe {
     const hops: HopLatency[] = [];
     for (let from = 0; from < HOOKS.length; from++) {
       for (let to = 0; to < HOOKS.length; to++) {
-        const v = sumSlots(hopMap, u32Key(from * HOOKS.length + to), 2 + HIST_SLOTS);
+        // struct log2_hist: count, sum_ns, slots[]
+        const v = hopMap.sumU64s(u32Key(from * HOOKS.length + to));
         if (!v || !v[0]) continue;
         hops.push({
           from: HOOKS[from],
@@ -286,7 +272,8 @@ export class StackProbe implements Probe {
     };
   }
 
-  #report(): void {
+  reportCounters(): void {
+    if (this.#stopped) return; // stop() reports the final counts itself
     try {
       this.#sink.event(this.snapshot());
     } catch {
@@ -298,7 +285,7 @@ export class StackProbe implements Probe {
   static start(target: Target, sink: EventSink, opts: StackProbeOptions = {}): StackProbe {
     const probe = new StackProbe(target, sink, opts);
     probe.reading = probe.#object.read();
-    probe.#timer = setInterval(() => probe.#report(), opts.intervalMs ?? READ_INTERVAL_MS);
+    probe.#timer = setInterval(() => probe.reportCounters(), opts.intervalMs ?? READ_INTERVAL_MS);
     return probe;
   }
 

@@ -110,8 +110,9 @@ export const RODATA = {
   filter_by_netns: { offset: 10, size: 1 },
   require_netns: { offset: 11, size: 1 },
   follow_children: { offset: 12, size: 1 },
+  timing_events: { offset: 13, size: 1 },
 } as const;
-export const RODATA_SIZE = 13;
+export const RODATA_SIZE = 14;
 
 const utf8 = new TextDecoder();
 
