@@ -64,6 +64,7 @@
  */
 
 import { createTestPod, type TestPod } from "../tests/helpers/pod.ts";
+import { freePort } from "../tests/helpers/process.ts";
 import {
   type BpfProg,
   cpuSeconds,
@@ -402,13 +403,6 @@ class Bench {
     }
     if (this.#tmp) await Deno.remove(this.#tmp, { recursive: true }).catch(() => {});
   }
-}
-
-function freePort(): number {
-  const l = Deno.listen({ hostname: "0.0.0.0", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** HEAD and whether kupod's sources differ from it: what was measured. */

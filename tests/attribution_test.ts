@@ -7,6 +7,7 @@
 
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { run } from "./helpers/netns.ts";
+import { rmdirCgroup } from "./helpers/pod_cgroup.ts";
 import { KupodError } from "../cli/errors.ts";
 import { cgroupMounts, cgroupMountsAt, cgroupProcs, findCgroupDirs } from "../k8s/cgroupfs.ts";
 import {
@@ -683,20 +684,6 @@ async function waitFor<T>(fn: () => T | undefined, what: string, ms = 5000): Pro
     if (v !== undefined) return v;
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 10));
-  }
-}
-
-/** rmdir, retried while the kernel still counts an exiting task; gone already is fine. */
-async function rmdirCgroup(dir: string): Promise<void> {
-  for (let i = 0;; i++) {
-    try {
-      await Deno.remove(dir);
-      return;
-    } catch (e) {
-      if (e instanceof Deno.errors.NotFound) return;
-      if (i >= 100) throw e;
-      await new Promise((r) => setTimeout(r, 10));
-    }
   }
 }
 

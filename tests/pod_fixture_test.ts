@@ -6,6 +6,7 @@
  * fails half-way.
  */
 
+import { exists } from "../k8s/files.ts";
 import { parseKubeletCgroup } from "../k8s/kubelet_cgroup.ts";
 import { netnsInode, parseProcCgroup, processExists } from "../k8s/proc.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
@@ -23,15 +24,6 @@ const N = 25;
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && a.every((x, i) => x === b[i]);
-}
-
-function exists(path: string): boolean {
-  try {
-    Deno.statSync(path);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /** N requests to the pod's `port`, fresh connections or one kept alive; every reply exact. */

@@ -11,8 +11,8 @@ import { startExporter } from "../exporters/prometheus.ts";
 import { groupingPath, startPushgateway } from "../exporters/pushgateway.ts";
 import type { TcpCloseEvent, TcpEvent } from "../probes/events.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
+import { freePort } from "./helpers/process.ts";
 import {
-  freePort,
   parseExposition,
   promQuery,
   seriesKey,

@@ -10,7 +10,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
-import { freeTcpPort, startKupod } from "./helpers/process.ts";
+import { freePort, startKupod } from "./helpers/process.ts";
 import {
   parseExposition,
   promQuery,
@@ -28,7 +28,7 @@ Deno.test("exporters: N requests → N inbound connections and N sidecar timings
   await using gateway = await startPushgatewayServer();
   const receiver = startOtlpReceiver();
   try {
-    const port = freeTcpPort();
+    const port = freePort();
     await using prometheus = await startPrometheus(`127.0.0.1:${port}`);
     const kupod = await startKupod([
       "monitor",

@@ -98,7 +98,7 @@ function releaseParent(dir: string): void {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** rmdir, retried while the kernel still counts exiting tasks; gone already is fine. */
-async function rmdirCgroup(dir: string, tries = 100): Promise<void> {
+export async function rmdirCgroup(dir: string, tries = 100): Promise<void> {
   for (let i = 0;; i++) {
     try {
       await Deno.remove(dir);

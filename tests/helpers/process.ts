@@ -144,8 +144,8 @@ export async function startServer(
   };
 }
 
-/** A free TCP port on 127.0.0.1 (bound and released). */
-export function freeTcpPort(): number {
+/** A local TCP port nothing listens on right now (bound, then released). */
+export function freePort(): number {
   const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = (l.addr as Deno.NetAddr).port;
   l.close();
@@ -160,7 +160,7 @@ export function kupodChild(args: string[]): Child {
   const own = args.some((a) => a.startsWith("--exporter-port"));
   const extra = own
     ? []
-    : ["--exporter-address", "127.0.0.1", "--exporter-port", String(freeTcpPort())];
+    : ["--exporter-address", "127.0.0.1", "--exporter-port", String(freePort())];
   return new Child(`${ROOT}kupod`, [...args, ...extra]);
 }
 

@@ -4,7 +4,7 @@
  * and cleaned up on dispose. Plus a parser of the text exposition format for exact assertions.
  */
 
-import { Child } from "./process.ts";
+import { Child, freePort } from "./process.ts";
 
 /** Debian package of each tool (scripts/setup installs them). */
 const PACKAGE_OF: Record<string, string> = {
@@ -27,14 +27,6 @@ export function requireTool(tool: string): string {
     `${tool} not found on PATH: install Debian's ${PACKAGE_OF[tool] ?? tool} package ` +
       `(scripts/setup does)`,
   );
-}
-
-/** A local TCP port nothing listens on right now (bound, then released). */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
 }
 
 /** `promtool check metrics` on `text`: whether it passed and what it said. */
