@@ -45,6 +45,7 @@ export class ProbeObject implements AsyncDisposable {
   #reading: Promise<void> | undefined;
   #closed = false;
   #lostAtClose: bigint | undefined;
+  #released = false;
 
   private constructor(
     object: BpfObject,
@@ -109,14 +110,16 @@ export class ProbeObject implements AsyncDisposable {
   }
 
   /**
-   * Detaches every program first (no new events), then drains what the
-   * kernel already committed, then closes the ring and the object.
+   * Detaches every program first (no new events), then lets the probe report
+   * its final kernel counts (`final`, maps still readable), then drains what
+   * the kernel already committed, then closes the ring and the object.
    */
-  async close(): Promise<void> {
+  async close(final?: () => void): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     try {
       disposeAll(this.attachments);
+      final?.();
     } finally {
       try {
         await this.ring.stop();
@@ -124,8 +127,14 @@ export class ProbeObject implements AsyncDisposable {
       } finally {
         this.#lostAtClose = this.ring.lost();
         this.object[Symbol.dispose]();
+        this.#released = true;
       }
     }
+  }
+
+  /** Whether the object is closed: its maps can no longer be read. */
+  get released(): boolean {
+    return this.#released;
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -9,7 +9,6 @@ import { decodeSockEvent, RODATA, type SockEvent } from "../bpf/gen/socket.ts";
 import { attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
 import { bootNsToRfc3339 } from "./clock.ts";
-import { disposeAll } from "../bpf/link.ts";
 import type {
   EventSink,
   KupodEvent,
@@ -93,8 +92,6 @@ export class SocketProbe implements Probe {
   reading: Promise<void> = Promise.resolve();
   readonly #sink: EventSink;
   #timer: ReturnType<typeof setInterval> | undefined;
-  #stopped = false;
-  #closed = false;
 
   private constructor(target: Target, sink: EventSink, opts: SocketProbeOptions) {
     this.#target = target;
@@ -210,7 +207,7 @@ export class SocketProbe implements Probe {
 
   /** Sends the sidecar timings counted so far (when there are any) to the sink. */
   reportCounters(): void {
-    if (this.#closed) return;
+    if (this.#object.released) return;
     const stats = this.sidecarStats();
     if (stats.sidecars.length) this.#sink.event(stats);
   }
@@ -225,17 +222,9 @@ export class SocketProbe implements Probe {
   }
 
   /** Detaches, reports the final sidecar timings, drains the ring and releases everything. */
-  async stop(): Promise<void> {
-    if (this.#stopped) return this.#object.close();
-    this.#stopped = true;
+  stop(): Promise<void> {
     clearInterval(this.#timer);
-    try {
-      disposeAll(this.#object.attachments);
-      this.reportCounters();
-    } finally {
-      this.#closed = true;
-      await this.#object.close();
-    }
+    return this.#object.close(() => this.reportCounters());
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -166,7 +166,6 @@ export class StackProbe implements Probe {
   readonly #reasons = new DropReasons();
   #target: Target;
   #timer: ReturnType<typeof setInterval> | undefined;
-  #stopped = false;
   reading: Promise<void> = Promise.resolve();
 
   private constructor(target: Target, sink: EventSink, opts: StackProbeOptions) {
@@ -273,7 +272,7 @@ export class StackProbe implements Probe {
   }
 
   reportCounters(): void {
-    if (this.#stopped) return; // stop() reports the final counts itself
+    if (this.#object.released) return;
     try {
       this.#sink.event(this.snapshot());
     } catch {
@@ -299,19 +298,9 @@ export class StackProbe implements Probe {
   }
 
   /** Detaches, reports the final counts, drains the ring and releases everything. */
-  async stop(): Promise<void> {
-    if (this.#stopped) return this.#object.close();
-    this.#stopped = true;
+  stop(): Promise<void> {
     clearInterval(this.#timer);
-    try {
-      disposeAll(this.#object.attachments);
-    } finally {
-      try {
-        this.#sink.event(this.snapshot());
-      } finally {
-        await this.#object.close();
-      }
-    }
+    return this.#object.close(() => this.#sink.event(this.snapshot()));
   }
 
   [Symbol.asyncDispose](): Promise<void> {
