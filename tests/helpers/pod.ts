@@ -429,7 +429,9 @@ class PodImpl implements TestPod {
       DIR: dir,
       PORT: String(c.port),
       UPSTREAM_PORT: String(c.upstreamPort),
-      UPSTREAM_KEEPALIVE: ka ? "keepalive 16;" : "# no keepalive",
+      // idle upstream connections kept per worker: more than the bench's 32 concurrent clients,
+      // so that keep-alive load reuses upstream connections instead of closing the surplus
+      UPSTREAM_KEEPALIVE: ka ? "keepalive 64;" : "# no keepalive",
       UPSTREAM_HTTP_VERSION: ka ? "1.1" : "1.0",
       UPSTREAM_CONNECTION: ka ? "" : "close",
     };
