@@ -144,6 +144,26 @@ export class BpfMap {
     return out;
   }
 
+  /**
+   * A value made of u64s with each u64 summed over all CPUs (per-CPU maps), as one value's bytes
+   * for a generated decoder; undefined if `key` is absent.
+   */
+  summedValue(key: Uint8Array<ArrayBuffer>): DataView | undefined {
+    const value = this.lookup(key);
+    if (!value) return undefined;
+    if (!this.perCpu) return new DataView(value.buffer);
+    const v = new DataView(value.buffer);
+    const out = new DataView(new ArrayBuffer(this.valueSize));
+    for (let i = 0; i + 8 <= this.valueSize; i += 8) {
+      let total = 0n;
+      for (let cpu = 0; cpu < numPossibleCpus(); cpu++) {
+        total += v.getBigUint64(cpu * this.cpuStride + i, true);
+      }
+      out.setBigUint64(i, total, true);
+    }
+    return out;
+  }
+
   /** Removes every entry. */
   clear(): void {
     for (const key of [...this.keys()]) this.delete(key);

@@ -8,9 +8,11 @@
  *
  * Options: --out-dir DIR (default bpf/gen), --bpftool PATH (default `bpftool` from PATH).
  *
- * An event struct is a `struct *_event` that is the type of a global variable of the object
- * (the `struct sock_event _sock_event = {};` anchor that makes clang emit its BTF). Structs of
- * the kernel that merely end in `_event` (perf_event, ...) are not anchored and are skipped.
+ * An event struct is a `struct *_event` (or a counter struct or its map key, `struct *_stats`,
+ * `struct *_key`) that is the type
+ * of a global variable of the object (the `struct sock_event _sock_event = {};` anchor that makes
+ * clang emit its BTF). Structs of the kernel that merely end in `_event` (perf_event, ...) are not
+ * anchored and are skipped.
  *
  * @module
  */
@@ -525,14 +527,14 @@ export interface GeneratedModule {
   code: string;
 }
 
-/** Finds the event structs: `struct *_event` that are the type of a global variable. */
+/** Finds the structs to decode: `*_event`, `*_stats`, `*_key` that are the type of a global. */
 function eventStructs(btf: Btf): BtfType[] {
   const anchored = new Set<number>();
   for (const t of btf.types) {
     if (t.kind === "VAR") anchored.add(btf.resolve(t.type_id!).id);
   }
   return btf.types
-    .filter((t) => t.kind === "STRUCT" && t.name.endsWith("_event") && anchored.has(t.id))
+    .filter((t) => t.kind === "STRUCT" && /_(event|stats|key)$/.test(t.name) && anchored.has(t.id))
     .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 

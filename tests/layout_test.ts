@@ -171,7 +171,7 @@ function eventLayouts(): EventLayout[] {
   const out: EventLayout[] = [];
   for (const [module, mod] of Object.entries(MODULES)) {
     for (const [key, value] of Object.entries(mod)) {
-      const m = /^(\w+_EVENT)_LAYOUT$/.exec(key);
+      const m = /^(\w+_(?:EVENT|STATS|KEY))_LAYOUT$/.exec(key);
       if (!m) continue;
       out.push({
         module,
@@ -203,7 +203,13 @@ function headerFields(header: string, name: string): string[] {
 
 Deno.test("event layouts match gcc's sizeof/offsetof of the same headers", async () => {
   const events = eventLayouts();
-  assert.deepEqual(events.map((e) => e.struct).sort(), ["load_event", "sock_event"]);
+  assert.deepEqual(events.map((e) => e.struct).sort(), [
+    "conn_stats",
+    "load_event",
+    "sidecar_stats",
+    "sock_event",
+    "stats_key",
+  ]);
 
   const dir = await Deno.makeTempDir({ prefix: "kupod-layout-" });
   try {
@@ -224,7 +230,14 @@ Deno.test("event layouts match gcc's sizeof/offsetof of the same headers", async
     c += "  return 0;\n}\n";
     await Deno.writeTextFile(`${dir}/layout.c`, c);
 
-    const cc = await run("gcc", ["-Wall", "-Werror", "-o", `${dir}/layout`, `${dir}/layout.c`]);
+    const cc = await run("gcc", [
+      "-Wall",
+      "-Werror",
+      `-I${ROOT}/bpf/include`,
+      "-o",
+      `${dir}/layout`,
+      `${dir}/layout.c`,
+    ]);
     assert.equal(cc.code, 0, `gcc failed:\n${cc.stderr}`);
     const r = await run(`${dir}/layout`, []);
     assert.equal(r.code, 0, r.stderr);
@@ -445,7 +458,7 @@ Deno.test("gen_decoders refuses bitfields with a clear error", () => {
   );
 });
 
-Deno.test("gen_decoders only decodes *_event structs anchored by a global variable", () => {
+Deno.test("gen_decoders only decodes *_event (*_stats, *_key) structs anchored by a global", () => {
   const btf = new Btf([
     { ...U32, encoding: "(none)" },
     {
