@@ -2,9 +2,15 @@
 /*
  * Socket probe: the TCP connections of the target's processes, from
  * tracepoints only. A connection is attributed in process context — at
- * connect() (SYN_SENT) or at the return of accept() — and remembered per
- * socket, so that events raised later in softirq (handshake done,
- * retransmits, close) still name the right process and container.
+ * connect() (SYN_SENT) or at the return of accept() — and its state lives in
+ * socket-local storage, so that events raised later in softirq (handshake
+ * done, retransmits, close) still name the right process and container, and
+ * the state goes away with the socket.
+ *
+ * What the exporter shows is counted here, per container and direction
+ * (conn_stats) and per sidecar (sidecar_stats); events go to the ring only
+ * for what the console or the spans print: accepts, connects, retransmits,
+ * and closes and per-request timings when asked for.
  *
  * Sidecar timing follows one request: a sidecar thread reads it on an
  * inbound connection, writes it on an outbound one (process time), and a
@@ -27,31 +33,12 @@
 #define DIR_IN 1
 #define LAST_SEND 1
 #define LAST_RECV 2
+#define ROLE_NONE 0xff /* no container: the pod's netns only */
 
-/* A connection of the target, from connect()/accept() to close. */
-struct conn {
-	__u64 cgroup_id;
-	__u64 start_ns;
-	__u64 established_ns;
-	__u64 closing_ns;
-	__u64 bytes_sent;     /* written by the owner (sock_send_length) */
-	__u64 bytes_received; /* read by the owner (sock_recv_length) */
-	__u32 pid;
-	__u32 tid;
-	__u32 netns;
-	__u32 container;
-	__u32 turns; /* changes of data direction */
-	__u8 direction;
-	__u8 last; /* LAST_SEND / LAST_RECV */
-	char comm[16];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
-	__type(key, __u64); /* struct sock * */
-	__type(value, struct conn);
-} conns SEC(".maps");
+/* Send a tcp_close event per connection (--verbose, spans); conn_stats count them anyway. */
+const volatile bool close_events = false;
+/* Send a sidecar_timing event per request (--verbose); sidecar_stats count them anyway. */
+const volatile bool timing_events = false;
 
 /* A connection's endpoints as seen from the side that owns it. */
 struct flow {
@@ -61,51 +48,77 @@ struct flow {
 	__u16 dport;
 };
 
-/* Send one sidecar_timing event per request (--verbose); the histograms always count. */
-const volatile bool timing_events = false;
+#define UPSTREAM_UNKNOWN 0
+#define UPSTREAM_SIDECAR 1 /* the other end is a sidecar's upstream connection */
+#define UPSTREAM_NONE 2
 
-#define TIMING_PROCESS 0    /* inbound read -> upstream write, in the sidecar */
-#define TIMING_TO_SERVICE 1 /* upstream write -> read by the service */
-
-struct timing_key {
-	__u32 sidecar; /* container index */
-	__u32 which;   /* TIMING_* */
+/* A connection of the target, from connect()/accept() to close. */
+struct conn {
+	__u64 cgroup_id;
+	__u64 start_ns;
+	__u64 established_ns;
+	__u64 closing_ns;
+	__u64 bytes_sent;     /* written by the owner (sock_send_length) */
+	__u64 bytes_received; /* read by the owner (sock_recv_length) */
+	struct flow flow;     /* set once the handshake is done */
+	__u32 pid;
+	__u32 tid;
+	__u32 netns;
+	__u32 container;
+	__u32 turns; /* changes of data direction */
+	__u8 direction;
+	__u8 role; /* ROLE_* of the container */
+	__u8 last; /* LAST_SEND / LAST_RECV */
+	__u8 upstream; /* UPSTREAM_*: inbound connections of a service */
+	char comm[16];
 };
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 2 * MAX_CONTAINERS);
-	__type(key, struct timing_key);
-	__type(value, struct log2_hist);
-} sidecar_timings SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct conn);
+} conns SEC(".maps");
 
-static __always_inline void timing_add(__u32 sidecar, __u32 which, __u64 ns)
-{
-	struct timing_key key = { .sidecar = sidecar, .which = which };
-	struct log2_hist *h = bpf_map_lookup_elem(&sidecar_timings, &key);
-
-	if (!h) {
-		struct log2_hist zero = {};
-
-		bpf_map_update_elem(&sidecar_timings, &key, &zero, BPF_NOEXIST);
-		h = bpf_map_lookup_elem(&sidecar_timings, &key);
-		if (!h)
-			return;
-	}
-	hist_add(h, ns);
-}
-
-/* A request the sidecar read on an inbound connection, by sidecar thread. */
+/*
+ * Sockets accepted by the target, from the accept() tracepoint (which sees
+ * the socket only as an address) until a tp_btf program first sees the
+ * socket itself and moves the entry into its storage.
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
-	__type(key, __u32); /* tid */
-	__type(value, __u64); /* read at */
+	__type(key, __u64); /* struct sock * */
+	__type(value, struct conn);
+} accepted SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 2 * MAX_CONTAINERS + 2);
+	__type(key, struct stats_key);
+	__type(value, struct conn_stats);
+} conn_stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, MAX_CONTAINERS);
+	__type(key, __u32); /* sidecar container */
+	__type(value, struct sidecar_stats);
+} sidecar_stats SEC(".maps");
+
+/* When a sidecar thread last read a request on an inbound connection. */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
 } sidecar_reads SEC(".maps");
 
-/* A request the sidecar wrote upstream, by the flow it went out on. */
-struct forwarded {
-	__u64 written_ns;
+/* The last request a sidecar wrote on an upstream connection, by that connection's flow. */
+struct upstream {
+	__u64 written_ns; /* 0: taken by the service */
 	__u64 process_ns;
 	__u32 sidecar;
 };
@@ -114,22 +127,29 @@ struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, struct flow);
-	__type(value, struct forwarded);
-} forwarded SEC(".maps");
+	__type(value, struct upstream);
+} upstreams SEC(".maps");
 
-static __always_inline void conn_from_current(struct conn *c, __u32 container, __u8 direction)
+/* Zeroed values to create counters from: too large for the BPF stack. */
+static struct conn_stats zero_conn_stats;
+static struct sidecar_stats zero_sidecar_stats;
+
+/* The per-CPU value of `map` at `key`, created zeroed when missing. */
+static __always_inline void *stats_of(void *map, const void *key, const void *zero)
 {
-	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	void *v = bpf_map_lookup_elem(map, key);
 
-	__builtin_memset(c, 0, sizeof(*c));
-	c->pid = pid_tgid >> 32;
-	c->tid = (__u32)pid_tgid;
-	c->cgroup_id = bpf_get_current_cgroup_id();
-	c->netns = current_netns();
-	c->container = container;
-	c->direction = direction;
-	c->start_ns = bpf_ktime_get_boot_ns();
-	bpf_get_current_comm(c->comm, sizeof(c->comm));
+	if (v)
+		return v;
+	bpf_map_update_elem(map, key, zero, BPF_NOEXIST);
+	return bpf_map_lookup_elem(map, key);
+}
+
+static __always_inline struct conn_stats *conn_stats_of(const struct conn *c)
+{
+	struct stats_key key = { .container = c->container, .direction = c->direction };
+
+	return stats_of(&conn_stats, &key, &zero_conn_stats);
 }
 
 static __always_inline void read_flow(struct flow *f, struct sock *sk, __u16 *family)
@@ -147,12 +167,47 @@ static __always_inline void read_flow(struct flow *f, struct sock *sk, __u16 *fa
 	}
 }
 
+static __always_inline void conn_from_current(struct conn *c, __u32 container, __u8 direction)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+
+	__builtin_memset(c, 0, sizeof(*c));
+	c->pid = pid_tgid >> 32;
+	c->tid = (__u32)pid_tgid;
+	c->cgroup_id = bpf_get_current_cgroup_id();
+	c->netns = current_netns();
+	c->container = container;
+	c->role = container == NO_CONTAINER ? ROLE_NONE : container_role(container);
+	c->direction = direction;
+	c->start_ns = bpf_ktime_get_boot_ns();
+	bpf_get_current_comm(c->comm, sizeof(c->comm));
+}
+
+/*
+ * The state of a target's connection: in the socket's storage, or still in
+ * `accepted` (moved into the storage here); NULL for other sockets.
+ */
+static __always_inline struct conn *conn_of(struct sock *sk)
+{
+	struct conn *c = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	__u64 key = (__u64)sk;
+	struct conn *pending;
+
+	if (c)
+		return c;
+	pending = bpf_map_lookup_elem(&accepted, &key);
+	if (!pending)
+		return NULL;
+	c = bpf_sk_storage_get(&conns, sk, pending, BPF_SK_STORAGE_GET_F_CREATE);
+	bpf_map_delete_elem(&accepted, &key);
+	return c;
+}
+
 /* Reserves an event for connection `c` of socket `sk`, filled with who and where. */
 static __always_inline struct sock_event *conn_event(__u32 kind, struct sock *sk,
 						     const struct conn *c)
 {
 	struct sock_event *e = event_reserve(sizeof(*e));
-	struct flow f;
 
 	if (!e)
 		return NULL;
@@ -167,76 +222,119 @@ static __always_inline struct sock_event *conn_event(__u32 kind, struct sock *sk
 	e->container = c->container;
 	e->direction = c->direction;
 	__builtin_memcpy(e->comm, c->comm, sizeof(e->comm));
-	read_flow(&f, sk, &e->family);
-	e->sport = f.sport;
-	e->dport = f.dport;
-	__builtin_memcpy(e->saddr, f.saddr, sizeof(e->saddr));
-	__builtin_memcpy(e->daddr, f.daddr, sizeof(e->daddr));
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->sport = c->flow.sport;
+	e->dport = c->flow.dport;
+	__builtin_memcpy(e->saddr, c->flow.saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, c->flow.daddr, sizeof(e->daddr));
 	return e;
 }
 
-static __always_inline void emit_close(struct sock *sk, struct conn *c)
+/* A connection opened: counted, and announced on the ring. */
+static __always_inline void opened(__u32 kind, struct sock *sk, const struct conn *c)
+{
+	struct conn_stats *s = conn_stats_of(c);
+	struct sock_event *e;
+
+	if (s)
+		s->opened += 1;
+	e = conn_event(kind, sk, c);
+	if (e)
+		event_submit(e);
+}
+
+static __always_inline __u32 exchanges(const struct conn *c)
+{
+	return c->last ? (c->turns + 2) / 2 : 0;
+}
+
+/* A connection closed: counted, and sent on the ring when closes are printed. */
+static __always_inline void closed(struct sock *sk, struct conn *c, __u64 now)
 {
 	struct tcp_sock *tp = (struct tcp_sock *)sk;
-	struct sock_event *e = conn_event(SOCK_EVENT_CLOSE, sk, c);
+	__u32 srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	__u32 retrans = BPF_CORE_READ(tp, total_retrans);
+	struct conn_stats *s = conn_stats_of(c);
+	struct sock_event *e;
 
+	if (!c->closing_ns)
+		c->closing_ns = now; /* reset or abort: no FIN */
+	if (s) {
+		s->closed += 1;
+		/* what the application wrote and read: tcp_sock's counters include FIN sequence numbers */
+		s->bytes_sent += c->bytes_sent;
+		s->bytes_received += c->bytes_received;
+		s->retransmits += retrans;
+		if (exchanges(c) > 1)
+			s->long_conns += 1;
+		hist_add(&s->rtt_us, srtt_us);
+		hist_add(&s->duration_us, (now - c->start_ns) / 1000);
+	}
+	if (c->role == ROLE_SIDECAR && c->direction == DIR_OUT)
+		bpf_map_delete_elem(&upstreams, &c->flow);
+	if (!close_events)
+		return;
+	e = conn_event(SOCK_EVENT_CLOSE, sk, c);
 	if (!e)
 		return;
 	e->start_ns = c->start_ns;
 	e->established_ns = c->established_ns;
 	e->closing_ns = c->closing_ns;
-	/* what the application wrote and read: tcp_sock's counters include FIN sequence numbers */
 	e->bytes_sent = c->bytes_sent;
 	e->bytes_received = c->bytes_received;
-	e->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
-	e->retransmits = BPF_CORE_READ(tp, total_retrans);
-	e->exchanges = c->last ? (c->turns + 2) / 2 : 0;
+	e->srtt_us = srtt_us;
+	e->retransmits = retrans;
+	e->exchanges = exchanges(c);
 	event_submit(e);
 }
 
-SEC("tp/sock/inet_sock_set_state")
-int kupod_sk_state(struct trace_event_raw_inet_sock_set_state *ctx)
+/* Handshake done on an outbound connection: the flow is known now (connect() binds the port). */
+static __always_inline void connected(struct sock *sk, struct conn *c)
 {
-	/* ctx fields are read once: the verifier refuses derived ctx pointers */
-	struct sock *sk = (struct sock *)BPF_CORE_READ(ctx, skaddr);
-	int oldstate = BPF_CORE_READ(ctx, oldstate);
-	int newstate = BPF_CORE_READ(ctx, newstate);
-	__u64 key = (__u64)sk;
-	struct sock_event *e;
+	__u16 family;
+
+	c->established_ns = bpf_ktime_get_boot_ns();
+	read_flow(&c->flow, sk, &family);
+	if (c->role == ROLE_SIDECAR) {
+		struct upstream u = { .sidecar = c->container };
+
+		bpf_map_update_elem(&upstreams, &c->flow, &u, BPF_ANY);
+	}
+	opened(SOCK_EVENT_CONNECT, sk, c);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(kupod_sk_state, const struct sock *csk, int oldstate, int newstate)
+{
+	struct sock *sk = (struct sock *)csk;
 	struct conn *c, fresh;
 	__u32 container;
 
-	if (BPF_CORE_READ(ctx, protocol) != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	if (newstate == TCP_SYN_SENT) {
 		/* connect(): process context, the caller owns the socket */
 		if (!target_current(&container))
 			return 0;
 		conn_from_current(&fresh, container, DIR_OUT);
-		bpf_map_update_elem(&conns, &key, &fresh, BPF_ANY);
+		bpf_sk_storage_get(&conns, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
 		return 0;
 	}
-	c = bpf_map_lookup_elem(&conns, &key);
+	c = conn_of(sk);
 	if (!c)
 		return 0;
 	if (oldstate == TCP_SYN_SENT) {
-		if (newstate != TCP_ESTABLISHED) {
-			bpf_map_delete_elem(&conns, &key); /* refused or timed out */
-			return 0;
-		}
-		c->established_ns = bpf_ktime_get_boot_ns();
-		e = conn_event(SOCK_EVENT_CONNECT, sk, c);
-		if (e)
-			event_submit(e);
+		if (newstate == TCP_ESTABLISHED)
+			connected(sk, c);
+		else
+			bpf_sk_storage_delete(&conns, sk); /* refused or timed out */
 		return 0;
 	}
 	if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) && !c->closing_ns)
 		c->closing_ns = bpf_ktime_get_boot_ns();
 	if (newstate == TCP_CLOSE) {
-		if (!c->closing_ns)
-			c->closing_ns = bpf_ktime_get_boot_ns(); /* reset or abort: no FIN */
-		emit_close(sk, c);
-		bpf_map_delete_elem(&conns, &key);
+		closed(sk, c, bpf_ktime_get_boot_ns());
+		bpf_sk_storage_delete(&conns, sk);
 	}
 	return 0;
 }
@@ -259,10 +357,10 @@ static __always_inline struct sock *sock_of_fd(int fd)
 
 static __always_inline int on_accept_exit(long ret)
 {
-	struct sock_event *e;
 	__u32 container;
-	struct conn c;
 	struct sock *sk;
+	struct conn c;
+	__u16 family;
 	__u64 key;
 
 	if (ret < 0 || !target_current(&container))
@@ -272,11 +370,10 @@ static __always_inline int on_accept_exit(long ret)
 		return 0;
 	conn_from_current(&c, container, DIR_IN);
 	c.established_ns = c.start_ns; /* the kernel finished the handshake before accept() */
+	read_flow(&c.flow, sk, &family);
 	key = (__u64)sk;
-	bpf_map_update_elem(&conns, &key, &c, BPF_ANY);
-	e = conn_event(SOCK_EVENT_ACCEPT, sk, &c);
-	if (e)
-		event_submit(e);
+	bpf_map_update_elem(&accepted, &key, &c, BPF_ANY);
+	opened(SOCK_EVENT_ACCEPT, sk, &c);
 	return 0;
 }
 
@@ -295,9 +392,8 @@ int kupod_accept(struct trace_event_raw_sys_exit *ctx)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(kupod_retrans, struct sock *sk)
 {
-	__u64 key = (__u64)sk;
 	struct sock_event *e;
-	struct conn *c = bpf_map_lookup_elem(&conns, &key);
+	struct conn *c = conn_of(sk);
 
 	if (!c)
 		return 0;
@@ -309,103 +405,118 @@ int BPF_PROG(kupod_retrans, struct sock *sk)
 	return 0;
 }
 
-/* A request leaves the sidecar: remember when, by the flow it went out on. */
-static __always_inline void sidecar_sent(struct sock *sk, struct conn *c, __u64 now)
+/* A sidecar thread reads a request on an inbound connection. */
+static __always_inline void sidecar_read(__u64 now)
 {
-	__u32 tid = (__u32)bpf_get_current_pid_tgid();
-	__u64 *read_at = bpf_map_lookup_elem(&sidecar_reads, &tid);
-	struct forwarded fw = {};
-	struct flow f;
-	__u16 family;
+	__u64 *read_at = bpf_task_storage_get(&sidecar_reads, bpf_get_current_task_btf(), NULL,
+					      BPF_LOCAL_STORAGE_GET_F_CREATE);
 
-	if (!read_at)
-		return;
-	fw.written_ns = now;
-	fw.process_ns = now - *read_at;
-	fw.sidecar = c->container;
-	bpf_map_delete_elem(&sidecar_reads, &tid);
-	read_flow(&f, sk, &family);
-	bpf_map_update_elem(&forwarded, &f, &fw, BPF_ANY);
+	if (read_at)
+		*read_at = now;
 }
 
-/* A service reads a request: if the sidecar forwarded it, report both durations. */
+/* The request leaves the sidecar on upstream connection `c`: remember when, by its flow. */
+static __always_inline void sidecar_sent(struct conn *c, __u64 now)
+{
+	__u64 *read_at = bpf_task_storage_get(&sidecar_reads, bpf_get_current_task_btf(), NULL, 0);
+	struct upstream *u;
+
+	if (!read_at || !*read_at)
+		return;
+	u = bpf_map_lookup_elem(&upstreams, &c->flow);
+	if (u) {
+		u->process_ns = now - *read_at;
+		u->written_ns = now;
+	}
+	*read_at = 0; /* the rest of the request's writes are not new requests */
+}
+
+/* A service reads a request on `c`: if a sidecar forwarded it, count both durations. */
 static __always_inline void service_received(struct sock *sk, struct conn *c, __u64 now)
 {
-	struct forwarded *fw;
+	struct sidecar_stats *s;
 	struct sock_event *e;
-	struct flow mine, theirs;
-	__u16 family;
+	struct upstream *u;
+	struct flow theirs;
+	__u64 to_service;
 
-	read_flow(&mine, sk, &family);
-	/* the sidecar's end of this connection has the endpoints swapped */
-	__builtin_memcpy(theirs.saddr, mine.daddr, sizeof(theirs.saddr));
-	__builtin_memcpy(theirs.daddr, mine.saddr, sizeof(theirs.daddr));
-	theirs.sport = mine.dport;
-	theirs.dport = mine.sport;
-	fw = bpf_map_lookup_elem(&forwarded, &theirs);
-	if (!fw)
+	if (c->upstream == UPSTREAM_NONE)
 		return;
-	timing_add(fw->sidecar, TIMING_PROCESS, fw->process_ns);
-	timing_add(fw->sidecar, TIMING_TO_SERVICE, now - fw->written_ns);
+	/* the sidecar's end of this connection has the endpoints swapped */
+	__builtin_memcpy(theirs.saddr, c->flow.daddr, sizeof(theirs.saddr));
+	__builtin_memcpy(theirs.daddr, c->flow.saddr, sizeof(theirs.daddr));
+	theirs.sport = c->flow.dport;
+	theirs.dport = c->flow.sport;
+	u = bpf_map_lookup_elem(&upstreams, &theirs);
+	if (!u) {
+		/* the sidecar registers its upstream when its handshake completes, before ours */
+		if (c->upstream == UPSTREAM_UNKNOWN)
+			c->upstream = UPSTREAM_NONE;
+		return;
+	}
+	c->upstream = UPSTREAM_SIDECAR;
+	if (!u->written_ns)
+		return;
+	to_service = now - u->written_ns;
+	u->written_ns = 0;
+	s = stats_of(&sidecar_stats, &u->sidecar, &zero_sidecar_stats);
+	if (s) {
+		hist_add(&s->process_ns, u->process_ns);
+		hist_add(&s->to_service_ns, to_service);
+	}
 	e = timing_events ? conn_event(SOCK_EVENT_SIDECAR, sk, c) : NULL;
 	if (e) {
-		e->process_ns = fw->process_ns;
-		e->to_service_ns = now - fw->written_ns;
+		e->process_ns = u->process_ns;
+		e->to_service_ns = to_service;
 		e->peer_container = c->container;
-		e->container = fw->sidecar;
+		e->container = u->sidecar;
 		event_submit(e);
 	}
-	bpf_map_delete_elem(&forwarded, &theirs);
 }
 
-static __always_inline int on_data(struct trace_event_raw_sock_msg_length *ctx, __u8 dir)
+static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir)
 {
-	struct sock *sk = (struct sock *)BPF_CORE_READ(ctx, sk);
-	__u64 key = (__u64)sk;
-	__u64 now;
 	struct conn *c;
-	__u32 role;
+	__u64 now;
 
-	if (BPF_CORE_READ(ctx, protocol) != IPPROTO_TCP || BPF_CORE_READ(ctx, ret) <= 0 ||
-	    (BPF_CORE_READ(ctx, flags) & MSG_PEEK))
+	if (ret <= 0 || (flags & MSG_PEEK) || !sk || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	c = bpf_map_lookup_elem(&conns, &key);
+	c = conn_of(sk);
 	if (!c)
 		return 0;
 	if (c->last && c->last != dir)
 		c->turns++;
 	c->last = dir;
 	if (dir == LAST_SEND)
-		c->bytes_sent += BPF_CORE_READ(ctx, ret);
+		c->bytes_sent += ret;
 	else
-		c->bytes_received += BPF_CORE_READ(ctx, ret);
-	if (c->container == NO_CONTAINER)
-		return 0;
-	now = bpf_ktime_get_boot_ns();
-	role = container_role(c->container);
-	if (role == ROLE_SIDECAR && c->direction == DIR_IN && dir == LAST_RECV) {
-		__u32 tid = (__u32)bpf_get_current_pid_tgid();
-
-		bpf_map_update_elem(&sidecar_reads, &tid, &now, BPF_ANY);
-	} else if (role == ROLE_SIDECAR && c->direction == DIR_OUT && dir == LAST_SEND) {
-		sidecar_sent(sk, c, now);
-	} else if (role == ROLE_SERVICE && c->direction == DIR_IN && dir == LAST_RECV) {
+		c->bytes_received += ret;
+	if (c->role == ROLE_SIDECAR) {
+		if (c->direction == DIR_IN && dir == LAST_RECV)
+			sidecar_read(bpf_ktime_get_boot_ns());
+		else if (c->direction == DIR_OUT && dir == LAST_SEND)
+			sidecar_sent(c, bpf_ktime_get_boot_ns());
+	} else if (c->role == ROLE_SERVICE && c->direction == DIR_IN && dir == LAST_RECV) {
+		now = bpf_ktime_get_boot_ns();
 		service_received(sk, c, now);
 	}
 	return 0;
 }
 
-SEC("tp/sock/sock_send_length")
-int kupod_send(struct trace_event_raw_sock_msg_length *ctx)
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
 {
-	return on_data(ctx, LAST_SEND);
+	return on_data(sk, ret, flags, LAST_SEND);
 }
 
-SEC("tp/sock/sock_recv_length")
-int kupod_recv(struct trace_event_raw_sock_msg_length *ctx)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(kupod_recv, struct sock *sk, int ret, int flags)
 {
-	return on_data(ctx, LAST_RECV);
+	return on_data(sk, ret, flags, LAST_RECV);
 }
 
-/* Keep the event type in the object's BTF for the decoder generator. */
+/* Keep the event and counter types in the object's BTF for the decoder generator. */
 struct sock_event _sock_event = {};
+struct conn_stats _conn_stats = {};
+struct sidecar_stats _sidecar_stats = {};
+struct stats_key _stats_key = {};

@@ -1,6 +1,8 @@
-/* Events of the socket probe; the TypeScript decoder is generated from this struct's BTF. */
+/* Events and counters of the socket probe; the TypeScript decoders are generated from their BTF. */
 #ifndef KUPOD_SOCKET_H
 #define KUPOD_SOCKET_H
+
+#include "hist.h"
 
 enum sock_event_kind {
 	SOCK_EVENT_CONNECT = 1,
@@ -39,6 +41,33 @@ struct sock_event {
 	__u8 saddr[16];       /* IPv4 in the first 4 bytes */
 	__u8 daddr[16];
 	char comm[16];
+};
+
+/*
+ * Counted in the kernel per container and direction (struct stats_key), per
+ * CPU: the connections and what they carried, added up when they close.
+ * Every field is a u64 so that user space can sum the CPUs field by field.
+ */
+struct conn_stats {
+	__u64 opened;         /* accepted or connected (handshake done) */
+	__u64 closed;
+	__u64 bytes_sent;     /* of closed connections */
+	__u64 bytes_received; /* of closed connections */
+	__u64 retransmits;    /* of closed connections */
+	__u64 long_conns;     /* closed after more than one request/response exchange */
+	struct log2_hist rtt_us;      /* smoothed RTT at close, µs */
+	struct log2_hist duration_us; /* connect/accept to close, µs */
+};
+
+/* Sidecar timings counted in the kernel per sidecar container, per CPU. */
+struct sidecar_stats {
+	struct log2_hist process_ns;    /* inbound read -> upstream write, in the sidecar */
+	struct log2_hist to_service_ns; /* upstream write -> read by the service */
+};
+
+struct stats_key {
+	__u32 container; /* index into the target's containers, or (u32)-1 */
+	__u32 direction; /* 0 outbound (connect), 1 inbound (accept) */
 };
 
 #endif

@@ -14,7 +14,7 @@ import { SocketProbe } from "../probes/socket.ts";
 import { NoPodNetwork, StackProbe, VERBOSE_SAMPLE_EVERY } from "../probes/stack.ts";
 import { KupodError } from "./errors.ts";
 import { Logger } from "./log.ts";
-import { Outputs } from "./outputs.ts";
+import { Outputs, spansWanted } from "./outputs.ts";
 import type { MonitorOptions, ProbeName } from "./options.ts";
 
 type ProbeFactory = (target: Target, sink: EventSink, opts: MonitorOptions) => Probe;
@@ -22,7 +22,11 @@ type ProbeFactory = (target: Target, sink: EventSink, opts: MonitorOptions) => P
 /** The probes that exist; the others are refused before anything is loaded. */
 const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
   socket: (target, sink, opts) =>
-    SocketProbe.start(target, sink, { timingEvents: opts.verbosity === "verbose" }),
+    SocketProbe.start(target, sink, {
+      // spans are made from closes
+      closeEvents: opts.verbosity === "verbose" || spansWanted(opts),
+      timingEvents: opts.verbosity === "verbose",
+    }),
   stack: (target, sink, opts) =>
     StackProbe.start(target, sink, {
       sampleEvery: opts.verbosity === "verbose" ? VERBOSE_SAMPLE_EVERY : 0,

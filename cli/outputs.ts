@@ -17,6 +17,11 @@ import type { MonitorOptions } from "./options.ts";
 
 const CONSOLE_FLUSH_MS = 100;
 
+/** Whether the run sends spans (--otlp-endpoint or --jaeger-agent): probes then emit closes. */
+export function spansWanted(opts: Pick<MonitorOptions, "otlpEndpoint" | "jaegerAgent">): boolean {
+  return opts.otlpEndpoint !== "" || opts.jaegerAgent.trim() !== "";
+}
+
 export class Outputs implements EventSink, AsyncDisposable {
   readonly console: ConsoleSink;
   #sinks: EventSink[];

@@ -14,6 +14,7 @@ const VERBOSE_ONLY = new Set<KupodEvent["type"]>([
   "tcp_close",
   "sidecar_timing",
   "sidecar_stats",
+  "tcp_stats",
   "stack_stats",
 ]);
 
@@ -96,6 +97,11 @@ function detail(e: KupodEvent): string {
       }`;
     case "stack_stats":
       return stackSummary(e);
+    case "tcp_stats":
+      return e.connections.map((c) =>
+        `${c.container || "-"} ${c.direction}: ${c.opened} opened, ${c.closed} closed, ` +
+        `sent ${c.bytes_sent}B received ${c.bytes_received}B, ${c.retransmits} retransmits`
+      ).join("; ");
     case "sidecar_stats":
       return e.sidecars.map((s) =>
         `${s.container}: ${s.process.count} requests, mean in sidecar ${

@@ -6,15 +6,15 @@
  * on self metrics) — never a pid, a URL or a port. An event that lacks one of the three carries it
  * as the empty string (`container=""`), which Prometheus treats as an absent label.
  *
- * Values come from the events one by one:
- * - `tcp_accept` / `tcp_connect`: one connection, inbound / outbound;
- * - `tcp_close`: bytes sent and received, retransmits, the RTT at close, the connection's
- *   duration, and one long connection when it carried more than one request/response exchange;
+ * Values come from what the kernel counted, reported by the probes as running totals:
+ * - `tcp_stats`: per container and direction, connections opened (accepted: inbound, connected:
+ *   outbound), and of those closed the bytes sent and received, retransmits, long connections
+ *   (more than one request/response exchange), the RTT at close and the lifetime (log2 buckets);
  * - `sidecar_stats`: the sidecar's processing time and the time from the sidecar to the service,
- *   counted in the kernel per request, labelled with the sidecar container (`sidecar_timing`
- *   events, sent one per request only in --verbose, are not counted again);
- * - `tcp_retransmit` counts nothing here: its retransmits are in the `tcp_close` that follows, and
- *   counting both would count them twice;
+ *   counted in the kernel per request, labelled with the sidecar container;
+ * - per-connection and per-request events (`tcp_accept`, `tcp_connect`, `tcp_close`,
+ *   `tcp_retransmit`, `sidecar_timing`) count nothing here: the kernel counted each already, also
+ *   those the ring had no room for;
  * - `stack_stats`: the stack probe's cumulative kernel counts (packets per hook, hop latency
  *   histograms, drops per reason, packets and bytes of the pod's veth), shown as they are;
  * - `packet` (sampled hops) counts nothing: `stack_stats` already has every packet.
@@ -23,24 +23,29 @@
  * ```ts
  * import { KupodMetrics } from "./metrics.ts";
  * const metrics = new KupodMetrics();
+ * const none = { count: 0, sum_seconds: 0, unit_seconds: 1e-6, slots: [] };
  * metrics.event({
- *   ts: "2025-01-01T00:00:00Z", type: "tcp_accept", namespace: "default", pod: "web",
- *   container: "app", family: "ipv4", saddr: "10.0.0.2", sport: 80, daddr: "10.0.0.3",
- *   dport: 40000, conn_id: "1",
+ *   ts: "2025-01-01T00:00:00Z", type: "tcp_stats", namespace: "default", pod: "web",
+ *   connections: [{
+ *     container: "app", direction: "inbound", opened: 1, closed: 0, bytes_sent: 0,
+ *     bytes_received: 0, retransmits: 0, long_connections: 0, rtt: none, duration: none,
+ *   }],
  * });
  * console.log(await metrics.text()); // kupod_tcp_connections_total{...,direction="inbound"} 1
  * ```
  */
 
-import { Counter, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Registry } from "prom-client";
 import { VERSION } from "../cli/version.ts";
 import type { ProbeName } from "../cli/options.ts";
 import type {
   EventSink,
   KupodEvent,
+  Log2Counts,
   SidecarStatsEvent,
   StackStatsEvent,
-  TcpCloseEvent,
+  TcpCounts,
+  TcpStatsEvent,
 } from "../probes/events.ts";
 import type { ProbeStats } from "../probes/probe.ts";
 
@@ -52,46 +57,6 @@ export interface ExpositionSource {
   text(): Promise<string>;
 }
 
-/** Round-trip times: 10 µs (same host) .. 1 s (a congested long path). */
-export const RTT_BUCKETS: readonly number[] = [
-  0.00001,
-  0.000025,
-  0.00005,
-  0.0001,
-  0.00025,
-  0.0005,
-  0.001,
-  0.0025,
-  0.005,
-  0.01,
-  0.025,
-  0.05,
-  0.1,
-  0.25,
-  0.5,
-  1,
-];
-
-/** Connection lifetimes: 100 µs (a local one-shot) .. 1 h (a long-lived keep-alive). */
-export const CONNECTION_DURATION_BUCKETS: readonly number[] = [
-  0.0001,
-  0.0005,
-  0.001,
-  0.005,
-  0.01,
-  0.05,
-  0.1,
-  0.5,
-  1,
-  5,
-  10,
-  30,
-  60,
-  300,
-  900,
-  3600,
-];
-
 const POD_LABELS = ["namespace", "pod", "container"] as const;
 type PodLabel = typeof POD_LABELS[number];
 type PodLabels = Record<PodLabel, string>;
@@ -101,13 +66,8 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   /** The prom-client registry holding every kupod metric (and nothing else). */
   readonly registry: Registry = new Registry();
 
-  readonly #connections: Counter<PodLabel | "direction">;
-  readonly #sentBytes: Counter<PodLabel>;
-  readonly #receivedBytes: Counter<PodLabel>;
-  readonly #retransmits: Counter<PodLabel>;
-  readonly #longConnections: Counter<PodLabel>;
-  readonly #rtt: Histogram<PodLabel>;
-  readonly #connectionDuration: Histogram<PodLabel>;
+  /** The socket probe's kernel counts of connections, as last reported. */
+  #tcp: TcpStatsEvent | undefined;
   /** The socket probe's kernel-counted sidecar timings, as last reported. */
   #sidecars: SidecarStatsEvent | undefined;
   /** The stack probe's cumulative kernel counts, as last reported. */
@@ -118,75 +78,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   /** `build` overrides the kupod_build_info labels (kupod's VERSION, this Deno's version). */
   constructor(build: { version?: string; deno?: string } = {}) {
     const registers = [this.registry];
-    const counter = <L extends string>(name: string, help: string, labelNames: readonly L[]) =>
-      new Counter<L>({ name, help, labelNames, registers });
-    const histogram = (name: string, help: string, buckets: readonly number[]) =>
-      new Histogram<PodLabel>({
-        name,
-        help,
-        labelNames: POD_LABELS,
-        buckets: [...buckets],
-        registers,
-      });
-
-    this.#connections = counter(
-      "kupod_tcp_connections_total",
-      "TCP connections opened: accepted (inbound) or connected (outbound).",
-      [...POD_LABELS, "direction"],
-    );
-    this.#sentBytes = counter(
-      "kupod_tcp_sent_bytes_total",
-      "Bytes sent on TCP connections, counted when the connection closes.",
-      POD_LABELS,
-    );
-    this.#receivedBytes = counter(
-      "kupod_tcp_received_bytes_total",
-      "Bytes received on TCP connections, counted when the connection closes.",
-      POD_LABELS,
-    );
-    this.#retransmits = counter(
-      "kupod_tcp_retransmits_total",
-      "TCP segments retransmitted, counted when the connection closes.",
-      POD_LABELS,
-    );
-    this.#rtt = histogram(
-      "kupod_tcp_rtt_seconds",
-      "Smoothed round-trip time of TCP connections at close.",
-      RTT_BUCKETS,
-    );
-    this.#connectionDuration = histogram(
-      "kupod_tcp_connection_duration_seconds",
-      "Lifetime of TCP connections, from connect or accept to close.",
-      CONNECTION_DURATION_BUCKETS,
-    );
-    // counted per request in the kernel (log2 buckets), reported as sidecar_stats
-    const sidecarSeries = (which: "process" | "to_service") => () =>
-      (this.#sidecars?.sidecars ?? []).map((s) => ({
-        labels: { ...podLabels(this.#sidecars!), container: s.container },
-        count: s[which].count,
-        sum: s[which].sum_seconds,
-        slots: s[which].slots,
-      }));
-    this.registry.registerMetric(
-      new Log2Histogram(
-        "kupod_sidecar_process_duration_seconds",
-        "Time a request spends in the sidecar, from reading it to writing it upstream.",
-        sidecarSeries("process"),
-      ) as never,
-    );
-    this.registry.registerMetric(
-      new Log2Histogram(
-        "kupod_sidecar_to_service_duration_seconds",
-        "Time from the sidecar writing a request upstream to the service reading it.",
-        sidecarSeries("to_service"),
-      ) as never,
-    );
-    this.#longConnections = counter(
-      "kupod_long_connections_total",
-      "Closed TCP connections that carried more than one request/response exchange.",
-      POD_LABELS,
-    );
-
+    this.#tcpMetrics(registers);
     this.#stackMetrics(registers);
 
     const stats = this.#probeStats;
@@ -229,27 +121,115 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   /** Counts one event into the metrics it feeds. */
   event(e: KupodEvent): void {
     switch (e.type) {
-      case "tcp_accept":
-        this.#connections.inc({ ...podLabels(e), direction: "inbound" });
+      case "tcp_stats":
+        this.#tcp = e;
         return;
-      case "tcp_connect":
-        this.#connections.inc({ ...podLabels(e), direction: "outbound" });
-        return;
-      case "tcp_close":
-        return this.#close(e);
-      case "sidecar_timing":
-        return; // one per request in --verbose; sidecar_stats counts every request
       case "sidecar_stats":
         this.#sidecars = e;
         return;
-      case "tcp_retransmit":
-        return; // counted by the tcp_close that follows
       case "stack_stats":
         this.#stack = e;
         return;
-      case "packet":
-        return; // sampled; stack_stats counts every packet
+      default:
+        return; // single connections, requests and packets: counted in the kernel already
     }
+  }
+
+  /** Socket metrics: shown from the last tcp_stats and sidecar_stats (the kernel's totals). */
+  #tcpMetrics(registers: Registry[]): void {
+    const conns = () => this.#tcp?.connections ?? [];
+    const labels = (c: TcpCounts) => ({ ...podLabels(this.#tcp!), container: c.container });
+    const counter = <L extends string>(
+      name: string,
+      help: string,
+      labelNames: readonly L[],
+      values: () => [Record<L, string>, number][],
+    ) => shownCounter(registers, name, help, labelNames, values);
+    const perContainer = (pick: (c: TcpCounts) => number) => () => {
+      // inbound and outbound are one series here
+      const sums = new Map<string, [PodLabels, number]>();
+      for (const c of conns()) {
+        const l = labels(c);
+        const k = l.container;
+        sums.set(k, [l, (sums.get(k)?.[1] ?? 0) + pick(c)]);
+      }
+      return [...sums.values()];
+    };
+    counter(
+      "kupod_tcp_connections_total",
+      "TCP connections opened: accepted (inbound) or connected (outbound).",
+      [...POD_LABELS, "direction"],
+      () => conns().map((c) => [{ ...labels(c), direction: c.direction }, c.opened]),
+    );
+    counter(
+      "kupod_tcp_sent_bytes_total",
+      "Bytes the application sent on TCP connections, counted when the connection closes.",
+      POD_LABELS,
+      perContainer((c) => c.bytes_sent),
+    );
+    counter(
+      "kupod_tcp_received_bytes_total",
+      "Bytes the application received on TCP connections, counted when the connection closes.",
+      POD_LABELS,
+      perContainer((c) => c.bytes_received),
+    );
+    counter(
+      "kupod_tcp_retransmits_total",
+      "TCP segments retransmitted, counted when the connection closes.",
+      POD_LABELS,
+      perContainer((c) => c.retransmits),
+    );
+    counter(
+      "kupod_long_connections_total",
+      "Closed TCP connections that carried more than one request/response exchange.",
+      POD_LABELS,
+      perContainer((c) => c.long_connections),
+    );
+    const perContainerHist = (pick: (c: TcpCounts) => Log2Counts) => () => {
+      const sums = new Map<string, Log2Series>();
+      for (const c of conns()) {
+        const l = labels(c);
+        const h = pick(c);
+        const s = sums.get(l.container);
+        if (s) addLog2(s, h);
+        else sums.set(l.container, { labels: l, ...h, slots: [...h.slots] });
+      }
+      return [...sums.values()];
+    };
+    const log2 = (name: string, help: string, exps: [number, number], series: () => Log2Series[]) =>
+      this.registry.registerMetric(new Log2Histogram(name, help, exps, series) as never);
+    // µs slots: 8 µs (same host) .. ~1 s (a congested long path)
+    log2(
+      "kupod_tcp_rtt_seconds",
+      "Smoothed round-trip time of TCP connections at close.",
+      [3, 20],
+      perContainerHist((c) => c.rtt),
+    );
+    // µs slots: 128 µs (a local one-shot) .. ~72 min (a long-lived keep-alive)
+    log2(
+      "kupod_tcp_connection_duration_seconds",
+      "Lifetime of TCP connections, from connect or accept to close.",
+      [7, 32],
+      perContainerHist((c) => c.duration),
+    );
+    // ns slots: ~1 µs .. ~1.07 s
+    const sidecarSeries = (which: "process" | "to_service") => () =>
+      (this.#sidecars?.sidecars ?? []).map((s) => ({
+        labels: { ...podLabels(this.#sidecars!), container: s.container },
+        ...s[which],
+      }));
+    log2(
+      "kupod_sidecar_process_duration_seconds",
+      "Time a request spends in the sidecar, from reading it to writing it upstream.",
+      [10, 30],
+      sidecarSeries("process"),
+    );
+    log2(
+      "kupod_sidecar_to_service_duration_seconds",
+      "Time from the sidecar writing a request upstream to the service reading it.",
+      [10, 30],
+      sidecarSeries("to_service"),
+    );
   }
 
   /** Stack metrics: shown from the last stack_stats, which holds the kernel's running totals. */
@@ -260,18 +240,10 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       help: string,
       labelNames: readonly L[],
       values: (e: StackStatsEvent) => [Record<L, string>, number][],
-    ) =>
-      new Counter<L>({
-        name,
-        help,
-        labelNames,
-        registers,
-        collect() {
-          this.reset();
-          const e = latest();
-          if (e) { for (const [labels, n] of values(e)) this.inc(labels as never, n); }
-        },
-      });
+    ) => {
+      const e = () => latest();
+      shownCounter(registers, name, help, labelNames, () => (e() ? values(e()!) : []));
+    };
     const pod = (e: StackStatsEvent) => ({ namespace: e.namespace ?? "", pod: e.pod ?? "" });
     shown(
       "kupod_stack_packets_total",
@@ -318,11 +290,13 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       new Log2Histogram(
         "kupod_stack_hop_latency_seconds",
         "Time a packet of the pod takes from one hook of the network stack to the next.",
+        [10, 30], // ns slots: ~1 µs .. ~1.07 s
         () =>
           (latest()?.hops ?? []).map((h) => ({
             labels: { ...pod(latest()!), from: h.from, to: h.to },
             count: h.count,
-            sum: h.sum_seconds,
+            sum_seconds: h.sum_seconds,
+            unit_seconds: 1e-9,
             slots: h.slots,
           })),
       ) as never,
@@ -339,56 +313,64 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   setProbeStats(probe: ProbeName, stats: ProbeStats): void {
     this.#probeStats.set(probe, { events: stats.events, lost: Number(stats.lost) });
   }
-
-  #close(e: TcpCloseEvent): void {
-    const labels = podLabels(e);
-    addCount(this.#sentBytes, labels, e.bytes_sent);
-    addCount(this.#receivedBytes, labels, e.bytes_received);
-    addCount(this.#retransmits, labels, e.retransmits);
-    observe(this.#rtt, labels, e.rtt_seconds);
-    observe(this.#connectionDuration, labels, e.duration_seconds);
-    if (e.exchanges > 1) this.#longConnections.inc(labels);
-  }
 }
 
 function podLabels(e: KupodEvent): PodLabels {
   return { namespace: e.namespace ?? "", pod: e.pod ?? "", container: e.container ?? "" };
 }
 
-/** Adds a count from an event; a broken value (negative, NaN) is not one to add. */
-function addCount(c: Counter<PodLabel>, labels: PodLabels, n: number): void {
-  // inc(0) still creates the series, so a closed connection shows up as a 0 rather than nothing
-  if (Number.isFinite(n) && n >= 0) c.inc(labels, n);
+/**
+ * A counter showing running totals counted elsewhere (the kernel): `values` gives every series'
+ * current total at each collection.
+ */
+function shownCounter<L extends string>(
+  registers: Registry[],
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  values: () => [Record<L, string>, number][],
+): void {
+  new Counter<L>({
+    name,
+    help,
+    labelNames,
+    registers,
+    collect() {
+      this.reset();
+      for (const [labels, n] of values()) this.inc(labels as never, n);
+    },
+  });
 }
 
-function observe(h: Histogram<PodLabel>, labels: PodLabels, seconds: number): void {
-  if (Number.isFinite(seconds) && seconds >= 0) h.observe(labels, seconds);
-}
-
-/** Upper bounds of the hop latency buckets: 2^10 ns (~1 µs) .. 2^30 ns (~1.07 s). */
-const LOG2_BOUNDS = Array.from({ length: 21 }, (_, i) => 10 + i);
-
-interface Log2Series {
+interface Log2Series extends Log2Counts {
   labels: Record<string, string>;
-  count: number;
-  sum: number;
-  /** slots[i]: observations in [2^i, 2^(i+1)) ns. */
-  slots: number[];
+}
+
+/** Adds histogram `h` into `into` (same unit). */
+function addLog2(into: Log2Series, h: Log2Counts): void {
+  into.count += h.count;
+  into.sum_seconds += h.sum_seconds;
+  h.slots.forEach((n, i) => (into.slots[i] = (into.slots[i] ?? 0) + n));
 }
 
 /**
- * A histogram whose buckets were counted in the kernel (log2 of nanoseconds) and arrive as running
- * totals: prom-client's Histogram only takes single observations, so this renders the series
- * itself in the shape the registry prints (`_bucket{le}`, `_sum`, `_count`).
+ * A histogram whose buckets were counted in the kernel (log2 of the series' unit) and arrive as
+ * running totals: prom-client's Histogram only takes single observations, so this renders the
+ * series itself in the shape the registry prints (`_bucket{le}`, `_sum`, `_count`). Bucket k has
+ * the upper bound 2^k units, for k in `exps` (first..last).
  */
 class Log2Histogram {
   readonly type = "histogram";
   readonly aggregator = "sum";
+  readonly #exps: number[];
   constructor(
     readonly name: string,
     readonly help: string,
+    exps: [first: number, last: number],
     readonly series: () => Log2Series[],
-  ) {}
+  ) {
+    this.#exps = Array.from({ length: exps[1] - exps[0] + 1 }, (_, i) => exps[0] + i);
+  }
 
   get(): {
     name: string;
@@ -399,12 +381,12 @@ class Log2Histogram {
   } {
     const values = [];
     for (const s of this.series()) {
-      for (const k of LOG2_BOUNDS) {
+      for (const k of this.#exps) {
         let below = 0;
         for (let i = 0; i < k && i < s.slots.length; i++) below += s.slots[i];
         values.push({
           metricName: `${this.name}_bucket`,
-          labels: { ...s.labels, le: 2 ** k / 1e9 },
+          labels: { ...s.labels, le: 2 ** k * s.unit_seconds },
           value: below,
         });
       }
@@ -413,7 +395,7 @@ class Log2Histogram {
         labels: { ...s.labels, le: "+Inf" },
         value: s.count,
       });
-      values.push({ metricName: `${this.name}_sum`, labels: s.labels, value: s.sum });
+      values.push({ metricName: `${this.name}_sum`, labels: s.labels, value: s.sum_seconds });
       values.push({ metricName: `${this.name}_count`, labels: s.labels, value: s.count });
     }
     return {

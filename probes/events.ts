@@ -126,11 +126,43 @@ export interface StackStatsEvent extends EventBase {
   sampled: number;
 }
 
-/** A log2 histogram counted in the kernel: slots[i] holds values in [2^i, 2^(i+1)) ns. */
+/**
+ * A log2 histogram counted in the kernel: slots[i] holds values in [2^i, 2^(i+1)) units of
+ * `unit_seconds` (1e-9: nanoseconds, 1e-6: microseconds).
+ */
 export interface Log2Counts {
   count: number;
   sum_seconds: number;
+  unit_seconds: number;
   slots: number[];
+}
+
+/** What the connections of one container and direction carried, counted in the kernel. */
+export interface TcpCounts {
+  container: string;
+  direction: "inbound" | "outbound";
+  /** accepted or connected (handshake done) */
+  opened: number;
+  closed: number;
+  /** bytes the application wrote and read on connections that closed */
+  bytes_sent: number;
+  bytes_received: number;
+  retransmits: number;
+  /** closed connections that carried more than one request/response exchange */
+  long_connections: number;
+  /** smoothed RTT at close */
+  rtt: Log2Counts;
+  /** connect or accept to close */
+  duration: Log2Counts;
+}
+
+/**
+ * The TCP connections counted in the kernel since the probe started (cumulative), per container
+ * and direction; read every second and at stop. Metrics come from these.
+ */
+export interface TcpStatsEvent extends EventBase {
+  type: "tcp_stats";
+  connections: TcpCounts[];
 }
 
 /**
@@ -148,6 +180,7 @@ export type KupodEvent =
   | TcpRetransmitEvent
   | SidecarTimingEvent
   | SidecarStatsEvent
+  | TcpStatsEvent
   | PacketEvent
   | StackStatsEvent;
 

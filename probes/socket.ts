@@ -5,7 +5,15 @@
  */
 
 import type { BpfObject } from "../bpf/object.ts";
-import { decodeSockEvent, RODATA, type SockEvent } from "../bpf/gen/socket.ts";
+import {
+  decodeConnStats,
+  decodeSidecarStats,
+  decodeSockEvent,
+  decodeStatsKey,
+  type Log2Hist,
+  RODATA,
+  type SockEvent,
+} from "../bpf/gen/socket.ts";
 import { attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
 import { bootNsToRfc3339 } from "./clock.ts";
@@ -15,6 +23,7 @@ import type {
   Log2Counts,
   SidecarStatsEvent,
   TcpEndpoints,
+  TcpStatsEvent,
 } from "./events.ts";
 import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
@@ -46,39 +55,48 @@ const TCP_STATES = [
   "NEW_SYN_RECV",
 ];
 
+/** Syscall tracepoints: accept() has no raw tracepoint of its own. */
 const TRACEPOINTS: [program: string, category: string, event: string][] = [
-  ["kupod_sk_state", "sock", "inet_sock_set_state"],
   ["kupod_accept4", "syscalls", "sys_exit_accept4"],
   ["kupod_accept", "syscalls", "sys_exit_accept"],
-  ["kupod_send", "sock", "sock_send_length"],
-  ["kupod_recv", "sock", "sock_recv_length"],
+];
+
+/** tp_btf programs: their section names the raw tracepoint. */
+const BTF_TRACEPOINTS = [
+  "kupod_sk_state",
+  "kupod_send",
+  "kupod_recv",
+  "kupod_retrans",
+  // keep the pid filter complete as processes fork and exit
+  "kupod_fork",
+  "kupod_exit",
 ];
 
 function attach(obj: BpfObject) {
   return [
     ...TRACEPOINTS.map(([prog, cat, ev]) => obj.program(prog).attachTracepoint(cat, ev)),
-    obj.program("kupod_retrans").attach(),
-    // keep the pid filter complete as processes fork and exit
-    obj.program("kupod_fork").attach(),
-    obj.program("kupod_exit").attach(),
+    ...BTF_TRACEPOINTS.map((prog) => obj.program(prog).attach()),
   ];
 }
 
 const NS = 1e-9;
-/** How often the kernel's sidecar histograms are read. */
+const US = 1e-6;
+/** How often the kernel's counters are read. */
 const READ_INTERVAL_MS = 1000;
-/** TIMING_* of bpf/socket.bpf.c: the second u32 of struct timing_key (sidecar, which). */
-const TIMING_PROCESS = 0;
 
-function log2Counts(v: number[] | undefined): Log2Counts {
-  // struct log2_hist: count, sum_ns, slots[]
-  return v
-    ? { count: v[0], sum_seconds: v[1] * NS, slots: v.slice(2) }
-    : { count: 0, sum_seconds: 0, slots: [] };
+function log2Counts(h: Log2Hist, unitSeconds: number): Log2Counts {
+  return {
+    count: Number(h.count),
+    sum_seconds: Number(h.sum) * unitSeconds,
+    unit_seconds: unitSeconds,
+    slots: h.slots.map(Number),
+  };
 }
 
 export interface SocketProbeOptions {
   ringBytes?: number;
+  /** One tcp_close event per connection (--verbose, spans); the kernel's counters count anyway. */
+  closeEvents?: boolean;
   /** One sidecar_timing event per request (--verbose); the kernel's histograms count anyway. */
   timingEvents?: boolean;
 }
@@ -100,7 +118,10 @@ export class SocketProbe implements Probe {
       object: "socket",
       target,
       rodataLayout: RODATA,
-      rodata: { timing_events: opts.timingEvents ?? false },
+      rodata: {
+        close_events: opts.closeEvents ?? false,
+        timing_events: opts.timingEvents ?? false,
+      },
       ringBytes: opts.ringBytes,
       attach,
       onSample: (view, offset) => {
@@ -183,33 +204,62 @@ export class SocketProbe implements Probe {
 
   /** The sidecar timing histograms the kernel counted so far, per sidecar container. */
   sidecarStats(): SidecarStatsEvent {
-    const map = this.#object.object.map("sidecar_timings");
-    const found = new Map<number, { process?: number[]; to_service?: number[] }>();
+    const map = this.#object.object.map("sidecar_stats");
+    const sidecars = [];
     for (const key of map.keys()) {
-      const k = new DataView(key.buffer);
-      const sidecar = k.getUint32(0, true);
-      const entry = found.get(sidecar) ?? {};
-      entry[k.getUint32(4, true) === TIMING_PROCESS ? "process" : "to_service"] = map.sumU64s(key);
-      found.set(sidecar, entry);
+      const value = map.summedValue(key);
+      if (!value) continue; // deleted meanwhile
+      const s = decodeSidecarStats(value, 0);
+      sidecars.push({
+        container: this.#containerName(new DataView(key.buffer).getUint32(0, true)),
+        process: log2Counts(s.process_ns, NS),
+        to_service: log2Counts(s.to_service_ns, NS),
+      });
     }
-    const pod = attribution(this.#target, -1);
-    return {
-      ts: new Date().toISOString(),
-      type: "sidecar_stats",
-      ...pod,
-      sidecars: [...found].map(([index, h]) => ({
-        container: attribution(this.#target, index).container ?? "",
-        process: log2Counts(h.process),
-        to_service: log2Counts(h.to_service),
-      })),
-    };
+    return { ts: new Date().toISOString(), type: "sidecar_stats", ...this.#pod(), sidecars };
   }
 
-  /** Sends the sidecar timings counted so far (when there are any) to the sink. */
+  /** The connections the kernel counted so far, per container and direction. */
+  tcpStats(): TcpStatsEvent {
+    const map = this.#object.object.map("conn_stats");
+    const connections = [];
+    for (const key of map.keys()) {
+      const value = map.summedValue(key);
+      if (!value) continue;
+      const k = decodeStatsKey(new DataView(key.buffer), 0);
+      const s = decodeConnStats(value, 0);
+      connections.push({
+        container: this.#containerName(k.container),
+        direction: k.direction ? "inbound" as const : "outbound" as const,
+        opened: Number(s.opened),
+        closed: Number(s.closed),
+        bytes_sent: Number(s.bytes_sent),
+        bytes_received: Number(s.bytes_received),
+        retransmits: Number(s.retransmits),
+        long_connections: Number(s.long_conns),
+        rtt: log2Counts(s.rtt_us, US),
+        duration: log2Counts(s.duration_us, US),
+      });
+    }
+    return { ts: new Date().toISOString(), type: "tcp_stats", ...this.#pod(), connections };
+  }
+
+  #pod() {
+    const { namespace, pod } = attribution(this.#target, -1);
+    return { namespace, pod };
+  }
+
+  #containerName(index: number): string {
+    return attribution(this.#target, index).container ?? "";
+  }
+
+  /** Sends the counts of the kernel so far (when there are any) to the sink. */
   reportCounters(): void {
     if (this.#object.released) return;
-    const stats = this.sidecarStats();
-    if (stats.sidecars.length) this.#sink.event(stats);
+    const tcp = this.tcpStats();
+    if (tcp.connections.length) this.#sink.event(tcp);
+    const sidecars = this.sidecarStats();
+    if (sidecars.sidecars.length) this.#sink.event(sidecars);
   }
 
   retarget(target: Target): void {

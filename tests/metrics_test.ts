@@ -3,17 +3,20 @@
  * passes `promtool check metrics` (Debian's prometheus package).
  */
 
-import { KupodMetrics, RTT_BUCKETS } from "../exporters/metrics.ts";
+import { KupodMetrics } from "../exporters/metrics.ts";
 import { VERSION } from "../cli/version.ts";
 import type {
   KupodEvent,
   SidecarTimingEvent,
   TcpCloseEvent,
+  TcpCounts,
   TcpEvent,
   TcpRetransmitEvent,
+  TcpStatsEvent,
 } from "../probes/events.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { parseExposition, promtoolCheck, seriesKey } from "./helpers/prom.ts";
+import { log2Counts, NS, tcpCounts, tcpStats as statsOf, US } from "./helpers/tcp_stats.ts";
 
 type Who = { namespace?: string; pod?: string; container?: string };
 const POD = { namespace: "shop", pod: "web-0", container: "app" };
@@ -80,18 +83,10 @@ function retransmit(): TcpRetransmitEvent {
   return { ...endpoints(), ...POD, type: "tcp_retransmit", state: "ESTABLISHED" };
 }
 
-/** The bucket series of `name` for the given labels, as le → cumulative count. */
-function buckets(
-  samples: Map<string, number>,
-  name: string,
-  labels: Record<string, string>,
-  bounds: readonly number[],
-): Record<string, number | undefined> {
-  const out: Record<string, number | undefined> = {};
-  for (const le of [...bounds.map(String), "+Inf"]) {
-    out[le] = samples.get(seriesKey(`${name}_bucket`, { ...labels, le }));
-  }
-  return out;
+const counts = tcpCounts;
+
+function tcpStats(connections: TcpCounts[], who: Who = POD): TcpStatsEvent {
+  return statsOf(connections, who);
 }
 
 async function exposition(metrics: KupodMetrics): Promise<Map<string, number>> {
@@ -100,81 +95,87 @@ async function exposition(metrics: KupodMetrics): Promise<Map<string, number>> {
 
 Deno.test("connections are counted by direction, per namespace, pod and container", async () => {
   const metrics = new KupodMetrics();
-  for (let i = 0; i < 3; i++) metrics.event(open("tcp_accept"));
-  for (let i = 0; i < 2; i++) metrics.event(open("tcp_connect"));
-  metrics.event(open("tcp_connect", { ...POD, container: "proxy" }));
-  metrics.event(open("tcp_accept", {})); // nothing attributed: empty labels
+  metrics.event(tcpStats([
+    counts({ direction: "inbound", opened: 3 }),
+    counts({ direction: "outbound", opened: 2 }),
+    counts({ container: "proxy", direction: "outbound", opened: 1 }),
+    counts({ container: "", direction: "inbound", opened: 1 }), // in the pod's netns only
+  ]));
+  // single connections were counted by the kernel already
+  metrics.event(open("tcp_accept"));
+  metrics.event(open("tcp_connect"));
   const s = await exposition(metrics);
   const name = "kupod_tcp_connections_total";
   assertEquals(s.get(seriesKey(name, { ...POD, direction: "inbound" })), 3);
   assertEquals(s.get(seriesKey(name, { ...POD, direction: "outbound" })), 2);
   assertEquals(s.get(seriesKey(name, { ...POD, container: "proxy", direction: "outbound" })), 1);
-  assertEquals(
-    s.get(seriesKey(name, { namespace: "", pod: "", container: "", direction: "inbound" })),
-    1,
-  );
+  assertEquals(s.get(seriesKey(name, { ...POD, container: "", direction: "inbound" })), 1);
   assertEquals([...s.keys()].filter((k) => k.startsWith(`${name}{`)).length, 4);
 });
 
-Deno.test("tcp_close feeds bytes, retransmits, rtt and duration histograms, long connections", async () => {
+Deno.test("tcp_stats are running totals: the last report is shown, not added up", async () => {
   const metrics = new KupodMetrics();
-  metrics.event(close({
-    bytes_sent: 100,
-    bytes_received: 2000,
-    retransmits: 1,
-    rtt_seconds: 0.0002,
-    duration_seconds: 0.003,
-    exchanges: 3,
-  }));
-  metrics.event(close({
-    direction: "outbound",
-    bytes_sent: 50,
-    bytes_received: 25,
-    retransmits: 2,
-    rtt_seconds: 0.02,
-    duration_seconds: 2,
-    exchanges: 1,
-  }));
-  metrics.event(retransmit()); // counted through tcp_close only
+  metrics.event(tcpStats([counts({ opened: 5, closed: 4, bytes_sent: 400 })]));
+  metrics.event(tcpStats([counts({ opened: 7, closed: 6, bytes_sent: 600 })]));
+  const s = await exposition(metrics);
+  assertEquals(
+    s.get(seriesKey("kupod_tcp_connections_total", { ...POD, direction: "inbound" })),
+    7,
+  );
+  assertEquals(s.get(seriesKey("kupod_tcp_sent_bytes_total", POD)), 600);
+});
+
+Deno.test("closed connections: bytes, retransmits, long connections, rtt and duration histograms", async () => {
+  const metrics = new KupodMetrics();
+  metrics.event(tcpStats([
+    counts({
+      direction: "inbound",
+      closed: 1,
+      bytes_sent: 100,
+      bytes_received: 2000,
+      retransmits: 1,
+      long_connections: 1,
+      rtt: log2Counts([200], US),
+      duration: log2Counts([3000], US),
+    }),
+    counts({
+      direction: "outbound",
+      closed: 1,
+      bytes_sent: 50,
+      bytes_received: 25,
+      retransmits: 2,
+      rtt: log2Counts([20_000], US),
+      duration: log2Counts([2_000_000], US),
+    }),
+  ]));
+  metrics.event(close({ bytes_sent: 1_000_000 })); // per-connection events add nothing
+  metrics.event(retransmit());
   const s = await exposition(metrics);
 
+  // one series per container: inbound and outbound add up
   assertEquals(s.get(seriesKey("kupod_tcp_sent_bytes_total", POD)), 150);
   assertEquals(s.get(seriesKey("kupod_tcp_received_bytes_total", POD)), 2025);
   assertEquals(s.get(seriesKey("kupod_tcp_retransmits_total", POD)), 3);
   assertEquals(s.get(seriesKey("kupod_long_connections_total", POD)), 1);
 
-  assertEquals(s.get(seriesKey("kupod_tcp_rtt_seconds_count", POD)), 2);
-  assertEquals(s.get(seriesKey("kupod_tcp_rtt_seconds_sum", POD)), 0.0002 + 0.02);
-  const rtt = buckets(s, "kupod_tcp_rtt_seconds", POD, RTT_BUCKETS);
-  assertEquals(rtt["0.0001"], 0);
-  assertEquals(rtt["0.00025"], 1);
-  assertEquals(rtt["0.01"], 1);
-  assertEquals(rtt["0.025"], 2);
-  assertEquals(rtt["1"], 2);
-  assertEquals(rtt["+Inf"], 2);
-  assert(
-    Object.values(rtt).every((v) => v !== undefined),
-    `missing rtt buckets: ${JSON.stringify(rtt)}`,
-  );
-  assertEquals(RTT_BUCKETS[0], 0.00001, "rtt buckets start at 10µs");
-  assertEquals(RTT_BUCKETS.at(-1), 1, "rtt buckets end at 1s");
+  const le = (k: number) => String(2 ** k * US);
+  const bucket = (name: string, l: string) => s.get(seriesKey(`${name}_bucket`, { ...POD, le: l }));
+  const rtt = "kupod_tcp_rtt_seconds";
+  assertEquals(s.get(seriesKey(`${rtt}_count`, POD)), 2);
+  assertEquals(s.get(seriesKey(`${rtt}_sum`, POD)), (200 + 20_000) * US);
+  // 200 µs is in [2^7, 2^8) µs, 20 ms in [2^14, 2^15)
+  assertEquals([bucket(rtt, le(7)), bucket(rtt, le(8)), bucket(rtt, le(14))], [0, 1, 1]);
+  assertEquals([bucket(rtt, le(15)), bucket(rtt, le(20)), bucket(rtt, "+Inf")], [2, 2, 2]);
+  assertEquals(bucket(rtt, le(2)), undefined, "rtt buckets start at 8 µs");
+  assertEquals(bucket(rtt, le(21)), undefined, "rtt buckets end at ~1 s");
 
-  assertEquals(s.get(seriesKey("kupod_tcp_connection_duration_seconds_count", POD)), 2);
-  assertEquals(s.get(seriesKey("kupod_tcp_connection_duration_seconds_sum", POD)), 0.003 + 2);
-  const name = "kupod_tcp_connection_duration_seconds_bucket";
-  assertEquals(s.get(seriesKey(name, { ...POD, le: "0.001" })), 0);
-  assertEquals(s.get(seriesKey(name, { ...POD, le: "0.005" })), 1);
-  assertEquals(s.get(seriesKey(name, { ...POD, le: "1" })), 1);
-  assertEquals(s.get(seriesKey(name, { ...POD, le: "5" })), 2);
-  assertEquals(s.get(seriesKey(name, { ...POD, le: "+Inf" })), 2);
+  const dur = "kupod_tcp_connection_duration_seconds";
+  assertEquals(s.get(seriesKey(`${dur}_count`, POD)), 2);
+  assertEquals(s.get(seriesKey(`${dur}_sum`, POD)), (3000 + 2_000_000) * US);
+  // 3 ms is in [2^11, 2^12) µs, 2 s in [2^20, 2^21)
+  assertEquals([bucket(dur, le(11)), bucket(dur, le(12)), bucket(dur, le(21))], [0, 1, 2]);
+  assertEquals(bucket(dur, le(32)), 2, "duration buckets reach ~72 min");
 });
-
-/** A log2 histogram with one observation per value (ns), as the kernel counts it. */
-function log2Counts(valuesNs: number[]) {
-  const slots = Array(32).fill(0);
-  for (const v of valuesNs) slots[Math.floor(Math.log2(v))]++;
-  return { count: valuesNs.length, sum_seconds: valuesNs.reduce((a, b) => a + b, 0) / 1e9, slots };
-}
 
 Deno.test("sidecar timings come from the kernel's histograms, labelled with the sidecar container", async () => {
   const metrics = new KupodMetrics();
@@ -185,8 +186,8 @@ Deno.test("sidecar timings come from the kernel's histograms, labelled with the 
     pod: "web-0",
     sidecars: [{
       container: "proxy",
-      process: log2Counts([30_000, 4_000_000]),
-      to_service: log2Counts([400_000, 7_000_000_000]),
+      process: log2Counts([30_000, 4_000_000], NS),
+      to_service: log2Counts([400_000, 7_000_000_000], NS),
     }],
   });
   // per-request events (--verbose) are not counted again
@@ -196,9 +197,9 @@ Deno.test("sidecar timings come from the kernel's histograms, labelled with the 
   const proc = "kupod_sidecar_process_duration_seconds";
   const toService = "kupod_sidecar_to_service_duration_seconds";
   assertEquals(s.get(seriesKey(`${proc}_count`, labels)), 2);
-  assertEquals(s.get(seriesKey(`${proc}_sum`, labels)), 0.00003 + 0.004);
+  assertEquals(s.get(seriesKey(`${proc}_sum`, labels)), (30_000 + 4_000_000) * NS);
   assertEquals(s.get(seriesKey(`${toService}_count`, labels)), 2);
-  assertEquals(s.get(seriesKey(`${toService}_sum`, labels)), 0.0004 + 7);
+  assertEquals(s.get(seriesKey(`${toService}_sum`, labels)), (400_000 + 7_000_000_000) * NS);
   const le = (k: number) => String(2 ** k / 1e9);
   const bucket = (name: string, l: string) =>
     s.get(seriesKey(`${name}_bucket`, { ...labels, le: l }));
@@ -240,6 +241,10 @@ Deno.test("labels stay bounded: many pids, ports and peers make one series", asy
     events.push(open(i % 2 ? "tcp_accept" : "tcp_connect", POD, 1000 + i));
     events.push(close({ bytes_sent: 1, rtt_seconds: 0.001, duration_seconds: 0.01 }));
   }
+  events.push(tcpStats([
+    counts({ direction: "inbound", opened: 1000, closed: 1000, bytes_sent: 1000 }),
+    counts({ direction: "outbound", opened: 1000, closed: 1000, bytes_sent: 1000 }),
+  ]));
   for (const e of events) metrics.event(e);
   const text = await metrics.text();
   const s = parseExposition(text);
@@ -254,19 +259,29 @@ Deno.test("labels stay bounded: many pids, ports and peers make one series", asy
   assertEquals(count("kupod_tcp_connections_total{"), 2);
   assertEquals(count("kupod_tcp_sent_bytes_total{"), 1);
   assertEquals(count("kupod_tcp_rtt_seconds_count{"), 1);
-  assertEquals(count("kupod_tcp_rtt_seconds_bucket{"), RTT_BUCKETS.length + 1);
+  assertEquals(count("kupod_tcp_rtt_seconds_bucket{"), 20 - 3 + 1 + 1);
   assertEquals(s.get(seriesKey("kupod_tcp_sent_bytes_total", POD)), 2000);
   assert(!/\b(pid|port|sport|dport|saddr|daddr|conn_id)="/.test(text), "no per-connection label");
 });
 
 Deno.test("every metric has HELP and TYPE, and promtool check metrics passes", async () => {
   const metrics = new KupodMetrics();
-  metrics.event(open("tcp_accept"));
-  metrics.event(open("tcp_connect", {}));
-  metrics.event(close({ bytes_sent: 5, rtt_seconds: 0.0001, duration_seconds: 1, exchanges: 2 }));
-  metrics.event(sidecar(0.0001, 0.001));
   // label values with characters the format must escape
-  metrics.event(open("tcp_accept", { namespace: 'we"ird', pod: "back\\slash", container: "x" }));
+  const weird = { namespace: 'we"ird', pod: "back\\slash" };
+  metrics.event(tcpStats([
+    counts({ container: "x", opened: 1, closed: 1, bytes_sent: 5, long_connections: 1 }),
+    counts({ container: "", direction: "outbound", opened: 1 }),
+  ], weird));
+  metrics.event({
+    ts: TS,
+    type: "sidecar_stats",
+    ...weird,
+    sidecars: [{
+      container: "proxy",
+      process: log2Counts([100_000], NS),
+      to_service: log2Counts([1_000_000], NS),
+    }],
+  });
   metrics.setProbeStats("socket", { events: 4, lost: 0n });
   const text = await metrics.text();
   const names = [
@@ -300,14 +315,4 @@ Deno.test("every metric has HELP and TYPE, and promtool check metrics passes", a
   const check = await promtoolCheck(text);
   assert(check.ok, `promtool check metrics failed:\n${check.output}\n--- exposition:\n${text}`);
   assertEquals(check.output, "", "promtool has no lint remarks");
-});
-
-Deno.test("broken values in an event are skipped, not thrown", async () => {
-  const metrics = new KupodMetrics();
-  metrics.event(close({ bytes_sent: -1, rtt_seconds: NaN, duration_seconds: Infinity }));
-  const s = await exposition(metrics);
-  assertEquals(s.get(seriesKey("kupod_tcp_sent_bytes_total", POD)), undefined);
-  assertEquals(s.get(seriesKey("kupod_tcp_received_bytes_total", POD)), 0);
-  assertEquals(s.get(seriesKey("kupod_tcp_rtt_seconds_count", POD)), undefined);
-  metrics.flush(); // nothing buffered; a no-op
 });

@@ -9,7 +9,6 @@ import { KupodError } from "../cli/errors.ts";
 import { KupodMetrics } from "../exporters/metrics.ts";
 import { startExporter } from "../exporters/prometheus.ts";
 import { groupingPath, startPushgateway } from "../exporters/pushgateway.ts";
-import type { TcpCloseEvent, TcpEvent } from "../probes/events.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { freePort } from "./helpers/process.ts";
 import {
@@ -20,48 +19,24 @@ import {
   startPushgatewayServer,
   waitFor,
 } from "./helpers/prom.ts";
+import { ContainerCounts } from "./helpers/tcp_stats.ts";
 
 const POD = { namespace: "shop", pod: "web-0", container: "app" };
-const TS = "2025-01-01T00:00:00.000Z";
 
-function open(type: "tcp_accept" | "tcp_connect", dport: number): TcpEvent {
-  return {
-    ts: TS,
-    type,
-    ...POD,
-    pid: 42,
-    family: "ipv4",
-    saddr: "10.1.0.2",
-    sport: 8080,
-    daddr: "10.1.0.3",
-    dport,
-    conn_id: `c${dport}`,
-  };
-}
+/** A closed inbound connection that sent `bytes_sent`. */
+const closed = (bytes_sent: number) => ({
+  bytes_sent,
+  bytes_received: 10,
+  rtt_us: 300,
+  duration_us: 500_000,
+});
 
-function close(bytes_sent: number): TcpCloseEvent {
-  return {
-    ...open("tcp_accept", 50000),
-    type: "tcp_close",
-    direction: "inbound",
-    start_ts: TS,
-    established_ts: TS,
-    closing_ts: TS,
-    duration_seconds: 0.5,
-    bytes_sent,
-    bytes_received: 10,
-    rtt_seconds: 0.0003,
-    retransmits: 0,
-    exchanges: 2,
-  };
-}
-
-/** Metrics with `accepts` inbound and `connects` outbound connections of POD. */
-function metricsWith(accepts: number, connects: number): KupodMetrics {
+/** Metrics holding `accepts` inbound and `connects` outbound connections of POD (and the counts). */
+function metricsWith(accepts: number, connects: number): [KupodMetrics, ContainerCounts] {
   const metrics = new KupodMetrics();
-  for (let i = 0; i < accepts; i++) metrics.event(open("tcp_accept", 40000 + i));
-  for (let i = 0; i < connects; i++) metrics.event(open("tcp_connect", 45000 + i));
-  return metrics;
+  const app = new ContainerCounts(POD).accept(accepts).connect(connects);
+  app.report(metrics);
+  return [metrics, app];
 }
 
 async function get(url: string, init?: RequestInit) {
@@ -74,7 +49,7 @@ async function get(url: string, init?: RequestInit) {
 }
 
 Deno.test("exporter serves /metrics and /healthz, 404 elsewhere, refreshes on scrape", async () => {
-  const metrics = metricsWith(3, 1);
+  const [metrics] = metricsWith(3, 1);
   let scrapes = 0;
   await using exporter = await startExporter({
     address: "127.0.0.1",
@@ -146,8 +121,8 @@ Deno.test("exporter url names the bound address as printed", async () => {
 });
 
 Deno.test("a real Prometheus scrapes the exporter and sees the values", async () => {
-  const metrics = metricsWith(3, 2);
-  metrics.event(close(1500));
+  const [metrics, app] = metricsWith(3, 2);
+  app.close(closed(1500)).report(metrics);
   await using exporter = await startExporter({ address: "127.0.0.1", port: 0, metrics });
   await using prometheus = await startPrometheus(`127.0.0.1:${exporter.port}`, "1s");
 
@@ -168,7 +143,7 @@ Deno.test("a real Prometheus scrapes the exporter and sees the values", async ()
   assertEquals((await promQuery(prometheus, `up{job="kupod"}`))[0]?.value, 1);
 
   // later events show up in later scrapes
-  for (let i = 0; i < 4; i++) metrics.event(open("tcp_accept", 41000 + i));
+  app.accept(4).report(metrics);
   await waitFor("the new inbound count", async () => {
     const r = await promQuery(prometheus, `kupod_tcp_connections_total{direction="inbound"}`);
     return r[0]?.value === 7 ? true : undefined;
@@ -205,7 +180,7 @@ async function gatewaySample(
 
 Deno.test("a real Pushgateway gets the pushes, and the final values on stop()", async () => {
   await using gateway = await startPushgatewayServer();
-  const metrics = metricsWith(2, 1);
+  const [metrics, app] = metricsWith(2, 1);
   const errors: string[] = [];
   const grouping = { node: "node-1", namespace: "shop", pod: "web-0" };
   const pusher = startPushgateway({
@@ -226,8 +201,7 @@ Deno.test("a real Pushgateway gets the pushes, and the final values on stop()", 
       return v === 2 ? true : undefined;
     }, 10_000);
 
-    for (let i = 0; i < 5; i++) metrics.event(open("tcp_accept", 42000 + i));
-    metrics.event(close(4096));
+    app.accept(5).close(closed(4096)).report(metrics);
     metrics.setProbeStats("socket", { events: 9, lost: 1n });
   } finally {
     await pusher.stop();
@@ -255,7 +229,7 @@ Deno.test("a real Pushgateway gets the pushes, and the final values on stop()", 
 
 Deno.test("Pushgateway grouping with an empty namespace and a slash in the pod", async () => {
   await using gateway = await startPushgatewayServer();
-  const metrics = metricsWith(1, 0);
+  const [metrics] = metricsWith(1, 0);
   const pusher = startPushgateway({
     target: gateway.address,
     grouping: { node: "node-1", namespace: "", pod: "local/1234" },
@@ -275,7 +249,7 @@ Deno.test("Pushgateway grouping with an empty namespace and a slash in the pod",
 
 Deno.test("an unreachable Pushgateway is reported once and retried until it is up", async () => {
   const port = freePort();
-  const metrics = metricsWith(1, 0);
+  const [metrics] = metricsWith(1, 0);
   const errors: string[] = [];
   const pusher = startPushgateway({
     target: `127.0.0.1:${port}`,

@@ -2,6 +2,89 @@
 
 export const OBJECT_NAME = "socket";
 
+/** `struct log2_hist` (272 bytes), nested in an event. */
+export interface Log2Hist {
+  count: bigint; // __u64
+  sum: bigint; // __u64
+  slots: bigint[]; // __u64[32]
+}
+
+function readLog2Hist(view: DataView, offset: number): Log2Hist {
+  return {
+    count: view.getBigUint64(offset, true),
+    sum: view.getBigUint64(offset + 8, true),
+    slots: arrayBigUint64(view, offset + 16, 32),
+  };
+}
+
+/** `struct conn_stats` (592 bytes). */
+export interface ConnStats {
+  opened: bigint; // __u64
+  closed: bigint; // __u64
+  bytes_sent: bigint; // __u64
+  bytes_received: bigint; // __u64
+  retransmits: bigint; // __u64
+  long_conns: bigint; // __u64
+  rtt_us: Log2Hist; // struct log2_hist
+  duration_us: Log2Hist; // struct log2_hist
+}
+
+export const CONN_STATS_SIZE = 592;
+
+/** Byte offset and size of every field of `struct conn_stats`. */
+export const CONN_STATS_LAYOUT = {
+  opened: { offset: 0, size: 8 },
+  closed: { offset: 8, size: 8 },
+  bytes_sent: { offset: 16, size: 8 },
+  bytes_received: { offset: 24, size: 8 },
+  retransmits: { offset: 32, size: 8 },
+  long_conns: { offset: 40, size: 8 },
+  rtt_us: { offset: 48, size: 272 },
+  duration_us: { offset: 320, size: 272 },
+} as const;
+
+/** Decodes a `struct conn_stats` at `offset` of `view` (little-endian). */
+export function decodeConnStats(view: DataView, offset: number): ConnStats {
+  if (offset < 0 || offset + 592 > view.byteLength) {
+    throw new RangeError(`conn_stats at ${offset} is outside a ${view.byteLength}-byte view`);
+  }
+  return {
+    opened: view.getBigUint64(offset, true),
+    closed: view.getBigUint64(offset + 8, true),
+    bytes_sent: view.getBigUint64(offset + 16, true),
+    bytes_received: view.getBigUint64(offset + 24, true),
+    retransmits: view.getBigUint64(offset + 32, true),
+    long_conns: view.getBigUint64(offset + 40, true),
+    rtt_us: readLog2Hist(view, offset + 48),
+    duration_us: readLog2Hist(view, offset + 320),
+  };
+}
+
+/** `struct sidecar_stats` (544 bytes). */
+export interface SidecarStats {
+  process_ns: Log2Hist; // struct log2_hist
+  to_service_ns: Log2Hist; // struct log2_hist
+}
+
+export const SIDECAR_STATS_SIZE = 544;
+
+/** Byte offset and size of every field of `struct sidecar_stats`. */
+export const SIDECAR_STATS_LAYOUT = {
+  process_ns: { offset: 0, size: 272 },
+  to_service_ns: { offset: 272, size: 272 },
+} as const;
+
+/** Decodes a `struct sidecar_stats` at `offset` of `view` (little-endian). */
+export function decodeSidecarStats(view: DataView, offset: number): SidecarStats {
+  if (offset < 0 || offset + 544 > view.byteLength) {
+    throw new RangeError(`sidecar_stats at ${offset} is outside a ${view.byteLength}-byte view`);
+  }
+  return {
+    process_ns: readLog2Hist(view, offset),
+    to_service_ns: readLog2Hist(view, offset + 272),
+  };
+}
+
 /** `struct sock_event` (176 bytes). */
 export interface SockEvent {
   ts_ns: bigint; // __u64
@@ -102,6 +185,31 @@ export function decodeSockEvent(view: DataView, offset: number): SockEvent {
   };
 }
 
+/** `struct stats_key` (8 bytes). */
+export interface StatsKey {
+  container: number; // __u32
+  direction: number; // __u32
+}
+
+export const STATS_KEY_SIZE = 8;
+
+/** Byte offset and size of every field of `struct stats_key`. */
+export const STATS_KEY_LAYOUT = {
+  container: { offset: 0, size: 4 },
+  direction: { offset: 4, size: 4 },
+} as const;
+
+/** Decodes a `struct stats_key` at `offset` of `view` (little-endian). */
+export function decodeStatsKey(view: DataView, offset: number): StatsKey {
+  if (offset < 0 || offset + 8 > view.byteLength) {
+    throw new RangeError(`stats_key at ${offset} is outside a ${view.byteLength}-byte view`);
+  }
+  return {
+    container: view.getUint32(offset, true),
+    direction: view.getUint32(offset + 4, true),
+  };
+}
+
 /** Offset and size of every `const volatile` tunable in the `.rodata` map. */
 export const RODATA = {
   wakeup_bytes: { offset: 0, size: 8 },
@@ -110,9 +218,10 @@ export const RODATA = {
   filter_by_netns: { offset: 10, size: 1 },
   require_netns: { offset: 11, size: 1 },
   follow_children: { offset: 12, size: 1 },
-  timing_events: { offset: 13, size: 1 },
+  close_events: { offset: 13, size: 1 },
+  timing_events: { offset: 14, size: 1 },
 } as const;
-export const RODATA_SIZE = 14;
+export const RODATA_SIZE = 15;
 
 const utf8 = new TextDecoder();
 
@@ -163,4 +272,10 @@ function bytes16(view: DataView, offset: number): Uint8Array {
   s.setUint32(at + 8, view.getUint32(offset + 8, true), true);
   s.setUint32(at + 12, view.getUint32(offset + 12, true), true);
   return new Uint8Array(slabBuffer, at, 16);
+}
+
+function arrayBigUint64(view: DataView, offset: number, n: number): bigint[] {
+  const a: bigint[] = new Array(n);
+  for (let i = 0; i < n; i++) a[i] = view.getBigUint64(offset + i * 8, true);
+  return a;
 }
