@@ -49,7 +49,10 @@ Deno.test("exporters: N requests → N inbound connections and N sidecar timings
     ]);
     await using _k = kupod;
     await kupod.waitForLine(new RegExp(`^Exporter at: http://127\\.0\\.0\\.1:${port}$`));
-    await httpGet(pod.podIP, pod.container("proxy").port, { count: N, keepAlive: false });
+    const client = await httpGet(pod.podIP, pod.container("proxy").port, {
+      count: N,
+      keepAlive: false,
+    });
     await new Promise((r) => setTimeout(r, 500));
 
     const text = await (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
@@ -74,6 +77,16 @@ Deno.test("exporters: N requests → N inbound connections and N sidecar timings
       ),
       N,
     );
+    // bytes: nginx passes on what the client and the service send, nothing is lost between ends
+    const service = { namespace: "", pod: "", container: "deno" };
+    const bytes = (what: "sent" | "received", who: typeof sidecar) =>
+      m.get(seriesKey(`kupod_tcp_${what}_bytes_total`, who)) ?? NaN;
+    assert(bytes("received", service) > 0 && bytes("sent", service) > 0, "service bytes counted");
+    assertEquals(bytes("received", sidecar), client.bytesSent + bytes("sent", service));
+    assertEquals(bytes("sent", sidecar), client.bytesReceived + bytes("received", service));
+    assertEquals(m.get(seriesKey("kupod_tcp_rtt_seconds_count", sidecar)), 2 * N);
+    assertEquals(m.get(seriesKey("kupod_tcp_connection_duration_seconds_count", service)), N);
+    assertEquals(m.get(seriesKey("kupod_long_connections_total", sidecar)), 0);
     assertEquals(m.get(seriesKey("kupod_sidecar_process_duration_seconds_count", sidecar)), N);
     assertEquals(m.get(seriesKey("kupod_sidecar_to_service_duration_seconds_count", sidecar)), N);
     const check = await promtoolCheck(text);

@@ -17,6 +17,9 @@ export interface HttpRun {
   connections: number;
   /** Local ports of those connections, in order. */
   localPorts: number[];
+  /** Bytes written and read on those connections, as TCP payload. */
+  bytesSent: number;
+  bytesReceived: number;
 }
 
 export interface HttpGetOptions {
@@ -35,13 +38,14 @@ const decoder = new TextDecoder();
 
 class Reader {
   #buf = new Uint8Array(0);
-  constructor(readonly conn: Deno.Conn) {}
+  constructor(readonly conn: Deno.Conn, readonly run: HttpRun) {}
 
   /** Reads more; false at EOF. */
   async #more(): Promise<boolean> {
     const chunk = new Uint8Array(64 * 1024);
     const n = await this.conn.read(chunk);
     if (n === null) return false;
+    this.run.bytesReceived += n;
     const next = new Uint8Array(this.#buf.length + n);
     next.set(this.#buf);
     next.set(chunk.subarray(0, n), this.#buf.length);
@@ -125,7 +129,13 @@ export async function httpGet(
   opts: HttpGetOptions = {},
 ): Promise<HttpRun> {
   const count = opts.count ?? 1, path = opts.path ?? "/";
-  const run: HttpRun = { replies: [], connections: 0, localPorts: [] };
+  const run: HttpRun = {
+    replies: [],
+    connections: 0,
+    localPorts: [],
+    bytesSent: 0,
+    bytesReceived: 0,
+  };
   let conn: Deno.Conn | undefined;
   let timedOut = false;
   const timer = setTimeout(() => {
@@ -140,7 +150,7 @@ export async function httpGet(
     conn = await Deno.connect({ hostname: host, port });
     run.connections++;
     run.localPorts.push((conn.localAddr as Deno.NetAddr).port);
-    return new Reader(conn);
+    return new Reader(conn, run);
   };
   const request = (close: boolean) =>
     encoder.encode(
@@ -152,7 +162,9 @@ export async function httpGet(
     for (let i = 0; i < count; i++) {
       if (!opts.keepAlive || !reader) reader = await open();
       const last = i === count - 1;
-      await conn!.write(request(!opts.keepAlive || last));
+      const req = request(!opts.keepAlive || last);
+      if ((await conn!.write(req)) !== req.length) throw new Error("request written in part");
+      run.bytesSent += req.length;
       run.replies.push(await readReply(reader));
       if (!opts.keepAlive || last) {
         conn!.close();
