@@ -310,7 +310,7 @@ int BPF_PROG(kupod_sk_state, const struct sock *csk, int oldstate, int newstate)
 	struct conn *c, fresh;
 	__u32 container;
 
-	if (sk->sk_protocol != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP || sock_outside_target(sk))
 		return 0;
 	if (newstate == TCP_SYN_SENT) {
 		/* connect(): process context, the caller owns the socket */
@@ -393,8 +393,11 @@ SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(kupod_retrans, struct sock *sk)
 {
 	struct sock_event *e;
-	struct conn *c = conn_of(sk);
+	struct conn *c;
 
+	if (sock_outside_target(sk))
+		return 0;
+	c = conn_of(sk);
 	if (!c)
 		return 0;
 	e = conn_event(SOCK_EVENT_RETRANSMIT, sk, c);
@@ -479,7 +482,8 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	struct conn *c;
 	__u64 now;
 
-	if (ret <= 0 || (flags & MSG_PEEK) || !sk || sk->sk_protocol != IPPROTO_TCP)
+	if (ret <= 0 || (flags & MSG_PEEK) || !sk || sk->sk_protocol != IPPROTO_TCP ||
+	    sock_outside_target(sk))
 		return 0;
 	c = conn_of(sk);
 	if (!c)

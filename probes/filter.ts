@@ -72,6 +72,9 @@ export function applyFilter(obj: BpfObject, mode: FilterMode, target: Target): v
     }
     for (const [id, i] of wanted) map.update(u64Key(id), u32Key(i));
   }
+  // a pod's sockets are all in its netns; a process tree's or a cgroup's may be anywhere
+  const podNetns = target.kind === "pid" || target.kind === "cgroup" ? 0 : target.netnsInode;
+  obj.map("target_sock_netns").update(u32Key(0), u32Key(podNetns));
   if (mode.netns) {
     const map = obj.map("target_netns");
     map.clear();

@@ -44,6 +44,28 @@ struct {
 	__type(value, __u32); /* container index, or NO_CONTAINER for the pod */
 } target_netns SEC(".maps");
 
+/*
+ * The network namespace every socket of the target lives in (a pod's), or 0
+ * when the target has none (a process tree, a cgroup): sockets of other
+ * namespaces, the rest of the node, are passed over with one compare before
+ * any per-socket lookup.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32); /* netns inode */
+} target_sock_netns SEC(".maps");
+
+/* Whether socket `sk` (a BTF pointer: tp_btf programs only) is outside the target's netns. */
+static __always_inline bool sock_outside_target(const struct sock *sk)
+{
+	__u32 zero = 0;
+	__u32 *netns = bpf_map_lookup_elem(&target_sock_netns, &zero);
+
+	return netns && *netns && sk->__sk_common.skc_net.net->ns.inum != *netns;
+}
+
 #define ROLE_SERVICE 0
 #define ROLE_SIDECAR 1
 #define MAX_CONTAINERS 256
