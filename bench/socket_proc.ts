@@ -1,5 +1,5 @@
 /**
- * Processes of the socket bench: spawned, their output drained (only a bounded head and tail
+ * Processes of the overhead benches: spawned, their output drained (only a bounded head and tail
  * kept), and always ended by pid; plus what /proc, bpftool and the kernel's BPF run-time
  * statistics say about them.
  */

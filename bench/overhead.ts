@@ -1,0 +1,482 @@
+/**
+ * What the probe overhead benches (socket.ts, stack.ts) share: their children, ended by pid on
+ * Ctrl-C; the wait for a quiet host; the CPU accounting of a run; kupod started before and
+ * stopped after an "on" run; wrk; and the formatting of their reports.
+ */
+
+import { freePort } from "../tests/helpers/process.ts";
+import {
+  type BpfProg,
+  cpuSeconds,
+  hostBusySeconds,
+  kupodPrograms,
+  Proc,
+  processTreeSeconds,
+} from "./socket_proc.ts";
+
+export const ROOT = new URL("../", import.meta.url).pathname;
+const KUPOD = `${ROOT}kupod`;
+const CHILD_ENV = { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" };
+const READY_MS = 60_000;
+export const STOP_MS = 15_000;
+const PROGRAMS_GONE_MS = 5_000;
+const IDLE_WAIT_MS = 60_000;
+const IDLE_CORES = 0.15;
+
+export class UsageError extends Error {}
+export class Interrupted extends Error {}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** `--name N` / `--name=N` for every key of `defaults` (non-negative integers). */
+export function parseOptions<T extends Record<string, number>>(defaults: T, args: string[]): T {
+  const opts: Record<string, number> = { ...defaults };
+  const usage = Object.keys(defaults).map((k) => `--${k} N`).join(" ");
+  for (let i = 0; i < args.length; i++) {
+    const m = args[i].match(/^--([a-z-]+)(?:=(.*))?$/);
+    const name = m?.[1];
+    const value = m?.[2] ?? args[++i];
+    if (!name || !(name in opts) || value === undefined || !/^\d+$/.test(value)) {
+      throw new UsageError(`bad option ${JSON.stringify(args[i])}: use ${usage}`);
+    }
+    opts[name] = Number(value);
+  }
+  return opts as T;
+}
+
+/** The first of `tools` that is not on PATH. */
+async function missingTool(tools: string[]): Promise<string | undefined> {
+  for (const tool of tools) {
+    const ok = await new Deno.Command("sh", { args: ["-c", `command -v ${tool}`], stdout: "null" })
+      .output();
+    if (!ok.success) return tool;
+  }
+  return undefined;
+}
+
+/**
+ * A bench's children and temp files. interrupt() (Ctrl-C, SIGTERM) ends the current run: every
+ * child is signalled by pid, kupod with SIGTERM so that it detaches; the bench's finally calls
+ * cleanup().
+ */
+export class Runner {
+  readonly #active = new Set<Proc>();
+  readonly #deferred: (() => Promise<void>)[] = [];
+  interrupted = false;
+  #tmp = "";
+
+  interrupt(): void {
+    this.interrupted = true;
+    for (const p of this.#active) p.kill(p.name === "kupod" ? "SIGTERM" : "SIGKILL");
+  }
+
+  check(): void {
+    if (this.interrupted) throw new Interrupted("interrupted");
+  }
+
+  spawn(name: string, cmd: string, args: string[]): Proc {
+    this.check();
+    const p = new Proc(name, cmd, args, CHILD_ENV);
+    this.#active.add(p);
+    p.status.then(() => this.#active.delete(p));
+    return p;
+  }
+
+  /** A path in the bench's temp dir (made on first use, removed by cleanup()). */
+  async tempPath(name: string): Promise<string> {
+    this.#tmp ||= await Deno.makeTempDir({ prefix: "kupod-bench-" });
+    return `${this.#tmp}/${name}`;
+  }
+
+  /** Ends `p` if it still runs: kupod with SIGTERM, so it detaches (SIGKILL if it hangs). */
+  async stop(p: Proc): Promise<void> {
+    if (p.exited) return;
+    p.kill(p.name === "kupod" ? "SIGTERM" : "SIGKILL");
+    await p.wait(STOP_MS).catch(() => {});
+  }
+
+  /** `dispose` runs in cleanup(), after the children have stopped (last deferred first). */
+  defer(dispose: () => Promise<void>): void {
+    this.#deferred.push(dispose);
+  }
+
+  /** Stops whatever still runs, runs what was deferred and removes the temp dir. */
+  async cleanup(): Promise<void> {
+    for (const p of [...this.#active]) await this.stop(p);
+    const errors: string[] = [];
+    for (const dispose of this.#deferred.splice(0).reverse()) {
+      await dispose().catch((e) => errors.push((e as Error).message));
+    }
+    if (this.#tmp) await Deno.remove(this.#tmp, { recursive: true }).catch(() => {});
+    if (errors.length) throw new Error(errors.join("; "));
+  }
+}
+
+/**
+ * A bench's main around `body`: root and `tools` checked, a note when kupod programs of another
+ * process are loaded, Ctrl-C and SIGTERM interrupt the runner; on any exit the runner is
+ * cleaned up and no program kupod loaded meanwhile may be left. Returns the exit status: 0
+ * when the body ran, 1 on errors, 130 when interrupted.
+ */
+export async function benchMain(
+  name: string,
+  tools: string[],
+  body: (runner: Runner) => Promise<void>,
+): Promise<number> {
+  if (Deno.uid() !== 0) {
+    console.error(`Error: the ${name} bench needs root (BPF, netns, cgroups)`);
+    return 1;
+  }
+  const missing = await missingTool(tools);
+  if (missing) {
+    console.error(`Error: ${missing} is not installed (scripts/setup installs it)`);
+    return 1;
+  }
+  const foreign = await kupodPrograms();
+  if (foreign.length) {
+    console.log(
+      `note: kupod programs of another process are loaded (${
+        foreign.map((p) => p.name).join(", ")
+      }): something else is running, figures may move`,
+    );
+  }
+  const runner = new Runner();
+  const onSignal = () => runner.interrupt();
+  for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, onSignal);
+  let failed = false;
+  try {
+    await body(runner);
+  } catch (e) {
+    failed = true;
+    if (runner.interrupted) console.error(`${name} bench: interrupted`);
+    else console.error(`Error: ${e instanceof Error ? e.stack ?? e.message : e}`);
+  } finally {
+    try {
+      await runner.cleanup();
+      const before = new Set(foreign.map((p) => p.id));
+      await waitProgramsGone(
+        (await kupodPrograms()).filter((p) => !before.has(p.id)).map((p) => p.id),
+      );
+    } catch (e) {
+      failed = true;
+      console.error(`Error: cleaning up: ${(e as Error).message}`);
+    }
+    for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(sig, onSignal);
+  }
+  return runner.interrupted ? 130 : failed ? 1 : 0;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting
+
+/** ksoftirqd/N: the network work of a bench's traffic that softirqs defer to them. */
+export function softirqThreads(): number[] {
+  const pids: number[] = [];
+  for (const e of Deno.readDirSync("/proc")) {
+    if (!/^\d+$/.test(e.name)) continue;
+    try {
+      if (Deno.readTextFileSync(`/proc/${e.name}/comm`).startsWith("ksoftirqd/")) {
+        pids.push(Number(e.name));
+      }
+    } catch {
+      // exited
+    }
+  }
+  return pids;
+}
+
+/** CPU seconds of this process (with its reaped children) and of the trees of `pids`. */
+function ourSeconds(pids: number[]): number {
+  return processTreeSeconds(Deno.pid) + pids.reduce((a, pid) => a + processTreeSeconds(pid), 0);
+}
+
+export interface Measured<T> {
+  value: T;
+  wall: number;
+  /** kupod's CPU seconds during the load (0 without kupod). */
+  kupodCpu: number;
+  /** CPU the host spent on anything but this bench, `pids` and kupod, in cores. */
+  otherCores: number;
+}
+
+/**
+ * Runs `load` (which must reap what it spawns), with kupod's CPU time and the CPU time of the
+ * host's other processes (all but this process, `pids` and kupod), both taken just before the
+ * load starts and just after it ends.
+ */
+export async function measure<T>(
+  pids: number[],
+  kupod: number | undefined,
+  load: () => Promise<T>,
+): Promise<Measured<T>> {
+  const ours = () => ourSeconds(kupod ? [...pids, kupod] : pids);
+  const kupod0 = kupod ? cpuSeconds(kupod) : 0;
+  const ours0 = ours();
+  const host0 = hostBusySeconds();
+  const t0 = performance.now();
+  const value = await load();
+  const wall = (performance.now() - t0) / 1000;
+  const host = hostBusySeconds() - host0;
+  const mine = ours() - ours0;
+  const kupodCpu = kupod ? cpuSeconds(kupod) - kupod0 : 0;
+  return { value, wall, kupodCpu, otherCores: Math.max(0, host - mine) / wall };
+}
+
+/**
+ * Waits (up to IDLE_WAIT_MS) until the host's processes other than this one and `pids` use
+ * less than IDLE_CORES, measured over 1 s: a burst of someone else's tests should not land in
+ * a run.
+ */
+export async function waitIdle(runner: Runner, pids: number[]): Promise<void> {
+  let other = 0;
+  for (const end = Date.now() + IDLE_WAIT_MS; Date.now() < end;) {
+    const [host0, ours0, t0] = [hostBusySeconds(), ourSeconds(pids), performance.now()];
+    await sleep(1000);
+    runner.check();
+    const wall = (performance.now() - t0) / 1000;
+    other = Math.max(0, hostBusySeconds() - host0 - (ourSeconds(pids) - ours0)) / wall;
+    if (other < IDLE_CORES) return;
+  }
+  console.error(`  (host still busy after ${IDLE_WAIT_MS / 1000} s: ${f(other, 2)} other cores)`);
+}
+
+// ---------------------------------------------------------------------------------------------
+// kupod
+
+export interface Kupod {
+  proc: Proc;
+  /** The programs it loaded. */
+  programs: BpfProg[];
+  /** Its stdout. */
+  out: string;
+  /** Its metrics endpoint's port. */
+  port: number;
+}
+
+/**
+ * Starts `./kupod <args> --exporter-port <free port>` with its stdout going to the file `out`
+ * (as a container runtime writes a container's stdout to a file: a pipe read by this process
+ * could stall kupod whenever this process waits for a CPU), and waits for its "started!" line.
+ */
+export async function startKupod(runner: Runner, args: string[], out: string): Promise<Kupod> {
+  const before = new Set((await kupodPrograms()).map((p) => p.id));
+  // The metrics endpoint runs as in production, on a free port: the default (8765) may be
+  // taken by another kupod on this host.
+  const port = freePort();
+  // sh and then the ./kupod launcher exec: the pid stays, and ends up Deno's
+  const redirect = 'f=$1; shift; exec "$@" >"$f"';
+  const proc = runner.spawn("kupod", "sh", [
+    "-c",
+    redirect,
+    "sh",
+    out,
+    KUPOD,
+    ...args,
+    "--exporter-port",
+    String(port),
+  ]);
+  for (const end = Date.now() + READY_MS;;) {
+    // text output: the readiness line is on stdout, json: on stderr
+    if (/started!/.test(proc.stderr.head) || /started!/.test(await fileHead(out))) break;
+    if (proc.exited || Date.now() > end) {
+      throw new Error(
+        `kupod ${proc.exited ? "exited" : "not ready in time"}: ${proc.output()} | ` +
+          `stdout: ${await fileHead(out)}`,
+      );
+    }
+    await sleep(20);
+    runner.check();
+  }
+  const comm = Deno.readTextFileSync(`/proc/${proc.pid}/comm`).trim();
+  if (comm !== "deno") throw new Error(`kupod's pid ${proc.pid} is ${comm}, not Deno`);
+  const programs = (await kupodPrograms()).filter((p) => !before.has(p.id));
+  if (!programs.length) throw new Error("kupod is ready but no kupod_* program was loaded");
+  return { proc, programs, out, port };
+}
+
+/**
+ * SIGTERM; kupod must exit 0, warn of nothing but events lost by `probe`, and leave none of its
+ * programs loaded. Returns the events it reported lost.
+ */
+export async function stopKupod(kupod: Kupod, probe: string, json: boolean): Promise<number> {
+  kupod.proc.kill("SIGTERM");
+  const status = await kupod.proc.wait(STOP_MS);
+  // text output: warnings are on stdout (the file), json: on stderr
+  let logLines = kupod.proc.stderr.text().split("\n");
+  if (!json) logLines = logLines.concat((await Deno.readTextFile(kupod.out)).split("\n"));
+  if (status.code !== 0) {
+    throw new Error(`kupod exited with ${status.code}: ${logLines.slice(-20).join(" | ")}`);
+  }
+  // Lost events are a result (the reader fell behind), any other warning is an error.
+  let lost = 0;
+  const lostLine = new RegExp(`^\\[WARN\\] ${probe}: (\\d+) events lost`);
+  const warnings = logLines.filter((l) => {
+    const m = l.match(lostLine);
+    if (m) lost += Number(m[1]);
+    return l.startsWith("[WARN]") && !m;
+  });
+  if (warnings.length) throw new Error(`kupod warned: ${warnings.join(" | ")}`);
+  await waitProgramsGone(kupod.programs.map((p) => p.id));
+  return lost;
+}
+
+/** Waits until the kernel has freed these programs (freeing is asynchronous after exit). */
+export async function waitProgramsGone(ids: number[]): Promise<void> {
+  const want = new Set(ids);
+  let left: BpfProg[] = [];
+  for (const end = Date.now() + PROGRAMS_GONE_MS; Date.now() < end; await sleep(100)) {
+    left = (await kupodPrograms()).filter((p) => want.has(p.id));
+    if (!left.length) return;
+  }
+  throw new Error(`kupod's programs still loaded: ${left.map((p) => `${p.id} ${p.name}`)}`);
+}
+
+/** Runs and run time of `ours` between two readings, per program name. */
+export function bpfDelta(
+  ours: BpfProg[],
+  before: BpfProg[],
+  after: BpfProg[],
+): Record<string, { runs: number; ns: number }> {
+  const ids = new Set(ours.map((p) => p.id));
+  const start = new Map(before.map((p) => [p.id, p]));
+  const out: Record<string, { runs: number; ns: number }> = {};
+  for (const p of after) {
+    if (!ids.has(p.id)) continue;
+    const s = start.get(p.id);
+    const e = (out[p.name] ??= { runs: 0, ns: 0 });
+    e.runs += p.runCnt - (s?.runCnt ?? 0);
+    e.ns += p.runTimeNs - (s?.runTimeNs ?? 0);
+  }
+  return out;
+}
+
+/** The first KBs of a file, "" while it does not exist. */
+export async function fileHead(path: string): Promise<string> {
+  try {
+    using f = await Deno.open(path);
+    const buf = new Uint8Array(16 * 1024);
+    const n = await f.read(buf);
+    return new TextDecoder().decode(buf.subarray(0, n ?? 0));
+  } catch {
+    return "";
+  }
+}
+
+/** HEAD and whether kupod's sources differ from it: what was measured. */
+export async function sourceVersion(): Promise<string> {
+  const git = async (args: string[]) => {
+    const out = await new Deno.Command("git", { args, cwd: ROOT, stdout: "piped", stderr: "null" })
+      .output();
+    return out.success ? new TextDecoder().decode(out.stdout).trim() : "";
+  };
+  const head = await git(["rev-parse", "--short", "HEAD"]);
+  if (!head) return "unknown (not a git checkout)";
+  const dirty = await git([
+    "status",
+    "--porcelain",
+    "--",
+    "kupod",
+    "cli",
+    "probes",
+    "bpf",
+    "k8s",
+    "exporters",
+    "mod.ts",
+    "deno.json",
+  ]);
+  const n = dirty ? dirty.split("\n").length : 0;
+  return n ? `${head} + ${n} uncommitted file(s) in kupod's sources` : head;
+}
+
+// ---------------------------------------------------------------------------------------------
+// wrk
+
+export interface WrkResult {
+  requests: number;
+  seconds: number;
+  rps: number;
+  p50Ms: number;
+  p99Ms: number;
+  socketErrors: number;
+  non2xx: number;
+}
+
+/** "1.23ms" -> 1.23; wrk prints us, ms, s (and m, h for very slow runs). */
+function toMs(text: string): number {
+  const m = text.match(/^([\d.]+)(us|ms|s|m|h)$/);
+  if (!m) return NaN;
+  const scale = { us: 1e-3, ms: 1, s: 1e3, m: 60e3, h: 3600e3 }[m[2]]!;
+  return Number(m[1]) * scale;
+}
+
+function parseWrk(out: string): WrkResult {
+  const total = out.match(/(\d+) requests in ([\d.]+)(us|ms|s|m)\b/);
+  const rps = out.match(/Requests\/sec:\s+([\d.]+)/);
+  if (!total || !rps) throw new Error(`cannot read wrk's output: ${out}`);
+  const pct = (p: string) => toMs(out.match(new RegExp(`^\\s+${p}%\\s+(\\S+)`, "m"))?.[1] ?? "");
+  const errors = out.match(/Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/);
+  return {
+    requests: Number(total[1]),
+    seconds: toMs(total[2] + total[3]) / 1000,
+    rps: Number(rps[1]),
+    p50Ms: pct("50"),
+    p99Ms: pct("99"),
+    socketErrors: errors ? errors.slice(1).reduce((a, n) => a + Number(n), 0) : 0,
+    non2xx: Number(out.match(/Non-2xx or 3xx responses: (\d+)/)?.[1] ?? 0),
+  };
+}
+
+/**
+ * `wrk -t1 -c<connections> -d<seconds>s --latency [-H "Connection: close"] <url>`; fails on
+ * non-2xx replies, on more socket errors than a close run's connections cut at the deadline,
+ * and on a run without requests.
+ */
+export async function runWrk(
+  runner: Runner,
+  url: string,
+  o: { connections: number; seconds: number; close: boolean },
+): Promise<WrkResult> {
+  const args = ["-t1", `-c${o.connections}`, `-d${o.seconds}s`, "--latency"];
+  if (o.close) args.push("-H", "Connection: close");
+  const wrk = runner.spawn("wrk", "wrk", [...args, url]);
+  const status = await wrk.wait((o.seconds + 30) * 1000);
+  runner.check();
+  const out = wrk.stdout.text();
+  if (!status.success) throw new Error(`wrk exited with ${status.code}: ${wrk.output()}`);
+  const r = parseWrk(out);
+  if (r.non2xx > 0 || r.socketErrors > Math.max(o.connections, r.requests * 1e-4)) {
+    throw new Error(`wrk run failed: ${out}`);
+  }
+  if (!(r.requests > 0)) throw new Error(`wrk made no requests: ${out}`);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid] : (s[mid - 1] + s[mid]) / 2;
+}
+
+export const MB = 1 << 20;
+
+export const f = (x: number | undefined, digits: number) =>
+  x === undefined || Number.isNaN(x) ? "-" : x.toFixed(digits);
+
+export function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
+}
+
+/** A note when processes outside the bench used CPU during the runs. */
+export function noteOtherLoad(otherCores: number[]): void {
+  const other = Math.max(...otherCores);
+  if (other <= 0.1) return;
+  console.log("");
+  console.log(
+    `note: other processes used up to ${f(other, 2)} cores during the runs ("other ` +
+      `cores"): the host was not idle, the figures are disturbed`,
+  );
+}

@@ -1,0 +1,456 @@
+/**
+ * Stack probe overhead bench: what `kupod monitor kernel stack` costs traffic into a pod,
+ * measured against the same pod without kupod, in one invocation.
+ *
+ *   deno task bench:stack [--rounds 3] [--seconds 10] [--connections 32] [--streams 1]
+ *                         [--warmup-seconds 5] [--diag-seconds 8]
+ *
+ * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~3 min with the
+ * defaults:
+ *   1. makes a test pod (tests/helpers/pod.ts: netns, veth, kubelet-shaped cgroups, nginx
+ *      sidecar on 8080 with upstream keep-alive in front of the Deno HTTP service on 9090) and
+ *      starts a TCP sink (bench/tcp_stream.ts) in the pod's netns; warms both up
+ *      (`warmup-seconds` of wrk, 2 s of stream: JIT, nginx's upstream pool, TCP buffers);
+ *   2. two loads from the host into the pod; both cross the veth, so every packet passes the
+ *      probe's TC programs on the veth, the net: tracepoints and the netfilter hooks in the
+ *      pod's netns:
+ *        http: `wrk -t1 -c<connections> -d<seconds>s` with keep-alive against the sidecar
+ *              (small packets, one request and one reply each way), in requests/s;
+ *        bulk: `tcp_stream.ts send`, <streams> TCP connections from the host writing 256 KiB
+ *              chunks into the sink for <seconds>, in MB/s (MiB) the sink has read;
+ *      per load `rounds` rounds of one run without kupod ("off") and one with it ("on"), in
+ *      ABBA order (off/on, on/off, ...) so that a drift of the host favours neither mode. "on"
+ *      starts `./kupod monitor kernel stack --veth <hostVeth> --quiet --exporter-port <free
+ *      port>` before the run, as shipped: default sampling, i.e. no packet reaches the ring
+ *      buffer, counts and histograms stay in per-CPU maps that kupod reads every second. Its
+ *      stdout goes to a temp file; the bench waits for "started!" and after the run scrapes
+ *      /metrics once and stops kupod with SIGTERM (it must exit 0, warn of nothing but lost
+ *      events and leave none of its programs loaded);
+ *   3. diagnostic (not in the ratios; `--diag-seconds 0` skips it): one "on" run per load with
+ *      the kernel's BPF run-time statistics on (BPF_ENABLE_STATS, off again once its fd is
+ *      closed; they add two clock reads per program run, hence not in the ratios): run count
+ *      and run time of each of kupod's programs. That time is spent in the context of the
+ *      sender, the pod's processes and the softirqs, so kupod's own CPU time does not hold it;
+ *   4. prints the kupod sources measured, every run, a summary per load and two final lines:
+ *        stack overhead: throughput ratio on/off = R (target >= 0.9) http; R' bulk
+ *        stack overhead: cost per packet = N ns in the kernel (BPF programs), M ns agent CPU
+ *                        http; N' ns, M' ns bulk
+ *
+ * Figures: a load's ratio is median(on) / median(off) of req/s (wrk's) or MB/s. Packets are the
+ * kernel's own count: the host-side veth's rx_packets + tx_packets
+ * (/sys/class/net/<veth>/statistics) over the load, every packet crossing the veth in either
+ * direction (a GSO/GRO super-packet counts once, as the probe sees it). Cost per packet in the
+ * kernel = run time of all kupod's programs in the diagnostic run / its veth packets: this
+ * includes runs for packets that do not cross the veth but come with the traffic (the
+ * sidecar's loopback connection to the service inside the pod) or are not the pod's at all
+ * (the net: tracepoints fire for every packet of the host and are left early by netns), all of
+ * which the probe costs. Agent CPU per packet = kupod's utime + stime (/proc/<pid>/stat, all
+ * threads; ./kupod execs Deno, so its pid is Deno's) during the load / veth packets, median
+ * over the "on" runs. "seen" = kupod_nic_packets_total (rx + tx) from /metrics / the veth's
+ * packets since kupod started: that the probe did watch the traffic it is charged for. "other
+ * cores" is the host's busy CPU time (/proc/stat) minus that of this process, its children,
+ * the pod, the sink, kupod and ksoftirqd, per second - load from outside the bench. Before each
+ * run the bench waits (up to 60 s) until that is below 0.15 cores for 1 s. Nothing is pinned,
+ * for the reasons given in bench/socket.ts.
+ *
+ * Exit status: 0 when the measurement ran, whatever the figures (targets not met are not
+ * errors); 1 on errors: a failed load (wrk socket errors or non-2xx replies, a sender that
+ * fails or moves nothing), kupod not starting, exiting non-zero or losing events, its programs
+ * left loaded. Children are ended by pid; on any exit, also Ctrl-C, kupod, wrk, the sender and
+ * the sink are stopped, the pod (netns, veth and with it its tc hooks, cgroups) is disposed and
+ * the temp dir removed.
+ */
+
+import { createTestPod, type TestPod } from "../tests/helpers/pod.ts";
+import { DENO } from "../tests/helpers/process.ts";
+import {
+  benchMain,
+  bpfDelta,
+  f,
+  MB,
+  measure,
+  median,
+  noteOtherLoad,
+  parseOptions,
+  ROOT,
+  Runner,
+  runWrk,
+  sleep,
+  softirqThreads,
+  sourceVersion,
+  startKupod,
+  stopKupod,
+  table,
+  UsageError,
+  waitIdle,
+} from "./overhead.ts";
+import { enableBpfStats, kupodPrograms, type Proc } from "./socket_proc.ts";
+
+const STREAM = `${ROOT}bench/tcp_stream.ts`;
+/** The sink's port in the pod's netns (its own port space). */
+const SINK_PORT = 5201;
+const SINK_READY_MS = 15_000;
+const BULK_WARMUP_SECONDS = 2;
+
+const DEFAULTS = {
+  rounds: 3,
+  seconds: 10,
+  connections: 32,
+  streams: 1,
+  "warmup-seconds": 5,
+  "diag-seconds": 8,
+};
+type Options = typeof DEFAULTS;
+
+type Load = "http" | "bulk";
+type Mode = "off" | "on" | "diag";
+const UNIT: Record<Load, string> = { http: "req/s", bulk: "MB/s" };
+
+interface Run {
+  load: Load;
+  mode: Mode;
+  round: number;
+  /** req/s (http) or MB/s (bulk). */
+  rate: number;
+  /** http only. */
+  p99Ms?: number;
+  /** Packets through the veth during the load, both directions. */
+  packets: number;
+  packetsPerSec: number;
+  otherCores: number;
+  /** kupod only: */
+  cores?: number;
+  agentNsPerPacket?: number;
+  /** kupod_nic_packets_total / the veth's packets since kupod started. */
+  seen?: number;
+  lost?: number;
+  /** diag only: BPF program runs and run time during the load, per program name. */
+  bpf?: Record<string, { runs: number; ns: number }>;
+}
+
+function checkOptions(opts: Options): Options {
+  for (const k of ["rounds", "seconds", "connections", "streams"] as const) {
+    if (opts[k] < 1) throw new UsageError(`--${k} must be >= 1`);
+  }
+  return opts;
+}
+
+/** The kernel's count of packets through a network interface, both directions. */
+function vethPackets(veth: string): number {
+  const read = (name: string) =>
+    Number(Deno.readTextFileSync(`/sys/class/net/${veth}/statistics/${name}`));
+  return read("rx_packets") + read("tx_packets");
+}
+
+/** kupod_nic_packets_total, rx + tx, from kupod's /metrics. */
+async function nicPackets(port: number): Promise<number> {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`);
+  const text = await res.text();
+  if (!res.ok) throw new Error(`kupod's /metrics: ${res.status} ${text.slice(0, 200)}`);
+  let n = 0;
+  for (const m of text.matchAll(/^kupod_nic_packets_total\{[^}]*\} (\S+)$/gm)) n += Number(m[1]);
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The bench
+
+class Bench {
+  readonly runs: Run[] = [];
+  #starts = 0;
+  #sink: Proc | undefined;
+  readonly #softirqPids = softirqThreads();
+
+  constructor(readonly opts: Options, readonly pod: TestPod, readonly runner: Runner) {}
+
+  /** The pod's processes, the sink and the softirq threads: CPU the bench's load causes. */
+  #loadPids(): number[] {
+    const pids = [...this.pod.containers.flatMap((c) => c.pids()), ...this.#softirqPids];
+    return this.#sink ? [...pids, this.#sink.pid] : pids;
+  }
+
+  /** The bulk load's sink, inside the pod's netns (`ip netns exec` execs: its pid is Deno's). */
+  async startSink(): Promise<void> {
+    const sink = this.runner.spawn("sink", "ip", [
+      "netns",
+      "exec",
+      this.pod.netns,
+      DENO,
+      "run",
+      "--allow-net",
+      "--no-prompt",
+      STREAM,
+      "sink",
+      String(SINK_PORT),
+    ]);
+    this.#sink = sink;
+    for (const end = Date.now() + SINK_READY_MS; !/^listening/m.test(sink.stdout.head);) {
+      if (sink.exited || Date.now() > end) {
+        throw new Error(`sink ${sink.exited ? "exited" : "not ready in time"}: ${sink.output()}`);
+      }
+      await sleep(20);
+      this.runner.check();
+    }
+  }
+
+  async #http(seconds: number): Promise<{ rate: number; p99Ms: number }> {
+    const { connections } = this.opts;
+    const r = await runWrk(this.runner, this.pod.url(8080), { connections, seconds, close: false });
+    return { rate: r.rps, p99Ms: r.p99Ms };
+  }
+
+  async #bulk(seconds: number): Promise<{ rate: number }> {
+    if (this.#sink?.exited) throw new Error(`the sink exited: ${this.#sink.output()}`);
+    const sender = this.runner.spawn("sender", DENO, [
+      "run",
+      "--allow-net",
+      "--no-prompt",
+      STREAM,
+      "send",
+      this.pod.podIP,
+      String(SINK_PORT),
+      String(seconds),
+      String(this.opts.streams),
+    ]);
+    const status = await sender.wait((seconds + 30) * 1000);
+    this.runner.check();
+    const last = sender.stdout.text().trim().split("\n").pop() ?? "";
+    if (!status.success || !last.startsWith("{")) {
+      throw new Error(`bulk sender failed (exit ${status.code}): ${sender.output()}`);
+    }
+    const r = JSON.parse(last) as { bytes: number; seconds: number };
+    if (!(r.bytes > 0)) throw new Error(`bulk sender moved nothing: ${last}`);
+    return { rate: r.bytes / MB / r.seconds };
+  }
+
+  /** The load, with the veth's packets, kupod's CPU time (if given) and the host's other. */
+  async #load(load: Load, seconds: number, kupod?: number) {
+    const veth0 = vethPackets(this.pod.hostVeth);
+    const m = await measure(
+      this.#loadPids(),
+      kupod,
+      () => load === "http" ? this.#http(seconds) : this.#bulk(seconds),
+    );
+    const packets = vethPackets(this.pod.hostVeth) - veth0;
+    return { ...m, packets };
+  }
+
+  async warmUp(): Promise<void> {
+    if (this.opts["warmup-seconds"] > 0) await this.#load("http", this.opts["warmup-seconds"]);
+    await this.#load("bulk", BULK_WARMUP_SECONDS);
+  }
+
+  async run(load: Load, mode: Mode, round: number): Promise<Run> {
+    const seconds = mode === "diag" ? this.opts["diag-seconds"] : this.opts.seconds;
+    await waitIdle(this.runner, this.#loadPids());
+    if (mode === "off") {
+      const { value, wall, packets, otherCores } = await this.#load(load, seconds);
+      const run = {
+        load,
+        mode,
+        round,
+        ...value,
+        packets,
+        packetsPerSec: packets / wall,
+        otherCores,
+      };
+      this.runs.push(run);
+      return run;
+    }
+    const out = await this.runner.tempPath(`kupod-${++this.#starts}.out`);
+    const veth0 = vethPackets(this.pod.hostVeth);
+    const kupod = await startKupod(
+      this.runner,
+      ["monitor", "kernel", "stack", "--veth", this.pod.hostVeth, "--quiet"],
+      out,
+    );
+    let stats: Disposable | undefined;
+    try {
+      if (mode === "diag") stats = enableBpfStats();
+      const bpf0 = mode === "diag" ? await kupodPrograms() : [];
+      const { value, wall, packets, otherCores, kupodCpu } = await this.#load(
+        load,
+        seconds,
+        kupod.proc.pid,
+      );
+      const bpf1 = mode === "diag" ? await kupodPrograms() : [];
+      stats?.[Symbol.dispose]();
+      stats = undefined;
+      const seen = await nicPackets(kupod.port) / (vethPackets(this.pod.hostVeth) - veth0);
+      const run: Run = {
+        load,
+        mode,
+        round,
+        ...value,
+        packets,
+        packetsPerSec: packets / wall,
+        otherCores,
+        cores: kupodCpu / wall,
+        agentNsPerPacket: kupodCpu * 1e9 / packets,
+        seen,
+      };
+      if (mode === "diag") run.bpf = bpfDelta(kupod.programs, bpf0, bpf1);
+      run.lost = await stopKupod(kupod, "stack", false);
+      this.runs.push(run);
+      return run;
+    } finally {
+      stats?.[Symbol.dispose]();
+      await this.runner.stop(kupod.proc);
+      await Deno.remove(out).catch(() => {});
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Report
+
+function printRuns(runs: Run[]): void {
+  const rows = [[
+    "load",
+    "mode",
+    "round",
+    "rate",
+    "p99 ms",
+    "veth packets/s",
+    "kupod cores",
+    "agent ns/packet",
+    "seen",
+    "lost",
+    "other cores",
+  ]];
+  for (const r of runs) {
+    rows.push([
+      r.load,
+      r.mode,
+      String(r.round),
+      `${f(r.rate, r.load === "http" ? 0 : 1)} ${UNIT[r.load]}`,
+      f(r.p99Ms, 2),
+      f(r.packetsPerSec, 0),
+      f(r.cores, 3),
+      f(r.agentNsPerPacket, 1),
+      r.seen === undefined ? "-" : `${f(r.seen * 100, 1)}%`,
+      r.lost === undefined ? "-" : String(r.lost),
+      f(r.otherCores, 2),
+    ]);
+  }
+  console.log(table(rows));
+}
+
+interface Summary {
+  ratio: number;
+  agentNs: number;
+}
+
+function summarize(load: Load, runs: Run[]): Summary {
+  const off = runs.filter((r) => r.load === load && r.mode === "off");
+  const on = runs.filter((r) => r.load === load && r.mode === "on");
+  const [offRate, onRate] = [median(off.map((r) => r.rate)), median(on.map((r) => r.rate))];
+  const s = { ratio: onRate / offRate, agentNs: median(on.map((r) => r.agentNsPerPacket!)) };
+  const digits = load === "http" ? 0 : 1;
+  const rates = (rs: Run[]) => rs.map((r) => f(r.rate, digits)).join(" ");
+  console.log(
+    `${load}: median ${UNIT[load]} off ${f(offRate, digits)} on ${f(onRate, digits)} (ratio ${
+      f(s.ratio, 3)
+    }; runs off ${rates(off)}, on ${rates(on)}); veth packets/s off ${
+      f(median(off.map((r) => r.packetsPerSec)), 0)
+    } on ${f(median(on.map((r) => r.packetsPerSec)), 0)}; kupod ${
+      f(median(on.map((r) => r.cores!)), 3)
+    } cores = ${f(s.agentNs, 1)} ns per packet; seen ${
+      f(median(on.map((r) => r.seen!)) * 100, 1)
+    }% of the veth's packets`,
+  );
+  return s;
+}
+
+/** Prints a diagnostic run; returns the BPF run time per veth packet (ns). */
+function printDiag(r: Run): number {
+  const progs = Object.entries(r.bpf ?? {}).sort((a, b) => b[1].ns - a[1].ns);
+  const runs = progs.reduce((a, [, p]) => a + p.runs, 0);
+  const ns = progs.reduce((a, [, p]) => a + p.ns, 0);
+  const perPacket = (n: number) => n / r.packets;
+  const seconds = r.packets / r.packetsPerSec;
+  console.log(
+    `${r.load}: ${f(r.rate, r.load === "http" ? 0 : 1)} ${UNIT[r.load]}, ${
+      f(r.packetsPerSec, 0)
+    } veth packets/s; BPF in the kernel: ${f(perPacket(runs), 1)} program runs/packet, ${
+      f(perPacket(ns), 0)
+    } ns/packet, ${f(ns / 1e9 / seconds, 3)} cores (${
+      progs.map(([n, p]) =>
+        `${n} ${f(perPacket(p.runs), 2)}/packet x ${f(p.runs ? p.ns / p.runs : 0, 0)} ns`
+      ).join(", ")
+    })`,
+  );
+  return perPacket(ns);
+}
+
+// ---------------------------------------------------------------------------------------------
+
+async function main(): Promise<number> {
+  let opts: Options;
+  try {
+    opts = checkOptions(parseOptions(DEFAULTS, Deno.args));
+  } catch (e) {
+    console.error(`Error: ${(e as Error).message}`);
+    return 2;
+  }
+  const started = performance.now();
+  return await benchMain("stack", ["wrk", "bpftool", "nginx"], async (runner) => {
+    const pod = await createTestPod({ upstreamKeepAlive: true });
+    runner.defer(() => pod.dispose());
+    const bench = new Bench(opts, pod, runner);
+    await bench.startSink();
+    const o = opts;
+    console.log(
+      `stack bench: pod ${pod.name} ${pod.podIP} (veth ${pod.hostVeth}); http: wrk -t1 ` +
+        `-c${o.connections} keep-alive; bulk: ${o.streams} TCP stream(s) into the pod; ` +
+        `${o.seconds} s runs, ${o.rounds} rounds each, diagnostic ${o["diag-seconds"]} s; ` +
+        `${navigator.hardwareConcurrency} CPUs`,
+    );
+    console.log(`kupod: ${await sourceVersion()}`);
+    await bench.warmUp();
+    const log = (r: Run) =>
+      console.error(
+        `  ${r.load} ${r.mode} #${r.round}: ${f(r.rate, 1)} ${UNIT[r.load]}` +
+          (r.cores === undefined ? "" : `, kupod ${f(r.cores, 3)} cores`),
+      );
+    const loads: Load[] = ["http", "bulk"];
+    for (const load of loads) {
+      for (let i = 0; i < o.rounds; i++) {
+        const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
+        for (const mode of order) log(await bench.run(load, mode, i + 1));
+      }
+    }
+    const diags: Run[] = [];
+    if (o["diag-seconds"] > 0) {
+      for (const load of loads) diags.push(await bench.run(load, "diag", 1));
+    }
+
+    console.log("");
+    printRuns(bench.runs);
+    console.log("");
+    const [http, bulk] = loads.map((l) => summarize(l, bench.runs));
+    const kernelNs: Partial<Record<Load, number>> = {};
+    if (diags.length) {
+      console.log("");
+      console.log(
+        'diagnostic (kupod as in the "on" runs, BPF run-time stats on; not in the ratios):',
+      );
+      for (const d of diags) kernelNs[d.load] = printDiag(d);
+    }
+    noteOtherLoad(bench.runs.map((r) => r.otherCores));
+    console.log("");
+    console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
+    console.log(
+      `stack overhead: throughput ratio on/off = ${f(http.ratio, 2)} (target >= 0.9) http; ${
+        f(bulk.ratio, 2)
+      } bulk`,
+    );
+    console.log(
+      `stack overhead: cost per packet = ${f(kernelNs.http, 0)} ns in the kernel (BPF programs), ${
+        f(http.agentNs, 0)
+      } ns agent CPU http; ${f(kernelNs.bulk, 0)} ns, ${f(bulk.agentNs, 0)} ns bulk`,
+    );
+  });
+}
+
+if (import.meta.main) Deno.exit(await main());
