@@ -34,6 +34,8 @@
 #define LAST_SEND 1
 #define LAST_RECV 2
 #define ROLE_NONE 0xff /* no container: the pod's netns only */
+#define RESET_SENT 1
+#define RESET_RECEIVED 2
 
 /* Send a tcp_close event per connection (--verbose, spans); conn_stats count them anyway. */
 const volatile bool close_events = false;
@@ -70,6 +72,8 @@ struct conn {
 	__u8 role; /* ROLE_* of the container */
 	__u8 last; /* LAST_SEND / LAST_RECV */
 	__u8 upstream; /* UPSTREAM_*: inbound connections of a service */
+	__u8 reset;    /* RESET_*: the first reset seen */
+	__u8 closed;   /* counted as closed; the storage stays until the socket is freed */
 	char comm[16];
 };
 
@@ -317,11 +321,13 @@ int BPF_PROG(kupod_sk_state, const struct sock *csk, int oldstate, int newstate)
 		if (!target_current(&container))
 			return 0;
 		conn_from_current(&fresh, container, DIR_OUT);
-		bpf_sk_storage_get(&conns, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+		c = bpf_sk_storage_get(&conns, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+		if (c && c->closed)
+			*c = fresh; /* a closed socket connecting again: a new connection */
 		return 0;
 	}
 	c = conn_of(sk);
-	if (!c)
+	if (!c || c->closed)
 		return 0;
 	if (oldstate == TCP_SYN_SENT) {
 		if (newstate == TCP_ESTABLISHED)
@@ -334,7 +340,11 @@ int BPF_PROG(kupod_sk_state, const struct sock *csk, int oldstate, int newstate)
 		c->closing_ns = bpf_ktime_get_boot_ns();
 	if (newstate == TCP_CLOSE) {
 		closed(sk, c, bpf_ktime_get_boot_ns());
-		bpf_sk_storage_delete(&conns, sk);
+		/*
+		 * Kept (freed with the socket): an abort sends its reset after
+		 * this change (close() with unread data, SO_LINGER 0).
+		 */
+		c->closed = 1;
 	}
 	return 0;
 }
@@ -406,6 +416,43 @@ int BPF_PROG(kupod_retrans, struct sock *sk)
 	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
 	event_submit(e);
 	return 0;
+}
+
+/* The first reset a connection sends or receives: counted, and announced on the ring. */
+static __always_inline int on_reset(struct sock *sk, __u8 how)
+{
+	struct conn_stats *s;
+	struct sock_event *e;
+	struct conn *c;
+
+	if (!sk || sock_outside_target(sk))
+		return 0;
+	c = conn_of(sk);
+	if (!c || c->reset)
+		return 0;
+	c->reset = how;
+	s = conn_stats_of(c);
+	if (s)
+		s->resets += 1;
+	e = conn_event(SOCK_EVENT_RESET, sk, c);
+	if (!e)
+		return 0;
+	e->reset = how;
+	e->state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	event_submit(e);
+	return 0;
+}
+
+SEC("tp_btf/tcp_send_reset")
+int BPF_PROG(kupod_rst_out, const struct sock *sk)
+{
+	return on_reset((struct sock *)sk, RESET_SENT);
+}
+
+SEC("tp_btf/tcp_receive_reset")
+int BPF_PROG(kupod_rst_in, struct sock *sk)
+{
+	return on_reset(sk, RESET_RECEIVED);
 }
 
 /* A sidecar thread reads a request on an inbound connection. */
@@ -486,7 +533,7 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	    sock_outside_target(sk))
 		return 0;
 	c = conn_of(sk);
-	if (!c)
+	if (!c || c->closed)
 		return 0;
 	if (c->last && c->last != dir)
 		c->turns++;

@@ -10,6 +10,7 @@ enum sock_event_kind {
 	SOCK_EVENT_CLOSE = 3,
 	SOCK_EVENT_RETRANSMIT = 4,
 	SOCK_EVENT_SIDECAR = 5,
+	SOCK_EVENT_RESET = 6,
 };
 
 /* One event of any kind; fields a kind does not use are zero. */
@@ -37,10 +38,11 @@ struct sock_event {
 	__u16 sport;          /* host order */
 	__u16 dport;          /* host order */
 	__u8 direction;       /* 0 outbound (connect), 1 inbound (accept) */
-	__u8 state;           /* retransmit: TCP state */
+	__u8 state;           /* retransmit, reset: TCP state */
 	__u8 saddr[16];       /* IPv4 in the first 4 bytes */
 	__u8 daddr[16];
 	char comm[16];
+	__u8 reset;           /* reset: 1 sent (an abort), 2 received */
 };
 
 /*
@@ -55,6 +57,7 @@ struct conn_stats {
 	__u64 bytes_received; /* of closed connections */
 	__u64 retransmits;    /* of closed connections */
 	__u64 long_conns;     /* closed after more than one request/response exchange */
+	__u64 resets;         /* ended by a reset, sent (abort) or received */
 	struct log2_hist rtt_us;      /* smoothed RTT at close, µs */
 	struct log2_hist duration_us; /* connect/accept to close, µs */
 };

@@ -85,6 +85,10 @@ function detail(e: KupodEvent): string {
       } retransmits ${e.retransmits}`;
     case "tcp_retransmit":
       return `${endpoint(e.saddr, e.sport)} -> ${endpoint(e.daddr, e.dport)} in ${e.state}`;
+    case "tcp_reset":
+      return `${endpoint(e.saddr, e.sport)} -> ${
+        endpoint(e.daddr, e.dport)
+      } reset ${e.reset} in ${e.state}`;
     case "sidecar_timing":
       return `${e.sidecar_container} -> ${e.service_container}: in sidecar ${
         ms(e.process_seconds)

@@ -8,8 +8,8 @@
  *
  * Values come from what the kernel counted, reported by the probes as running totals:
  * - `tcp_stats`: per container and direction, connections opened (accepted: inbound, connected:
- *   outbound), and of those closed the bytes sent and received, retransmits, long connections
- *   (more than one request/response exchange), the RTT at close and the lifetime (log2 buckets);
+ *   outbound), and of those closed the bytes sent and received, retransmits, resets, long
+ *   connections (more than one request/response exchange), the RTT at close and the lifetime;
  * - `sidecar_stats`: the sidecar's processing time and the time from the sidecar to the service,
  *   counted in the kernel per request, labelled with the sidecar container;
  * - per-connection and per-request events (`tcp_accept`, `tcp_connect`, `tcp_close`,
@@ -189,6 +189,12 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       "TCP segments retransmitted, counted when the connection closes.",
       POD_LABELS,
       perContainer((c) => c.retransmits),
+    );
+    counter(
+      "kupod_tcp_resets_total",
+      "TCP connections that ended with a reset, sent (an abort) or received.",
+      POD_LABELS,
+      perContainer((c) => c.resets),
     );
     counter(
       "kupod_long_connections_total",

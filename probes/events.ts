@@ -56,6 +56,14 @@ export interface TcpRetransmitEvent extends EventBase, TcpEndpoints {
   state: string;
 }
 
+/** The first reset of a connection: sent (an abort: close() with unread data, SO_LINGER 0) or received. */
+export interface TcpResetEvent extends EventBase, TcpEndpoints {
+  type: "tcp_reset";
+  reset: "sent" | "received";
+  /** TCP state name when the reset was sent or received, e.g. "ESTABLISHED" */
+  state: string;
+}
+
 /**
  * One request through the sidecar: from the sidecar reading it on the inbound
  * connection to writing it upstream (process), and from there to the service
@@ -150,6 +158,8 @@ export interface TcpCounts {
   retransmits: number;
   /** closed connections that carried more than one request/response exchange */
   long_connections: number;
+  /** closed connections that ended with a reset, sent or received */
+  resets: number;
   /** smoothed RTT at close */
   rtt: Log2Counts;
   /** connect or accept to close */
@@ -178,6 +188,7 @@ export type KupodEvent =
   | TcpEvent
   | TcpCloseEvent
   | TcpRetransmitEvent
+  | TcpResetEvent
   | SidecarTimingEvent
   | SidecarStatsEvent
   | TcpStatsEvent

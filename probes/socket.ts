@@ -36,7 +36,7 @@ function connId(sockId: bigint): string {
 }
 
 /** enum sock_event_kind of bpf/socket.h */
-const KIND = { CONNECT: 1, ACCEPT: 2, CLOSE: 3, RETRANSMIT: 4, SIDECAR: 5 } as const;
+const KIND = { CONNECT: 1, ACCEPT: 2, CLOSE: 3, RETRANSMIT: 4, SIDECAR: 5, RESET: 6 } as const;
 
 /** TCP states (include/net/tcp_states.h) by number, for retransmit events. */
 const TCP_STATES = [
@@ -67,6 +67,8 @@ const BTF_TRACEPOINTS = [
   "kupod_send",
   "kupod_recv",
   "kupod_retrans",
+  "kupod_rst_out",
+  "kupod_rst_in",
   // keep the pid filter complete as processes fork and exit
   "kupod_fork",
   "kupod_exit",
@@ -182,6 +184,14 @@ export class SocketProbe implements Probe {
           ...this.#endpoints(e),
           state: TCP_STATES[e.state] ?? String(e.state),
         };
+      case KIND.RESET:
+        return {
+          ...who,
+          type: "tcp_reset",
+          ...this.#endpoints(e),
+          reset: e.reset === 1 ? "sent" : "received",
+          state: TCP_STATES[e.state] ?? String(e.state),
+        };
       case KIND.SIDECAR: {
         const service = attribution(this.#target, e.peer_container);
         return {
@@ -240,6 +250,7 @@ export class SocketProbe implements Probe {
         bytes_received: Number(s.bytes_received),
         retransmits: Number(s.retransmits),
         long_connections: Number(s.long_conns),
+        resets: Number(s.resets),
         rtt: log2Counts(s.rtt_us, US),
         duration: log2Counts(s.duration_us, US),
       });

@@ -330,6 +330,7 @@ Deno.test("decodeSockEvent decodes every field of a hand-built sock_event", () =
   const comm = [..."curl"].map((ch) => ch.charCodeAt(0));
   for (let i = 0; i < 16; i++) v.setUint8(base + 156 + i, i < comm.length ? comm[i] : 0);
   v.setUint8(base + 156 + 10, 0x41); // garbage after the NUL must be ignored
+  v.setUint8(base + 172, 2); // reset = received
 
   const e = socket.decodeSockEvent(v, base);
   assert.deepEqual(e, {
@@ -360,6 +361,7 @@ Deno.test("decodeSockEvent decodes every field of a hand-built sock_event", () =
     saddr: new Uint8Array(saddr),
     daddr: new Uint8Array(daddr),
     comm: "curl",
+    reset: 2,
   });
   assert.equal(typeof e.ts_ns, "bigint");
 

@@ -294,6 +294,7 @@ Deno.test("every metric has HELP and TYPE, and promtool check metrics passes", a
     "kupod_sidecar_process_duration_seconds",
     "kupod_sidecar_to_service_duration_seconds",
     "kupod_long_connections_total",
+    "kupod_tcp_resets_total",
     "kupod_events_total",
     "kupod_events_lost_total",
     "kupod_build_info",

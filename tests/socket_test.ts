@@ -115,6 +115,50 @@ Deno.test("socket: exactly one tcp_connect per outbound connection of the target
   }
 });
 
+Deno.test("socket: connections ended by a reset are counted, sent by an abort or received", async () => {
+  const N = 4;
+  await using srv = await startServer("127.0.0.1", "abort");
+  const clientOf = () =>
+    new Child(DENO, [
+      "run",
+      "--allow-net",
+      `${ROOT}tests/fixtures/tcp_client.ts`,
+      "127.0.0.1",
+      String(srv.port),
+      String(N),
+      "send",
+    ], { stdin: true });
+  const resets = async (target: number, client: Child) => {
+    const kupod = await startKupod(socketJson("--pid", String(target), "--verbose"));
+    await client.writeLine("go");
+    await client.waitForLine(new RegExp(`^done ${N}$`));
+    await new Promise((r) => setTimeout(r, 1500)); // a tcp_stats report
+    await stopAndWait(kupod);
+    const evs = kupod.stdout.map((l) => JSON.parse(l));
+    const stats = evs.filter((e) => e.type === "tcp_stats").at(-1);
+    return {
+      closes: evs.filter((e) => e.type === "tcp_close").length,
+      resets: evs.filter((e) => e.type === "tcp_reset").map((e) => e.reset),
+      counted: stats?.connections.reduce((n: number, c: { resets: number }) => n + c.resets, 0),
+    };
+  };
+  // the server closes without reading the client's line: it aborts with a reset
+  await using first = clientOf();
+  assertEquals(await resets(srv.server.pid, first), {
+    closes: N,
+    resets: Array(N).fill("sent"),
+    counted: N,
+  });
+  // the client, now the target, receives those resets
+  await using second = clientOf();
+  assertEquals(await resets(second.pid, second), {
+    closes: N,
+    resets: Array(N).fill("received"),
+    counted: N,
+  });
+  assertEquals(await waitNoKupodPrograms(), []);
+});
+
 Deno.test("socket: processes forked by the target after start are followed", async () => {
   // The shell is the target; the server it starts later is its child.
   await using shell = new Child("bash", [

@@ -17,7 +17,7 @@ function readLog2Hist(view: DataView, offset: number): Log2Hist {
   };
 }
 
-/** `struct conn_stats` (592 bytes). */
+/** `struct conn_stats` (600 bytes). */
 export interface ConnStats {
   opened: bigint; // __u64
   closed: bigint; // __u64
@@ -25,11 +25,12 @@ export interface ConnStats {
   bytes_received: bigint; // __u64
   retransmits: bigint; // __u64
   long_conns: bigint; // __u64
+  resets: bigint; // __u64
   rtt_us: Log2Hist; // struct log2_hist
   duration_us: Log2Hist; // struct log2_hist
 }
 
-export const CONN_STATS_SIZE = 592;
+export const CONN_STATS_SIZE = 600;
 
 /** Byte offset and size of every field of `struct conn_stats`. */
 export const CONN_STATS_LAYOUT = {
@@ -39,13 +40,14 @@ export const CONN_STATS_LAYOUT = {
   bytes_received: { offset: 24, size: 8 },
   retransmits: { offset: 32, size: 8 },
   long_conns: { offset: 40, size: 8 },
-  rtt_us: { offset: 48, size: 272 },
-  duration_us: { offset: 320, size: 272 },
+  resets: { offset: 48, size: 8 },
+  rtt_us: { offset: 56, size: 272 },
+  duration_us: { offset: 328, size: 272 },
 } as const;
 
 /** Decodes a `struct conn_stats` at `offset` of `view` (little-endian). */
 export function decodeConnStats(view: DataView, offset: number): ConnStats {
-  if (offset < 0 || offset + 592 > view.byteLength) {
+  if (offset < 0 || offset + 600 > view.byteLength) {
     throw new RangeError(`conn_stats at ${offset} is outside a ${view.byteLength}-byte view`);
   }
   return {
@@ -55,8 +57,9 @@ export function decodeConnStats(view: DataView, offset: number): ConnStats {
     bytes_received: view.getBigUint64(offset + 24, true),
     retransmits: view.getBigUint64(offset + 32, true),
     long_conns: view.getBigUint64(offset + 40, true),
-    rtt_us: readLog2Hist(view, offset + 48),
-    duration_us: readLog2Hist(view, offset + 320),
+    resets: view.getBigUint64(offset + 48, true),
+    rtt_us: readLog2Hist(view, offset + 56),
+    duration_us: readLog2Hist(view, offset + 328),
   };
 }
 
@@ -114,6 +117,7 @@ export interface SockEvent {
   saddr: Uint8Array; // __u8[16]
   daddr: Uint8Array; // __u8[16]
   comm: string; // char[16]
+  reset: number; // __u8
 }
 
 export const SOCK_EVENT_SIZE = 176;
@@ -147,6 +151,7 @@ export const SOCK_EVENT_LAYOUT = {
   saddr: { offset: 124, size: 16 },
   daddr: { offset: 140, size: 16 },
   comm: { offset: 156, size: 16 },
+  reset: { offset: 172, size: 1 },
 } as const;
 
 /** Decodes a `struct sock_event` at `offset` of `view` (little-endian). */
@@ -182,6 +187,7 @@ export function decodeSockEvent(view: DataView, offset: number): SockEvent {
     saddr: bytes16(view, offset + 124),
     daddr: bytes16(view, offset + 140),
     comm: cstr(view, offset + 156, 16),
+    reset: view.getUint8(offset + 172),
   };
 }
 

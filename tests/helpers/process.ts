@@ -129,12 +129,15 @@ export class Child implements AsyncDisposable {
 /** Starts the test TCP server and waits for its port. */
 export async function startServer(
   host = "127.0.0.1",
+  mode: "reply" | "abort" = "reply",
 ): Promise<{ server: Child; port: number } & AsyncDisposable> {
   const server = new Child(DENO, [
     "run",
     "--allow-net",
     `${ROOT}tests/fixtures/tcp_server.ts`,
     host,
+    "0",
+    mode,
   ]);
   const line = await server.waitForLine(/^listening \d+/);
   return {

@@ -29,6 +29,7 @@ export function tcpCounts(fields: Partial<TcpCounts>): TcpCounts {
     bytes_received: 0,
     retransmits: 0,
     long_connections: 0,
+    resets: 0,
     rtt: log2Counts([], US),
     duration: log2Counts([], US),
     ...fields,
