@@ -12,15 +12,24 @@
 #include "ringbuf.h"
 #include "filter.h"
 #include "hist.h"
+#include "flow.h"
 #include "stack.h"
 
 #define NO_HOOK 255
 #define TC_ACT_OK 0
 #define NF_ACCEPT 1
+#define IPPROTO_ICMPV6 58
 
-/* The host-side veth and the netns it lives in (kupod's own). */
-const volatile __u32 veth_ifindex = 0;
+/* The netns of the host-side veth (kupod's own); the veth's ifindex is in `stack_veth`. */
 const volatile __u32 host_netns = 0;
+/*
+ * Optional packet selection: only packets with this transport protocol (ICMP
+ * stands for ICMPv6 too), with this port at either end, with an address of
+ * `match_addrs` at either end are followed. 0 / false: any.
+ */
+const volatile __u8 match_proto = 0;
+const volatile __u16 match_port = 0;
+const volatile bool match_addr = false;
 /* One packet in `sample_every` gets its path sent to the ring; 0 = none. */
 const volatile __u32 sample_every = 0;
 /* A packet not seen for this long is gone (freed without a tracepoint, e.g. TCP coalescing). */
@@ -39,6 +48,21 @@ struct {
 	__type(key, __u64); /* struct sk_buff * */
 	__type(value, struct pkt);
 } pkts SEC(".maps");
+
+/* The host-side veth's ifindex (0: none); a map, so a re-created pod's veth replaces it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} stack_veth SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, __u8[16]); /* IPv6, or IPv4 as ::ffff:a.b.c.d */
+	__type(value, __u8);
+} match_addrs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -142,6 +166,26 @@ static __always_inline void emit(__u64 key, __u32 hook, __u32 prev, __u64 latenc
 	stat_add(STAT_SAMPLED);
 }
 
+/* Whether a packet not followed yet is one the user selected (address, port, protocol). */
+static __always_inline bool wanted(const struct sk_buff *skb)
+{
+	struct flow f = {};
+	__u8 proto = match_proto;
+
+	if (!match_proto && !match_port && !match_addr)
+		return true;
+	if (!flow_read(skb, &f))
+		return false;
+	if (proto == IPPROTO_ICMP && f.family == 6)
+		proto = IPPROTO_ICMPV6;
+	if (proto && f.proto != proto)
+		return false;
+	if (match_port && f.sport != match_port && f.dport != match_port)
+		return false;
+	return !match_addr || bpf_map_lookup_elem(&match_addrs, f.saddr) ||
+	       bpf_map_lookup_elem(&match_addrs, f.daddr);
+}
+
 /*
  * Packet `skb` reached `hook`. `matched`: the hook belongs to the target (its
  * device or netns). `follow`: a packet already followed counts here even if
@@ -170,6 +214,8 @@ static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follo
 		p = NULL;
 	}
 	if (!matched && (!p || !follow))
+		return false;
+	if (!p && !wanted(skb))
 		return false;
 	if (p && p->hook == hook)
 		return true; /* the same hook again (an application reading one skb in parts) */
@@ -213,11 +259,14 @@ static __always_inline bool dev_matches(const struct net_device *dev, __u32 *net
 	*ifindex = 0;
 	if (!dev)
 		return false;
+	__u32 zero = 0, *veth;
+
 	*netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
 	*ifindex = BPF_CORE_READ(dev, ifindex);
 	if (netns_matches(*netns))
 		return true;
-	return veth_ifindex && *ifindex == veth_ifindex && *netns == host_netns;
+	veth = bpf_map_lookup_elem(&stack_veth, &zero);
+	return veth && *veth && *ifindex == *veth && *netns == host_netns;
 }
 
 static __always_inline int on_dev(const struct sk_buff *skb, const struct net_device *dev,
@@ -328,7 +377,8 @@ int kupod_stk_tc_out(struct __sk_buff *ctx)
 /*
  * Netfilter hooks (BPF_PROG_TYPE_NETFILTER, set by the loader: libbpf 1.1 does
  * not know SEC("netfilter")), attached in the pod's netns: every packet there
- * is the pod's. The hook number comes from the state, so one program serves all.
+ * is the pod's. The hook number comes from the state, so one program serves
+ * all hooks of both families.
  */
 SEC("tc")
 int kupod_stk_nf(struct bpf_nf_ctx *ctx)

@@ -3,6 +3,7 @@
  * generated from it, so a flag is added, renamed or documented here and nowhere else.
  */
 
+import { addrBytes } from "../probes/addr.ts";
 import type { MonitorOptions } from "./options.ts";
 
 export type FlagValue = string | number | boolean;
@@ -129,6 +130,12 @@ function hostPort(text: string): void {
   if (!m || !inPortRange(Number(m[2]))) throw new FlagValueError("must be host:port");
 }
 
+function addressList(text: string): void {
+  for (const a of text.split(",")) {
+    if (!addrBytes(a)) throw new FlagValueError(`${a} is not an IPv4 or IPv6 address`);
+  }
+}
+
 function httpUrl(text: string): void {
   let url: URL | undefined;
   try {
@@ -230,6 +237,24 @@ export const MONITOR_FLAGS: readonly FlagSpec[] = [
   str("netns", "netns", "Watch this network namespace (a path or an 'ip netns' name)", {
     hint: "netns",
   }),
+  str("stack-protocol", "stackProtocol", "Stack probe: follow only packets of tcp, udp or icmp", {
+    check: (t) => {
+      if (!["tcp", "udp", "icmp"].includes(t)) throw new FlagValueError("must be tcp, udp or icmp");
+    },
+  }),
+  int(
+    "stack-port",
+    "stackPort",
+    "Stack probe: follow only packets with this port at either end; 0 is any",
+    0,
+    (n) => n === 0 || inPortRange(n) ? undefined : "must be a port number (1-65535) or 0",
+  ),
+  str(
+    "stack-address",
+    "stackAddress",
+    "Stack probe: follow only packets with one of these addresses (a,b,...) at either end",
+    { check: addressList },
+  ),
   str("exporter-address", "exporterAddress", "Address the Prometheus exporter listens on", {
     default: "0.0.0.0",
   }),

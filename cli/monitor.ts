@@ -11,7 +11,13 @@ import type { Target } from "../k8s/target.ts";
 import type { EventSink } from "../probes/events.ts";
 import type { Probe } from "../probes/probe.ts";
 import { SocketProbe } from "../probes/socket.ts";
-import { NoPodNetwork, StackProbe, VERBOSE_SAMPLE_EVERY } from "../probes/stack.ts";
+import { addrBytes } from "../probes/addr.ts";
+import {
+  NoPodNetwork,
+  type PacketMatch,
+  StackProbe,
+  VERBOSE_SAMPLE_EVERY,
+} from "../probes/stack.ts";
 import { KupodError } from "./errors.ts";
 import { Logger } from "./log.ts";
 import { Outputs, spansWanted } from "./outputs.ts";
@@ -30,8 +36,18 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
   stack: (target, sink, opts) =>
     StackProbe.start(target, sink, {
       sampleEvery: opts.verbosity === "verbose" ? VERBOSE_SAMPLE_EVERY : 0,
+      match: packetMatch(opts),
     }),
 };
+
+/** The stack probe's packet selection from --stack-protocol, --stack-port, --stack-address. */
+function packetMatch(opts: MonitorOptions): PacketMatch {
+  return {
+    protocol: opts.stackProtocol || undefined,
+    port: opts.stackPort || undefined,
+    addresses: opts.stackAddress ? opts.stackAddress.split(",").map((a) => addrBytes(a)!) : [],
+  };
+}
 
 const STOP_SIGNALS: Deno.Signal[] = ["SIGINT", "SIGTERM", "SIGHUP"];
 
@@ -92,7 +108,13 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
     for (const line of outputs.readyLines()) log.ready(line);
     watch = resolution.watch((next, why) => {
       // applied before it is announced: scripts act on the announcement
-      for (const probe of probes) probe.retarget(next);
+      for (const probe of probes) {
+        try {
+          probe.retarget(next);
+        } catch (e) {
+          log.warn(`${probe.name}: ${e instanceof Error ? e.message : e}`);
+        }
+      }
       log.info(`target changed: ${why}`);
       for (const line of describeTarget(next)) log.info(line);
     }, (e) => log.warn(`following the target: ${e instanceof Error ? e.message : e}`));

@@ -33,6 +33,11 @@ export interface MonitorOptions {
   pid: number;
   cgroup: string;
   netns: string;
+  /** Stack probe packet selection: "" / 0 = any. */
+  stackProtocol: "" | "tcp" | "udp" | "icmp";
+  stackPort: number;
+  /** Comma-separated addresses. */
+  stackAddress: string;
   otlpEndpoint: string;
   output: OutputFormat;
   /** Seconds; 0 = until Ctrl-C / SIGTERM. */

@@ -31,3 +31,42 @@ function ipv6(b: Uint8Array): string {
   if (bestStart < 0) return hex.join(":");
   return `${hex.slice(0, bestStart).join(":")}::${hex.slice(bestStart + bestLen).join(":")}`;
 }
+
+/**
+ * The 16 bytes of an IPv6 address, or of an IPv4 address as ::ffff:a.b.c.d; undefined when
+ * `text` is neither.
+ */
+export function addrBytes(text: string): Uint8Array<ArrayBuffer> | undefined {
+  const out = new Uint8Array(16);
+  const v4 = (s: string, at: number) => {
+    const parts = s.split(".");
+    if (parts.length !== 4 || !parts.every((p) => /^\d{1,3}$/.test(p) && Number(p) < 256)) {
+      return false;
+    }
+    parts.forEach((p, i) => (out[at + i] = Number(p)));
+    return true;
+  };
+  if (!text.includes(":")) {
+    out[10] = out[11] = 0xff;
+    return v4(text, 12) ? out : undefined;
+  }
+  const halves = text.split("::");
+  if (halves.length > 2) return undefined;
+  const words = (s: string) => (s ? s.split(":") : []);
+  const head = words(halves[0]), tail = halves.length === 2 ? words(halves[1]) : [];
+  // an embedded IPv4 tail (::ffff:1.2.3.4) fills the last two words
+  const last = (halves.length === 2 ? tail : head).at(-1) ?? "";
+  const embedded = last.includes(".");
+  if (embedded) (halves.length === 2 ? tail : head).pop();
+  const total = head.length + tail.length + (embedded ? 2 : 0);
+  if (halves.length === 1 ? total !== 8 : total > 7) return undefined;
+  const all = halves.length === 2 ? [...head, ...new Array(8 - total).fill("0"), ...tail] : head;
+  for (const [i, word] of all.entries()) {
+    if (!/^[0-9a-fA-F]{1,4}$/.test(word)) return undefined;
+    const w = parseInt(word, 16);
+    out[i * 2] = w >> 8;
+    out[i * 2 + 1] = w & 255;
+  }
+  if (embedded && !v4(last, 12)) return undefined;
+  return out;
+}

@@ -9,19 +9,18 @@
 
 import { BPF } from "../bpf/abi.ts";
 import { decodeStackEvent, RODATA, type StackEvent } from "../bpf/gen/stack.ts";
-import { cstr, libc } from "../bpf/ffi.ts";
 import { type Attachment, disposeAll } from "../bpf/link.ts";
 import { u32Key } from "../bpf/map.ts";
-import { inNetns, netnsPath } from "../bpf/netns.ts";
 import type { BpfObject } from "../bpf/object.ts";
-import { TcHook } from "../bpf/tc.ts";
-import { KupodError } from "../cli/errors.ts";
 import { attribution, type Target } from "../k8s/target.ts";
 import { bootNsToRfc3339 } from "./clock.ts";
 import { DropReasons } from "./drop_reasons.ts";
 import type { EventSink, HopLatency, PacketCount, PacketEvent, StackStatsEvent } from "./events.ts";
 import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
+import { ownNetnsInode, type Placement, placement, PodHooks } from "./stack_hooks.ts";
+
+export { NoPodNetwork } from "./stack_hooks.ts";
 
 /** enum stack_hook of bpf/stack.h, in order. */
 export const HOOKS = [
@@ -46,10 +45,6 @@ const HOOK_TC_INGRESS = 0, HOOK_TC_EGRESS = 1, HOOK_DROP = 13;
 /** enum stack_stat of bpf/stack.h */
 const STAT = { TRACKED: 0, ENDED: 1, STALE: 2, SAMPLED: 3 } as const;
 
-/** Netfilter IPv4 hooks attached in the pod's netns (no FORWARD: pods do not forward). */
-const NF_HOOKS = [0, 1, 3, 4]; // PRE_ROUTING, LOCAL_IN, LOCAL_OUT, POST_ROUTING
-/** Before conntrack (-200) and the iptables tables, after defragmentation (-400). */
-const NF_PRIORITY = -300;
 const PROG_TYPE_NETFILTER = 32;
 
 const TRACEPOINT_PROGRAMS = [
@@ -71,55 +66,25 @@ const NS = 1e-9;
 /** Kernel addresses are not shown: packet ids are skb addresses masked with a per-run key. */
 const RUN_KEY = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0);
 
+/** Which packets are followed; every field is optional and unset means any. */
+export interface PacketMatch {
+  /** "icmp" is ICMPv6 for IPv6 packets. */
+  protocol?: "tcp" | "udp" | "icmp";
+  /** Either end's port (TCP, UDP). */
+  port?: number;
+  /** Either end's address: 16 bytes each (IPv4 as ::ffff:a.b.c.d, see probes/addr.ts). */
+  addresses?: Uint8Array<ArrayBuffer>[];
+}
+
+const IPPROTO = { tcp: 6, udp: 17, icmp: 1 } as const;
+
 export interface StackProbeOptions {
+  match?: PacketMatch;
   /** One packet in `sampleEvery` reaches the ring as `packet` events; 0 (default) = none. */
   sampleEvery?: number;
   /** How often the kernel counts are read (ms, default 1000). */
   intervalMs?: number;
   ringBytes?: number;
-}
-
-/** The target has no pod network to observe (a host-network process without a veth). */
-export class NoPodNetwork extends KupodError {
-  override name = "NoPodNetwork";
-}
-
-function ownNetnsInode(): number {
-  return Deno.statSync("/proc/self/ns/net").ino ?? 0;
-}
-
-function ifindexOf(name: string): number {
-  const index = libc().if_nametoindex(cstr(name));
-  if (!index) throw new KupodError(`no network interface ${name}`);
-  return index;
-}
-
-/** What the probe hooks, from the target: the veth (TC) and the pod's netns (netfilter). */
-interface Placement {
-  veth: string;
-  vethIndex: number;
-  hostNetns: number;
-  /** /proc/<pid>/ns/net or /run/netns/<name> of the pod; "" for a host-network target. */
-  podNetns: string;
-}
-
-function placement(target: Target): Placement {
-  const hostNetns = ownNetnsInode();
-  const vethIndex = target.veth ? ifindexOf(target.veth) : 0;
-  let podNetns = "";
-  if (target.netnsInode && target.netnsInode !== hostNetns) {
-    const pids = target.containers.flatMap((c) => c.pids);
-    podNetns = netnsPath(target.netnsInode, pids) ?? "";
-    if (!podNetns) {
-      throw new KupodError(`network namespace ${target.netnsInode} of the target is not reachable`);
-    }
-  }
-  if (!vethIndex && !podNetns) {
-    throw new NoPodNetwork(
-      "the stack probe needs a pod: a network namespace of its own or a host-side veth",
-    );
-  }
-  return { veth: target.veth, vethIndex, hostNetns, podNetns };
 }
 
 /** The target as the stack object filters it: by netns only, never the host's own. */
@@ -131,25 +96,16 @@ function filterTarget(target: Target, hostNetns: number): Target {
   };
 }
 
-function attach(obj: BpfObject, where: Placement): Attachment[] {
+/** Fills the packet selection maps and attaches: tracepoints here, the pod's hooks in `hooks`. */
+function attach(obj: BpfObject, where: Placement, match: PacketMatch): [Attachment[], PodHooks] {
+  const addrs = obj.map("match_addrs");
+  for (const a of match.addresses ?? []) addrs.update(a, new Uint8Array(1));
   const owned: Attachment[] = [];
   try {
     for (const name of TRACEPOINT_PROGRAMS) owned.push(obj.program(name).attach());
-    if (where.vethIndex) {
-      const hook = TcHook.create(where.vethIndex);
-      owned.push(hook); // disposed after its filters (reverse order)
-      owned.push(obj.program("kupod_stk_tc_in").attachTc(hook, "ingress"));
-      owned.push(obj.program("kupod_stk_tc_out").attachTc(hook, "egress"));
-    }
-    if (where.podNetns) {
-      const nf = obj.program("kupod_stk_nf");
-      inNetns(where.podNetns, () => {
-        for (const hook of NF_HOOKS) {
-          owned.push(nf.attachNetfilter({ family: "ipv4", hook, priority: NF_PRIORITY }));
-        }
-      });
-    }
-    return owned;
+    const hooks = new PodHooks(obj, where);
+    owned.push(hooks);
+    return [owned, hooks];
   } catch (e) {
     disposeAll(owned);
     throw e;
@@ -161,7 +117,8 @@ export class StackProbe implements Probe {
   readonly readyLine = "Deep pod net started!";
   #events = 0;
   readonly #object: ProbeObject;
-  readonly #where: Placement;
+  readonly #hostNetns = ownNetnsInode();
+  #hooks!: PodHooks;
   readonly #sink: EventSink;
   readonly #reasons = new DropReasons();
   #target: Target;
@@ -171,23 +128,30 @@ export class StackProbe implements Probe {
   private constructor(target: Target, sink: EventSink, opts: StackProbeOptions) {
     this.#target = target;
     this.#sink = sink;
-    const where = this.#where = placement(target);
+    const where = placement(target, this.#hostNetns);
     const sampleEvery = opts.sampleEvery ?? 0;
+    const match = opts.match ?? {};
     this.#object = ProbeObject.open({
       object: "stack",
-      target: filterTarget(target, where.hostNetns),
+      target: filterTarget(target, this.#hostNetns),
       rodataLayout: RODATA,
       rodata: {
-        veth_ifindex: where.vethIndex,
-        host_netns: where.hostNetns,
+        host_netns: this.#hostNetns,
         sample_every: sampleEvery,
+        match_proto: match.protocol ? IPPROTO[match.protocol] : 0,
+        match_port: match.port ?? 0,
+        match_addr: (match.addresses?.length ?? 0) > 0,
       },
       // small: only sampled packets use the ring
       ringBytes: opts.ringBytes ?? (sampleEvery ? 1 << 20 : 1 << 16),
       skip: ["kupod_fork", "kupod_exit"], // the netns filter needs no pid tracking
       prepare: (obj) =>
         obj.program("kupod_stk_nf").setType(PROG_TYPE_NETFILTER, BPF.ATTACH_NETFILTER),
-      attach: (obj) => attach(obj, where),
+      attach: (obj) => {
+        const [owned, hooks] = attach(obj, where, match);
+        this.#hooks = hooks;
+        return owned;
+      },
       onSample: (view, offset) => {
         this.#events++;
         sink.event(this.#packet(decodeStackEvent(view, offset)));
@@ -259,7 +223,7 @@ export class StackProbe implements Probe {
       ts: new Date().toISOString(),
       type: "stack_stats",
       ...attribution(this.#target, -1),
-      interface: this.#where.veth,
+      interface: this.#hooks.where.veth,
       nic: { rx: perHook[HOOK_TC_INGRESS], tx: perHook[HOOK_TC_EGRESS] },
       hooks,
       hops,
@@ -288,9 +252,21 @@ export class StackProbe implements Probe {
     return probe;
   }
 
+  /**
+   * Follows a changed target; a re-created pod (new veth or netns) is re-hooked. Throws when the
+   * new pod cannot be hooked (it is gone again): then nothing of the old one stays attached.
+   */
   retarget(target: Target): void {
     this.#target = target;
-    this.#object.retarget(filterTarget(target, this.#where.hostNetns));
+    this.#object.retarget(filterTarget(target, this.#hostNetns));
+    let where: Placement;
+    try {
+      where = placement(target, this.#hostNetns);
+    } catch (e) {
+      this.#hooks.detach();
+      throw e;
+    }
+    this.#hooks.move(where);
   }
 
   stats(): ProbeStats {

@@ -104,7 +104,7 @@ Deno.test("stack: packets, hooks, hop latencies and a drop of a pod's traffic; n
     assert(await tcFilters(veth, "ingress") !== "", "tc ingress filter while running");
     assert(await tcFilters(veth, "egress") !== "", "tc egress filter while running");
     const links = await stackLinks();
-    assertEquals(links.filter((t) => t === "netfilter").length, 4, `netfilter links: ${links}`);
+    assertEquals(links.filter((t) => t === "netfilter").length, 10, `netfilter links: ${links}`);
     assertEquals(
       links.filter((t) => t === "raw_tracepoint" || t === "tracing").length,
       8,

@@ -1,0 +1,143 @@
+/**
+ * Where the stack probe hooks a pod: TC on the host side of its veth and netfilter in its network
+ * namespace. A re-created pod has a new veth and netns; `PodHooks.move` detaches from the old ones
+ * and attaches to the new ones without reloading the object.
+ */
+
+import { cstr, libc } from "../bpf/ffi.ts";
+import { type Attachment, disposeAll } from "../bpf/link.ts";
+import { u32Key } from "../bpf/map.ts";
+import { inNetns, netnsPath } from "../bpf/netns.ts";
+import type { BpfObject } from "../bpf/object.ts";
+import { TcHook } from "../bpf/tc.ts";
+import { KupodError } from "../cli/errors.ts";
+import type { Target } from "../k8s/target.ts";
+
+/** Netfilter hooks: PRE_ROUTING, LOCAL_IN, FORWARD, LOCAL_OUT, POST_ROUTING, of both families. */
+const NF_HOOKS = [0, 1, 2, 3, 4];
+const NF_FAMILIES = ["ipv4", "ipv6"] as const;
+/** Before conntrack (-200) and the iptables tables, after defragmentation (-400). */
+const NF_PRIORITY = -300;
+
+/** The target has no pod network to observe (a host-network process without a veth). */
+export class NoPodNetwork extends KupodError {
+  override name = "NoPodNetwork";
+}
+
+/** What the probe hooks, from the target: the veth (TC) and the pod's netns (netfilter). */
+export interface Placement {
+  veth: string;
+  vethIndex: number;
+  /** /proc/<pid>/ns/net or /run/netns/<name> of the pod; "" for a host-network target. */
+  podNetns: string;
+  podNetnsInode: number;
+}
+
+export function ownNetnsInode(): number {
+  return Deno.statSync("/proc/self/ns/net").ino ?? 0;
+}
+
+function ifindexOf(name: string): number {
+  const index = libc().if_nametoindex(cstr(name));
+  if (!index) throw new KupodError(`no network interface ${name}`);
+  return index;
+}
+
+export function placement(target: Target, hostNetns: number): Placement {
+  const vethIndex = target.veth ? ifindexOf(target.veth) : 0;
+  let podNetns = "";
+  if (target.netnsInode && target.netnsInode !== hostNetns) {
+    const pids = target.containers.flatMap((c) => c.pids);
+    podNetns = netnsPath(target.netnsInode, pids) ?? "";
+    if (!podNetns) {
+      throw new KupodError(`network namespace ${target.netnsInode} of the target is not reachable`);
+    }
+  }
+  if (!vethIndex && !podNetns) {
+    throw new NoPodNetwork(
+      "the stack probe needs a pod: a network namespace of its own or a host-side veth",
+    );
+  }
+  return {
+    veth: target.veth,
+    vethIndex,
+    podNetns,
+    podNetnsInode: podNetns ? target.netnsInode : 0,
+  };
+}
+
+/** Hooked nowhere: after a failed move, so that the next one attaches whatever it is given. */
+const NOWHERE: Placement = { veth: "", vethIndex: -1, podNetns: "", podNetnsInode: -1 };
+
+function samePlace(a: Placement, b: Placement): boolean {
+  return a.vethIndex === b.vethIndex && a.podNetnsInode === b.podNetnsInode;
+}
+
+/** The TC filters and netfilter links of one placement; one owner, so a move is all or nothing. */
+export class PodHooks implements Attachment {
+  readonly #obj: BpfObject;
+  #where: Placement;
+  #owned: Attachment[] = [];
+
+  constructor(obj: BpfObject, where: Placement) {
+    this.#obj = obj;
+    this.#where = where;
+    this.#owned = this.#attach(where);
+  }
+
+  get description(): string {
+    return `stack hooks on ${this.#where.veth || "no veth"} and netns ${this.#where.podNetnsInode}`;
+  }
+
+  get where(): Placement {
+    return this.#where;
+  }
+
+  /** Re-hooks to `where` if it differs; on failure nothing stays attached and the error is thrown. */
+  move(where: Placement): boolean {
+    if (samePlace(where, this.#where)) return false;
+    this.detach();
+    this.#owned = this.#attach(where);
+    this.#where = where;
+    return true;
+  }
+
+  /** Detaches from the current placement (its pod is gone); a later move attaches again. */
+  detach(): void {
+    this.#where = NOWHERE;
+    disposeAll(this.#owned);
+  }
+
+  #attach(where: Placement): Attachment[] {
+    const obj = this.#obj;
+    // the veth filter follows the placement before TC sees packets of the new veth
+    obj.map("stack_veth").update(u32Key(0), u32Key(where.vethIndex));
+    const owned: Attachment[] = [];
+    try {
+      if (where.vethIndex) {
+        const hook = TcHook.create(where.vethIndex);
+        owned.push(hook); // disposed after its filters (reverse order)
+        owned.push(obj.program("kupod_stk_tc_in").attachTc(hook, "ingress"));
+        owned.push(obj.program("kupod_stk_tc_out").attachTc(hook, "egress"));
+      }
+      if (where.podNetns) {
+        const nf = obj.program("kupod_stk_nf");
+        inNetns(where.podNetns, () => {
+          for (const family of NF_FAMILIES) {
+            for (const hook of NF_HOOKS) {
+              owned.push(nf.attachNetfilter({ family, hook, priority: NF_PRIORITY }));
+            }
+          }
+        });
+      }
+      return owned;
+    } catch (e) {
+      disposeAll(owned);
+      throw e;
+    }
+  }
+
+  [Symbol.dispose](): void {
+    disposeAll(this.#owned);
+  }
+}
