@@ -5,7 +5,9 @@
  * - a network namespace `kupodt-<8 hex>` with `lo` up and `eth0`, the pod end of a veth pair
  *   whose host end is named like a CNI's (`veth<8 hex>`); the pair gets a /30 from
  *   10.213.0.0/16 (host end .1, pod end .2) and the connected route of that /30 is the only
- *   route on either side: no default route, no forwarding, no NAT, IPv6 off on both ends;
+ *   route on either side: no default route, no forwarding, no NAT; IPv6 is off on both ends,
+ *   or with `ipv6` a /64 of fd6b:7570:6f64::/48 (host end ::1, pod end ::2), without duplicate
+ *   address detection and with permanent neighbour entries, so only the test's packets flow;
  * - the kubelet's cgroup dirs (systemd driver) for the pod and each container
  *   (`kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod<uid_>.slice/
  *   cri-containerd-<id>.scope`) in cgroup v2 and in the v1 memory, pids and name=systemd
@@ -65,6 +67,8 @@ export interface TestPodOptions {
   nodeName?: string;
   /** Default: nginx sidecar "proxy" on 8080 in front of HTTP service "app" on 9090. */
   containers?: TestContainerOptions[];
+  /** IPv6 addresses on the veth pair besides IPv4 (default false: IPv6 off). */
+  ipv6?: boolean;
   /** nginx keeps connections to its upstream open (default true). */
   upstreamKeepAlive?: boolean;
   /** Decides the cgroup path as the kubelet does (default "Burstable"). */
@@ -133,6 +137,9 @@ export interface TestPod extends AsyncDisposable {
   readonly hostVeth: string;
   readonly podIP: string;
   readonly hostIP: string;
+  /** IPv6 addresses of the pod and host ends ("" without the `ipv6` option). */
+  readonly podIP6: string;
+  readonly hostIP6: string;
   /** The pod's slice, relative to each hierarchy root. */
   readonly cgroupPodPath: string;
   readonly containers: readonly TestContainer[];
@@ -313,9 +320,12 @@ class PodImpl implements TestPod {
   hostVeth = "";
   podIP = "";
   hostIP = "";
+  podIP6 = "";
+  hostIP6 = "";
   readonly cgroupPodPath: string;
   readonly containers: Container[];
   readonly #upstreamKeepAlive: boolean;
+  readonly #ipv6: boolean;
   readonly #readyMs: number;
   readonly #cgroups: PodCgroups;
   readonly #onMade: (kind: MadeKind, name: string) => void;
@@ -330,6 +340,7 @@ class PodImpl implements TestPod {
     this.nodeName = opts.nodeName ?? Deno.hostname();
     this.qosClass = opts.qosClass ?? "Burstable";
     this.#upstreamKeepAlive = opts.upstreamKeepAlive ?? true;
+    this.#ipv6 = opts.ipv6 ?? false;
     this.#readyMs = opts.readyTimeoutMs ?? 15_000;
     this.#onMade = opts.onMade ?? (() => {});
     this.containers = (opts.containers ?? DEFAULT_CONTAINERS).map((o) => new Container(o));
@@ -394,9 +405,8 @@ class PodImpl implements TestPod {
     this.hostIP = ipv4(base + 1);
     this.podIP = ipv4(base + 2);
     const v6 = `/proc/sys/net/ipv6/conf/${this.hostVeth}/disable_ipv6`;
-    if (await fileExists(v6)) await Deno.writeTextFile(v6, "1");
+    if (await fileExists(v6)) await Deno.writeTextFile(v6, this.#ipv6 ? "0" : "1");
     await run("ip", ["addr", "add", `${this.hostIP}/30`, "dev", this.hostVeth]);
-    await run("ip", ["link", "set", this.hostVeth, "up"]);
     const podV6 = "/proc/sys/net/ipv6/conf/eth0/disable_ipv6";
     await run("ip", [
       "netns",
@@ -404,9 +414,29 @@ class PodImpl implements TestPod {
       this.netns,
       "sh",
       "-ec",
-      `if [ -e ${podV6} ]; then echo 1 > ${podV6}; fi; ip link set lo up; ` +
-      `ip addr add ${this.podIP}/30 dev eth0; ip link set eth0 up`,
+      `if [ -e ${podV6} ]; then echo ${this.#ipv6 ? 0 : 1} > ${podV6}; fi; ip link set lo up; ` +
+      `ip addr add ${this.podIP}/30 dev eth0`,
     ]);
+    if (this.#ipv6) await this.#addIPv6();
+    await run("ip", ["link", "set", this.hostVeth, "up"]);
+    await run("ip", ["-n", this.netns, "link", "set", "eth0", "up"]);
+  }
+
+  /** ULA addresses and permanent neighbours: no DAD, no neighbour discovery between the ends. */
+  async #addIPv6(): Promise<void> {
+    const prefix = `fd6b:7570:6f64:${this.#subnet.toString(16)}`;
+    this.hostIP6 = `${prefix}::1`;
+    this.podIP6 = `${prefix}::2`;
+    const pod = ["-n", this.netns];
+    const hostMac = (await Deno.readTextFile(`/sys/class/net/${this.hostVeth}/address`)).trim();
+    const podMac = JSON.parse(await run("ip", [...pod, "-j", "link", "show", "eth0"]))[0]
+      .address as string;
+    await run("ip", ["addr", "add", `${this.hostIP6}/64`, "dev", this.hostVeth, "nodad"]);
+    await run("ip", [...pod, "addr", "add", `${this.podIP6}/64`, "dev", "eth0", "nodad"]);
+    const neigh = (ns: string[], ip: string, mac: string, dev: string) =>
+      run("ip", [...ns, "neigh", "replace", ip, "lladdr", mac, "dev", dev, "nud", "permanent"]);
+    await neigh([], this.podIP6, podMac, this.hostVeth);
+    await neigh(pod, this.hostIP6, hostMac, "eth0");
   }
 
   async #command(c: Container): Promise<string[]> {
@@ -428,6 +458,7 @@ class PodImpl implements TestPod {
     const values: Record<string, string> = {
       DIR: dir,
       PORT: String(c.port),
+      LISTEN_IPV6: this.#ipv6 ? `listen [::]:${c.port};` : "# IPv4 only",
       UPSTREAM_PORT: String(c.upstreamPort),
       // idle upstream connections kept per worker: more than the bench's 32 concurrent clients,
       // so that keep-alive load reuses upstream connections instead of closing the surplus
@@ -573,7 +604,7 @@ class PodImpl implements TestPod {
       status: {
         phase: "Running",
         podIP: this.podIP,
-        podIPs: [{ ip: this.podIP }],
+        podIPs: [{ ip: this.podIP }, ...(this.podIP6 ? [{ ip: this.podIP6 }] : [])],
         hostIP: this.hostIP,
         qosClass: this.qosClass,
         containerStatuses: statuses,

@@ -1,0 +1,197 @@
+/**
+ * The stack probe counts exactly what was sent: ICMP echos, UDP datagrams and HTTP over IPv4 and
+ * IPv6 into a test pod, selected with --stack-protocol/--stack-port/--stack-address so that no
+ * other packet counts; drops of a closed port and of a firewall rule in the pod with their reason.
+ */
+
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { podNft, podNftCounters } from "./helpers/nft.ts";
+import { createTestPod, type TestPod } from "./helpers/pod.ts";
+import { httpGet } from "./helpers/pod_http.ts";
+import { Child, DENO, freePort, ROOT, startKupod } from "./helpers/process.ts";
+import {
+  connectRefused,
+  exporterUrl,
+  pathCounts,
+  pathOnly,
+  ping,
+  sleep,
+  sorted,
+  type StackCounts,
+  stackCounts,
+  stopAndWait,
+} from "./helpers/stack.ts";
+
+const N = 7;
+
+/** Runs `traffic` under `monitor kernel stack` with packet selection `select`; its counts. */
+async function counted(
+  pod: TestPod,
+  select: string[],
+  traffic: () => Promise<void>,
+): Promise<StackCounts> {
+  const kupod = await startKupod(
+    ["monitor", "kernel", "stack", "--veth", pod.hostVeth, "--output", "json", ...select],
+  );
+  try {
+    const url = await exporterUrl(kupod);
+    await traffic();
+    await sleep(200); // the last frees after the reply reached its reader
+    const counts = await stackCounts(url);
+    await stopAndWait(kupod);
+    console.log(`${select.join(" ")}: ${JSON.stringify(counts)}`);
+    return counts;
+  } finally {
+    await kupod[Symbol.asyncDispose]();
+  }
+}
+
+const UDP = `${ROOT}tests/fixtures/udp_echo.ts`;
+
+/** `udp_echo.ts send` from the host; every datagram must be echoed when `wait`. */
+async function sendUdp(host: string, port: number, n: number, wait: boolean): Promise<void> {
+  const args = ["run", "--unstable-net", "--allow-net", UDP, "send", host, String(port), String(n)];
+  const out = await new Deno.Command(DENO, { args: wait ? [...args, "wait"] : args }).output();
+  const text = new TextDecoder().decode(out.stdout).trim();
+  assertEquals(text, `sent ${n} echoed ${wait ? n : 0}`, new TextDecoder().decode(out.stderr));
+}
+
+/** A UDP echo server in the pod's netns, killed by pid on dispose. */
+async function udpServer(pod: TestPod, port: number): Promise<Child> {
+  const server = new Child("ip", [
+    "netns",
+    "exec",
+    pod.netns,
+    DENO,
+    "run",
+    "--unstable-net",
+    "--allow-net",
+    UDP,
+    "serve",
+    String(port),
+  ], { env: { DENO_NO_UPDATE_CHECK: "1", NO_COLOR: "1" } });
+  await server.waitForLine(/^listening$/);
+  return server;
+}
+
+Deno.test("stack flows: N ICMP echos over IPv4 and IPv6, counted exactly per hook", async () => {
+  await using pod = await createTestPod({ ipv6: true });
+  for (const addr of [pod.podIP, pod.podIP6]) {
+    const c = await counted(
+      pod,
+      ["--stack-protocol", "icmp", "--stack-address", addr],
+      () => ping(addr, N),
+    );
+    // requests into the pod, replies out of it
+    assertEquals(pathOnly(c.hooks), pathCounts(N, N), addr);
+    assertEquals(c.nic, { rx: N, tx: N }, `${addr}: echo replies rx, requests tx`);
+    // the pod answers each request and frees it
+    assertEquals(c.hooks.consume, N, `${addr}: requests consumed in the pod`);
+    // each reply is read by ping's socket, or (ping reading a raw socket's copy) freed as
+    // having no ping socket
+    const noSocket = c.drops.no_socket ?? 0;
+    assertEquals((c.hooks.deliver ?? 0) + noSocket, N, `${addr}: replies read or dropped`);
+    assertEquals(c.drops, noSocket ? { no_socket: N } : {}, `${addr}: drops`);
+  }
+});
+
+Deno.test("stack flows: N UDP datagrams echoed in the pod, N to a closed port dropped", async () => {
+  await using pod = await createTestPod({ ipv6: true });
+  const port = freePort(); // the pod's own netns: free there as well
+  await using _server = await udpServer(pod, port);
+  for (const addr of [pod.podIP, pod.podIP6]) {
+    const c = await counted(
+      pod,
+      ["--stack-protocol", "udp", "--stack-port", String(port), "--stack-address", addr],
+      () => sendUdp(addr, port, N, true),
+    );
+    assertEquals(pathOnly(c.hooks), pathCounts(N, N), `${addr}: datagrams and echoes`);
+    assertEquals(c.nic, { rx: N, tx: N }, `${addr}: echoes rx, datagrams tx`);
+    assertEquals(c.drops, {}, `${addr}: no drops`);
+  }
+  const closed = port + 1;
+  for (const addr of [pod.podIP, pod.podIP6]) {
+    // the pod's ICMP port unreachable answers have no ports: not selected
+    const c = await counted(
+      pod,
+      ["--stack-protocol", "udp", "--stack-port", String(closed), "--stack-address", addr],
+      () => sendUdp(addr, closed, N, false),
+    );
+    assertEquals(
+      sorted(c.hooks),
+      pathCounts(N, 0, { drop: N }),
+      `${addr}: datagrams to a closed port`,
+    );
+    assertEquals(c.drops, { no_socket: N }, `${addr}: dropped for want of a socket`);
+    assertEquals(c.nic, { rx: 0, tx: N }, addr);
+  }
+});
+
+Deno.test("stack flows: a SYN to a closed port is one no_socket drop, its RST one packet out", async () => {
+  await using pod = await createTestPod({ ipv6: true });
+  const port = freePort(); // an ephemeral port: the pod listens on 8080 and 9090 only
+  for (const addr of [pod.podIP, pod.podIP6]) {
+    const c = await counted(
+      pod,
+      ["--stack-port", String(port), "--stack-address", addr],
+      () => connectRefused(addr, port),
+    );
+    assertEquals(pathOnly(c.hooks), pathCounts(1, 1), `${addr}: SYN in, RST out`);
+    assertEquals(c.drops, { no_socket: 1 }, `${addr}: the SYN`);
+  }
+});
+
+/** Counters of the pod's port `port` packets at each netfilter hook, in the pod's netns. */
+function countersFor(port: number): string {
+  const chain = (name: string, hook: string, match: string) =>
+    `chain ${name} { type filter hook ${hook} priority 0; ${match} ${port} counter; }`;
+  return `table inet kupodt {
+    ${chain("pre", "prerouting", "tcp dport")}
+    ${chain("in", "input", "tcp dport")}
+    ${chain("out", "output", "tcp sport")}
+    ${chain("post", "postrouting", "tcp sport")}
+  }\n`;
+}
+
+Deno.test("stack flows: HTTP over IPv4 and IPv6, per hook as the pod's nftables counters", async () => {
+  await using pod = await createTestPod({ ipv6: true });
+  const port = pod.container("proxy").port;
+  await podNft(pod.netns, countersFor(port));
+  for (const addr of [pod.podIP, pod.podIP6]) {
+    const before = await podNftCounters(pod.netns, "inet", "kupodt");
+    const c = await counted(
+      pod,
+      ["--stack-port", String(port), "--stack-address", addr],
+      async () => {
+        const http = await httpGet(addr, port, { count: N });
+        assertEquals(http.replies.map((r) => r.status), new Array(N).fill(200));
+      },
+    );
+    const after = await podNftCounters(pod.netns, "inet", "kupodt");
+    const nft = (chain: string) => after[chain] - (before[chain] ?? 0);
+    // at least SYN, request, ACK and FIN of every connection, each way
+    assert(nft("pre") >= 4 * N && nft("out") >= 4 * N, `nft ${JSON.stringify(after)}`);
+    assertEquals(nft("in"), nft("pre"), "nothing dropped between PRE_ROUTING and LOCAL_IN");
+    assertEquals(nft("post"), nft("out"), "nothing dropped between LOCAL_OUT and POST_ROUTING");
+    assertEquals(pathOnly(c.hooks), pathCounts(nft("pre"), nft("out")), addr);
+    assertEquals(c.nic, { rx: nft("out"), tx: nft("pre") }, addr);
+  }
+});
+
+Deno.test("stack flows: a firewall rule in the pod drops N datagrams as netfilter_drop", async () => {
+  await using pod = await createTestPod({ ipv6: true });
+  const port = freePort();
+  await podNft(
+    pod.netns,
+    `table inet kupodt {\n chain in { type filter hook input priority 0; udp dport ${port} drop; }\n}\n`,
+  );
+  for (const addr of [pod.podIP, pod.podIP6]) {
+    const c = await counted(
+      pod,
+      ["--stack-protocol", "udp", "--stack-port", String(port), "--stack-address", addr],
+      () => sendUdp(addr, port, N, false),
+    );
+    assertEquals(sorted(c.hooks), pathCounts(N, 0, { drop: N }), addr);
+    assertEquals(c.drops, { netfilter_drop: N }, `${addr}: dropped by the rule`);
+  }
+});
