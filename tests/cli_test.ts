@@ -128,6 +128,9 @@ const VALUE_FLAGS: [string, string, keyof MonitorOptions, unknown][] = [
   ["output", "json", "output", "json"],
   ["duration", "20", "duration", 20],
   ["duration", "0.5", "duration", 0.5],
+  ["stack-protocol", "icmp", "stackProtocol", "icmp"],
+  ["stack-port", "8080", "stackPort", 8080],
+  ["stack-address", "10.0.0.2,fd00::2", "stackAddress", "10.0.0.2,fd00::2"],
 ];
 
 Deno.test("value flags: --flag value and --flag=value, after or before the command words", () => {
@@ -317,6 +320,18 @@ const BAD: [string[], string][] = [
   [
     [...SOCKET, "--pod-label", "app"],
     'invalid argument "app" for "--pod-label" flag: must be key=value[,key2=value2]',
+  ],
+  [
+    [...SOCKET, "--stack-protocol", "sctp"],
+    'invalid argument "sctp" for "--stack-protocol" flag: must be tcp, udp or icmp',
+  ],
+  [
+    [...SOCKET, "--stack-port", "65536"],
+    'invalid argument "65536" for "--stack-port" flag: must be a port number (1-65535) or 0',
+  ],
+  [
+    [...SOCKET, "--stack-address", "10.0.0.2,fd00::1::2"],
+    'invalid argument "10.0.0.2,fd00::1::2" for "--stack-address" flag: fd00::1::2 is not an IPv4 or IPv6 address',
   ],
   [[...SOCKET, "--verbose", "--quiet"], "--verbose and --quiet cannot be used together"],
   [[...SOCKET, "-vq"], "--verbose and --quiet cannot be used together"],
