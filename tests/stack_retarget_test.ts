@@ -9,16 +9,15 @@ import { KubeEnv } from "./helpers/kube.ts";
 import { createTestPod, type TestPod, type TestPodOptions } from "./helpers/pod.ts";
 import { startKupod } from "./helpers/process.ts";
 import {
+  assertStackGone,
   exporterUrl,
   pathCounts,
   pathOnly,
   ping,
   stackCounts,
   stackLinks,
-  stackPrograms,
   stopAndWait,
   tcFilters,
-  waitEmpty,
 } from "./helpers/stack.ts";
 
 const NODE = "node-a";
@@ -82,10 +81,7 @@ Deno.test("stack retarget: a re-created pod's new veth and netns are hooked, the
     } finally {
       await kupod[Symbol.asyncDispose]();
     }
-    assertEquals(await tcFilters(pod.hostVeth, "ingress"), "", "tc ingress after stop");
-    assertEquals(await tcFilters(pod.hostVeth, "egress"), "", "tc egress after stop");
-    assertEquals(await waitEmpty(stackLinks), [], "stack links after stop");
-    assertEquals(await waitEmpty(stackPrograms), [], "stack programs after stop");
+    await assertStackGone(pod.hostVeth);
   } finally {
     await pod.dispose();
   }

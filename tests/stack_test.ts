@@ -11,6 +11,7 @@ import { httpGet } from "./helpers/pod_http.ts";
 import { startKupod } from "./helpers/process.ts";
 import { parseExposition } from "./helpers/prom.ts";
 import {
+  assertStackGone,
   connectRefused,
   series,
   sleep,
@@ -123,10 +124,7 @@ Deno.test("stack: packets, hooks, hop latencies and a drop of a pod's traffic; n
   } finally {
     await kupod[Symbol.asyncDispose]();
   }
-  assertEquals(await tcFilters(veth, "ingress"), "", "tc ingress filters after stop");
-  assertEquals(await tcFilters(veth, "egress"), "", "tc egress filters after stop");
-  assertEquals(await waitEmpty(stackLinks), [], "stack links after stop");
-  assertEquals(await waitEmpty(stackPrograms), [], "stack programs after stop");
+  await assertStackGone(veth);
 });
 
 Deno.test("stack: --verbose prints sampled packet paths and a summary per interval", async () => {

@@ -101,6 +101,14 @@ export async function tcFilters(dev: string, dir: "ingress" | "egress"): Promise
   return (await run("tc", ["filter", "show", "dev", dev, dir])).trim();
 }
 
+/** Nothing of the stack probe is left after it stopped: no tc filter on `veth`, no link, no program. */
+export async function assertStackGone(veth: string): Promise<void> {
+  assertEquals(await tcFilters(veth, "ingress"), "", "tc ingress filters after stop");
+  assertEquals(await tcFilters(veth, "egress"), "", "tc egress filters after stop");
+  assertEquals(await waitEmpty(stackLinks), [], "stack links after stop");
+  assertEquals(await waitEmpty(stackPrograms), [], "stack programs after stop");
+}
+
 /** A TCP connect to a port nothing listens on: the pod answers RST and drops the SYN. */
 export async function connectRefused(host: string, port: number): Promise<void> {
   try {
