@@ -68,6 +68,12 @@ export function parseArgs(args: string[], env: ParseEnv = {}): Command {
       return action;
     case "monitor": {
       checkCombinations(values, fail);
+      const selection = STACK_SELECTION.find((f) => given(values, f));
+      if (selection && !action.probes.includes("stack")) {
+        fail(
+          `--${selection} selects the packets of the stack probe, which this command does not run`,
+        );
+      }
       // Verbosity starts at normal: --verbose and --quiet only ever move it away from there.
       const o = { layer: action.layer, probes: [...action.probes], verbosity: "normal" };
       const options = o as MonitorOptions;
@@ -163,6 +169,13 @@ function resolveTopic(topic: string[]): CommandSpec[] {
 }
 
 const KUBERNETES_TARGETS = ["pod", "pod-label"];
+const STACK_SELECTION = ["stack-protocol", "stack-port", "stack-address"];
+
+/** Whether a flag was given a value; empty values (`--pod=`) mean "discover" or "off". */
+function given(values: Map<string, FlagValue>, name: string): boolean {
+  const v = values.get(name);
+  return v !== undefined && v !== "" && v !== 0 && v !== false;
+}
 const LOCAL_TARGETS = ["pid", "cgroup", "netns"];
 
 /**
@@ -178,17 +191,14 @@ const LOCAL_TARGETS = ["pid", "cgroup", "netns"];
  * Empty values (`--pod=`) count as not given, as they mean "discover".
  */
 function checkCombinations(values: Map<string, FlagValue>, fail: (message: string) => never) {
-  const given = (name: string) => {
-    const v = values.get(name);
-    return v !== undefined && v !== "" && v !== 0 && v !== false;
-  };
+  const isGiven = (name: string) => given(values, name);
   const together = (a: string, b: string, why = "") =>
     fail(`--${a} and --${b} cannot be used together${why}`);
 
-  if (given("verbose") && given("quiet")) together("verbose", "quiet");
-  if (given("pod") && given("pod-label")) together("pod", "pod-label");
-  const k8s = KUBERNETES_TARGETS.find(given);
-  const local = LOCAL_TARGETS.filter(given);
+  if (isGiven("verbose") && isGiven("quiet")) together("verbose", "quiet");
+  if (isGiven("pod") && isGiven("pod-label")) together("pod", "pod-label");
+  const k8s = KUBERNETES_TARGETS.find(isGiven);
+  const local = LOCAL_TARGETS.filter(isGiven);
   if (k8s && local.length > 0) {
     fail(
       `--${k8s} cannot be used with --${local[0]}: watch either a Kubernetes target ` +
@@ -196,7 +206,7 @@ function checkCombinations(values: Map<string, FlagValue>, fail: (message: strin
     );
   }
   if (local.length > 1) together(local[0], local[1], ": give one local target");
-  if (given("veth") && given("pod-label")) {
+  if (isGiven("veth") && isGiven("pod-label")) {
     together("veth", "pod-label", ": a selector may match many pods, a veth belongs to one");
   }
 }

@@ -128,9 +128,6 @@ const VALUE_FLAGS: [string, string, keyof MonitorOptions, unknown][] = [
   ["output", "json", "output", "json"],
   ["duration", "20", "duration", 20],
   ["duration", "0.5", "duration", 0.5],
-  ["stack-protocol", "icmp", "stackProtocol", "icmp"],
-  ["stack-port", "8080", "stackPort", 8080],
-  ["stack-address", "10.0.0.2,fd00::2", "stackAddress", "10.0.0.2,fd00::2"],
 ];
 
 Deno.test("value flags: --flag value and --flag=value, after or before the command words", () => {
@@ -145,6 +142,18 @@ Deno.test("value flags: --flag value and --flag=value, after or before the comma
     ) {
       assert.deepEqual(monitor(args)[field], want, args.join(" "));
     }
+  }
+});
+
+Deno.test("stack packet selection flags, for the commands that run the stack probe", () => {
+  const selection = ["--stack-protocol", "icmp", "--stack-port", "8080"];
+  for (const words of [["kernel", "stack"], ["kernel", "all"], ["all"]]) {
+    const o = monitor(["monitor", ...words, ...selection, "--stack-address", "10.0.0.2,fd00::2"]);
+    assert.deepEqual(
+      [o.stackProtocol, o.stackPort, o.stackAddress],
+      ["icmp", 8080, "10.0.0.2,fd00::2"],
+      words.join(" "),
+    );
   }
 });
 
@@ -320,6 +329,10 @@ const BAD: [string[], string][] = [
   [
     [...SOCKET, "--pod-label", "app"],
     'invalid argument "app" for "--pod-label" flag: must be key=value[,key2=value2]',
+  ],
+  [
+    [...SOCKET, "--stack-port", "80"],
+    "--stack-port selects the packets of the stack probe, which this command does not run",
   ],
   [
     [...SOCKET, "--stack-protocol", "sctp"],
