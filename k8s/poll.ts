@@ -12,9 +12,13 @@ export interface TargetWatch {
   stop(): Promise<void>;
 }
 
-/** What identifies the kernel-side view of a target: cgroup ids and pids per container. */
+/** What identifies the kernel-side view of a target: netns, veth, cgroup ids and pids. */
 export function fingerprint(t: Target): string {
-  return JSON.stringify([t.netnsInode, t.containers.map((c) => [c.name, `${c.cgroupId}`, c.pids])]);
+  return JSON.stringify([
+    t.netnsInode,
+    t.veth,
+    t.containers.map((c) => [c.name, `${c.cgroupId}`, c.pids]),
+  ]);
 }
 
 /** Re-reads the target every `intervalMs` with `resolve`, reporting changes. */

@@ -67,6 +67,8 @@ export interface TestPodOptions {
   nodeName?: string;
   /** Default: nginx sidecar "proxy" on 8080 in front of HTTP service "app" on 9090. */
   containers?: TestContainerOptions[];
+  /** The network namespace's name (default "kupodt-<8 hex>"); a re-created pod may reuse one. */
+  netnsName?: string;
   /** IPv6 addresses on the veth pair besides IPv4 (default false: IPv6 off). */
   ipv6?: boolean;
   /** nginx keeps connections to its upstream open (default true). */
@@ -326,6 +328,7 @@ class PodImpl implements TestPod {
   readonly containers: Container[];
   readonly #upstreamKeepAlive: boolean;
   readonly #ipv6: boolean;
+  readonly #netnsName: string | undefined;
   readonly #readyMs: number;
   readonly #cgroups: PodCgroups;
   readonly #onMade: (kind: MadeKind, name: string) => void;
@@ -341,6 +344,7 @@ class PodImpl implements TestPod {
     this.qosClass = opts.qosClass ?? "Burstable";
     this.#upstreamKeepAlive = opts.upstreamKeepAlive ?? true;
     this.#ipv6 = opts.ipv6 ?? false;
+    this.#netnsName = opts.netnsName;
     this.#readyMs = opts.readyTimeoutMs ?? 15_000;
     this.#onMade = opts.onMade ?? (() => {});
     this.containers = (opts.containers ?? DEFAULT_CONTAINERS).map((o) => new Container(o));
@@ -379,13 +383,13 @@ class PodImpl implements TestPod {
 
   async #createNetwork(): Promise<void> {
     for (let i = 0; !this.netns; i++) {
-      const name = `kupodt-${hex(4)}`;
+      const name = this.#netnsName ?? `kupodt-${hex(4)}`;
       try {
         await run("ip", ["netns", "add", name]);
         this.netns = name;
         this.#onMade("netns", name);
       } catch (e) {
-        if (i >= 3 || !(await fileExists(`/run/netns/${name}`))) throw e;
+        if (this.#netnsName || i >= 3 || !(await fileExists(`/run/netns/${name}`))) throw e;
       }
     }
     this.netnsInode = (await Deno.stat(`/run/netns/${this.netns}`)).ino ?? 0;
