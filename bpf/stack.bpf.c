@@ -38,6 +38,7 @@ const volatile __u64 max_age_ns = 100000000ULL;
 /* A packet being followed. */
 struct pkt {
 	__u64 last_ns;
+	__u64 head; /* skb->head when last seen: its data buffer */
 	__u8 hook;
 	__u8 sampled;
 };
@@ -201,14 +202,19 @@ static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follo
 	struct pkt fresh = {};
 	__u32 prev = NO_HOOK;
 	__u64 latency = 0;
-	bool sampled;
+	bool sampled, reused;
+	/* 0 where the skb may be freed already (net_dev_xmit) */
+	__u64 head = hook == HOOK_DEV_XMIT ? 0 : (__u64)BPF_CORE_READ((struct sk_buff *)skb, head);
 
 	/*
 	 * A packet seen where packets are born (sent by the pod, or by the host to the pod) is a
-	 * new one, as is one not seen for long: a followed skb at that address was freed
-	 * without a tracepoint (e.g. a pure TCP ACK) and the address reused.
+	 * new one, as is one not seen for long, or one outside the target with another data
+	 * buffer: a followed skb at that address was freed without a tracepoint (e.g. a pure TCP
+	 * ACK, a UDP datagram copied to its reader in one piece) and the address reused.
 	 */
-	if (p && (hook == HOOK_NF_LOCAL_OUT || hook == HOOK_TC_EGRESS || now - p->last_ns > max_age_ns)) {
+	reused = p && !matched && head && p->head && head != p->head;
+	if (p && (hook == HOOK_NF_LOCAL_OUT || hook == HOOK_TC_EGRESS || reused ||
+		  now - p->last_ns > max_age_ns)) {
 		stat_add(STAT_STALE);
 		bpf_map_delete_elem(&pkts, &key);
 		p = NULL;
@@ -231,11 +237,14 @@ static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follo
 		} else {
 			p->last_ns = now;
 			p->hook = hook;
+			if (head)
+				p->head = head;
 		}
 	} else {
 		sampled = sample_next();
 		if (!ends) {
 			fresh.last_ns = now;
+			fresh.head = head;
 			fresh.hook = hook;
 			fresh.sampled = sampled;
 			bpf_map_update_elem(&pkts, &key, &fresh, BPF_ANY);
