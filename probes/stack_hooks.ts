@@ -104,7 +104,7 @@ export class PodHooks implements Attachment {
 
   /** Detaches from the current placement (its pod is gone); a later move attaches again. */
   detach(): void {
-    this.#where = NOWHERE;
+    this.#where = { ...NOWHERE, veth: this.#where.veth }; // still names the pod's interface
     disposeAll(this.#owned);
   }
 
