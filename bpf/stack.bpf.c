@@ -203,8 +203,11 @@ static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follo
 	__u32 prev = NO_HOOK;
 	__u64 latency = 0;
 	bool sampled, reused;
-	/* 0 where the skb may be freed already (net_dev_xmit) */
-	__u64 head = hook == HOOK_DEV_XMIT ? 0 : (__u64)BPF_CORE_READ((struct sk_buff *)skb, head);
+	__u64 head = 0;
+
+	/* read only for packets that may be followed; never where the skb may be gone (xmit) */
+	if ((p || matched) && hook != HOOK_DEV_XMIT)
+		head = (__u64)BPF_CORE_READ((struct sk_buff *)skb, head);
 
 	/*
 	 * A packet seen where packets are born (sent by the pod, or by the host to the pod) is a
