@@ -6,7 +6,7 @@
 
 import { KupodError } from "../cli/errors.ts";
 
-export type ObjectName = "socket" | "stack" | "loadgen" | "features";
+export type ObjectName = "socket" | "stack" | "loadgen" | "features" | "features_storage";
 
 const cache = new Map<ObjectName, Uint8Array<ArrayBuffer>>();
 

@@ -22,7 +22,9 @@ export type Feature =
   | "netfilter"
   | "sockops"
   | "sk_msg"
-  | "ringbuf";
+  | "ringbuf"
+  /** socket- and task-local storage from tracing programs (Linux 5.11) */
+  | "local_storage";
 
 export interface PreflightReport {
   kernel: string;
@@ -168,6 +170,8 @@ function probeFeature(feature: Feature): boolean {
       return progType(PROG_TYPE.SK_MSG);
     case "ringbuf":
       return libbpf().libbpf_probe_bpf_map_type(MAP_TYPE_RINGBUF, null) === 1;
+    case "local_storage":
+      return tryProgram("kupod_feat_lsto", undefined, false, "features_storage");
   }
 }
 
@@ -185,9 +189,10 @@ function tryProgram(
   name: string,
   type?: { progType: number; attachType: number },
   attach = true,
+  object: "features" | "features_storage" = "features",
 ): boolean {
   try {
-    using obj = BpfObject.open(objectBytes("features"), "kupod_features");
+    using obj = BpfObject.open(objectBytes(object), `kupod_${object}`);
     const prog = obj.program(name);
     prog.setAutoload(true);
     if (type) prog.setType(type.progType, type.attachType);
@@ -215,6 +220,7 @@ export function featureReport(): Record<Feature, boolean> {
     "sockops",
     "sk_msg",
     "ringbuf",
+    "local_storage",
   ];
   return Object.fromEntries(all.map((f) => [f, hasFeature(f)])) as Record<Feature, boolean>;
 }

@@ -5,6 +5,8 @@
  */
 
 import type { BpfObject } from "../bpf/object.ts";
+import { hasFeature } from "../bpf/preflight.ts";
+import { KupodError } from "../cli/errors.ts";
 import {
   decodeConnStats,
   decodeSidecarStats,
@@ -114,6 +116,12 @@ export class SocketProbe implements Probe {
   #timer: ReturnType<typeof setInterval> | undefined;
 
   private constructor(target: Target, sink: EventSink, opts: SocketProbeOptions) {
+    if (!hasFeature("local_storage")) {
+      throw new KupodError(
+        "the socket probe keeps each connection's state in socket-local storage, which this " +
+          "kernel does not offer to tracing programs (Linux 5.11 or later)",
+      );
+    }
     this.#target = target;
     this.#sink = sink;
     this.#object = ProbeObject.open({

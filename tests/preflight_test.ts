@@ -67,7 +67,9 @@ Deno.test("preflight: this machine passes, with tracefs and bpffs mounted", () =
 Deno.test("preflight: feature probes agree with the kernel's hooks", () => {
   const f = featureReport();
   // what every kernel kupod supports has
-  for (const must of ["tracepoint", "tp_btf", "raw_tp", "ringbuf", "tc"] as const) {
+  for (
+    const must of ["tracepoint", "tp_btf", "raw_tp", "ringbuf", "tc", "local_storage"] as const
+  ) {
     assert(f[must], `${must} works`);
   }
   // kprobes are reported as present exactly when the kernel offers the kprobe PMU
