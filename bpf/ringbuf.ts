@@ -64,19 +64,29 @@ export class RingBuffer implements AsyncDisposable, Disposable {
   #wakeFd: number;
   readonly #epollEvents = new Uint8Array(24);
   #received = 0;
-  /** Longest wait for data; short when the producer only wakes the reader per batch. */
+  /** Longest wait for data, when the producer wakes the reader on every record. */
   readonly #pollMs: number;
+  /** Batched producer (ringbuf.h wakeup_bytes): read again after this long while records flow. */
+  readonly #batchMs: number | undefined;
   #stopping = false;
   #running: Promise<void> | undefined;
 
   /**
    * Maps the ring of `ring` (a BPF_MAP_TYPE_RINGBUF of a loaded object); `lost`
    * is the per-CPU counter the object increments when a reservation fails.
-   * `pollMs` bounds each wait: objects that wake the reader only per batch
-   * (ringbuf.h's `wakeup_bytes`) are read at least that often.
+   * `pollMs` bounds each wait. `batchMs` is for objects that wake the reader only per batch
+   * and on the first record into an empty ring (ringbuf.h's `wakeup_bytes`): while records
+   * flow the reader reads every `batchMs` on a timer, and once a round finds nothing it
+   * sleeps until the producer wakes it.
    */
-  constructor(ring: BpfMap, handler: SampleHandler, lost?: BpfMap, opts: { pollMs?: number } = {}) {
+  constructor(
+    ring: BpfMap,
+    handler: SampleHandler,
+    lost?: BpfMap,
+    opts: { pollMs?: number; batchMs?: number } = {},
+  ) {
     this.#pollMs = opts.pollMs ?? 1000;
+    this.#batchMs = opts.batchMs;
     this.#ring = ring;
     this.#lostMap = lost;
     this.#handler = handler;
@@ -164,9 +174,16 @@ export class RingBuffer implements AsyncDisposable, Disposable {
     try {
       let failures = 0;
       while (!this.#stopping) {
+        const n = this.drain();
+        if (n > 0 && n < MAX_PER_DRAIN && this.#batchMs !== undefined) {
+          // records flow: let the next batch gather (a timer costs far less than a wait on
+          // the worker thread; the producer's wake-up meanwhile is remembered by epoll)
+          await new Promise((r) => setTimeout(r, this.#batchMs));
+          continue;
+        }
         // When the drain stopped at its cap, more is waiting: a zero-timeout wait still lets
         // timers and I/O run before reading on.
-        const timeout = this.drain() === MAX_PER_DRAIN ? 0 : this.#pollMs;
+        const timeout = n === MAX_PER_DRAIN ? 0 : this.#pollMs;
         const rc = await libc().epoll_pwait(this.#epfd, this.#epollEvents, 2, timeout, ALL_SIGNALS);
         // errno belongs to the worker thread and cannot be read here: a failed wait is
         // retried, and only a persistent failure ends the reader.

@@ -28,8 +28,10 @@ static __always_inline void count_lost(void)
 }
 
 /*
- * Wake the reader only once this many bytes wait in the ring (0: on every
- * event). Between wake-ups the reader polls on a short timer, so a busy ring
+ * Batched wake-ups (0: wake the reader on every event). With a value, the
+ * reader is woken by the first record into an empty ring (it may be asleep
+ * waiting for one) and again once this many bytes wait; records in between
+ * wait for the reader's next round (probes/probe_object.ts), so a busy ring
  * costs user space one wake-up per batch instead of one per event.
  */
 const volatile __u64 wakeup_bytes = 0;
@@ -44,16 +46,22 @@ static __always_inline void *event_reserve(__u64 size)
 	return e;
 }
 
-/* Commit a reserved event, waking the reader as `wakeup_bytes` says. */
-static __always_inline void event_submit(void *e)
+/* Commit a reserved event of `size` bytes, waking the reader as `wakeup_bytes` says. */
+static __always_inline void event_commit(void *e, __u64 size)
 {
+	/* a record takes an 8-byte header and is padded to 8 bytes */
+	__u64 record = ((size + 7) & ~7ULL) + 8;
 	__u64 flags = 0;
 
-	if (wakeup_bytes)
-		flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= wakeup_bytes ?
-				BPF_RB_FORCE_WAKEUP :
-				BPF_RB_NO_WAKEUP;
+	if (wakeup_bytes) {
+		__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+
+		flags = avail >= wakeup_bytes || avail <= record ? BPF_RB_FORCE_WAKEUP :
+								   BPF_RB_NO_WAKEUP;
+	}
 	bpf_ringbuf_submit(e, flags);
 }
+
+#define event_submit(e) event_commit((e), sizeof(*(e)))
 
 #endif
