@@ -89,6 +89,9 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   let failure: unknown;
   let watch: TargetWatch | undefined;
   try {
+    // attached before any readiness line: traffic sent on "started" must be seen
+    const spanSource = connectionSpans(names, target, outputs);
+    if (spanSource) probes.push(spanSource);
     for (const name of names) {
       let probe: Probe;
       try {
@@ -136,6 +139,23 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   }
   await outputs.close();
   if (failure) throw failure;
+}
+
+/**
+ * Spans are one trace per connection, and connections are the socket probe's: a run of the stack
+ * probe alone that sends spans runs the socket probe too, with its closes going to the spans
+ * only (the console and the metrics stay the stack probe's).
+ */
+function connectionSpans(names: ProbeName[], target: Target, outputs: Outputs): Probe | undefined {
+  const spans = outputs.spans;
+  if (!spans || names.includes("socket") || !names.includes("stack")) return undefined;
+  const closesOnly: EventSink = {
+    event(e) {
+      if (e.type === "tcp_close") spans.event(e);
+    },
+    flush: () => spans.flush(),
+  };
+  return SocketProbe.start(target, closesOnly, { closeEvents: true });
 }
 
 /** Resolves on the first stop signal or when `durationSec` (if > 0) has passed. */
