@@ -22,10 +22,11 @@
  *      ABBA order (off/on, on/off, ...) so that a drift of the host favours neither mode. "on"
  *      starts `./kupod monitor kernel stack --veth <hostVeth> --quiet --exporter-port <free
  *      port>` before the run, as shipped: default sampling, i.e. no packet reaches the ring
- *      buffer, counts and histograms stay in per-CPU maps that kupod reads every second. Its
- *      stdout goes to a temp file; the bench waits for "started!" and after the run scrapes
- *      /metrics once and stops kupod with SIGTERM (it must exit 0, warn of nothing but lost
- *      events and leave none of its programs loaded);
+ *      buffer, every packet is counted at every hook and hop latencies are timed for a sample
+ *      (bpf/stack_sample.h), counts and histograms stay in per-CPU maps that kupod reads every
+ *      second. Its stdout goes to a temp file; the bench waits for "started!" and after the
+ *      run scrapes /metrics once and stops kupod with SIGTERM (it must exit 0, warn of nothing
+ *      but lost events and leave none of its programs loaded);
  *   3. diagnostic (not in the ratios; `--diag-seconds 0` skips it): one "on" run per load with
  *      the kernel's BPF run-time statistics on (BPF_ENABLE_STATS, off again once its fd is
  *      closed; they add two clock reads per program run, hence not in the ratios): run count

@@ -3,10 +3,12 @@
  * Stack probe: one packet followed through the pod's network path, from
  * tracepoints, TC on the host-side veth and netfilter hooks in the pod's
  * netns. A packet is keyed by its skb address (the same skb crosses the veth
- * pair); each hook stores when it saw the packet, and the next hook adds the
- * time between them to the histogram of that hop. Counts per hook, per hop
- * and per drop reason stay in per-CPU maps that user space reads
- * periodically; only sampled packets (rodata sample_every) reach the ring.
+ * pair, bpf/stack_pkts.h). Every packet is counted at every hook; for sampled
+ * packets (bpf/stack_sample.h) each hook also stores when it saw the packet,
+ * and the next hook adds the time between them to the histogram of that hop.
+ * Counts per hook, per hop and per drop reason stay in per-CPU maps that user
+ * space reads periodically; only packets sampled by rodata sample_every reach
+ * the ring.
  */
 #include "kupod.h"
 #include "ringbuf.h"
@@ -14,13 +16,15 @@
 #include "hist.h"
 #include "flow.h"
 #include "stack.h"
+#include "stack_pkts.h"
+#include "stack_sample.h"
 
 #define NO_HOOK 255
 #define TC_ACT_OK 0
 #define NF_ACCEPT 1
 #define IPPROTO_ICMPV6 58
 
-/* The netns of the host-side veth (kupod's own); the veth's ifindex is in `stack_veth`. */
+/* The netns of the host-side veth (kupod's own); the veth's ifindex is in `stack_pod`. */
 const volatile __u32 host_netns = 0;
 /*
  * Optional packet selection: only packets with this transport protocol (ICMP
@@ -30,33 +34,16 @@ const volatile __u32 host_netns = 0;
 const volatile __u8 match_proto = 0;
 const volatile __u16 match_port = 0;
 const volatile bool match_addr = false;
-/* One packet in `sample_every` gets its path sent to the ring; 0 = none. */
-const volatile __u32 sample_every = 0;
 /* A packet not seen for this long is gone (freed without a tracepoint, e.g. TCP coalescing). */
 const volatile __u64 max_age_ns = 100000000ULL;
 
-/* A packet being followed. */
-struct pkt {
-	__u64 last_ns;
-	__u64 head; /* skb->head when last seen: its data buffer */
-	__u8 hook;
-	__u8 sampled;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* struct sk_buff * */
-	__type(value, struct pkt);
-} pkts SEC(".maps");
-
-/* The host-side veth's ifindex (0: none); a map, so a re-created pod's veth replaces it. */
+/* Where the pod is (enum stack_pod, 0: none); a map, so a re-created pod replaces it. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
+	__uint(max_entries, POD_COUNT);
 	__type(key, __u32);
 	__type(value, __u32);
-} stack_veth SEC(".maps");
+} stack_pod SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -93,13 +80,6 @@ struct {
 	__type(value, __u64);
 } stack_stats SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} sample_tick SEC(".maps");
-
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
 static __always_inline void stat_add(__u32 stat)
@@ -130,20 +110,6 @@ static __always_inline void hook_add(__u32 hook, __u32 len)
 		c->packets += 1;
 		c->bytes += len;
 	}
-}
-
-static __always_inline bool sample_next(void)
-{
-	__u32 zero = 0;
-	__u64 *tick;
-
-	if (!sample_every)
-		return false;
-	tick = bpf_map_lookup_elem(&sample_tick, &zero);
-	if (!tick)
-		return false;
-	*tick += 1;
-	return *tick % sample_every == 0;
 }
 
 static __always_inline void emit(__u64 key, __u32 hook, __u32 prev, __u64 latency, __u32 netns,
@@ -187,6 +153,13 @@ static __always_inline bool wanted(const struct sk_buff *skb)
 	       bpf_map_lookup_elem(&match_addrs, f.daddr);
 }
 
+static __always_inline __u32 pod_get(__u32 what)
+{
+	__u32 *v = bpf_map_lookup_elem(&stack_pod, &what);
+
+	return v ? *v : 0;
+}
+
 /*
  * Packet `skb` reached `hook`. `matched`: the hook belongs to the target (its
  * device or netns). `follow`: a packet already followed counts here even if
@@ -196,89 +169,112 @@ static __always_inline bool wanted(const struct sk_buff *skb)
 static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follow, bool ends,
 				 __u32 netns, __u32 ifindex, __u32 len, __u32 reason)
 {
-	__u64 key = (__u64)skb;
-	__u64 now = bpf_ktime_get_boot_ns();
-	struct pkt *p = bpf_map_lookup_elem(&pkts, &key);
-	struct pkt fresh = {};
+	__u64 key = skb_addr(skb);
+	struct pkt *p = pkt_slot(key);
 	__u32 prev = NO_HOOK;
-	__u64 latency = 0;
-	bool sampled, reused;
-	__u64 head = 0;
+	__u64 now = 0, latency = 0, head = 0;
+	__u32 now_j;
+	bool mine, timed, ring;
 
-	/* read only for packets that may be followed; never where the skb may be gone (xmit) */
-	if ((p || matched) && hook != HOOK_DEV_XMIT)
-		head = (__u64)BPF_CORE_READ((struct sk_buff *)skb, head);
-
-	/*
-	 * A packet seen where packets are born (sent by the pod, or by the host to the pod) is a
-	 * new one, as is one not seen for long, or one outside the target with another data
-	 * buffer: a followed skb at that address was freed without a tracepoint (e.g. a pure TCP
-	 * ACK, a UDP datagram copied to its reader in one piece) and the address reused.
-	 */
-	reused = p && !matched && head && p->head && head != p->head;
-	if (p && (hook == HOOK_NF_LOCAL_OUT || hook == HOOK_TC_EGRESS || reused ||
-		  now - p->last_ns > max_age_ns)) {
-		stat_add(STAT_STALE);
-		bpf_map_delete_elem(&pkts, &key);
-		p = NULL;
+	if (!p || !key)
+		return false;
+	mine = p->skb == key;
+	/* most runs: a packet of the rest of the node, or one not followed at a follow-only hook */
+	if (!matched && !(mine && follow))
+		return false;
+	now_j = bpf_jiffies64();
+	/* never where the skb may be gone (net_dev_xmit) */
+	if (hook != HOOK_DEV_XMIT)
+		head = (__u64)((struct sk_buff *)skb)->head;
+	if (mine) {
+		/*
+		 * The clock (a helper call) only for a timed packet or once a tick has passed
+		 * since the packet was last seen (jiffies are a plain load): within a tick it
+		 * cannot be old.
+		 */
+		if (p->timed || now_j != p->last_j)
+			now = bpf_ktime_get_ns();
+		/*
+		 * A packet seen where packets are born (sent by the pod, or by the host to the
+		 * pod) is a new one, as is one not seen for long, or one outside the target with
+		 * another data buffer: a followed skb at that address was freed without a
+		 * tracepoint (e.g. a pure TCP ACK, a UDP datagram copied to its reader in one
+		 * piece) and the address reused.
+		 */
+		if (hook == HOOK_NF_LOCAL_OUT || hook == HOOK_TC_EGRESS ||
+		    (now && now - p->last_ns > max_age_ns) ||
+		    (!matched && head && p->head && head != p->head)) {
+			stat_add(STAT_VANISHED);
+			p->skb = 0;
+			mine = false;
+			if (!matched)
+				return false;
+		}
 	}
-	if (!matched && (!p || !follow))
+	if (!mine && !wanted(skb))
 		return false;
-	if (!p && !wanted(skb))
-		return false;
-	if (p && p->hook == hook)
+	if (mine && p->hook == hook)
 		return true; /* the same hook again (an application reading one skb in parts) */
 	hook_add(hook, len);
-	if (p) {
+	if (mine) {
 		prev = p->hook;
-		latency = now - p->last_ns;
-		hop_add(prev, hook, latency);
-		sampled = p->sampled;
+		timed = p->timed;
+		ring = p->ring;
+		if (timed) {
+			latency = now - p->last_ns;
+			hop_add(prev, hook, latency);
+		}
 		if (ends) {
 			stat_add(STAT_ENDED);
-			bpf_map_delete_elem(&pkts, &key);
+			p->skb = 0;
 		} else {
-			p->last_ns = now;
 			p->hook = hook;
 			if (head)
 				p->head = head;
+			if (now) {
+				p->last_ns = now;
+				p->last_j = now_j;
+			}
 		}
 	} else {
-		sampled = sample_next();
+		now = bpf_ktime_get_ns();
+		sample_start(now, &timed, &ring);
 		if (!ends) {
-			fresh.last_ns = now;
-			fresh.head = head;
-			fresh.hook = hook;
-			fresh.sampled = sampled;
-			bpf_map_update_elem(&pkts, &key, &fresh, BPF_ANY);
+			if (p->skb)
+				stat_add(STAT_VANISHED); /* displaced by this one */
+			*p = (struct pkt){ .skb = key, .last_ns = now, .head = head, .last_j = now_j,
+					   .hook = hook, .timed = timed, .ring = ring };
 			stat_add(STAT_TRACKED);
 		}
 	}
-	if (sampled)
+	if (ring)
 		emit(key, hook, prev, latency, netns, ifindex, len, reason);
 	return true;
 }
 
 static __always_inline bool netns_matches(__u32 ns)
 {
-	return ns && bpf_map_lookup_elem(&target_netns, &ns);
+	return ns && ns == pod_get(POD_NETNS);
 }
 
-/* Whether device `dev` is the pod's (in its netns) or the host side of its veth. */
+/*
+ * Whether device `dev` is the pod's (in its netns) or the host side of its veth.
+ * Direct loads through BTF pointers: no probe-read helper calls.
+ */
 static __always_inline bool dev_matches(const struct net_device *dev, __u32 *netns, __u32 *ifindex)
 {
+	__u32 veth;
+
 	*netns = 0;
 	*ifindex = 0;
 	if (!dev)
 		return false;
-	__u32 zero = 0, *veth;
-
-	*netns = BPF_CORE_READ(dev, nd_net.net, ns.inum);
-	*ifindex = BPF_CORE_READ(dev, ifindex);
+	*netns = dev->nd_net.net->ns.inum;
+	*ifindex = dev->ifindex;
 	if (netns_matches(*netns))
 		return true;
-	veth = bpf_map_lookup_elem(&stack_veth, &zero);
-	return veth && *veth && *ifindex == *veth && *netns == host_netns;
+	veth = pod_get(POD_VETH);
+	return veth && *ifindex == veth && *netns == host_netns;
 }
 
 static __always_inline int on_dev(const struct sk_buff *skb, const struct net_device *dev,
@@ -287,26 +283,26 @@ static __always_inline int on_dev(const struct sk_buff *skb, const struct net_de
 	__u32 netns, ifindex;
 	bool matched = dev_matches(dev, &netns, &ifindex);
 
-	seen((void *)skb, hook, matched, false, false, netns, ifindex, BPF_CORE_READ(skb, len), 0);
+	seen((void *)skb, hook, matched, false, false, netns, ifindex, skb->len, 0);
 	return 0;
 }
 
 SEC("tp_btf/netif_rx")
 int BPF_PROG(kupod_stk_rx, struct sk_buff *skb)
 {
-	return on_dev(skb, BPF_CORE_READ(skb, dev), HOOK_NETIF_RX);
+	return on_dev(skb, skb->dev, HOOK_NETIF_RX);
 }
 
 SEC("tp_btf/netif_receive_skb")
 int BPF_PROG(kupod_stk_recv, struct sk_buff *skb)
 {
-	return on_dev(skb, BPF_CORE_READ(skb, dev), HOOK_NETIF_RECEIVE);
+	return on_dev(skb, skb->dev, HOOK_NETIF_RECEIVE);
 }
 
 SEC("tp_btf/net_dev_queue")
 int BPF_PROG(kupod_stk_queue, struct sk_buff *skb)
 {
-	return on_dev(skb, BPF_CORE_READ(skb, dev), HOOK_DEV_QUEUE);
+	return on_dev(skb, skb->dev, HOOK_DEV_QUEUE);
 }
 
 SEC("tp_btf/net_dev_start_xmit")
@@ -330,7 +326,7 @@ int BPF_PROG(kupod_stk_xmit, struct sk_buff *skb, int rc, struct net_device *dev
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(kupod_stk_dlvr, const struct sk_buff *skb, int len)
 {
-	__u32 netns = current_netns();
+	__u32 netns = bpf_get_current_task_btf()->nsproxy->net_ns->ns.inum;
 
 	seen((void *)skb, HOOK_DELIVER, netns_matches(netns), true, false, netns, 0, len, 0);
 	return 0;
@@ -340,10 +336,10 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(kupod_stk_drop, struct sk_buff *skb, void *location, enum skb_drop_reason reason)
 {
 	__u32 netns, ifindex, r = reason;
-	bool matched = dev_matches(BPF_CORE_READ(skb, dev), &netns, &ifindex);
+	bool matched = dev_matches(skb->dev, &netns, &ifindex);
 	__u64 *n;
 
-	if (!seen(skb, HOOK_DROP, matched, true, true, netns, ifindex, BPF_CORE_READ(skb, len), r))
+	if (!seen(skb, HOOK_DROP, matched, true, true, netns, ifindex, skb->len, r))
 		return 0;
 	n = bpf_map_lookup_elem(&drops, &r);
 	if (n) {
@@ -360,7 +356,7 @@ int BPF_PROG(kupod_stk_drop, struct sk_buff *skb, void *location, enum skb_drop_
 SEC("tp_btf/consume_skb")
 int BPF_PROG(kupod_stk_free, struct sk_buff *skb)
 {
-	seen(skb, HOOK_CONSUME, false, true, true, 0, 0, BPF_CORE_READ(skb, len), 0);
+	seen(skb, HOOK_CONSUME, false, true, true, 0, 0, skb->len, 0);
 	return 0;
 }
 
@@ -397,14 +393,12 @@ int kupod_stk_nf(struct bpf_nf_ctx *ctx)
 {
 	const struct nf_hook_state *state = ctx->state;
 	struct sk_buff *skb = ctx->skb;
-	__u32 hook = HOOK_NF_PRE_ROUTING + BPF_CORE_READ(state, hook);
-	const struct net_device *dev = BPF_CORE_READ(state, in);
+	__u32 hook = HOOK_NF_PRE_ROUTING + state->hook;
+	const struct net_device *dev = state->in ?: state->out;
 
-	if (!dev)
-		dev = BPF_CORE_READ(state, out);
 	if (hook <= HOOK_NF_POST_ROUTING)
-		seen(skb, hook, true, false, false, BPF_CORE_READ(state, net, ns.inum),
-		     dev ? BPF_CORE_READ(dev, ifindex) : 0, BPF_CORE_READ(skb, len), 0);
+		seen(skb, hook, true, false, false, state->net->ns.inum, dev ? dev->ifindex : 0,
+		     skb->len, 0);
 	return NF_ACCEPT;
 }
 

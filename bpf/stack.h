@@ -22,13 +22,28 @@ enum stack_hook {
 	HOOK_COUNT = 15,
 };
 
+/*
+ * Packets timed hop by hop for the latency histograms: one starting per this
+ * many ns and CPU, in bursts of up to this many (bpf/stack_sample.h); every
+ * packet is counted.
+ */
+#define HOP_SAMPLE_GAP_NS 100000ULL
+#define HOP_SAMPLE_BURST 32ULL
+
 /* Per-CPU counters of the probe (index into the `stack_stats` array). */
 enum stack_stat {
-	STAT_TRACKED = 0, /* packets that started being followed */
-	STAT_ENDED = 1,   /* followed packets that ended (dropped or consumed) */
-	STAT_STALE = 2,   /* entries found too old when the skb was seen again: vanished */
-	STAT_SAMPLED = 3, /* path events sent */
+	STAT_TRACKED = 0,  /* packets that started being followed */
+	STAT_ENDED = 1,    /* followed packets that ended (dropped or consumed) */
+	STAT_VANISHED = 2, /* followed packets that ended unseen: found stale or displaced */
+	STAT_SAMPLED = 3,  /* path events sent */
 	STAT_COUNT = 4,
+};
+
+/* Where the pod is: keys of the `stack_pod` array, filled by user space. */
+enum stack_pod {
+	POD_VETH = 0,  /* ifindex of the host-side veth */
+	POD_NETNS = 1, /* inode of the pod's netns (not the host's) */
+	POD_COUNT = 2,
 };
 
 

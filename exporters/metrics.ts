@@ -299,14 +299,14 @@ export class KupodMetrics implements EventSink, ExpositionSource {
     );
     shown(
       "kupod_stack_packets_vanished_total",
-      "Followed packets that were freed without a tracepoint or aged out of the tracking map.",
+      "Followed packets that were freed without a tracepoint, aged out or displaced in the tracking table.",
       ["namespace", "pod"],
       (e) => [[pod(e), e.vanished]],
     );
     registers[0].registerMetric(
       new Log2Histogram(
         "kupod_stack_hop_latency_seconds",
-        "Time a packet of the pod takes from one hook of the network stack to the next.",
+        "Time a packet of the pod takes from one hook of the network stack to the next (sampled packets).",
         [10, 30], // ns slots: ~1 µs .. ~1.07 s
         () =>
           (latest()?.hops ?? []).map((h) => ({

@@ -127,7 +127,7 @@ export interface StackStatsEvent extends EventBase {
   hooks: Record<string, PacketCount>;
   hops: HopLatency[];
   drops: Record<string, number>;
-  /** Packets followed, ended (consumed or dropped), vanished (freed unseen), in flight now. */
+  /** Packets followed, ended (consumed or dropped), vanished (freed unseen or displaced). */
   tracked: number;
   ended: number;
   vanished: number;

@@ -2,7 +2,8 @@
  * The stack probe ("Deep pod net"): packets of the pod followed through its network path
  * (bpf/stack.bpf.c) — TC on the host-side veth, net: tracepoints, netfilter hooks in the pod's
  * netns, delivery to an application, drops with their reason. The kernel keeps the counts per
- * hook, per hop (log2 latency histograms) and per drop reason in per-CPU maps; this module reads
+ * hook, per hop (log2 latency histograms of sampled packets, bpf/stack_sample.h) and per drop
+ * reason in per-CPU maps; this module reads
  * them every second and at stop and hands a cumulative `stack_stats` event to the sinks. Sampled
  * packets (`--verbose`: 1 in 100) also reach the ring, as one `packet` event per hop.
  */
@@ -43,7 +44,7 @@ export const HOOKS = [
 export type HookName = typeof HOOKS[number];
 const HOOK_TC_INGRESS = 0, HOOK_TC_EGRESS = 1, HOOK_DROP = 13;
 /** enum stack_stat of bpf/stack.h */
-const STAT = { TRACKED: 0, ENDED: 1, STALE: 2, SAMPLED: 3 } as const;
+const STAT = { TRACKED: 0, ENDED: 1, VANISHED: 2, SAMPLED: 3 } as const;
 
 const PROG_TYPE_NETFILTER = 32;
 
@@ -87,7 +88,10 @@ export interface StackProbeOptions {
   ringBytes?: number;
 }
 
-/** The target as the stack object filters it: by netns only, never the host's own. */
+/**
+ * The target for the object's shared filter maps: by netns only, never the host's own. The
+ * programs match the pod by its veth and netns in `stack_pod` (probes/stack_hooks.ts).
+ */
 function filterTarget(target: Target, hostNetns: number): Target {
   return {
     ...target,
@@ -216,9 +220,6 @@ export class StackProbe implements Probe {
 
     const stats = obj.map("stack_stats");
     const stat = (i: number) => Number(stats.sumU64(u32Key(i)));
-    const tracked = stat(STAT.TRACKED), ended = stat(STAT.ENDED);
-    let live = 0;
-    for (const _ of obj.map("pkts").keys()) live++;
     return {
       ts: new Date().toISOString(),
       type: "stack_stats",
@@ -228,9 +229,9 @@ export class StackProbe implements Probe {
       hooks,
       hops,
       drops,
-      tracked,
-      ended,
-      vanished: Math.max(0, tracked - ended - live),
+      tracked: stat(STAT.TRACKED),
+      ended: stat(STAT.ENDED),
+      vanished: stat(STAT.VANISHED),
       sampled: stat(STAT.SAMPLED),
     };
   }

@@ -66,6 +66,9 @@ export function placement(target: Target, hostNetns: number): Placement {
   };
 }
 
+/** enum stack_pod of bpf/stack.h: where the pod is, keys of the `stack_pod` map. */
+const POD = { VETH: 0, NETNS: 1 } as const;
+
 /** Hooked nowhere: after a failed move, so that the next one attaches whatever it is given. */
 const NOWHERE: Placement = { veth: "", vethIndex: -1, podNetns: "", podNetnsInode: -1 };
 
@@ -110,8 +113,10 @@ export class PodHooks implements Attachment {
 
   #attach(where: Placement): Attachment[] {
     const obj = this.#obj;
-    // the veth filter follows the placement before TC sees packets of the new veth
-    obj.map("stack_veth").update(u32Key(0), u32Key(where.vethIndex));
+    // the kernel's pod filter follows the placement before TC sees packets of the new veth
+    const pod = obj.map("stack_pod");
+    pod.update(u32Key(POD.VETH), u32Key(Math.max(0, where.vethIndex)));
+    pod.update(u32Key(POD.NETNS), u32Key(Math.max(0, where.podNetnsInode)));
     const owned: Attachment[] = [];
     try {
       if (where.vethIndex) {

@@ -12,6 +12,8 @@ import { Child, DENO, freePort, ROOT, startKupod } from "./helpers/process.ts";
 import {
   connectRefused,
   exporterUrl,
+  INTO_POD,
+  OUT_OF_POD,
   pathCounts,
   pathOnly,
   ping,
@@ -23,6 +25,19 @@ import {
 } from "./helpers/stack.ts";
 
 const N = 7;
+/** Hops of N echo requests consumed in the pod and their N replies read or dropped. */
+function echoHops(drops: Record<string, number>): Record<string, number> {
+  const hops: Record<string, number> = {};
+  for (const path of [INTO_POD, OUT_OF_POD]) {
+    for (let i = 1; i < path.length; i++) {
+      const hop = `${path[i - 1]}->${path[i]}`;
+      hops[hop] = (hops[hop] ?? 0) + N;
+    }
+  }
+  hops["nf_local_in->consume"] = N;
+  hops[drops.no_socket ? "tc_ingress->drop" : "tc_ingress->deliver"] = N;
+  return sorted(hops);
+}
 
 /** Runs `traffic` under `monitor kernel stack` with packet selection `select`; its counts. */
 async function counted(
@@ -92,6 +107,8 @@ Deno.test("stack flows: N ICMP echos over IPv4 and IPv6, counted exactly per hoo
     const noSocket = c.drops.no_socket ?? 0;
     assertEquals((c.hooks.deliver ?? 0) + noSocket, N, `${addr}: replies read or dropped`);
     assertEquals(c.drops, noSocket ? { no_socket: N } : {}, `${addr}: drops`);
+    // a quiet pod: every request and reply is timed, at each hop
+    assertEquals(c.hops, echoHops(c.drops), `${addr}: hops timed`);
   }
 });
 

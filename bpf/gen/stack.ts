@@ -59,11 +59,11 @@ export const RODATA = {
   filter_by_netns: { offset: 10, size: 1 },
   require_netns: { offset: 11, size: 1 },
   follow_children: { offset: 12, size: 1 },
-  host_netns: { offset: 16, size: 4 },
-  match_proto: { offset: 20, size: 1 },
-  match_port: { offset: 22, size: 2 },
-  match_addr: { offset: 24, size: 1 },
-  sample_every: { offset: 28, size: 4 },
+  sample_every: { offset: 16, size: 4 },
+  host_netns: { offset: 20, size: 4 },
+  match_proto: { offset: 24, size: 1 },
+  match_port: { offset: 26, size: 2 },
+  match_addr: { offset: 28, size: 1 },
   max_age_ns: { offset: 32, size: 8 },
 } as const;
 export const RODATA_SIZE = 40;

@@ -39,6 +39,8 @@ export interface StackCounts {
   drops: Record<string, number>;
   /** Packets on the veth: rx from the pod, tx to the pod. */
   nic: { rx: number; tx: number };
+  /** Timed hops ("from->to": count). */
+  hops: Record<string, number>;
 }
 
 export async function stackCounts(exporterUrl: string): Promise<StackCounts> {
@@ -54,6 +56,10 @@ export async function stackCounts(exporterUrl: string): Promise<StackCounts> {
     hooks: nonZero("kupod_stack_packets_total", "hook"),
     drops: nonZero("kupod_stack_drops_total", "reason"),
     nic: { rx: nic("rx"), tx: nic("tx") },
+    hops: sorted(Object.fromEntries(
+      series(samples, "kupod_stack_hop_latency_seconds_count").filter((s) => s.value > 0)
+        .map((s) => [`${s.labels.from}->${s.labels.to}`, s.value]),
+    )),
   };
 }
 
