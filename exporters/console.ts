@@ -22,8 +22,14 @@ const encoder = new TextEncoder();
 const FLUSH_BYTES = 64 * 1024;
 
 export class ConsoleSink implements EventSink {
-  #pending: string[] = [];
-  #pendingBytes = 0;
+  /**
+   * Lines wait here already encoded, in one buffer reused for every write: a string kept until
+   * the batch is written outlives the young generation and fills the old one, and a fresh byte
+   * buffer per batch is memory the garbage collector frees only when it runs; at thousands of
+   * lines a second either costs tens of MB.
+   */
+  #buffer = new Uint8Array(2 * FLUSH_BYTES);
+  #used = 0;
   #broken = false;
   readonly #format: (e: KupodEvent) => string;
 
@@ -41,16 +47,29 @@ export class ConsoleSink implements EventSink {
   event(e: KupodEvent): void {
     if (!this.#verbose && VERBOSE_ONLY.has(e.type)) return;
     const line = this.#format(e) + "\n";
-    this.#pending.push(line);
-    this.#pendingBytes += line.length;
-    if (this.#pendingBytes >= FLUSH_BYTES) this.flush();
+    if (!this.#append(line)) {
+      this.flush();
+      if (!this.#append(line)) {
+        // UTF-8 takes at most 3 bytes per UTF-16 unit
+        this.#buffer = new Uint8Array(line.length * 3);
+        this.#append(line);
+      }
+    }
+    if (this.#used >= FLUSH_BYTES) this.flush();
+  }
+
+  /** Encodes `line` after the waiting ones; false (nothing added) when it does not fit. */
+  #append(line: string): boolean {
+    const { read, written } = encoder.encodeInto(line, this.#buffer.subarray(this.#used));
+    if (read < line.length) return false;
+    this.#used += written;
+    return true;
   }
 
   flush(): void {
-    if (!this.#pending.length) return;
-    const bytes = encoder.encode(this.#pending.join(""));
-    this.#pending = [];
-    this.#pendingBytes = 0;
+    if (!this.#used) return;
+    const bytes = this.#buffer.subarray(0, this.#used);
+    this.#used = 0;
     if (this.#broken) return;
     try {
       for (let off = 0; off < bytes.length;) off += this.out.writeSync(bytes.subarray(off));
