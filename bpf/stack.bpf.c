@@ -133,24 +133,32 @@ static __always_inline void emit(__u64 key, __u32 hook, __u32 prev, __u64 latenc
 	stat_add(STAT_SAMPLED);
 }
 
-/* Whether a packet not followed yet is one the user selected (address, port, protocol). */
+static __always_inline bool selecting(void)
+{
+	return match_proto || match_port || match_addr;
+}
+
+/* Whether flow `f` is one the user selected (address, port, protocol). */
+static __always_inline bool flow_wanted(const struct flow *f)
+{
+	__u8 proto = match_proto;
+
+	if (proto == IPPROTO_ICMP && f->family == 6)
+		proto = IPPROTO_ICMPV6;
+	if (proto && f->proto != proto)
+		return false;
+	if (match_port && f->sport != match_port && f->dport != match_port)
+		return false;
+	return !match_addr || bpf_map_lookup_elem(&match_addrs, f->saddr) ||
+	       bpf_map_lookup_elem(&match_addrs, f->daddr);
+}
+
+/* Whether a packet not followed yet is one the user selected. */
 static __always_inline bool wanted(const struct sk_buff *skb)
 {
 	struct flow f = {};
-	__u8 proto = match_proto;
 
-	if (!match_proto && !match_port && !match_addr)
-		return true;
-	if (!flow_read(skb, &f))
-		return false;
-	if (proto == IPPROTO_ICMP && f.family == 6)
-		proto = IPPROTO_ICMPV6;
-	if (proto && f.proto != proto)
-		return false;
-	if (match_port && f.sport != match_port && f.dport != match_port)
-		return false;
-	return !match_addr || bpf_map_lookup_elem(&match_addrs, f.saddr) ||
-	       bpf_map_lookup_elem(&match_addrs, f.daddr);
+	return !selecting() || (flow_read(skb, &f) && flow_wanted(&f));
 }
 
 static __always_inline __u32 pod_get(__u32 what)
@@ -319,6 +327,43 @@ int BPF_PROG(kupod_stk_xmit, struct sk_buff *skb, int rc, struct net_device *dev
 	bool matched = dev_matches(dev, &netns, &ifindex);
 
 	seen(skb, HOOK_DEV_XMIT, matched, false, false, netns, ifindex, len, 0);
+	return 0;
+}
+
+SEC("tp_btf/napi_gro_receive_entry")
+int BPF_PROG(kupod_stk_gro, const struct sk_buff *skb)
+{
+	return on_dev(skb, skb->dev, HOOK_NAPI_GRO);
+}
+
+/* TCP takes a segment for an established socket: between the netfilter hooks and delivery. */
+SEC("tp_btf/tcp_probe")
+int BPF_PROG(kupod_stk_tcpr, struct sock *sk, const struct sk_buff *skb)
+{
+	__u32 netns = sk->__sk_common.skc_net.net->ns.inum;
+
+	seen((void *)skb, HOOK_TCP_RECV, netns_matches(netns), true, false, netns, 0, skb->len, 0);
+	return 0;
+}
+
+/*
+ * An application writes to a TCP socket (the tracepoint shows the send queue's tail skb, none
+ * when the queue is empty). Counted only, with the bytes written: TCP sends clones of its
+ * queued skbs, and the originals are freed without a tracepoint once acknowledged, so
+ * following them would only age them out.
+ */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(kupod_stk_tcps, const struct sock *sk, const struct msghdr *msg,
+	     const struct sk_buff *skb, int size_goal)
+{
+	struct flow f = {};
+
+	if (!netns_matches(sk->__sk_common.skc_net.net->ns.inum))
+		return 0;
+	/* no headers yet: the selection applies to the socket's endpoints */
+	if (selecting() && !(flow_of_sock(sk, &f) && flow_wanted(&f)))
+		return 0;
+	hook_add(HOOK_TCP_SEND, BPF_CORE_READ(msg, msg_iter.count));
 	return 0;
 }
 

@@ -19,7 +19,10 @@ enum stack_hook {
 	HOOK_DELIVER = 12,       /* skb:skb_copy_datagram_iovec: read by an application */
 	HOOK_DROP = 13,          /* skb:kfree_skb */
 	HOOK_CONSUME = 14,       /* skb:consume_skb: freed after normal use */
-	HOOK_COUNT = 15,
+	HOOK_NAPI_GRO = 15,      /* net:napi_gro_receive_entry (NAPI devices; veth only with GRO/XDP) */
+	HOOK_TCP_RECV = 16,      /* tcp:tcp_probe: a segment reaches an established TCP socket */
+	HOOK_TCP_SEND = 17,      /* tcp:tcp_sendmsg_locked: an application writes to a TCP socket */
+	HOOK_COUNT = 18,
 };
 
 /*

@@ -40,6 +40,9 @@ export const HOOKS = [
   "deliver",
   "drop",
   "consume",
+  "napi_gro_receive",
+  "tcp_recv",
+  "tcp_send",
 ] as const;
 export type HookName = typeof HOOKS[number];
 const HOOK_TC_INGRESS = 0, HOOK_TC_EGRESS = 1, HOOK_DROP = 13;
@@ -57,6 +60,9 @@ const TRACEPOINT_PROGRAMS = [
   "kupod_stk_dlvr",
   "kupod_stk_drop",
   "kupod_stk_free",
+  "kupod_stk_gro",
+  "kupod_stk_tcpr",
+  "kupod_stk_tcps",
 ];
 
 const READ_INTERVAL_MS = 1000;

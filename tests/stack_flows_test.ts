@@ -192,6 +192,11 @@ Deno.test("stack flows: HTTP over IPv4 and IPv6, per hook as the pod's nftables 
     assertEquals(nft("post"), nft("out"), "nothing dropped between LOCAL_OUT and POST_ROUTING");
     assertEquals(pathOnly(c.hooks), pathCounts(nft("pre"), nft("out")), addr);
     assertEquals(c.nic, { rx: nft("out"), tx: nft("pre") }, addr);
+    // TCP's own points: every request reaches an established socket (handshake ACKs and
+    // segments after the close do not), and nginx writes every response (once or in parts)
+    const tcpRecv = c.hooks.tcp_recv ?? 0, tcpSend = c.hooks.tcp_send ?? 0;
+    assert(tcpRecv >= N && tcpRecv <= nft("in"), `${addr}: tcp_recv ${tcpRecv}, in ${nft("in")}`);
+    assert(tcpSend >= N && tcpSend <= 4 * N, `${addr}: tcp_send ${tcpSend}`);
   }
 });
 

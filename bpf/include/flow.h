@@ -73,4 +73,27 @@ static __always_inline bool flow_read(const struct sk_buff *skb, struct flow *f)
 	return true;
 }
 
+/* Fills `f` from a TCP or UDP socket's endpoints (packets not built yet have no header). */
+static __always_inline bool flow_of_sock(const struct sock *sk, struct flow *f)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+
+	f->proto = BPF_CORE_READ(sk, sk_protocol);
+	f->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	f->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	if (family == 2 /* AF_INET */) {
+		f->family = 4;
+		flow_v4_mapped(f->saddr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		flow_v4_mapped(f->daddr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+		return true;
+	}
+	if (family == 10 /* AF_INET6 */) {
+		f->family = 6;
+		BPF_CORE_READ_INTO(&f->saddr, sk, __sk_common.skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO(&f->daddr, sk, __sk_common.skc_v6_daddr);
+		return true;
+	}
+	return false;
+}
+
 #endif
