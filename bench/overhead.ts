@@ -4,6 +4,7 @@
  * stopped after an "on" run; wrk; and the formatting of their reports.
  */
 
+import { createTestPod, type TestPod } from "../tests/helpers/pod.ts";
 import { freePort } from "../tests/helpers/process.ts";
 import {
   type BpfProg,
@@ -33,11 +34,12 @@ export function parseOptions<T extends Record<string, number>>(defaults: T, args
   const opts: Record<string, number> = { ...defaults };
   const usage = Object.keys(defaults).map((k) => `--${k} N`).join(" ");
   for (let i = 0; i < args.length; i++) {
-    const m = args[i].match(/^--([a-z-]+)(?:=(.*))?$/);
+    const arg = args[i];
+    const m = arg.match(/^--([a-z-]+)(?:=(.*))?$/);
     const name = m?.[1];
     const value = m?.[2] ?? args[++i];
     if (!name || !(name in opts) || value === undefined || !/^\d+$/.test(value)) {
-      throw new UsageError(`bad option ${JSON.stringify(args[i])}: use ${usage}`);
+      throw new UsageError(`bad option ${JSON.stringify(arg)}: use ${usage}`);
     }
     opts[name] = Number(value);
   }
@@ -113,16 +115,26 @@ export class Runner {
 }
 
 /**
- * A bench's main around `body`: root and `tools` checked, a note when kupod programs of another
- * process are loaded, Ctrl-C and SIGTERM interrupt the runner; on any exit the runner is
- * cleaned up and no program kupod loaded meanwhile may be left. Returns the exit status: 0
- * when the body ran, 1 on errors, 130 when interrupted.
+ * A bench's main around `body`: its options parsed by `options` (a bad one is exit status 2),
+ * root and `tools` checked, a note when kupod programs of another process are loaded, a test
+ * pod made (nginx sidecar with upstream keep-alive in front of the service), Ctrl-C and SIGTERM
+ * interrupt the runner; on any exit the runner and the pod are cleaned up and no program kupod
+ * loaded meanwhile may be left. Returns the exit status: 0 when the body ran, 1 on errors, 130
+ * when interrupted.
  */
-export async function benchMain(
+export async function benchMain<O>(
   name: string,
   tools: string[],
-  body: (runner: Runner) => Promise<void>,
+  options: () => O,
+  body: (runner: Runner, opts: O, pod: TestPod) => Promise<void>,
 ): Promise<number> {
+  let opts: O;
+  try {
+    opts = options();
+  } catch (e) {
+    console.error(`Error: ${(e as Error).message}`);
+    return 2;
+  }
   if (Deno.uid() !== 0) {
     console.error(`Error: the ${name} bench needs root (BPF, netns, cgroups)`);
     return 1;
@@ -145,7 +157,9 @@ export async function benchMain(
   for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, onSignal);
   let failed = false;
   try {
-    await body(runner);
+    const pod = await createTestPod({ upstreamKeepAlive: true });
+    runner.defer(() => pod.dispose());
+    await body(runner, opts, pod);
   } catch (e) {
     failed = true;
     if (runner.interrupted) console.error(`${name} bench: interrupted`);

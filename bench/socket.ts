@@ -66,7 +66,7 @@
  * removed.
  */
 
-import { createTestPod, type TestPod } from "../tests/helpers/pod.ts";
+import type { TestPod } from "../tests/helpers/pod.ts";
 import {
   benchMain,
   bpfDelta,
@@ -363,77 +363,76 @@ function printDiag(r: Run): void {
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<number> {
-  let opts: Options;
-  try {
-    opts = checkOptions(parseOptions(DEFAULTS, Deno.args));
-  } catch (e) {
-    console.error(`Error: ${(e as Error).message}`);
-    return 2;
-  }
   const started = performance.now();
-  return await benchMain("socket", ["wrk", "bpftool", "nginx"], async (runner) => {
-    const pod = await createTestPod({ upstreamKeepAlive: true });
-    runner.defer(() => pod.dispose());
-    const bench = new Bench(opts, pod, runner);
-    const o = opts;
-    console.log(
-      `socket bench (monitor kernel ${o.all ? "all" : "socket"}): ` +
-        `pod ${pod.name} ${pod.podIP} (veth ${pod.hostVeth}), ` +
-        `wrk -t1 -c${o.connections}, ` +
-        `${o.seconds} s runs: ${o.rounds} rounds keep-alive, ${o["close-rounds"]} ` +
-        `connection-per-request, diagnostic ${
-          o["diag-seconds"]
-        } s; ${navigator.hardwareConcurrency} CPUs`,
-    );
-    console.log(`kupod: ${await sourceVersion()}`);
-    await bench.warmUp();
-    const log = (r: Run) =>
-      console.error(
-        `  ${LOAD_NAME[r.load]} ${r.mode} #${r.round}: ${f(r.rps, 0)} req/s` +
-          (r.cores === undefined ? "" : `, kupod ${f(r.cores, 3)} cores`),
-      );
-    for (let i = 0; i < o.rounds; i++) {
-      const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
-      for (const mode of order) log(await bench.run("keep-alive", mode, i + 1));
-    }
-    for (let i = 0; i < o["close-rounds"]; i++) {
-      const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
-      for (const mode of order) log(await bench.run("close", mode, i + 1));
-    }
-    const diags: Run[] = [];
-    if (o["diag-seconds"] > 0) {
-      diags.push(await bench.run("keep-alive", "diag", 1));
-      if (o["close-rounds"] > 0) diags.push(await bench.run("close", "diag", 1));
-    }
-
-    console.log("");
-    printRuns(bench.runs);
-    console.log("");
-    const ka = summarize("keep-alive", bench.runs)!;
-    const close = summarize("close", bench.runs);
-    if (diags.length) {
-      console.log("");
+  const options = () => checkOptions(parseOptions(DEFAULTS, Deno.args));
+  return await benchMain(
+    "socket",
+    ["wrk", "bpftool", "nginx"],
+    options,
+    async (runner, opts, pod) => {
+      const bench = new Bench(opts, pod, runner);
+      const o = opts;
       console.log(
-        "diagnostic (kupod --verbose --output json to a file, BPF run-time stats on; not in the " +
-          "ratios):",
+        `socket bench (monitor kernel ${o.all ? "all" : "socket"}): ` +
+          `pod ${pod.name} ${pod.podIP} (veth ${pod.hostVeth}), ` +
+          `wrk -t1 -c${o.connections}, ` +
+          `${o.seconds} s runs: ${o.rounds} rounds keep-alive, ${o["close-rounds"]} ` +
+          `connection-per-request, diagnostic ${
+            o["diag-seconds"]
+          } s; ${navigator.hardwareConcurrency} CPUs`,
       );
-      for (const d of diags) printDiag(d);
-    }
-    noteOtherLoad(bench.runs.map((r) => r.otherCores));
-    const rss = Math.max(...bench.runs.filter((r) => r.mode === "on").map((r) => r.hwmBytes!));
-    console.log("");
-    console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
-    const what = o.all ? "monitor kernel all" : "socket";
-    console.log(
-      `${what} overhead: throughput ratio on/off = ${f(ka.ratio, 2)} (target >= 0.97) keep-alive` +
-        (close ? `; ${f(close.ratio, 2)} connection-per-request` : ""),
-    );
-    console.log(
-      `${what} overhead: agent CPU = ${f(ka.per10k, 3)} cores per 10k req/s (target <= 0.1) ` +
-        `keep-alive` + (close ? `; ${f(close.per10k, 3)} connection-per-request` : ""),
-    );
-    console.log(`${what} overhead: agent RSS = ${f(rss / MB, 0)} MB (target <= 80)`);
-  });
+      console.log(`kupod: ${await sourceVersion()}`);
+      await bench.warmUp();
+      const log = (r: Run) =>
+        console.error(
+          `  ${LOAD_NAME[r.load]} ${r.mode} #${r.round}: ${f(r.rps, 0)} req/s` +
+            (r.cores === undefined ? "" : `, kupod ${f(r.cores, 3)} cores`),
+        );
+      for (let i = 0; i < o.rounds; i++) {
+        const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
+        for (const mode of order) log(await bench.run("keep-alive", mode, i + 1));
+      }
+      for (let i = 0; i < o["close-rounds"]; i++) {
+        const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
+        for (const mode of order) log(await bench.run("close", mode, i + 1));
+      }
+      const diags: Run[] = [];
+      if (o["diag-seconds"] > 0) {
+        diags.push(await bench.run("keep-alive", "diag", 1));
+        if (o["close-rounds"] > 0) diags.push(await bench.run("close", "diag", 1));
+      }
+
+      console.log("");
+      printRuns(bench.runs);
+      console.log("");
+      const ka = summarize("keep-alive", bench.runs)!;
+      const close = summarize("close", bench.runs);
+      if (diags.length) {
+        console.log("");
+        console.log(
+          "diagnostic (kupod --verbose --output json to a file, BPF run-time stats on; not in the " +
+            "ratios):",
+        );
+        for (const d of diags) printDiag(d);
+      }
+      noteOtherLoad(bench.runs.map((r) => r.otherCores));
+      const rss = Math.max(...bench.runs.filter((r) => r.mode === "on").map((r) => r.hwmBytes!));
+      console.log("");
+      console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
+      const what = o.all ? "monitor kernel all" : "socket";
+      console.log(
+        `${what} overhead: throughput ratio on/off = ${
+          f(ka.ratio, 2)
+        } (target >= 0.97) keep-alive` +
+          (close ? `; ${f(close.ratio, 2)} connection-per-request` : ""),
+      );
+      console.log(
+        `${what} overhead: agent CPU = ${f(ka.per10k, 3)} cores per 10k req/s (target <= 0.1) ` +
+          `keep-alive` + (close ? `; ${f(close.per10k, 3)} connection-per-request` : ""),
+      );
+      console.log(`${what} overhead: agent RSS = ${f(rss / MB, 0)} MB (target <= 80)`);
+    },
+  );
 }
 
 if (import.meta.main) Deno.exit(await main());

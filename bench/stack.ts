@@ -62,7 +62,7 @@
  * the temp dir removed.
  */
 
-import { createTestPod, type TestPod } from "../tests/helpers/pod.ts";
+import type { TestPod } from "../tests/helpers/pod.ts";
 import { DENO } from "../tests/helpers/process.ts";
 import {
   benchMain,
@@ -387,71 +387,70 @@ function printDiag(r: Run): number {
 // ---------------------------------------------------------------------------------------------
 
 async function main(): Promise<number> {
-  let opts: Options;
-  try {
-    opts = checkOptions(parseOptions(DEFAULTS, Deno.args));
-  } catch (e) {
-    console.error(`Error: ${(e as Error).message}`);
-    return 2;
-  }
   const started = performance.now();
-  return await benchMain("stack", ["wrk", "bpftool", "nginx"], async (runner) => {
-    const pod = await createTestPod({ upstreamKeepAlive: true });
-    runner.defer(() => pod.dispose());
-    const bench = new Bench(opts, pod, runner);
-    await bench.startSink();
-    const o = opts;
-    console.log(
-      `stack bench: pod ${pod.name} ${pod.podIP} (veth ${pod.hostVeth}); http: wrk -t1 ` +
-        `-c${o.connections} keep-alive; bulk: ${o.streams} TCP stream(s) into the pod; ` +
-        `${o.seconds} s runs, ${o.rounds} rounds each, diagnostic ${o["diag-seconds"]} s; ` +
-        `${navigator.hardwareConcurrency} CPUs`,
-    );
-    console.log(`kupod: ${await sourceVersion()}`);
-    await bench.warmUp();
-    const log = (r: Run) =>
-      console.error(
-        `  ${r.load} ${r.mode} #${r.round}: ${f(r.rate, 1)} ${UNIT[r.load]}` +
-          (r.cores === undefined ? "" : `, kupod ${f(r.cores, 3)} cores`),
-      );
-    const loads: Load[] = ["http", "bulk"];
-    for (const load of loads) {
-      for (let i = 0; i < o.rounds; i++) {
-        const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
-        for (const mode of order) log(await bench.run(load, mode, i + 1));
-      }
-    }
-    const diags: Run[] = [];
-    if (o["diag-seconds"] > 0) {
-      for (const load of loads) diags.push(await bench.run(load, "diag", 1));
-    }
-
-    console.log("");
-    printRuns(bench.runs);
-    console.log("");
-    const [http, bulk] = loads.map((l) => summarize(l, bench.runs));
-    const kernelNs: Partial<Record<Load, number>> = {};
-    if (diags.length) {
-      console.log("");
+  const options = () => checkOptions(parseOptions(DEFAULTS, Deno.args));
+  return await benchMain(
+    "stack",
+    ["wrk", "bpftool", "nginx"],
+    options,
+    async (runner, opts, pod) => {
+      const bench = new Bench(opts, pod, runner);
+      await bench.startSink();
+      const o = opts;
       console.log(
-        'diagnostic (kupod as in the "on" runs, BPF run-time stats on; not in the ratios):',
+        `stack bench: pod ${pod.name} ${pod.podIP} (veth ${pod.hostVeth}); http: wrk -t1 ` +
+          `-c${o.connections} keep-alive; bulk: ${o.streams} TCP stream(s) into the pod; ` +
+          `${o.seconds} s runs, ${o.rounds} rounds each, diagnostic ${o["diag-seconds"]} s; ` +
+          `${navigator.hardwareConcurrency} CPUs`,
       );
-      for (const d of diags) kernelNs[d.load] = printDiag(d);
-    }
-    noteOtherLoad(bench.runs.map((r) => r.otherCores));
-    console.log("");
-    console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
-    console.log(
-      `stack overhead: throughput ratio on/off = ${f(http.ratio, 2)} (target >= 0.9) http; ${
-        f(bulk.ratio, 2)
-      } bulk`,
-    );
-    console.log(
-      `stack overhead: cost per packet = ${f(kernelNs.http, 0)} ns in the kernel (BPF programs), ${
-        f(http.agentNs, 0)
-      } ns agent CPU http; ${f(kernelNs.bulk, 0)} ns, ${f(bulk.agentNs, 0)} ns bulk`,
-    );
-  });
+      console.log(`kupod: ${await sourceVersion()}`);
+      await bench.warmUp();
+      const log = (r: Run) =>
+        console.error(
+          `  ${r.load} ${r.mode} #${r.round}: ${f(r.rate, 1)} ${UNIT[r.load]}` +
+            (r.cores === undefined ? "" : `, kupod ${f(r.cores, 3)} cores`),
+        );
+      const loads: Load[] = ["http", "bulk"];
+      for (const load of loads) {
+        for (let i = 0; i < o.rounds; i++) {
+          const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
+          for (const mode of order) log(await bench.run(load, mode, i + 1));
+        }
+      }
+      const diags: Run[] = [];
+      if (o["diag-seconds"] > 0) {
+        for (const load of loads) diags.push(await bench.run(load, "diag", 1));
+      }
+
+      console.log("");
+      printRuns(bench.runs);
+      console.log("");
+      const [http, bulk] = loads.map((l) => summarize(l, bench.runs));
+      const kernelNs: Partial<Record<Load, number>> = {};
+      if (diags.length) {
+        console.log("");
+        console.log(
+          'diagnostic (kupod as in the "on" runs, BPF run-time stats on; not in the ratios):',
+        );
+        for (const d of diags) kernelNs[d.load] = printDiag(d);
+      }
+      noteOtherLoad(bench.runs.map((r) => r.otherCores));
+      console.log("");
+      console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
+      console.log(
+        `stack overhead: throughput ratio on/off = ${f(http.ratio, 2)} (target >= 0.9) http; ${
+          f(bulk.ratio, 2)
+        } bulk`,
+      );
+      console.log(
+        `stack overhead: cost per packet = ${
+          f(kernelNs.http, 0)
+        } ns in the kernel (BPF programs), ${f(http.agentNs, 0)} ns agent CPU http; ${
+          f(kernelNs.bulk, 0)
+        } ns, ${f(bulk.agentNs, 0)} ns bulk`,
+      );
+    },
+  );
 }
 
 if (import.meta.main) Deno.exit(await main());
