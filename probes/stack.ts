@@ -204,8 +204,8 @@ export class StackProbe implements Probe {
     for (let from = 0; from < HOOKS.length; from++) {
       for (let to = 0; to < HOOKS.length; to++) {
         // struct log2_hist: count, sum_ns, slots[]
-        const v = hopMap.sumU64s(u32Key(from * HOOKS.length + to));
-        if (!v || !v[0]) continue;
+        const v = hopMap.sumU64s(u32Key(from * HOOKS.length + to), 0);
+        if (!v) continue;
         hops.push({
           from: HOOKS[from],
           to: HOOKS[to],

@@ -37,6 +37,14 @@ Deno.test("map: per-CPU values are summed over every possible CPU", () => {
   lost.update(u32Key(0), u64Key(5n));
   const cpus = lost.valueBufferSize / 8;
   assertEquals(lost.sumU64(u32Key(0)), 5n * BigInt(cpus));
+  // values past 32 bits sum exactly; a zero sum at the index asked for reads as absent
+  const big = 3n * 2n ** 32n + 7n;
+  lost.update(u32Key(0), u64Key(big));
+  assertEquals(lost.sumU64s(u32Key(0)), [Number(big) * cpus]);
+  assertEquals(lost.sumU64s(u32Key(0), 0), [Number(big) * cpus]);
+  lost.update(u32Key(0), u64Key(0n));
+  assertEquals(lost.sumU64s(u32Key(0)), [0]);
+  assertEquals(lost.sumU64s(u32Key(0), 0), undefined);
 });
 
 Deno.test("map: errors carry the call, the errno and libbpf's words", () => {
