@@ -255,6 +255,11 @@ export const MONITOR_FLAGS: readonly FlagSpec[] = [
     "Stack probe: follow only packets with one of these addresses (a,b,...) at either end",
     { check: addressList },
   ),
+  bool(
+    "stack-tcp",
+    "Stack probe: also count TCP segments reaching sockets and TCP writes (costs more)",
+    (o, v) => (o.stackTcp = v),
+  ),
   str("exporter-address", "exporterAddress", "Address the Prometheus exporter listens on", {
     default: "0.0.0.0",
   }),

@@ -37,6 +37,7 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
     StackProbe.start(target, sink, {
       sampleEvery: opts.verbosity === "verbose" ? VERBOSE_SAMPLE_EVERY : 0,
       match: packetMatch(opts),
+      tcpPoints: opts.stackTcp,
     }),
 };
 

@@ -38,6 +38,8 @@ export interface MonitorOptions {
   stackPort: number;
   /** Comma-separated addresses. */
   stackAddress: string;
+  /** Stack probe: also count at TCP's own points (tcp_probe, tcp_sendmsg_locked). */
+  stackTcp: boolean;
   otlpEndpoint: string;
   output: OutputFormat;
   /** Seconds; 0 = until Ctrl-C / SIGTERM. */

@@ -71,7 +71,7 @@ export function parseArgs(args: string[], env: ParseEnv = {}): Command {
       const selection = STACK_SELECTION.find((f) => given(values, f));
       if (selection && !action.probes.includes("stack")) {
         fail(
-          `--${selection} selects the packets of the stack probe, which this command does not run`,
+          `--${selection} is an option of the stack probe, which this command does not run`,
         );
       }
       // Verbosity starts at normal: --verbose and --quiet only ever move it away from there.
@@ -169,7 +169,7 @@ function resolveTopic(topic: string[]): CommandSpec[] {
 }
 
 const KUBERNETES_TARGETS = ["pod", "pod-label"];
-const STACK_SELECTION = ["stack-protocol", "stack-port", "stack-address"];
+const STACK_SELECTION = ["stack-protocol", "stack-port", "stack-address", "stack-tcp"];
 
 /** Whether a flag was given a value; empty values (`--pod=`) mean "discover" or "off". */
 function given(values: Map<string, FlagValue>, name: string): boolean {

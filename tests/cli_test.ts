@@ -95,6 +95,7 @@ const DEFAULTS: MonitorOptions = {
   stackProtocol: "",
   stackPort: 0,
   stackAddress: "",
+  stackTcp: false,
   otlpEndpoint: "",
   output: "text",
   duration: 0,
@@ -332,7 +333,7 @@ const BAD: [string[], string][] = [
   ],
   [
     [...SOCKET, "--stack-port", "80"],
-    "--stack-port selects the packets of the stack probe, which this command does not run",
+    "--stack-port is an option of the stack probe, which this command does not run",
   ],
   [
     [...SOCKET, "--stack-protocol", "sctp"],

@@ -178,7 +178,7 @@ Deno.test("stack flows: HTTP over IPv4 and IPv6, per hook as the pod's nftables 
     const before = await podNftCounters(pod.netns, "inet", "kupodt");
     const c = await counted(
       pod,
-      ["--stack-port", String(port), "--stack-address", addr],
+      ["--stack-port", String(port), "--stack-address", addr, "--stack-tcp"],
       async () => {
         const http = await httpGet(addr, port, { count: N });
         assertEquals(http.replies.map((r) => r.status), new Array(N).fill(200));

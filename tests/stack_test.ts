@@ -44,7 +44,7 @@ Deno.test("stack: packets, hooks, hop latencies and a drop of a pod's traffic; n
     assertEquals(links.filter((t) => t === "netfilter").length, 10, `netfilter links: ${links}`);
     assertEquals(
       links.filter((t) => t === "raw_tracepoint" || t === "tracing").length,
-      11,
+      9,
       `${links}`,
     );
 
