@@ -10,7 +10,7 @@
  * What the exporter shows is counted here, per container and direction
  * (conn_stats) and per sidecar (sidecar_stats); events go to the ring only
  * for what the console or the spans print: accepts, connects, retransmits,
- * and closes and per-request timings when asked for.
+ * resets, and closes and per-request timings when asked for.
  *
  * Sidecar timing follows one request: a sidecar thread reads it on an
  * inbound connection, writes it on an outbound one (process time), and a
