@@ -20,6 +20,7 @@
 #include "ringbuf.h"
 #include "filter.h"
 #include "hist.h"
+#include "flow.h"
 #include "socket.h"
 
 #define TCP_ESTABLISHED 1
@@ -42,14 +43,6 @@ const volatile bool close_events = false;
 /* Send a sidecar_timing event per request (--verbose); sidecar_stats count them anyway. */
 const volatile bool timing_events = false;
 
-/* A connection's endpoints as seen from the side that owns it. */
-struct flow {
-	__u8 saddr[16];
-	__u8 daddr[16];
-	__u16 sport;
-	__u16 dport;
-};
-
 #define UPSTREAM_UNKNOWN 0
 #define UPSTREAM_SIDECAR 1 /* the other end is a sidecar's upstream connection */
 #define UPSTREAM_NONE 2
@@ -62,7 +55,7 @@ struct conn {
 	__u64 closing_ns;
 	__u64 bytes_sent;     /* written by the owner (sock_send_length) */
 	__u64 bytes_received; /* read by the owner (sock_recv_length) */
-	struct flow flow;     /* set once the handshake is done */
+	struct flow flow;     /* endpoints from the owner's side, once the handshake is done */
 	__u32 pid;
 	__u32 tid;
 	__u32 netns;
@@ -156,21 +149,6 @@ static __always_inline struct conn_stats *conn_stats_of(const struct conn *c)
 	return stats_of(&conn_stats, &key, &zero_conn_stats);
 }
 
-static __always_inline void read_flow(struct flow *f, struct sock *sk, __u16 *family)
-{
-	__builtin_memset(f, 0, sizeof(*f));
-	*family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	f->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
-	f->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	if (*family == AF_INET) {
-		bpf_core_read(f->saddr, 4, &sk->__sk_common.skc_rcv_saddr);
-		bpf_core_read(f->daddr, 4, &sk->__sk_common.skc_daddr);
-	} else {
-		bpf_core_read(f->saddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
-		bpf_core_read(f->daddr, 16, &sk->__sk_common.skc_v6_daddr);
-	}
-}
-
 static __always_inline void conn_from_current(struct conn *c, __u32 container, __u8 direction)
 {
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
@@ -229,8 +207,14 @@ static __always_inline struct sock_event *conn_event(__u32 kind, struct sock *sk
 	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	e->sport = c->flow.sport;
 	e->dport = c->flow.dport;
-	__builtin_memcpy(e->saddr, c->flow.saddr, sizeof(e->saddr));
-	__builtin_memcpy(e->daddr, c->flow.daddr, sizeof(e->daddr));
+	if (c->flow.family == 4) {
+		/* the event carries IPv4 in its first 4 bytes, the flow as ::ffff:a.b.c.d */
+		__builtin_memcpy(e->saddr, c->flow.saddr + 12, 4);
+		__builtin_memcpy(e->daddr, c->flow.daddr + 12, 4);
+	} else {
+		__builtin_memcpy(e->saddr, c->flow.saddr, sizeof(e->saddr));
+		__builtin_memcpy(e->daddr, c->flow.daddr, sizeof(e->daddr));
+	}
 	return e;
 }
 
@@ -295,10 +279,9 @@ static __always_inline void closed(struct sock *sk, struct conn *c, __u64 now)
 /* Handshake done on an outbound connection: the flow is known now (connect() binds the port). */
 static __always_inline void connected(struct sock *sk, struct conn *c)
 {
-	__u16 family;
 
 	c->established_ns = bpf_ktime_get_boot_ns();
-	read_flow(&c->flow, sk, &family);
+	flow_of_sock(sk, &c->flow);
 	if (c->role == ROLE_SIDECAR) {
 		struct upstream u = { .sidecar = c->container };
 
@@ -370,7 +353,6 @@ static __always_inline int on_accept_exit(long ret)
 	__u32 container;
 	struct sock *sk;
 	struct conn c;
-	__u16 family;
 	__u64 key;
 
 	if (ret < 0 || !target_current(&container))
@@ -380,7 +362,7 @@ static __always_inline int on_accept_exit(long ret)
 		return 0;
 	conn_from_current(&c, container, DIR_IN);
 	c.established_ns = c.start_ns; /* the kernel finished the handshake before accept() */
-	read_flow(&c.flow, sk, &family);
+	flow_of_sock(sk, &c.flow);
 	key = (__u64)sk;
 	bpf_map_update_elem(&accepted, &key, &c, BPF_ANY);
 	opened(SOCK_EVENT_ACCEPT, sk, &c);
@@ -493,6 +475,7 @@ static __always_inline void service_received(struct sock *sk, struct conn *c, __
 	if (c->upstream == UPSTREAM_NONE)
 		return;
 	/* the sidecar's end of this connection has the endpoints swapped */
+	theirs = c->flow;
 	__builtin_memcpy(theirs.saddr, c->flow.daddr, sizeof(theirs.saddr));
 	__builtin_memcpy(theirs.daddr, c->flow.saddr, sizeof(theirs.daddr));
 	theirs.sport = c->flow.dport;
