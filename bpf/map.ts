@@ -159,18 +159,13 @@ export class BpfMap {
    * for a generated decoder; undefined if `key` is absent.
    */
   summedValue(key: Uint8Array<ArrayBuffer>): DataView | undefined {
-    const value = this.lookup(key);
-    if (!value) return undefined;
-    if (!this.perCpu) return new DataView(value.buffer);
-    const v = new DataView(value.buffer);
+    const sums = this.sumU64s(key);
+    if (!sums) return undefined;
     const out = new DataView(new ArrayBuffer(this.valueSize));
-    for (let i = 0; i + 8 <= this.valueSize; i += 8) {
-      let total = 0n;
-      for (let cpu = 0; cpu < numPossibleCpus(); cpu++) {
-        total += v.getBigUint64(cpu * this.cpuStride + i, true);
-      }
-      out.setBigUint64(i, total, true);
-    }
+    sums.forEach((n, i) => {
+      out.setUint32(i * 8, n % 2 ** 32, true);
+      out.setUint32(i * 8 + 4, Math.floor(n / 2 ** 32), true);
+    });
     return out;
   }
 

@@ -42,6 +42,7 @@ Deno.test("map: per-CPU values are summed over every possible CPU", () => {
   lost.update(u32Key(0), u64Key(big));
   assertEquals(lost.sumU64s(u32Key(0)), [Number(big) * cpus]);
   assertEquals(lost.sumU64s(u32Key(0), 0), [Number(big) * cpus]);
+  assertEquals(lost.summedValue(u32Key(0))!.getBigUint64(0, true), big * BigInt(cpus));
   lost.update(u32Key(0), u64Key(0n));
   assertEquals(lost.sumU64s(u32Key(0)), [0]);
   assertEquals(lost.sumU64s(u32Key(0), 0), undefined);
