@@ -3,7 +3,7 @@
  * measured against the same pod without kupod, in one invocation.
  *
  *   deno task bench:socket [--rounds 3] [--seconds 10] [--close-rounds 1] [--connections 32]
- *                          [--warmup-seconds 5] [--diag-seconds 8] [--all 0]
+ *                          [--warmup-seconds 5] [--diag-seconds 8] [--diag-verbose 0] [--all 0]
  *
  * `--all 1` measures `kupod monitor kernel all` (socket and stack with one exporter: the whole
  * agent, as DESIGN.md's overhead target puts it) instead of the socket probe alone.
@@ -27,12 +27,12 @@
  *   3. connection-per-request: the same with `-H "Connection: close"` for `close-rounds`
  *      rounds: a new TCP connection (accept, close) per request, the probe's connection path;
  *   4. diagnostic (not part of the ratios; `--diag-seconds 0` skips it): one run per load
- *      with `--verbose --output json`, stdout to a temp file, and the kernel's BPF run-time
- *      statistics on (BPF_ENABLE_STATS, off again once its fd is closed): the events kupod
- *      processed (with --quiet the console prints only accepts, connects and retransmits,
- *      but the probe decodes closes and per-request sidecar timings all the same) per type,
- *      and what the BPF programs cost in the kernel, in the context of nginx, the service and
- *      the softirqs - a cost kupod's own CPU time does not contain;
+ *      with the kernel's BPF run-time statistics on (BPF_ENABLE_STATS, off again once its fd
+ *      is closed): what the BPF programs cost in the kernel, in the context of nginx, the
+ *      service and the softirqs - a cost kupod's own CPU time does not contain. kupod runs as
+ *      in the "on" runs; with `--diag-verbose 1` it runs with `--verbose --output json`
+ *      instead, which also sends closes and per-request sidecar timings to the ring, and the
+ *      events it wrote are counted per type;
  *   5. prints the kupod sources measured (HEAD, and how many of their files differ), every
  *      run, a summary per load and three final lines:
  *        socket overhead: throughput ratio on/off = R (target >= 0.97) keep-alive; R' ...
@@ -99,6 +99,7 @@ const DEFAULTS = {
   connections: 32,
   "warmup-seconds": 5,
   "diag-seconds": 8,
+  "diag-verbose": 0,
   all: 0,
 };
 type Options = typeof DEFAULTS;
@@ -183,7 +184,8 @@ class Bench {
 
   #startKupod(mode: Mode, out: string): Promise<Kupod> {
     const args = ["monitor", "kernel", this.#probes, "--veth", this.pod.hostVeth];
-    args.push(...(mode === "diag" ? ["--verbose", "--output", "json"] : ["--quiet"]));
+    const verbose = mode === "diag" && this.opts["diag-verbose"] > 0;
+    args.push(...(verbose ? ["--verbose", "--output", "json"] : ["--quiet"]));
     return startKupod(this.runner, args, out);
   }
 
@@ -220,9 +222,10 @@ class Bench {
         printed: mode === "diag" ? undefined : printed / wall,
       };
       if (mode === "diag") run.bpf = bpfDelta(kupod.programs, bpf0, bpf1);
-      run.lost = await stopKupod(kupod, "(?:socket|stack)", mode === "diag");
+      const verbose = mode === "diag" && this.opts["diag-verbose"] > 0;
+      run.lost = await stopKupod(kupod, "(?:socket|stack)", verbose);
       run.lostPerSec = run.lost / wall;
-      if (mode === "diag") {
+      if (verbose) {
         run.types = await countTypes(out);
         const m = kupod.proc.stderr.text().match(/\[DEBUG\] socket: (\d+) events, (\d+) lost/);
         if (m) run.processed = Number(m[1]);
@@ -335,16 +338,17 @@ function printDiag(r: Run): void {
   const perReq = (n: number) => n / r.requests;
   const types = Object.entries(r.types ?? {}).sort((a, b) => b[1] - a[1]);
   const events = types.reduce((a, [, n]) => a + n, 0);
+  const written = r.types
+    ? `events written ${f(events / r.seconds, 0)}/s = ${f(perReq(events), 2)}/request (${
+      types.map(([t, n]) => `${t} ${f(n / r.seconds, 0)}/s`).join(", ") || "none"
+    }); processed ${r.processed ?? "?"}, `
+    : "";
   console.log(
     `${LOAD_NAME[r.load]}: ${f(r.rps, 0)} req/s; kupod ${f(r.cores, 3)} cores (${
       f(r.coresPer10k, 3)
-    } per 10k req/s), peak RSS ${f(r.hwmBytes! / MB, 1)} MB; events written ${
-      f(events / r.seconds, 0)
-    }/s = ${f(perReq(events), 2)}/request (${
-      types.map(([t, n]) => `${t} ${f(n / r.seconds, 0)}/s`).join(", ") || "none"
-    }); processed ${r.processed ?? "?"}, lost ${r.lost} = ${f(r.lostPerSec, 0)}/s = ${
-      f(perReq(r.lost!), 2)
-    }/request`,
+    } per 10k req/s), peak RSS ${f(r.hwmBytes! / MB, 1)} MB; ${written}lost ${r.lost} = ${
+      f(r.lostPerSec, 0)
+    }/s = ${f(perReq(r.lost!), 2)}/request`,
   );
   const progs = Object.entries(r.bpf ?? {}).sort((a, b) => b[1].ns - a[1].ns);
   const runs = progs.reduce((a, [, p]) => a + p.runs, 0);
@@ -410,8 +414,9 @@ async function main(): Promise<number> {
       if (diags.length) {
         console.log("");
         console.log(
-          "diagnostic (kupod --verbose --output json to a file, BPF run-time stats on; not in the " +
-            "ratios):",
+          `diagnostic (kupod ${
+            o["diag-verbose"] ? "--verbose --output json" : "--quiet"
+          } to a file, BPF run-time stats on; not in the ratios):`,
         );
         for (const d of diags) printDiag(d);
       }

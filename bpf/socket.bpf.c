@@ -2,10 +2,15 @@
 /*
  * Socket probe: the TCP connections of the target's processes, from
  * tracepoints only. A connection is attributed in process context — at
- * connect() (SYN_SENT) or at the return of accept() — and its state lives in
- * socket-local storage, so that events raised later in softirq (handshake
- * done, retransmits, close) still name the right process and container, and
- * the state goes away with the socket.
+ * connect() (SYN_SENT), or for an accepted one when its owner first reads,
+ * writes or closes it — and its state lives in socket-local storage, so that
+ * events raised later in softirq (retransmits, close) still name the right
+ * process and container, and the state goes away with the socket.
+ *
+ * accept() itself is not traced: a syscall tracepoint switches every thread
+ * of the node onto the slow syscall path. A passive handshake completing in
+ * the target's netns leaves a mark on the child socket instead (`accepting`),
+ * and the first process-context touch claims it.
  *
  * What the exporter shows is counted here, per container and direction
  * (conn_stats) and per sidecar (sidecar_stats); events go to the ring only
@@ -22,9 +27,11 @@
 #include "hist.h"
 #include "flow.h"
 #include "socket.h"
+#include "socket_upstreams.h"
 
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
 #define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
@@ -50,6 +57,7 @@ const volatile bool timing_events = false;
 /* A connection of the target, from connect()/accept() to close. */
 struct conn {
 	__u64 cgroup_id;
+	__u64 up_tag;         /* sidecar outbound, or service inbound from a sidecar: upstream_tag() */
 	__u64 start_ns;
 	__u64 established_ns;
 	__u64 closing_ns;
@@ -61,6 +69,7 @@ struct conn {
 	__u32 netns;
 	__u32 container;
 	__u32 turns; /* changes of data direction */
+	__u32 up_slot; /* the upstream slot of up_tag */
 	__u8 direction;
 	__u8 role; /* ROLE_* of the container */
 	__u8 last; /* LAST_SEND / LAST_RECV */
@@ -78,16 +87,17 @@ struct {
 } conns SEC(".maps");
 
 /*
- * Sockets accepted by the target, from the accept() tracepoint (which sees
- * the socket only as an address) until a tp_btf program first sees the
- * socket itself and moves the entry into its storage.
+ * Accepted sockets in the target's netns whose owner has not touched them
+ * yet: when their handshake completed. The owner's first read, write or
+ * close turns the mark into a connection, or drops it if the owner is not
+ * the target's.
  */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* struct sock * */
-	__type(value, struct conn);
-} accepted SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64); /* bpf_ktime_get_boot_ns() of the handshake */
+} accepting SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -98,8 +108,7 @@ struct {
 } conn_stats SEC(".maps");
 
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, MAX_CONTAINERS);
 	__type(key, __u32); /* sidecar container */
 	__type(value, struct sidecar_stats);
@@ -113,23 +122,18 @@ struct {
 	__type(value, __u64);
 } sidecar_reads SEC(".maps");
 
-/* The last request a sidecar wrote on an upstream connection, by that connection's flow. */
-struct upstream {
-	__u64 written_ns; /* 0: taken by the service */
-	__u64 process_ns;
-	__u32 sidecar;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct flow);
-	__type(value, struct upstream);
-} upstreams SEC(".maps");
-
 /* Zeroed values to create counters from: too large for the BPF stack. */
 static struct conn_stats zero_conn_stats;
-static struct sidecar_stats zero_sidecar_stats;
+
+/*
+ * Whether the caller holds socket `sk` locked: a syscall of its owner (or the
+ * owner's release_sock() running what softirqs queued meanwhile), never a
+ * softirq or timer, which leave an owned socket alone.
+ */
+static __always_inline bool owner_running(const struct sock *sk)
+{
+	return sk->sk_lock.owned;
+}
 
 /* The per-CPU value of `map` at `key`, created zeroed when missing. */
 static __always_inline void *stats_of(void *map, const void *key, const void *zero)
@@ -165,24 +169,10 @@ static __always_inline void conn_from_current(struct conn *c, __u32 container, _
 	bpf_get_current_comm(c->comm, sizeof(c->comm));
 }
 
-/*
- * The state of a target's connection: in the socket's storage, or still in
- * `accepted` (moved into the storage here); NULL for other sockets.
- */
+/* The state of a target's connection; NULL for other sockets and unclaimed accepted ones. */
 static __always_inline struct conn *conn_of(struct sock *sk)
 {
-	struct conn *c = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	__u64 key = (__u64)sk;
-	struct conn *pending;
-
-	if (c)
-		return c;
-	pending = bpf_map_lookup_elem(&accepted, &key);
-	if (!pending)
-		return NULL;
-	c = bpf_sk_storage_get(&conns, sk, pending, BPF_SK_STORAGE_GET_F_CREATE);
-	bpf_map_delete_elem(&accepted, &key);
-	return c;
+	return bpf_sk_storage_get(&conns, sk, NULL, 0);
 }
 
 /* Reserves an event for connection `c` of socket `sk`, filled with who and where. */
@@ -259,7 +249,7 @@ static __always_inline void closed(struct sock *sk, struct conn *c, __u64 now)
 		hist_add(&s->duration_us, (now - c->start_ns) / 1000);
 	}
 	if (c->role == ROLE_SIDECAR && c->direction == DIR_OUT)
-		bpf_map_delete_elem(&upstreams, &c->flow);
+		upstream_release(c->up_slot, c->up_tag);
 	if (!close_events)
 		return;
 	e = conn_event(SOCK_EVENT_CLOSE, sk, c);
@@ -283,11 +273,40 @@ static __always_inline void connected(struct sock *sk, struct conn *c)
 	c->established_ns = bpf_ktime_get_boot_ns();
 	flow_of_sock(sk, &c->flow);
 	if (c->role == ROLE_SIDECAR) {
-		struct upstream u = { .sidecar = c->container };
-
-		bpf_map_update_elem(&upstreams, &c->flow, &u, BPF_ANY);
+		c->up_tag = upstream_tag(&c->flow, false);
+		c->up_slot = upstream_claim(c->up_tag, c->container);
 	}
 	opened(SOCK_EVENT_CONNECT, sk, c);
+}
+
+/*
+ * The connection of socket `sk` for a process-context caller: an accepted
+ * socket still marked in `accepting` becomes the caller's connection if the
+ * caller is the target's (its owner: it reads, writes or closes it).
+ */
+static __always_inline struct conn *claim_conn(struct sock *sk)
+{
+	struct conn *c = bpf_sk_storage_get(&conns, sk, NULL, 0);
+	__u64 *handshake;
+	__u32 container;
+	struct conn fresh;
+
+	if (c)
+		return c;
+	handshake = bpf_sk_storage_get(&accepting, sk, NULL, 0);
+	if (!handshake)
+		return NULL;
+	if (target_current(&container)) {
+		conn_from_current(&fresh, container, DIR_IN);
+		fresh.start_ns = *handshake;
+		fresh.established_ns = *handshake;
+		flow_of_sock(sk, &fresh.flow);
+		c = bpf_sk_storage_get(&conns, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
+		if (c)
+			opened(SOCK_EVENT_ACCEPT, sk, c);
+	}
+	bpf_sk_storage_delete(&accepting, sk);
+	return c;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -309,7 +328,15 @@ int BPF_PROG(kupod_sk_state, const struct sock *csk, int oldstate, int newstate)
 			*c = fresh; /* a closed socket connecting again: a new connection */
 		return 0;
 	}
-	c = conn_of(sk);
+	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
+		/* a passive handshake (softirq): the owner claims it in claim_conn() */
+		__u64 now = bpf_ktime_get_boot_ns();
+
+		bpf_sk_storage_get(&accepting, sk, &now, BPF_SK_STORAGE_GET_F_CREATE);
+		return 0;
+	}
+	/* close() of a connection its owner never read or wrote claims it too */
+	c = owner_running(sk) ? claim_conn(sk) : conn_of(sk);
 	if (!c || c->closed)
 		return 0;
 	if (oldstate == TCP_SYN_SENT) {
@@ -330,55 +357,6 @@ int BPF_PROG(kupod_sk_state, const struct sock *csk, int oldstate, int newstate)
 		c->closed = 1;
 	}
 	return 0;
-}
-
-/* The socket behind a file descriptor of the current task. */
-static __always_inline struct sock *sock_of_fd(int fd)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
-	struct file *file = NULL;
-	struct socket *sock;
-
-	if (bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]) || !file)
-		return NULL;
-	sock = BPF_CORE_READ(file, private_data);
-	if (!sock)
-		return NULL;
-	return BPF_CORE_READ(sock, sk);
-}
-
-static __always_inline int on_accept_exit(long ret)
-{
-	__u32 container;
-	struct sock *sk;
-	struct conn c;
-	__u64 key;
-
-	if (ret < 0 || !target_current(&container))
-		return 0;
-	sk = sock_of_fd((int)ret);
-	if (!sk || BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
-		return 0;
-	conn_from_current(&c, container, DIR_IN);
-	c.established_ns = c.start_ns; /* the kernel finished the handshake before accept() */
-	flow_of_sock(sk, &c.flow);
-	key = (__u64)sk;
-	bpf_map_update_elem(&accepted, &key, &c, BPF_ANY);
-	opened(SOCK_EVENT_ACCEPT, sk, &c);
-	return 0;
-}
-
-SEC("tp/syscalls/sys_exit_accept4")
-int kupod_accept4(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_accept_exit(ctx->ret);
-}
-
-SEC("tp/syscalls/sys_exit_accept")
-int kupod_accept(struct trace_event_raw_sys_exit *ctx)
-{
-	return on_accept_exit(ctx->ret);
 }
 
 SEC("tp_btf/tcp_retransmit_skb")
@@ -455,7 +433,7 @@ static __always_inline void sidecar_sent(struct conn *c, __u64 now)
 
 	if (!read_at || !*read_at)
 		return;
-	u = bpf_map_lookup_elem(&upstreams, &c->flow);
+	u = upstream_at(c->up_slot, c->up_tag);
 	if (u) {
 		u->process_ns = now - *read_at;
 		u->written_ns = now;
@@ -469,30 +447,22 @@ static __always_inline void service_received(struct sock *sk, struct conn *c, __
 	struct sidecar_stats *s;
 	struct sock_event *e;
 	struct upstream *u;
-	struct flow theirs;
 	__u64 to_service;
 
 	if (c->upstream == UPSTREAM_NONE)
 		return;
-	/* the sidecar's end of this connection has the endpoints swapped */
-	theirs = c->flow;
-	__builtin_memcpy(theirs.saddr, c->flow.daddr, sizeof(theirs.saddr));
-	__builtin_memcpy(theirs.daddr, c->flow.saddr, sizeof(theirs.daddr));
-	theirs.sport = c->flow.dport;
-	theirs.dport = c->flow.sport;
-	u = bpf_map_lookup_elem(&upstreams, &theirs);
-	if (!u) {
-		/* the sidecar registers its upstream when its handshake completes, before ours */
-		if (c->upstream == UPSTREAM_UNKNOWN)
-			c->upstream = UPSTREAM_NONE;
-		return;
+	if (c->upstream == UPSTREAM_UNKNOWN) {
+		/* the sidecar claims its slot when its handshake completes, before our first read */
+		c->up_tag = upstream_tag(&c->flow, true);
+		c->up_slot = upstream_find(c->up_tag);
+		c->upstream = c->up_slot == UPSTREAM_NO_SLOT ? UPSTREAM_NONE : UPSTREAM_SIDECAR;
 	}
-	c->upstream = UPSTREAM_SIDECAR;
-	if (!u->written_ns)
+	u = upstream_at(c->up_slot, c->up_tag);
+	if (!u || !u->written_ns)
 		return;
 	to_service = now - u->written_ns;
 	u->written_ns = 0;
-	s = stats_of(&sidecar_stats, &u->sidecar, &zero_sidecar_stats);
+	s = bpf_map_lookup_elem(&sidecar_stats, &u->sidecar);
 	if (s) {
 		hist_add(&s->process_ns, u->process_ns);
 		hist_add(&s->to_service_ns, to_service);
@@ -515,7 +485,7 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	if (ret <= 0 || (flags & MSG_PEEK) || !sk || sk->sk_protocol != IPPROTO_TCP ||
 	    sock_outside_target(sk))
 		return 0;
-	c = conn_of(sk);
+	c = claim_conn(sk);
 	if (!c || c->closed)
 		return 0;
 	if (c->last && c->last != dir)

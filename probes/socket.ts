@@ -4,6 +4,7 @@
  * target's containers (bpf/socket.bpf.c), decoded into the event contract.
  */
 
+import { u32Key } from "../bpf/map.ts";
 import type { BpfObject } from "../bpf/object.ts";
 import { hasFeature } from "../bpf/preflight.ts";
 import { KupodError } from "../cli/errors.ts";
@@ -57,12 +58,6 @@ const TCP_STATES = [
   "NEW_SYN_RECV",
 ];
 
-/** Syscall tracepoints: accept() has no raw tracepoint of its own. */
-const TRACEPOINTS: [program: string, category: string, event: string][] = [
-  ["kupod_accept4", "syscalls", "sys_exit_accept4"],
-  ["kupod_accept", "syscalls", "sys_exit_accept"],
-];
-
 /** tp_btf programs: their section names the raw tracepoint. */
 const BTF_TRACEPOINTS = [
   "kupod_sk_state",
@@ -77,10 +72,7 @@ const BTF_TRACEPOINTS = [
 ];
 
 function attach(obj: BpfObject) {
-  return [
-    ...TRACEPOINTS.map(([prog, cat, ev]) => obj.program(prog).attachTracepoint(cat, ev)),
-    ...BTF_TRACEPOINTS.map((prog) => obj.program(prog).attach()),
-  ];
+  return BTF_TRACEPOINTS.map((prog) => obj.program(prog).attach());
 }
 
 const NS = 1e-9;
@@ -227,12 +219,15 @@ export class SocketProbe implements Probe {
   sidecarStats(): SidecarStatsEvent {
     const map = this.#object.object.map("sidecar_stats");
     const sidecars = [];
-    for (const key of map.keys()) {
-      const value = map.summedValue(key);
-      if (!value) continue; // deleted meanwhile
+    // an array by container index: the target's sidecars are where the kernel counts
+    for (const [index, c] of this.#target.containers.entries()) {
+      if (c.role !== "sidecar" || index >= map.maxEntries) continue;
+      const value = map.summedValue(u32Key(index));
+      if (!value) continue;
       const s = decodeSidecarStats(value, 0);
+      if (!s.process_ns.count && !s.to_service_ns.count) continue;
       sidecars.push({
-        container: this.#containerName(new DataView(key.buffer).getUint32(0, true)),
+        container: c.name,
         process: log2Counts(s.process_ns, NS),
         to_service: log2Counts(s.to_service_ns, NS),
       });
