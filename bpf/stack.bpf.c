@@ -23,6 +23,7 @@
 #define TC_ACT_OK 0
 #define NF_ACCEPT 1
 #define IPPROTO_ICMPV6 58
+#define IFF_LOOPBACK 0x8
 
 /* The netns of the host-side veth (kupod's own); the veth's ifindex is in `stack_pod`. */
 const volatile __u32 host_netns = 0;
@@ -34,6 +35,11 @@ const volatile __u32 host_netns = 0;
 const volatile __u8 match_proto = 0;
 const volatile __u16 match_port = 0;
 const volatile bool match_addr = false;
+/*
+ * Also follow the pod's loopback traffic (a sidecar talking to its service):
+ * by default only packets that cross the pod's veth, the wire side.
+ */
+const volatile bool loopback = false;
 /* A packet not seen for this long is gone (freed without a tracepoint, e.g. TCP coalescing). */
 const volatile __u64 max_age_ns = 100000000ULL;
 
@@ -260,9 +266,27 @@ static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follo
 	return true;
 }
 
+/* Stops following the skb at `skb`'s address, if it was followed: it is gone. */
+static __always_inline void forget(void *skb)
+{
+	__u64 key = skb_addr(skb);
+	struct pkt *p = pkt_slot(key);
+
+	if (p && key && p->skb == key) {
+		stat_add(STAT_VANISHED);
+		p->skb = 0;
+	}
+}
+
 static __always_inline bool netns_matches(__u32 ns)
 {
 	return ns && ns == pod_get(POD_NETNS);
+}
+
+/* Whether a packet through device `dev` of the pod's netns is one to follow. */
+static __always_inline bool pod_dev_wanted(const struct net_device *dev)
+{
+	return loopback || !dev || !(dev->flags & IFF_LOOPBACK);
 }
 
 /*
@@ -280,7 +304,7 @@ static __always_inline bool dev_matches(const struct net_device *dev, __u32 *net
 	*netns = dev->nd_net.net->ns.inum;
 	*ifindex = dev->ifindex;
 	if (netns_matches(*netns))
-		return true;
+		return pod_dev_wanted(dev);
 	veth = pod_get(POD_VETH);
 	return veth && *ifindex == veth && *netns == host_netns;
 }
@@ -336,13 +360,18 @@ int BPF_PROG(kupod_stk_gro, const struct sk_buff *skb)
 	return on_dev(skb, skb->dev, HOOK_NAPI_GRO);
 }
 
-/* TCP takes a segment for an established socket: between the netfilter hooks and delivery. */
+/*
+ * TCP takes a segment for an established socket: between the netfilter hooks and delivery.
+ * Here and at delivery the device is no longer known: without loopback, only packets already
+ * followed from the pod's device or netfilter hooks count.
+ */
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(kupod_stk_tcpr, struct sock *sk, const struct sk_buff *skb)
 {
 	__u32 netns = sk->__sk_common.skc_net.net->ns.inum;
 
-	seen((void *)skb, HOOK_TCP_RECV, netns_matches(netns), true, false, netns, 0, skb->len, 0);
+	seen((void *)skb, HOOK_TCP_RECV, loopback && netns_matches(netns), true, false, netns, 0,
+	     skb->len, 0);
 	return 0;
 }
 
@@ -358,7 +387,8 @@ int BPF_PROG(kupod_stk_tcps, const struct sock *sk, const struct msghdr *msg,
 {
 	struct flow f = {};
 
-	if (!netns_matches(sk->__sk_common.skc_net.net->ns.inum))
+	if (!netns_matches(sk->__sk_common.skc_net.net->ns.inum) ||
+	    !pod_dev_wanted(sk->sk_dst_cache ? sk->sk_dst_cache->dev : NULL))
 		return 0;
 	/* no headers yet: the selection applies to the socket's endpoints */
 	if (selecting() && !(flow_of_sock(sk, &f) && flow_wanted(&f)))
@@ -373,7 +403,8 @@ int BPF_PROG(kupod_stk_dlvr, const struct sk_buff *skb, int len)
 {
 	__u32 netns = bpf_get_current_task_btf()->nsproxy->net_ns->ns.inum;
 
-	seen((void *)skb, HOOK_DELIVER, netns_matches(netns), true, false, netns, 0, len, 0);
+	seen((void *)skb, HOOK_DELIVER, loopback && netns_matches(netns), true, false, netns, 0, len,
+	     0);
 	return 0;
 }
 
@@ -441,9 +472,18 @@ int kupod_stk_nf(struct bpf_nf_ctx *ctx)
 	__u32 hook = HOOK_NF_PRE_ROUTING + state->hook;
 	const struct net_device *dev = state->in ?: state->out;
 
-	if (hook <= HOOK_NF_POST_ROUTING)
-		seen(skb, hook, true, false, false, state->net->ns.inum, dev ? dev->ifindex : 0,
-		     skb->len, 0);
+	if (hook > HOOK_NF_POST_ROUTING)
+		return NF_ACCEPT;
+	if (!pod_dev_wanted(dev)) {
+		/*
+		 * A loopback packet is born here: a followed skb it reuses the address of was
+		 * freed unseen, and must not be mistaken for it at the follow-only hooks.
+		 */
+		if (hook == HOOK_NF_LOCAL_OUT)
+			forget(skb);
+		return NF_ACCEPT;
+	}
+	seen(skb, hook, true, false, false, state->net->ns.inum, dev ? dev->ifindex : 0, skb->len, 0);
 	return NF_ACCEPT;
 }
 

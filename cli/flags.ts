@@ -260,6 +260,11 @@ export const MONITOR_FLAGS: readonly FlagSpec[] = [
     "Stack probe: also count TCP segments reaching sockets and TCP writes (costs more)",
     (o, v) => (o.stackTcp = v),
   ),
+  bool(
+    "stack-loopback",
+    "Stack probe: also follow the pod's loopback traffic (e.g. sidecar to service)",
+    (o, v) => (o.stackLoopback = v),
+  ),
   str("exporter-address", "exporterAddress", "Address the Prometheus exporter listens on", {
     default: "0.0.0.0",
   }),

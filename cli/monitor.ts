@@ -38,6 +38,7 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
       sampleEvery: opts.verbosity === "verbose" ? VERBOSE_SAMPLE_EVERY : 0,
       match: packetMatch(opts),
       tcpPoints: opts.stackTcp,
+      loopback: opts.stackLoopback,
     }),
 };
 

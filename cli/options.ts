@@ -40,6 +40,7 @@ export interface MonitorOptions {
   stackAddress: string;
   /** Stack probe: also count at TCP's own points (tcp_probe, tcp_sendmsg_locked). */
   stackTcp: boolean;
+  stackLoopback: boolean;
   otlpEndpoint: string;
   output: OutputFormat;
   /** Seconds; 0 = until Ctrl-C / SIGTERM. */

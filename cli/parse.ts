@@ -169,7 +169,13 @@ function resolveTopic(topic: string[]): CommandSpec[] {
 }
 
 const KUBERNETES_TARGETS = ["pod", "pod-label"];
-const STACK_SELECTION = ["stack-protocol", "stack-port", "stack-address", "stack-tcp"];
+const STACK_SELECTION = [
+  "stack-protocol",
+  "stack-port",
+  "stack-address",
+  "stack-tcp",
+  "stack-loopback",
+];
 
 /** Whether a flag was given a value; empty values (`--pod=`) mean "discover" or "off". */
 function given(values: Map<string, FlagValue>, name: string): boolean {

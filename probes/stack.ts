@@ -97,6 +97,8 @@ export interface StackProbeOptions {
   intervalMs?: number;
   /** Also count at TCP's own points (TCP_POINT_PROGRAMS). */
   tcpPoints?: boolean;
+  /** Also follow the pod's loopback traffic; by default only packets crossing its veth. */
+  loopback?: boolean;
   ringBytes?: number;
 }
 
@@ -162,6 +164,7 @@ export class StackProbe implements Probe {
         match_proto: match.protocol ? IPPROTO[match.protocol] : 0,
         match_port: match.port ?? 0,
         match_addr: (match.addresses?.length ?? 0) > 0,
+        loopback: opts.loopback ?? false,
       },
       // small: only sampled packets use the ring
       ringBytes: opts.ringBytes ?? (sampleEvery ? 1 << 20 : 1 << 16),

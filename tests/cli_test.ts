@@ -96,6 +96,7 @@ const DEFAULTS: MonitorOptions = {
   stackPort: 0,
   stackAddress: "",
   stackTcp: false,
+  stackLoopback: false,
   otlpEndpoint: "",
   output: "text",
   duration: 0,

@@ -200,6 +200,53 @@ Deno.test("stack flows: HTTP over IPv4 and IPv6, per hook as the pod's nftables 
   }
 });
 
+Deno.test("stack flows: the sidecar's loopback traffic to the service only with --stack-loopback", async () => {
+  await using pod = await createTestPod();
+  const app = pod.container("app").port;
+  const both = (name: string, hook: string) =>
+    `chain ${name} { type filter hook ${hook} priority 0; tcp dport ${app} counter; ` +
+    `tcp sport ${app} counter; }`;
+  await podNft(
+    pod.netns,
+    `table inet kupodt {\n ${both("pre", "prerouting")}\n ${both("in", "input")}\n ${
+      both("out", "output")
+    }\n ${both("post", "postrouting")}\n}\n`,
+  );
+  const proxied = async () => {
+    const http = await httpGet(pod.podIP, pod.container("proxy").port, { count: N });
+    assertEquals(http.replies.map((r) => r.status), new Array(N).fill(200));
+  };
+  for (const loopback of [false, true]) {
+    const before = await podNftCounters(pod.netns, "inet", "kupodt");
+    const c = await counted(
+      pod,
+      ["--stack-port", String(app), ...(loopback ? ["--stack-loopback"] : [])],
+      proxied,
+    );
+    const after = await podNftCounters(pod.netns, "inet", "kupodt");
+    const nft = (chain: string) => after[chain] - (before[chain] ?? 0);
+    // at least every request and every reply
+    assert(nft("out") >= 2 * N, `nft ${JSON.stringify(after)}`);
+    const nfHooks = Object.fromEntries(
+      ["nf_pre_routing", "nf_local_in", "nf_local_out", "nf_post_routing"].map((h) => [
+        h,
+        c.hooks[h] ?? 0,
+      ]),
+    );
+    const want = loopback
+      ? {
+        nf_pre_routing: nft("pre"),
+        nf_local_in: nft("in"),
+        nf_local_out: nft("out"),
+        nf_post_routing: nft("post"),
+      }
+      : { nf_pre_routing: 0, nf_local_in: 0, nf_local_out: 0, nf_post_routing: 0 };
+    assertEquals(nfHooks, want, `--stack-loopback ${loopback}`);
+    if (!loopback) assertEquals(c.hooks, {}, "nothing of the loopback path counts");
+    assertEquals(c.nic, { rx: 0, tx: 0 }, "none of it crosses the veth");
+  }
+});
+
 Deno.test("stack flows: a firewall rule in the pod drops N datagrams as netfilter_drop", async () => {
   await using pod = await createTestPod({ ipv6: true });
   const port = freePort();

@@ -64,6 +64,7 @@ export const RODATA = {
   match_proto: { offset: 24, size: 1 },
   match_port: { offset: 26, size: 2 },
   match_addr: { offset: 28, size: 1 },
+  loopback: { offset: 29, size: 1 },
   max_age_ns: { offset: 32, size: 8 },
 } as const;
 export const RODATA_SIZE = 40;
