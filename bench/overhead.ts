@@ -23,6 +23,8 @@ export const STOP_MS = 15_000;
 const PROGRAMS_GONE_MS = 5_000;
 const IDLE_WAIT_MS = 60_000;
 const IDLE_CORES = 0.15;
+/** After kupod is ready: its start-up work (target resolution, first reads, JIT) passes. */
+const SETTLE_MS = 2_000;
 
 export class UsageError extends Error {}
 export class Interrupted extends Error {}
@@ -270,7 +272,8 @@ export interface Kupod {
 /**
  * Starts `./kupod <args> --exporter-port <free port>` with its stdout going to the file `out`
  * (as a container runtime writes a container's stdout to a file: a pipe read by this process
- * could stall kupod whenever this process waits for a CPU), and waits for its "started!" line.
+ * could stall kupod whenever this process waits for a CPU), waits for its "started!" line and
+ * then SETTLE_MS more: what is measured is a running agent, not its start.
  */
 export async function startKupod(runner: Runner, args: string[], out: string): Promise<Kupod> {
   const before = new Set((await kupodPrograms()).map((p) => p.id));
@@ -305,6 +308,8 @@ export async function startKupod(runner: Runner, args: string[], out: string): P
   if (comm !== "deno") throw new Error(`kupod's pid ${proc.pid} is ${comm}, not Deno`);
   const programs = (await kupodPrograms()).filter((p) => !before.has(p.id));
   if (!programs.length) throw new Error("kupod is ready but no kupod_* program was loaded");
+  await sleep(SETTLE_MS);
+  runner.check();
   return { proc, programs, out, port };
 }
 
@@ -467,6 +472,23 @@ export async function runWrk(
 
 // ---------------------------------------------------------------------------------------------
 // Report
+
+/**
+ * The on/off ratio of `value` over paired runs: per round, the "on" run over the "off" run of
+ * the same round (ABBA order runs them back to back), then the median over the rounds. Pairing
+ * cancels a host whose speed drifts during the bench; the median drops a round a burst hit.
+ */
+export function pairedRatio<R extends { mode: string; round: number }>(
+  runs: R[],
+  value: (r: R) => number,
+): { ratio: number; rounds: number[] } {
+  const rounds: number[] = [];
+  for (const on of runs.filter((r) => r.mode === "on")) {
+    const off = runs.find((r) => r.mode === "off" && r.round === on.round);
+    if (off) rounds.push(value(on) / value(off));
+  }
+  return { ratio: median(rounds), rounds };
+}
 
 export function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);

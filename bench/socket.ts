@@ -2,13 +2,13 @@
  * Socket probe overhead bench: what `kupod monitor kernel socket` costs a pod under HTTP load,
  * measured against the same pod without kupod, in one invocation.
  *
- *   deno task bench:socket [--rounds 3] [--seconds 10] [--close-rounds 1] [--connections 32]
+ *   deno task bench:socket [--rounds 5] [--seconds 8] [--close-rounds 1] [--connections 32]
  *                          [--warmup-seconds 5] [--diag-seconds 8] [--diag-verbose 0] [--all 0]
  *
  * `--all 1` measures `kupod monitor kernel all` (socket and stack with one exporter: the whole
  * agent, as DESIGN.md's overhead target puts it) instead of the socket probe alone.
  *
- * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~2.5 min with the
+ * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~3.5 min with the
  * defaults:
  *   1. makes a test pod (tests/helpers/pod.ts: netns, veth, kubelet-shaped cgroups, nginx
  *      sidecar "proxy" on 8080 with upstream keep-alive, as production nginx would, in front of
@@ -22,7 +22,8 @@
  *      (its /metrics endpoint runs, as in production, on a port no other kupod on the host
  *      holds) before the run, its stdout to a temp file (as a container runtime takes it; a
  *      pipe to this process could stall kupod whenever this process waits for a CPU), waits
- *      for its "started!" line, and stops it with SIGTERM after the run (it must exit 0, warn
+ *      for its "started!" line and 2 s more (its start is not what is measured), and stops it
+ *      with SIGTERM after the run (it must exit 0, warn
  *      of nothing but lost events and leave none of its programs loaded);
  *   3. connection-per-request: the same with `-H "Connection: close"` for `close-rounds`
  *      rounds: a new TCP connection (accept, close) per request, the probe's connection path;
@@ -39,7 +40,8 @@
  *        socket overhead: agent CPU = C cores per 10k req/s (target <= 0.1) keep-alive; C' ...
  *        socket overhead: agent RSS = M MB (target <= 80)
  *
- * Figures: requests/s are wrk's; a load's ratio is median(on) / median(off). Agent CPU is
+ * Figures: requests/s are wrk's; a load's ratio is the median over its rounds of on / off of the
+ * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too. Agent CPU is
  * utime + stime of kupod's process (all threads; ./kupod is a bash launcher that execs Deno,
  * so its pid is Deno's) from /proc/<pid>/stat, the delta between just before wrk starts and
  * just after it ends, divided by that wall time (= cores), then per 10k requests/s of that run
@@ -76,6 +78,7 @@ import {
   measure,
   median,
   noteOtherLoad,
+  pairedRatio,
   parseOptions,
   Runner,
   runWrk,
@@ -93,8 +96,8 @@ import { enableBpfStats, kupodPrograms, vmBytes } from "./socket_proc.ts";
 const CLOSE_WARMUP_SECONDS = 2;
 
 const DEFAULTS = {
-  rounds: 3,
-  seconds: 10,
+  rounds: 5,
+  seconds: 8,
   "close-rounds": 1,
   connections: 32,
   "warmup-seconds": 5,
@@ -319,17 +322,20 @@ function summarize(load: Load, runs: Run[]): Summary | undefined {
   if (!off.length || !on.length) return undefined;
   const offRps = median(off.map((r) => r.rps));
   const onRps = median(on.map((r) => r.rps));
-  const s = { ratio: onRps / offRps, per10k: median(on.map((r) => r.coresPer10k!)) };
+  const paired = pairedRatio([...off, ...on], (r) => r.rps);
+  const s = { ratio: paired.ratio, per10k: median(on.map((r) => r.coresPer10k!)) };
   console.log(
-    `${LOAD_NAME[load]}: median req/s off ${f(offRps, 0)} on ${f(onRps, 0)} ` +
-      `(ratio ${f(s.ratio, 3)}; runs off ${off.map((r) => f(r.rps, 0)).join(" ")}, ` +
-      `on ${on.map((r) => f(r.rps, 0)).join(" ")}); p99 ms off ${
-        f(median(off.map((r) => r.p99Ms)), 2)
-      } on ${f(median(on.map((r) => r.p99Ms)), 2)}; kupod ${
-        f(median(on.map((r) => r.cores!)), 3)
-      } cores = ${f(s.per10k, 3)} per 10k req/s; printed ${
-        f(median(on.map((r) => r.printed!)), 0)
-      } lines/s, lost ${f(median(on.map((r) => r.lostPerSec!)), 0)} events/s`,
+    `${LOAD_NAME[load]}: ratio ${f(s.ratio, 3)} (median of rounds ${
+      paired.rounds.map((x) => f(x, 3)).join(" ")
+    }; median req/s off ${f(offRps, 0)} on ${f(onRps, 0)}: ${f(onRps / offRps, 3)}; runs off ${
+      off.map((r) => f(r.rps, 0)).join(" ")
+    }, on ${on.map((r) => f(r.rps, 0)).join(" ")}); p99 ms off ${
+      f(median(off.map((r) => r.p99Ms)), 2)
+    } on ${f(median(on.map((r) => r.p99Ms)), 2)}; kupod ${
+      f(median(on.map((r) => r.cores!)), 3)
+    } cores = ${f(s.per10k, 3)} per 10k req/s; printed ${
+      f(median(on.map((r) => r.printed!)), 0)
+    } lines/s, lost ${f(median(on.map((r) => r.lostPerSec!)), 0)} events/s`,
   );
   return s;
 }

@@ -2,10 +2,10 @@
  * Stack probe overhead bench: what `kupod monitor kernel stack` costs traffic into a pod,
  * measured against the same pod without kupod, in one invocation.
  *
- *   deno task bench:stack [--rounds 3] [--seconds 10] [--connections 32] [--streams 1]
+ *   deno task bench:stack [--rounds 5] [--seconds 8] [--connections 32] [--streams 1]
  *                         [--warmup-seconds 5] [--diag-seconds 8]
  *
- * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~3 min with the
+ * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~4.5 min with the
  * defaults:
  *   1. makes a test pod (tests/helpers/pod.ts: netns, veth, kubelet-shaped cgroups, nginx
  *      sidecar on 8080 with upstream keep-alive in front of the Deno HTTP service on 9090) and
@@ -24,9 +24,10 @@
  *      port>` before the run, as shipped: default sampling, i.e. no packet reaches the ring
  *      buffer, every packet is counted at every hook and hop latencies are timed for a sample
  *      (bpf/stack_sample.h), counts and histograms stay in per-CPU maps that kupod reads every
- *      second. Its stdout goes to a temp file; the bench waits for "started!" and after the
- *      run scrapes /metrics once and stops kupod with SIGTERM (it must exit 0, warn of nothing
- *      but lost events and leave none of its programs loaded);
+ *      second. Its stdout goes to a temp file; the bench waits for "started!" and 2 s more (its
+ *      start is not what is measured), and after the run scrapes /metrics once and stops kupod
+ *      with SIGTERM (it must exit 0, warn of nothing but lost events and leave none of its
+ *      programs loaded);
  *   3. diagnostic (not in the ratios; `--diag-seconds 0` skips it): one "on" run per load with
  *      the kernel's BPF run-time statistics on (BPF_ENABLE_STATS, off again once its fd is
  *      closed; they add two clock reads per program run, hence not in the ratios): run count
@@ -37,7 +38,8 @@
  *        stack overhead: cost per packet = N ns in the kernel (BPF programs), M ns agent CPU
  *                        http; N' ns, M' ns bulk
  *
- * Figures: a load's ratio is median(on) / median(off) of req/s (wrk's) or MB/s. Packets are the
+ * Figures: a load's ratio is the median over its rounds of on / off of req/s (wrk's) or MB/s of
+ * the round (pairedRatio in overhead.ts); median(on) / median(off) is printed too. Packets are the
  * kernel's own count: the host-side veth's rx_packets + tx_packets
  * (/sys/class/net/<veth>/statistics) over the load, every packet crossing the veth in either
  * direction (a GSO/GRO super-packet counts once, as the probe sees it). Cost per packet in the
@@ -72,6 +74,7 @@ import {
   measure,
   median,
   noteOtherLoad,
+  pairedRatio,
   parseOptions,
   ROOT,
   Runner,
@@ -94,8 +97,8 @@ const SINK_READY_MS = 15_000;
 const BULK_WARMUP_SECONDS = 2;
 
 const DEFAULTS = {
-  rounds: 3,
-  seconds: 10,
+  rounds: 5,
+  seconds: 8,
   connections: 32,
   streams: 1,
   "warmup-seconds": 5,
@@ -346,12 +349,15 @@ function summarize(load: Load, runs: Run[]): Summary {
   const off = runs.filter((r) => r.load === load && r.mode === "off");
   const on = runs.filter((r) => r.load === load && r.mode === "on");
   const [offRate, onRate] = [median(off.map((r) => r.rate)), median(on.map((r) => r.rate))];
-  const s = { ratio: onRate / offRate, agentNs: median(on.map((r) => r.agentNsPerPacket!)) };
+  const paired = pairedRatio([...off, ...on], (r) => r.rate);
+  const s = { ratio: paired.ratio, agentNs: median(on.map((r) => r.agentNsPerPacket!)) };
   const digits = load === "http" ? 0 : 1;
   const rates = (rs: Run[]) => rs.map((r) => f(r.rate, digits)).join(" ");
   console.log(
-    `${load}: median ${UNIT[load]} off ${f(offRate, digits)} on ${f(onRate, digits)} (ratio ${
-      f(s.ratio, 3)
+    `${load}: ratio ${f(s.ratio, 3)} (median of rounds ${
+      paired.rounds.map((x) => f(x, 3)).join(" ")
+    }; median ${UNIT[load]} off ${f(offRate, digits)} on ${f(onRate, digits)}: ${
+      f(onRate / offRate, 3)
     }; runs off ${rates(off)}, on ${rates(on)}); veth packets/s off ${
       f(median(off.map((r) => r.packetsPerSec)), 0)
     } on ${f(median(on.map((r) => r.packetsPerSec)), 0)}; kupod ${

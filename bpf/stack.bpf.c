@@ -183,18 +183,22 @@ static __always_inline __u32 pod_get(__u32 what)
 static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follow, bool ends,
 				 __u32 netns, __u32 ifindex, __u32 len, __u32 reason)
 {
-	__u64 key = skb_addr(skb);
-	struct pkt *p = pkt_slot(key);
 	__u32 prev = NO_HOOK;
-	__u64 now = 0, latency = 0, head = 0;
+	__u64 now = 0, latency = 0, head = 0, key;
 	__u32 now_j;
 	bool mine, timed, ring;
+	struct pkt *p;
 
+	/* most runs: a packet of the rest of the node at a device hook; no table access */
+	if (!matched && !follow)
+		return false;
+	key = skb_addr(skb);
+	p = pkt_slot(key);
 	if (!p || !key)
 		return false;
 	mine = p->skb == key;
-	/* most runs: a packet of the rest of the node, or one not followed at a follow-only hook */
-	if (!matched && !(mine && follow))
+	/* a packet not followed at a follow-only hook */
+	if (!matched && !mine)
 		return false;
 	now_j = bpf_jiffies64();
 	/* never where the skb may be gone (net_dev_xmit) */
