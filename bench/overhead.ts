@@ -8,7 +8,6 @@ import { createTestPod, type TestPod } from "../tests/helpers/pod.ts";
 import { freePort } from "../tests/helpers/process.ts";
 import {
   type BpfProg,
-  cpuSeconds,
   hostBusySeconds,
   kupodPrograms,
   Proc,
@@ -226,7 +225,8 @@ export async function measure<T>(
   load: () => Promise<T>,
 ): Promise<Measured<T>> {
   const ours = () => ourSeconds(kupod ? [...pids, kupod] : pids);
-  const kupod0 = kupod ? cpuSeconds(kupod) : 0;
+  // with the processes kupod ran and waited for (none while it only watches a pod)
+  const kupod0 = kupod ? processTreeSeconds(kupod) : 0;
   const ours0 = ours();
   const host0 = hostBusySeconds();
   const t0 = performance.now();
@@ -234,7 +234,7 @@ export async function measure<T>(
   const wall = (performance.now() - t0) / 1000;
   const host = hostBusySeconds() - host0;
   const mine = ours() - ours0;
-  const kupodCpu = kupod ? cpuSeconds(kupod) - kupod0 : 0;
+  const kupodCpu = kupod ? processTreeSeconds(kupod) - kupod0 : 0;
   return { value, wall, kupodCpu, otherCores: Math.max(0, host - mine) / wall };
 }
 

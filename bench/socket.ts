@@ -43,7 +43,7 @@
  * Figures: requests/s are wrk's; a load's ratio is the median over its rounds of on / off of the
  * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too. Agent CPU is
  * utime + stime of kupod's process (all threads; ./kupod is a bash launcher that execs Deno,
- * so its pid is Deno's) from /proc/<pid>/stat, the delta between just before wrk starts and
+ * so its pid is Deno's) and of the children it waited for, from /proc/<pid>/stat, the delta between just before wrk starts and
  * just after it ends, divided by that wall time (= cores), then per 10k requests/s of that run
  * (median over runs). Agent RSS is VmHWM (peak resident set, MiB) of /proc/<pid>/status just
  * before SIGTERM, the highest of all "on" runs. Per run, besides: wrk's p50/p99 latency, the

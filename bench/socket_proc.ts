@@ -102,14 +102,6 @@ export class Proc {
 
 const CLK_TCK = 100; // USER_HZ: what /proc/<pid>/stat counts in on Linux
 
-/** utime + stime of the whole process (all threads), in seconds. */
-export function cpuSeconds(pid: number): number {
-  const stat = Deno.readTextFileSync(`/proc/${pid}/stat`);
-  // comm may hold spaces and parentheses: fields are counted after the last ')'
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / CLK_TCK; // fields 14 and 15 of proc(5)
-}
-
 /** CPU time the host spent busy (all but idle and iowait), in seconds summed over CPUs. */
 export function hostBusySeconds(): number {
   const cpu = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1)

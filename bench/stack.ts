@@ -47,7 +47,7 @@
  * includes runs for packets that do not cross the veth but come with the traffic (the
  * sidecar's loopback connection to the service inside the pod) or are not the pod's at all
  * (the net: tracepoints fire for every packet of the host and are left early by netns), all of
- * which the probe costs. Agent CPU per packet = kupod's utime + stime (/proc/<pid>/stat, all
+ * which the probe costs. Agent CPU per packet = kupod's utime + stime with its children's (/proc/<pid>/stat, all
  * threads; ./kupod execs Deno, so its pid is Deno's) during the load / veth packets, median
  * over the "on" runs. "seen" = kupod_nic_packets_total (rx + tx) from /metrics / the veth's
  * packets since kupod started: that the probe did watch the traffic it is charged for. "other

@@ -8,8 +8,15 @@ import { KupodError } from "../cli/errors.ts";
 import type { SidecarMode } from "../cli/options.ts";
 import { cgroupDir, cgroupMountsAt, cgroupProcs } from "./cgroupfs.ts";
 import { attributeCgroup, attributePid, attributePids, type LocalContainer } from "./containers.ts";
-import { netnsByName, netnsNetwork, type NetnsRef, vethNetns } from "./podnet.ts";
-import { descendants, netnsInode } from "./proc.ts";
+import {
+  netnsByName,
+  netnsNetwork,
+  netnsPaths,
+  type NetnsRef,
+  readNum,
+  vethNetns,
+} from "./podnet.ts";
+import { descendants, netnsInode, nsInode, pidsByNetns } from "./proc.ts";
 import { processRoles } from "./sidecar.ts";
 import type { Container, Target, TargetKind } from "./target.ts";
 
@@ -78,6 +85,44 @@ async function netnsTarget(
 /** Every process in a network namespace given by path or `ip netns` name. */
 export function resolveNetns(nameOrPath: string, mode: SidecarMode = "blur"): Promise<Target> {
   return netnsTarget("netns", netnsByName(nameOrPath), mode);
+}
+
+/**
+ * Re-reads a --netns or --veth target while kupod runs: `full` resolves it, and is called again
+ * only when the namespace or the veth is no longer the one last resolved (the host veth's
+ * ifindex or peer changed, the namespace --netns names is another one, the namespace has no
+ * process left). Otherwise only the processes in the namespace and their containers are
+ * read again: /proc and cgroups, no `ip` run inside the namespace (a process started per poll,
+ * the agent's largest idle cost).
+ */
+export function netnsTargetRefresher(
+  full: () => Promise<Target>,
+  mode: SidecarMode,
+  netnsName = "",
+  sysClassNet = "/sys/class/net",
+): () => Promise<Target> {
+  const nsPaths = netnsName ? netnsPaths(netnsName) : [];
+  let last: Target | undefined;
+  let lastKey = "";
+  const key = (t: Target) => {
+    const veth = t.veth ? `${sysClassNet}/${t.veth}` : "";
+    return [
+      nsPaths.length ? nsPaths.map((p) => nsInode(p)).find((i) => i) : t.netnsInode,
+      veth ? readNum(`${veth}/ifindex`) : 0,
+      veth ? readNum(`${veth}/iflink`) : 0,
+    ].join(":");
+  };
+  return async () => {
+    if (last && key(last) === lastKey) {
+      const byNetns = pidsByNetns();
+      const pids = byNetns.get(last.netnsInode);
+      // a namespace without processes may be gone: only `full` can tell
+      if (pids?.length) return { ...last, containers: withRoles(attributePids(pids), mode) };
+    }
+    last = await full();
+    lastKey = key(last);
+    return last;
+  };
 }
 
 /** The pod behind the host side of a veth: its network namespace and the processes in it. */

@@ -112,7 +112,7 @@ export interface NetnsNetwork {
   interfaces: NetIface[];
 }
 
-function readNum(path: string): number {
+export function readNum(path: string): number {
   try {
     return Number(Deno.readTextFileSync(path).trim());
   } catch {
@@ -241,13 +241,18 @@ function namedNetns(dirs: string[]): { path: string; inode: number }[] {
   return out;
 }
 
+/** Where namespace `nameOrPath` may be: the path itself, or an `ip netns` name's files. */
+export function netnsPaths(nameOrPath: string, opts: NetOptions = {}): string[] {
+  const dirs = opts.netnsDirs ?? ["/run/netns", "/var/run/netns"];
+  return nameOrPath.includes("/") ? [nameOrPath] : dirs.map((d) => `${d}/${nameOrPath}`);
+}
+
 /**
  * The namespace `nameOrPath` names: an `ip netns` name (/run/netns/<name>) or any path to a
  * namespace file, with the processes in it.
  */
 export function netnsByName(nameOrPath: string, opts: NetOptions = {}): NetnsRef {
-  const dirs = opts.netnsDirs ?? ["/run/netns", "/var/run/netns"];
-  const paths = nameOrPath.includes("/") ? [nameOrPath] : dirs.map((d) => `${d}/${nameOrPath}`);
+  const paths = netnsPaths(nameOrPath, opts);
   for (const path of paths) {
     const inode = nsInode(path);
     if (!inode) continue;

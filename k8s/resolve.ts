@@ -2,7 +2,13 @@
 
 import { KupodError } from "../cli/errors.ts";
 import type { MonitorOptions } from "../cli/options.ts";
-import { resolveCgroup, resolveNetns, resolvePid, resolveVeth } from "./local.ts";
+import {
+  netnsTargetRefresher,
+  resolveCgroup,
+  resolveNetns,
+  resolvePid,
+  resolveVeth,
+} from "./local.ts";
 import type { Target } from "./target.ts";
 import { pollTarget, type TargetChange, type TargetWatch } from "./poll.ts";
 
@@ -39,8 +45,16 @@ export async function resolveTarget(
       [Symbol.dispose]() {},
     };
   }
-  const again = async () => {
-    if (opts.cgroup) return resolveCgroup(opts.cgroup, opts.sidecarMode);
+  if (opts.cgroup) {
+    const again = () => resolveCgroup(opts.cgroup, opts.sidecarMode);
+    const target = again();
+    return {
+      target,
+      watch: (onChange, onError) => pollTarget(target, again, onChange, onError),
+      [Symbol.dispose]() {},
+    };
+  }
+  const full = async () => {
     if (opts.netns) {
       const target = await resolveNetns(opts.netns, opts.sidecarMode);
       if (opts.veth && target.veth !== opts.veth) {
@@ -54,6 +68,7 @@ export async function resolveTarget(
     }
     return await resolveVeth(opts.veth, opts.sidecarMode);
   };
+  const again = netnsTargetRefresher(full, opts.sidecarMode, opts.netns);
   const target = await again();
   return {
     target,

@@ -11,6 +11,8 @@ import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
 import { Child, connectTimes, DENO, ROOT, socketJson, startKupod } from "./helpers/process.ts";
 import { assertSidecarTraffic, count, eventsAfter, N } from "./helpers/traffic.ts";
+import { netnsTargetRefresher, resolveVeth } from "../k8s/local.ts";
+import type { Target } from "../k8s/target.ts";
 
 async function withPod(fn: (pod: TestPod) => Promise<void>): Promise<void> {
   await using pod = await createTestPod({ upstreamKeepAlive: false });
@@ -85,3 +87,48 @@ Deno.test("targets: --veth admits by netns even when the pod shares the host's c
     await run(["netns", "del", ns]);
   }
 });
+
+Deno.test("targets: a polled --veth target re-reads processes each time, its network only when the veth changes", () =>
+  withPod(async (pod) => {
+    // the veth as the refresher sees it: a copy of its sysfs numbers, changed below
+    const sys = await Deno.makeTempDir({ prefix: "kupod-sys-" });
+    using _sys = { [Symbol.dispose]: () => Deno.removeSync(sys, { recursive: true }) };
+    await Deno.mkdir(`${sys}/${pod.hostVeth}`);
+    for (const f of ["ifindex", "iflink"]) {
+      await Deno.copyFile(`/sys/class/net/${pod.hostVeth}/${f}`, `${sys}/${pod.hostVeth}/${f}`);
+    }
+    let full = 0;
+    const refresh = netnsTargetRefresher(
+      () => {
+        full++;
+        return resolveVeth(pod.hostVeth);
+      },
+      "blur",
+      "",
+      sys,
+    );
+    const first = await refresh();
+    const pids = (t: Target) => t.containers.flatMap((c) => c.pids).sort((a, b) => a - b);
+    assertEquals(
+      (await refresh()).containers.map((c) => c.name),
+      first.containers.map((c) => c.name),
+    );
+    assertEquals(full, 1, "same veth: the network is not read again");
+    // a process that joins the pod is seen at the next poll, still without reading the network
+    await using joined = new Child("ip", ["netns", "exec", pod.netns, "sleep", "60"]);
+    for (let i = 0; i < 50 && !pids(await refresh()).includes(joined.pid); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const next = await refresh();
+    assert(pids(next).includes(joined.pid), `pid ${joined.pid} in ${pids(next)}`);
+    assertEquals([next.netnsInode, next.veth, next.podIP], [
+      first.netnsInode,
+      first.veth,
+      first.podIP,
+    ]);
+    assertEquals(full, 1);
+    // a veth of that name with another ifindex is a new pod: resolved again
+    await Deno.writeTextFile(`${sys}/${pod.hostVeth}/ifindex`, "999999\n");
+    await refresh();
+    assertEquals(full, 2, "the veth changed: resolved again");
+  }));
