@@ -4,7 +4,7 @@
  * cost more than the count, so only sampled packets are timed: a token bucket
  * per CPU lets one packet start timed per HOP_SAMPLE_GAP_NS, in bursts of up
  * to HOP_SAMPLE_BURST. A quiet pod has all its packets timed (a request and
- * its reply alike); under load at most one start per gap and CPU is (10k
+ * its reply alike); under load at most one start per gap and CPU is (1000
  * packets/s per CPU at the default), spread evenly over time. Packets whose
  * path goes to the ring (--verbose) are always timed.
  */
