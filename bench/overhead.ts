@@ -212,6 +212,8 @@ export interface Measured<T> {
   kupodCpu: number;
   /** CPU the host spent on anything but this bench, `pids` and kupod, in cores. */
   otherCores: number;
+  /** CPU the whole host spent busy during the load, in cores. */
+  busyCores: number;
 }
 
 /**
@@ -235,7 +237,13 @@ export async function measure<T>(
   const host = hostBusySeconds() - host0;
   const mine = ours() - ours0;
   const kupodCpu = kupod ? processTreeSeconds(kupod) - kupod0 : 0;
-  return { value, wall, kupodCpu, otherCores: Math.max(0, host - mine) / wall };
+  return {
+    value,
+    wall,
+    kupodCpu,
+    otherCores: Math.max(0, host - mine) / wall,
+    busyCores: host / wall,
+  };
 }
 
 /**
@@ -507,6 +515,27 @@ export function table(rows: string[][]): string {
 }
 
 /** A note when processes outside the bench used CPU during the runs. */
+/**
+ * kupod's share of the CPU time a diagnostic run kept busy: its programs' run time in the
+ * kernel plus its own process. Where the load is CPU-bound (every bench here), that share is
+ * the throughput kupod takes: a figure for the ratio that does not depend on comparing runs,
+ * which a noisy host moves by more than the share itself. BPF run-time statistics add a clock
+ * read or two per run, so the share is a little high.
+ */
+export function cpuShare(
+  bpfCores: number,
+  agentCores: number,
+  busyCores: number,
+): { share: number; text: string } {
+  const share = (bpfCores + agentCores) / busyCores;
+  return {
+    share,
+    text: `kupod's share of the busy CPU: ${f(share * 100, 1)}% (BPF ${f(bpfCores, 3)} + agent ${
+      f(agentCores, 3)
+    } of ${f(busyCores, 2)} busy cores): throughput ratio ${f(1 - share, 3)} at CPU-bound load`,
+  };
+}
+
 export function noteOtherLoad(otherCores: number[]): void {
   const other = Math.max(...otherCores);
   if (other <= 0.1) return;

@@ -39,6 +39,7 @@
  *        socket overhead: throughput ratio on/off = R (target >= 0.97) keep-alive; R' ...
  *        socket overhead: agent CPU = C cores per 10k req/s (target <= 0.1) keep-alive; C' ...
  *        socket overhead: agent RSS = M MB (target <= 80)
+ *      and, from the diagnostic runs, kupod's share of the busy CPU (cpuShare in overhead.ts)
  *
  * Figures: requests/s are wrk's; a load's ratio is the median over its rounds of on / off of the
  * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too. Agent CPU is
@@ -72,6 +73,7 @@ import type { TestPod } from "../tests/helpers/pod.ts";
 import {
   benchMain,
   bpfDelta,
+  cpuShare,
   f,
   type Kupod,
   MB,
@@ -117,6 +119,7 @@ const LOAD_NAME: Record<Load, string> = {
 
 interface Run extends WrkResult {
   otherCores: number;
+  busyCores: number;
   load: Load;
   mode: Mode;
   round: number;
@@ -340,7 +343,8 @@ function summarize(load: Load, runs: Run[]): Summary | undefined {
   return s;
 }
 
-function printDiag(r: Run): void {
+/** Prints a diagnostic run; returns kupod's share of the busy CPU. */
+function printDiag(r: Run): number {
   const perReq = (n: number) => n / r.requests;
   const types = Object.entries(r.types ?? {}).sort((a, b) => b[1] - a[1]);
   const events = types.reduce((a, [, n]) => a + n, 0);
@@ -368,6 +372,9 @@ function printDiag(r: Run): void {
       ).join(", ")
     })`,
   );
+  const share = cpuShare(ns / 1e9 / r.seconds, r.cores!, r.busyCores);
+  console.log(`  ${share.text}`);
+  return share.share;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -407,6 +414,7 @@ async function main(): Promise<number> {
         for (const mode of order) log(await bench.run("close", mode, i + 1));
       }
       const diags: Run[] = [];
+      const shares: Partial<Record<Load, number>> = {};
       if (o["diag-seconds"] > 0) {
         diags.push(await bench.run("keep-alive", "diag", 1));
         if (o["close-rounds"] > 0) diags.push(await bench.run("close", "diag", 1));
@@ -424,7 +432,7 @@ async function main(): Promise<number> {
             o["diag-verbose"] ? "--verbose --output json" : "--quiet"
           } to a file, BPF run-time stats on; not in the ratios):`,
         );
-        for (const d of diags) printDiag(d);
+        for (const d of diags) shares[d.load] = printDiag(d);
       }
       noteOtherLoad(bench.runs.map((r) => r.otherCores));
       const rss = Math.max(...bench.runs.filter((r) => r.mode === "on").map((r) => r.hwmBytes!));
@@ -442,6 +450,16 @@ async function main(): Promise<number> {
           `keep-alive` + (close ? `; ${f(close.per10k, 3)} connection-per-request` : ""),
       );
       console.log(`${what} overhead: agent RSS = ${f(rss / MB, 0)} MB (target <= 80)`);
+      if (shares["keep-alive"] !== undefined) {
+        console.log(
+          `${what} overhead: share of the busy CPU (diagnostic) = ${
+            f(shares["keep-alive"] * 100, 1)
+          }% keep-alive` +
+            (shares.close !== undefined
+              ? `; ${f(shares.close * 100, 1)}% connection-per-request`
+              : ""),
+        );
+      }
     },
   );
 }

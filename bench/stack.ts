@@ -37,6 +37,7 @@
  *        stack overhead: throughput ratio on/off = R (target >= 0.9) http; R' bulk
  *        stack overhead: cost per packet = N ns in the kernel (BPF programs), M ns agent CPU
  *                        http; N' ns, M' ns bulk
+ *      and, from the diagnostic runs, kupod's share of the busy CPU (cpuShare in overhead.ts)
  *
  * Figures: a load's ratio is the median over its rounds of on / off of req/s (wrk's) or MB/s of
  * the round (pairedRatio in overhead.ts); median(on) / median(off) is printed too. Packets are the
@@ -69,6 +70,7 @@ import { DENO } from "../tests/helpers/process.ts";
 import {
   benchMain,
   bpfDelta,
+  cpuShare,
   f,
   MB,
   measure,
@@ -122,6 +124,7 @@ interface Run {
   packets: number;
   packetsPerSec: number;
   otherCores: number;
+  busyCores: number;
   /** kupod only: */
   cores?: number;
   agentNsPerPacket?: number;
@@ -248,7 +251,7 @@ class Bench {
     const seconds = mode === "diag" ? this.opts["diag-seconds"] : this.opts.seconds;
     await waitIdle(this.runner, this.#loadPids());
     if (mode === "off") {
-      const { value, wall, packets, otherCores } = await this.#load(load, seconds);
+      const { value, wall, packets, otherCores, busyCores } = await this.#load(load, seconds);
       const run = {
         load,
         mode,
@@ -257,6 +260,7 @@ class Bench {
         packets,
         packetsPerSec: packets / wall,
         otherCores,
+        busyCores,
       };
       this.runs.push(run);
       return run;
@@ -272,7 +276,7 @@ class Bench {
     try {
       if (mode === "diag") stats = enableBpfStats();
       const bpf0 = mode === "diag" ? await kupodPrograms() : [];
-      const { value, wall, packets, otherCores, kupodCpu } = await this.#load(
+      const { value, wall, packets, otherCores, busyCores, kupodCpu } = await this.#load(
         load,
         seconds,
         kupod.proc.pid,
@@ -289,6 +293,7 @@ class Bench {
         packets,
         packetsPerSec: packets / wall,
         otherCores,
+        busyCores,
         cores: kupodCpu / wall,
         agentNsPerPacket: kupodCpu * 1e9 / packets,
         seen,
@@ -369,8 +374,8 @@ function summarize(load: Load, runs: Run[]): Summary {
   return s;
 }
 
-/** Prints a diagnostic run; returns the BPF run time per veth packet (ns). */
-function printDiag(r: Run): number {
+/** Prints a diagnostic run; returns the BPF run time per veth packet (ns) and kupod's CPU share. */
+function printDiag(r: Run): { ns: number; share: number } {
   const progs = Object.entries(r.bpf ?? {}).sort((a, b) => b[1].ns - a[1].ns);
   const runs = progs.reduce((a, [, p]) => a + p.runs, 0);
   const ns = progs.reduce((a, [, p]) => a + p.ns, 0);
@@ -387,7 +392,9 @@ function printDiag(r: Run): number {
       ).join(", ")
     })`,
   );
-  return perPacket(ns);
+  const share = cpuShare(ns / 1e9 / seconds, r.cores!, r.busyCores);
+  console.log(`  ${share.text}`);
+  return { ns: perPacket(ns), share: share.share };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -432,13 +439,13 @@ async function main(): Promise<number> {
       printRuns(bench.runs);
       console.log("");
       const [http, bulk] = loads.map((l) => summarize(l, bench.runs));
-      const kernelNs: Partial<Record<Load, number>> = {};
+      const diag: Partial<Record<Load, { ns: number; share: number }>> = {};
       if (diags.length) {
         console.log("");
         console.log(
           'diagnostic (kupod as in the "on" runs, BPF run-time stats on; not in the ratios):',
         );
-        for (const d of diags) kernelNs[d.load] = printDiag(d);
+        for (const d of diags) diag[d.load] = printDiag(d);
       }
       noteOtherLoad(bench.runs.map((r) => r.otherCores));
       console.log("");
@@ -450,10 +457,15 @@ async function main(): Promise<number> {
       );
       console.log(
         `stack overhead: cost per packet = ${
-          f(kernelNs.http, 0)
+          f(diag.http?.ns, 0)
         } ns in the kernel (BPF programs), ${f(http.agentNs, 0)} ns agent CPU http; ${
-          f(kernelNs.bulk, 0)
+          f(diag.bulk?.ns, 0)
         } ns, ${f(bulk.agentNs, 0)} ns bulk`,
+      );
+      console.log(
+        `stack overhead: share of the busy CPU (diagnostic) = ${
+          f((diag.http?.share ?? NaN) * 100, 1)
+        }% http; ${f((diag.bulk?.share ?? NaN) * 100, 1)}% bulk`,
       );
     },
   );
