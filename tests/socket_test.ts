@@ -115,6 +115,25 @@ Deno.test("socket: exactly one tcp_connect per outbound connection of the target
   }
 });
 
+/**
+ * Waits until `ready` holds for the Recv-Q of the connections (any state but LISTEN) whose
+ * local port is `port`. A write on loopback returns once its data is queued for the softirq,
+ * which a busy host may run later.
+ */
+async function waitServerSockets(port: number, ready: (recvQs: number[]) => boolean) {
+  let lines: string[] = [];
+  for (let i = 0; i < 200; i++) {
+    const out = await new Deno.Command("ss", {
+      args: ["-Htna", "exclude", "listening", `( sport = :${port} )`],
+      stdout: "piped",
+    }).output();
+    lines = new TextDecoder().decode(out.stdout).trim().split("\n").filter((l) => l);
+    if (ready(lines.map((l) => Number(l.trim().split(/\s+/)[1])))) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`connections of :${port} not as expected: ${lines.join(" | ")}`);
+}
+
 Deno.test("socket: connections ended by a reset are counted, sent by an abort or received", async () => {
   const N = 4;
   await using srv = await startServer("127.0.0.1", "abort");
@@ -128,9 +147,21 @@ Deno.test("socket: connections ended by a reset are counted, sent by an abort or
       String(N),
       "send",
     ], { stdin: true });
+  let accepted = 0; // by the server, over both runs
   const resets = async (target: number, client: Child) => {
     const kupod = await startKupod(socketJson("--pid", String(target), "--verbose"));
     await client.writeLine("go");
+    // the server closes once every line waits unread in its socket: an abort each
+    await client.waitForLine(new RegExp(`^sent ${N}$`));
+    await srv.server.waitForLine(new RegExp(`^accepted ${accepted += N}$`));
+    await waitServerSockets(
+      srv.port,
+      (recvQs) => recvQs.length === N && recvQs.every((q) => q > 0),
+    );
+    await srv.server.writeLine("close");
+    // the client reads (and closes) only once the server's sockets are gone
+    await waitServerSockets(srv.port, (recvQs) => recvQs.length === 0);
+    await client.writeLine("finish");
     await client.waitForLine(new RegExp(`^done ${N}$`));
     await new Promise((r) => setTimeout(r, 1500)); // a tcp_stats report
     await stopAndWait(kupod);

@@ -138,7 +138,7 @@ export async function startServer(
     host,
     "0",
     mode,
-  ]);
+  ], { stdin: mode === "abort" }); // abort: a line on stdin closes what it holds
   const line = await server.waitForLine(/^listening \d+/);
   return {
     server,
