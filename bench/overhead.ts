@@ -314,10 +314,12 @@ export async function startKupod(runner: Runner, args: string[], out: string): P
   }
   const comm = Deno.readTextFileSync(`/proc/${proc.pid}/comm`).trim();
   if (comm !== "deno") throw new Error(`kupod's pid ${proc.pid} is ${comm}, not Deno`);
-  const programs = (await kupodPrograms()).filter((p) => !before.has(p.id));
-  if (!programs.length) throw new Error("kupod is ready but no kupod_* program was loaded");
   await sleep(SETTLE_MS);
   runner.check();
+  // after the settling: with several probes ("all") the first readiness line comes before the
+  // other probes have loaded
+  const programs = (await kupodPrograms()).filter((p) => !before.has(p.id));
+  if (!programs.length) throw new Error("kupod is ready but no kupod_* program was loaded");
   return { proc, programs, out, port };
 }
 

@@ -303,12 +303,13 @@ static __always_inline bool dev_matches(const struct net_device *dev, __u32 *net
 
 	*netns = 0;
 	*ifindex = 0;
-	if (!dev)
+	/* loopback first: one load, and a third of a proxied request's device hook runs */
+	if (!dev || !pod_dev_wanted(dev))
 		return false;
 	*netns = dev->nd_net.net->ns.inum;
 	*ifindex = dev->ifindex;
 	if (netns_matches(*netns))
-		return pod_dev_wanted(dev);
+		return true;
 	veth = pod_get(POD_VETH);
 	return veth && *ifindex == veth && *netns == host_netns;
 }
