@@ -24,6 +24,7 @@
 #define NF_ACCEPT 1
 #define IPPROTO_ICMPV6 58
 #define IFF_LOOPBACK 0x8
+#define LOOPBACK_IFINDEX 1
 
 /* The netns of the host-side veth (kupod's own); the veth's ifindex is in `stack_pod`. */
 const volatile __u32 host_netns = 0;
@@ -287,6 +288,16 @@ static __always_inline bool netns_matches(__u32 ns)
 	return ns && ns == pod_get(POD_NETNS);
 }
 
+/*
+ * Whether `skb` came in through a loopback device (ifindex 1 in every netns) while loopback
+ * traffic is not followed: then it is not followed, and the follow-only hooks (delivery, frees)
+ * need not look it up in the packet table.
+ */
+static __always_inline bool unfollowed_loopback(const struct sk_buff *skb)
+{
+	return !loopback && skb->skb_iif == LOOPBACK_IFINDEX;
+}
+
 /* Whether a packet through device `dev` of the pod's netns is one to follow. */
 static __always_inline bool pod_dev_wanted(const struct net_device *dev)
 {
@@ -375,6 +386,8 @@ int BPF_PROG(kupod_stk_tcpr, struct sock *sk, const struct sk_buff *skb)
 {
 	__u32 netns = sk->__sk_common.skc_net.net->ns.inum;
 
+	if (unfollowed_loopback(skb))
+		return 0;
 	seen((void *)skb, HOOK_TCP_RECV, loopback && netns_matches(netns), true, false, netns, 0,
 	     skb->len, 0);
 	return 0;
@@ -406,8 +419,11 @@ int BPF_PROG(kupod_stk_tcps, const struct sock *sk, const struct msghdr *msg,
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(kupod_stk_dlvr, const struct sk_buff *skb, int len)
 {
-	__u32 netns = bpf_get_current_task_btf()->nsproxy->net_ns->ns.inum;
+	__u32 netns;
 
+	if (unfollowed_loopback(skb))
+		return 0;
+	netns = bpf_get_current_task_btf()->nsproxy->net_ns->ns.inum;
 	seen((void *)skb, HOOK_DELIVER, loopback && netns_matches(netns), true, false, netns, 0, len,
 	     0);
 	return 0;
@@ -437,6 +453,8 @@ int BPF_PROG(kupod_stk_drop, struct sk_buff *skb, void *location, enum skb_drop_
 SEC("tp_btf/consume_skb")
 int BPF_PROG(kupod_stk_free, struct sk_buff *skb)
 {
+	if (unfollowed_loopback(skb))
+		return 0;
 	seen(skb, HOOK_CONSUME, false, true, true, 0, 0, skb->len, 0);
 	return 0;
 }
