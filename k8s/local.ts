@@ -91,9 +91,10 @@ export function resolveNetns(nameOrPath: string, mode: SidecarMode = "blur"): Pr
  * Re-reads a --netns or --veth target while kupod runs: `full` resolves it, and is called again
  * only when the namespace or the veth is no longer the one last resolved (the host veth's
  * ifindex or peer changed, the namespace --netns names is another one, the namespace has no
- * process left). Otherwise only the processes in the namespace and their containers are
- * read again: /proc and cgroups, no `ip` run inside the namespace (a process started per poll,
- * the agent's largest idle cost).
+ * process left). Otherwise only the processes in the namespace are listed, and their
+ * containers are attributed again (cgroup hierarchies searched) only when a process came, went
+ * or changed cgroup: no `ip` run inside the namespace (a process started per poll, the agent's
+ * largest idle cost) and no cgroup search per poll (its largest cost under load).
  */
 export function netnsTargetRefresher(
   full: () => Promise<Target>,
@@ -112,15 +113,30 @@ export function netnsTargetRefresher(
       veth ? readNum(`${veth}/iflink`) : 0,
     ].join(":");
   };
+  // the processes of the last poll with their /proc/<pid>/cgroup: unchanged, so are the containers
+  let lastProcs = "";
+  const procs = (pids: number[]) => {
+    try {
+      return pids.map((p) => `${p}:${Deno.readTextFileSync(`/proc/${p}/cgroup`)}`).join("\n");
+    } catch {
+      return ""; // one exited meanwhile
+    }
+  };
   return async () => {
     if (last && key(last) === lastKey) {
-      const byNetns = pidsByNetns();
-      const pids = byNetns.get(last.netnsInode);
+      const pids = pidsByNetns().get(last.netnsInode);
       // a namespace without processes may be gone: only `full` can tell
-      if (pids?.length) return { ...last, containers: withRoles(attributePids(pids), mode) };
+      if (pids?.length) {
+        const now = procs(pids);
+        if (now && now === lastProcs) return last;
+        lastProcs = now;
+        last = { ...last, containers: withRoles(attributePids(pids), mode) };
+        return last;
+      }
     }
     last = await full();
     lastKey = key(last);
+    lastProcs = "";
     return last;
   };
 }
