@@ -107,8 +107,9 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
         throw e;
       }
       probes.push(probe);
-      log.ready(probe.readyLine);
     }
+    // every probe attached before the first readiness line: traffic sent on it is seen by all
+    for (const probe of probes) if (probe !== spanSource) log.ready(probe.readyLine);
     outputs.watch(probes);
     for (const line of outputs.readyLines()) log.ready(line);
     watch = resolution.watch((next, why) => {
