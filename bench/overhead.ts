@@ -316,8 +316,7 @@ export async function startKupod(runner: Runner, args: string[], out: string): P
   if (comm !== "deno") throw new Error(`kupod's pid ${proc.pid} is ${comm}, not Deno`);
   await sleep(SETTLE_MS);
   runner.check();
-  // after the settling: with several probes ("all") the first readiness line comes before the
-  // other probes have loaded
+  // every probe's programs: kupod prints its readiness lines once all are attached
   const programs = (await kupodPrograms()).filter((p) => !before.has(p.id));
   if (!programs.length) throw new Error("kupod is ready but no kupod_* program was loaded");
   return { proc, programs, out, port };
