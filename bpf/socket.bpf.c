@@ -269,7 +269,6 @@ static __always_inline void closed(struct sock *sk, struct conn *c, __u64 now)
 /* Handshake done on an outbound connection: the flow is known now (connect() binds the port). */
 static __always_inline void connected(struct sock *sk, struct conn *c)
 {
-
 	c->established_ns = bpf_ktime_get_boot_ns();
 	flow_of_sock(sk, &c->flow);
 	if (c->role == ROLE_SIDECAR) {
