@@ -45,16 +45,7 @@ export async function resolveTarget(
       [Symbol.dispose]() {},
     };
   }
-  if (opts.cgroup) {
-    const again = () => resolveCgroup(opts.cgroup, opts.sidecarMode);
-    const target = again();
-    return {
-      target,
-      watch: (onChange, onError) => pollTarget(target, again, onChange, onError),
-      [Symbol.dispose]() {},
-    };
-  }
-  const full = async () => {
+  const pod = async () => {
     if (opts.netns) {
       const target = await resolveNetns(opts.netns, opts.sidecarMode);
       if (opts.veth && target.veth !== opts.veth) {
@@ -68,7 +59,9 @@ export async function resolveTarget(
     }
     return await resolveVeth(opts.veth, opts.sidecarMode);
   };
-  const again = netnsTargetRefresher(full, opts.sidecarMode, opts.netns);
+  const again = opts.cgroup
+    ? () => Promise.resolve(resolveCgroup(opts.cgroup, opts.sidecarMode))
+    : netnsTargetRefresher(pod, opts.sidecarMode, opts.netns);
   const target = await again();
   return {
     target,
