@@ -271,18 +271,6 @@ static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follo
 	return true;
 }
 
-/* Stops following the skb at `skb`'s address, if it was followed: it is gone. */
-static __always_inline void forget(void *skb)
-{
-	__u64 key = skb_addr(skb);
-	struct pkt *p = pkt_slot(key);
-
-	if (p && key && p->skb == key) {
-		stat_add(STAT_VANISHED);
-		p->skb = 0;
-	}
-}
-
 static __always_inline bool netns_matches(__u32 ns)
 {
 	return ns && ns == pod_get(POD_NETNS);
@@ -291,7 +279,8 @@ static __always_inline bool netns_matches(__u32 ns)
 /*
  * Whether `skb` came in through a loopback device (ifindex 1 in every netns) while loopback
  * traffic is not followed: then it is not followed, and the follow-only hooks (delivery, frees)
- * need not look it up in the packet table.
+ * neither look it up in the packet table nor take it for a followed skb whose address it
+ * reuses.
  */
 static __always_inline bool unfollowed_loopback(const struct sk_buff *skb)
 {
@@ -495,18 +484,9 @@ int kupod_stk_nf(struct bpf_nf_ctx *ctx)
 	__u32 hook = HOOK_NF_PRE_ROUTING + state->hook;
 	const struct net_device *dev = state->in ?: state->out;
 
-	if (hook > HOOK_NF_POST_ROUTING)
-		return NF_ACCEPT;
-	if (!pod_dev_wanted(dev)) {
-		/*
-		 * A loopback packet is born here: a followed skb it reuses the address of was
-		 * freed unseen, and must not be mistaken for it at the follow-only hooks.
-		 */
-		if (hook == HOOK_NF_LOCAL_OUT)
-			forget(skb);
-		return NF_ACCEPT;
-	}
-	seen(skb, hook, true, false, false, state->net->ns.inum, dev ? dev->ifindex : 0, skb->len, 0);
+	if (hook <= HOOK_NF_POST_ROUTING && pod_dev_wanted(dev))
+			seen(skb, hook, true, false, false, state->net->ns.inum, dev ? dev->ifindex : 0,
+		     skb->len, 0);
 	return NF_ACCEPT;
 }
 
