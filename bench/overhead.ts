@@ -515,7 +515,6 @@ export function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i])).join("  ").trimEnd()).join("\n");
 }
 
-/** A note when processes outside the bench used CPU during the runs. */
 /**
  * kupod's share of the CPU time a diagnostic run kept busy: its programs' run time in the
  * kernel plus its own process. Where the load is CPU-bound (every bench here), that share is
@@ -537,6 +536,7 @@ export function cpuShare(
   };
 }
 
+/** A note when processes outside the bench used CPU during the runs. */
 export function noteOtherLoad(otherCores: number[]): void {
   const other = Math.max(...otherCores);
   if (other <= 0.1) return;

@@ -23,8 +23,8 @@
  *      holds) before the run, its stdout to a temp file (as a container runtime takes it; a
  *      pipe to this process could stall kupod whenever this process waits for a CPU), waits
  *      for its "started!" line and 2 s more (its start is not what is measured), and stops it
- *      with SIGTERM after the run (it must exit 0, warn
- *      of nothing but lost events and leave none of its programs loaded);
+ *      with SIGTERM after the run (it must exit 0, warn of nothing but lost events and leave
+ *      none of its programs loaded);
  *   3. connection-per-request: the same with `-H "Connection: close"` for `close-rounds`
  *      rounds: a new TCP connection (accept, close) per request, the probe's connection path;
  *   4. diagnostic (not part of the ratios; `--diag-seconds 0` skips it): one run per load
@@ -44,15 +44,16 @@
  * Figures: requests/s are wrk's; a load's ratio is the median over its rounds of on / off of the
  * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too. Agent CPU is
  * utime + stime of kupod's process (all threads; ./kupod is a bash launcher that execs Deno,
- * so its pid is Deno's) and of the children it waited for, from /proc/<pid>/stat, the delta between just before wrk starts and
- * just after it ends, divided by that wall time (= cores), then per 10k requests/s of that run
- * (median over runs). Agent RSS is VmHWM (peak resident set, MiB) of /proc/<pid>/status just
- * before SIGTERM, the highest of all "on" runs. Per run, besides: wrk's p50/p99 latency, the
- * lines kupod printed, the events it reported lost (ring buffer full: a result, not an error,
- * but its CPU figure then covers less work), and "other cores": the host's busy CPU time
- * (/proc/stat) minus that of this process, wrk, the pod, kupod and ksoftirqd, per second -
- * load from outside the bench (another test run or bench), which moves every figure. Before
- * each run the bench waits (up to 60 s) until that outside load is below 0.15 cores for 1 s.
+ * so its pid is Deno's) and of the children it waited for, from /proc/<pid>/stat, the delta
+ * between just before wrk starts and just after it ends, divided by that wall time (= cores),
+ * then per 10k requests/s of that run (median over runs). Agent RSS is VmHWM (peak resident
+ * set, MiB) of /proc/<pid>/status just before SIGTERM, the highest of all "on" runs. Per run,
+ * besides: wrk's p50/p99 latency, the lines kupod printed, the events it reported lost (ring
+ * buffer full: a result, not an error, but its CPU figure then covers less work), and "other
+ * cores": the host's busy CPU time (/proc/stat) minus that of this process, wrk, the pod,
+ * kupod and ksoftirqd, per second - load from outside the bench (another test run or bench),
+ * which moves every figure. Before each run the bench waits (up to 60 s) until that outside
+ * load is below 0.15 cores for 1 s.
  *
  * Placement: nothing is pinned. The host has 2 CPUs for wrk, nginx's worker, the service's
  * Deno and kupod (4 busy processes plus softirq work), so every process is CPU-bound and
@@ -188,10 +189,14 @@ class Bench {
     if (closeRounds > 0) await this.#wrk("close", CLOSE_WARMUP_SECONDS);
   }
 
+  /** A diagnostic run of kupod with --verbose --output json (`--diag-verbose 1`). */
+  #verbose(mode: Mode): boolean {
+    return mode === "diag" && this.opts["diag-verbose"] > 0;
+  }
+
   #startKupod(mode: Mode, out: string): Promise<Kupod> {
     const args = ["monitor", "kernel", this.#probes, "--veth", this.pod.hostVeth];
-    const verbose = mode === "diag" && this.opts["diag-verbose"] > 0;
-    args.push(...(verbose ? ["--verbose", "--output", "json"] : ["--quiet"]));
+    args.push(...(this.#verbose(mode) ? ["--verbose", "--output", "json"] : ["--quiet"]));
     return startKupod(this.runner, args, out);
   }
 
@@ -228,10 +233,9 @@ class Bench {
         printed: mode === "diag" ? undefined : printed / wall,
       };
       if (mode === "diag") run.bpf = bpfDelta(kupod.programs, bpf0, bpf1);
-      const verbose = mode === "diag" && this.opts["diag-verbose"] > 0;
-      run.lost = await stopKupod(kupod, "(?:socket|stack)", verbose);
+      run.lost = await stopKupod(kupod, "(?:socket|stack)", this.#verbose(mode));
       run.lostPerSec = run.lost / wall;
-      if (verbose) {
+      if (this.#verbose(mode)) {
         run.types = await countTypes(out);
         const m = kupod.proc.stderr.text().match(/\[DEBUG\] socket: (\d+) events, (\d+) lost/);
         if (m) run.processed = Number(m[1]);

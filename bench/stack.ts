@@ -48,8 +48,9 @@
  * includes runs for packets that do not cross the veth but come with the traffic (the
  * sidecar's loopback connection to the service inside the pod) or are not the pod's at all
  * (the net: tracepoints fire for every packet of the host and are left early by netns), all of
- * which the probe costs. Agent CPU per packet = kupod's utime + stime with its children's (/proc/<pid>/stat, all
- * threads; ./kupod execs Deno, so its pid is Deno's) during the load / veth packets, median
+ * which the probe costs. Agent CPU per packet = kupod's utime + stime with its children's
+ * (/proc/<pid>/stat, all threads; ./kupod execs Deno, so its pid is Deno's) during the load /
+ * veth packets, median
  * over the "on" runs. "seen" = kupod_nic_packets_total (rx + tx) from /metrics / the veth's
  * packets since kupod started: that the probe did watch the traffic it is charged for. "other
  * cores" is the host's busy CPU time (/proc/stat) minus that of this process, its children,
@@ -74,6 +75,7 @@ import {
   f,
   MB,
   measure,
+  type Measured,
   median,
   noteOtherLoad,
   pairedRatio,
@@ -133,6 +135,25 @@ interface Run {
   lost?: number;
   /** diag only: BPF program runs and run time during the load, per program name. */
   bpf?: Record<string, { runs: number; ns: number }>;
+}
+
+/** What every run holds, from its measured load. */
+function runOf(
+  load: Load,
+  mode: Mode,
+  round: number,
+  m: Measured<{ rate: number; p99Ms?: number }> & { packets: number },
+): Run {
+  return {
+    load,
+    mode,
+    round,
+    ...m.value,
+    packets: m.packets,
+    packetsPerSec: m.packets / m.wall,
+    otherCores: m.otherCores,
+    busyCores: m.busyCores,
+  };
 }
 
 function checkOptions(opts: Options): Options {
@@ -251,17 +272,7 @@ class Bench {
     const seconds = mode === "diag" ? this.opts["diag-seconds"] : this.opts.seconds;
     await waitIdle(this.runner, this.#loadPids());
     if (mode === "off") {
-      const { value, wall, packets, otherCores, busyCores } = await this.#load(load, seconds);
-      const run = {
-        load,
-        mode,
-        round,
-        ...value,
-        packets,
-        packetsPerSec: packets / wall,
-        otherCores,
-        busyCores,
-      };
+      const run = runOf(load, mode, round, await this.#load(load, seconds));
       this.runs.push(run);
       return run;
     }
@@ -276,26 +287,15 @@ class Bench {
     try {
       if (mode === "diag") stats = enableBpfStats();
       const bpf0 = mode === "diag" ? await kupodPrograms() : [];
-      const { value, wall, packets, otherCores, busyCores, kupodCpu } = await this.#load(
-        load,
-        seconds,
-        kupod.proc.pid,
-      );
+      const m = await this.#load(load, seconds, kupod.proc.pid);
       const bpf1 = mode === "diag" ? await kupodPrograms() : [];
       stats?.[Symbol.dispose]();
       stats = undefined;
       const seen = await nicPackets(kupod.port) / (vethPackets(this.pod.hostVeth) - veth0);
       const run: Run = {
-        load,
-        mode,
-        round,
-        ...value,
-        packets,
-        packetsPerSec: packets / wall,
-        otherCores,
-        busyCores,
-        cores: kupodCpu / wall,
-        agentNsPerPacket: kupodCpu * 1e9 / packets,
+        ...runOf(load, mode, round, m),
+        cores: m.kupodCpu / m.wall,
+        agentNsPerPacket: m.kupodCpu * 1e9 / m.packets,
         seen,
       };
       if (mode === "diag") run.bpf = bpfDelta(kupod.programs, bpf0, bpf1);
