@@ -8,7 +8,7 @@ import { createTestPod, type TestPod } from "../tests/helpers/pod.ts";
 import { freePort } from "../tests/helpers/process.ts";
 import {
   type BpfProg,
-  hostBusySeconds,
+  hostCpuSeconds,
   kupodPrograms,
   Proc,
   processTreeSeconds,
@@ -214,6 +214,11 @@ export interface Measured<T> {
   otherCores: number;
   /** CPU the whole host spent busy during the load, in cores. */
   busyCores: number;
+  /**
+   * CPU time the hypervisor gave to other machines, in cores: a host with steal runs slower
+   * than it would, and unevenly from run to run.
+   */
+  stealCores: number;
 }
 
 /**
@@ -230,11 +235,12 @@ export async function measure<T>(
   // with the processes kupod ran and waited for (none while it only watches a pod)
   const kupod0 = kupod ? processTreeSeconds(kupod) : 0;
   const ours0 = ours();
-  const host0 = hostBusySeconds();
+  const host0 = hostCpuSeconds();
   const t0 = performance.now();
   const value = await load();
   const wall = (performance.now() - t0) / 1000;
-  const host = hostBusySeconds() - host0;
+  const host1 = hostCpuSeconds();
+  const host = host1.busy - host0.busy;
   const mine = ours() - ours0;
   const kupodCpu = kupod ? processTreeSeconds(kupod) - kupod0 : 0;
   return {
@@ -243,6 +249,7 @@ export async function measure<T>(
     kupodCpu,
     otherCores: Math.max(0, host - mine) / wall,
     busyCores: host / wall,
+    stealCores: (host1.steal - host0.steal) / wall,
   };
 }
 
@@ -254,11 +261,11 @@ export async function measure<T>(
 export async function waitIdle(runner: Runner, pids: number[]): Promise<void> {
   let other = 0;
   for (const end = Date.now() + IDLE_WAIT_MS; Date.now() < end;) {
-    const [host0, ours0, t0] = [hostBusySeconds(), ourSeconds(pids), performance.now()];
+    const [host0, ours0, t0] = [hostCpuSeconds().busy, ourSeconds(pids), performance.now()];
     await sleep(1000);
     runner.check();
     const wall = (performance.now() - t0) / 1000;
-    other = Math.max(0, hostBusySeconds() - host0 - (ourSeconds(pids) - ours0)) / wall;
+    other = Math.max(0, hostCpuSeconds().busy - host0 - (ourSeconds(pids) - ours0)) / wall;
     if (other < IDLE_CORES) return;
   }
   console.error(`  (host still busy after ${IDLE_WAIT_MS / 1000} s: ${f(other, 2)} other cores)`);
@@ -536,13 +543,22 @@ export function cpuShare(
   };
 }
 
-/** A note when processes outside the bench used CPU during the runs. */
-export function noteOtherLoad(otherCores: number[]): void {
+/** A note when processes outside the bench used CPU, or the hypervisor its CPUs. */
+export function noteOtherLoad(otherCores: number[], stealCores: number[]): void {
   const other = Math.max(...otherCores);
-  if (other <= 0.1) return;
-  console.log("");
-  console.log(
-    `note: other processes used up to ${f(other, 2)} cores during the runs ("other ` +
-      `cores"): the host was not idle, the figures are disturbed`,
-  );
+  const steal = Math.max(...stealCores);
+  if (other > 0.1) {
+    console.log("");
+    console.log(
+      `note: other processes used up to ${f(other, 2)} cores during the runs ("other ` +
+        `cores"): the host was not idle, the figures are disturbed`,
+    );
+  }
+  if (steal > 0.05) {
+    console.log("");
+    console.log(
+      `note: the hypervisor gave up to ${f(steal, 2)} cores of this machine to others during ` +
+        `the runs ("steal"): rates moved with it; the ratios "per busy core" divide it out`,
+    );
+  }
 }

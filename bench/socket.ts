@@ -3,12 +3,13 @@
  * measured against the same pod without kupod, in one invocation.
  *
  *   deno task bench:socket [--rounds 5] [--seconds 8] [--close-rounds 1] [--connections 32]
- *                          [--warmup-seconds 5] [--diag-seconds 8] [--diag-verbose 0] [--all 0]
+ *                          [--warmup-seconds 5] [--diag-seconds 8] [--diag-verbose 0]
+ *                          [--profile-seconds 8] [--all 0]
  *
  * `--all 1` measures `kupod monitor kernel all` (socket and stack with one exporter: the whole
  * agent, as DESIGN.md's overhead target puts it) instead of the socket probe alone.
  *
- * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~3.5 min with the
+ * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~4.5 min with the
  * defaults:
  *   1. makes a test pod (tests/helpers/pod.ts: netns, veth, kubelet-shaped cgroups, nginx
  *      sidecar "proxy" on 8080 with upstream keep-alive, as production nginx would, in front of
@@ -34,15 +35,24 @@
  *      in the "on" runs; with `--diag-verbose 1` it runs with `--verbose --output json`
  *      instead, which also sends closes and per-request sidecar timings to the ring, and the
  *      events it wrote are counted per type;
- *   5. prints the kupod sources measured (HEAD, and how many of their files differ), every
+ *   5. profile (not in the ratios; `--profile-seconds 0` skips it, as does a host without
+ *      perf): per load one run without kupod and one as in the "on" runs, each sampled by
+ *      `perf record -a`: kupod's share of the busy CPU with what the statistics miss
+ *      (tracepoint dispatch, helpers outside the programs) and without what they add (see
+ *      bench/perf_share.ts);
+ *   6. prints the kupod sources measured (HEAD, and how many of their files differ), every
  *      run, a summary per load and three final lines:
  *        socket overhead: throughput ratio on/off = R (target >= 0.97) keep-alive; R' ...
  *        socket overhead: agent CPU = C cores per 10k req/s (target <= 0.1) keep-alive; C' ...
  *        socket overhead: agent RSS = M MB (target <= 80)
- *      and, from the diagnostic runs, kupod's share of the busy CPU (cpuShare in overhead.ts)
+ *      and kupod's share of the busy CPU, from the diagnostic runs (cpuShare in overhead.ts) and
+ *      from the profile
  *
  * Figures: requests/s are wrk's; a load's ratio is the median over its rounds of on / off of the
- * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too. Agent CPU is
+ * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too, and the ratio
+ * "per busy core": the same of req/s divided by the host's busy CPU during the run. On a
+ * virtual machine whose hypervisor takes CPU time for others ("steal", from /proc/stat, per
+ * run) the rate follows the CPU left; per busy core divides that out. Agent CPU is
  * utime + stime of kupod's process (all threads; ./kupod is a bash launcher that execs Deno,
  * so its pid is Deno's) and of the children it waited for, from /proc/<pid>/stat, the delta
  * between just before wrk starts and just after it ends, divided by that wall time (= cores),
@@ -94,6 +104,7 @@ import {
   waitIdle,
   type WrkResult,
 } from "./overhead.ts";
+import { perfAvailable, type PerfShare, perfShare, type Profile, profiled } from "./perf_share.ts";
 import { enableBpfStats, kupodPrograms, vmBytes } from "./socket_proc.ts";
 
 const CLOSE_WARMUP_SECONDS = 2;
@@ -106,12 +117,14 @@ const DEFAULTS = {
   "warmup-seconds": 5,
   "diag-seconds": 8,
   "diag-verbose": 0,
+  "profile-seconds": 8,
   all: 0,
 };
 type Options = typeof DEFAULTS;
 
 type Load = "keep-alive" | "close";
-type Mode = "off" | "on" | "diag";
+/** perf-off, perf-on: sampled by perf (bench/perf_share.ts), not in the ratios. */
+type Mode = "off" | "on" | "diag" | "perf-off" | "perf-on";
 
 const LOAD_NAME: Record<Load, string> = {
   "keep-alive": "keep-alive",
@@ -121,6 +134,7 @@ const LOAD_NAME: Record<Load, string> = {
 interface Run extends WrkResult {
   otherCores: number;
   busyCores: number;
+  stealCores: number;
   load: Load;
   mode: Mode;
   round: number;
@@ -138,6 +152,8 @@ interface Run extends WrkResult {
   processed?: number;
   /** diag only: BPF program runs and run time during the run, per program name. */
   bpf?: Record<string, { runs: number; ns: number }>;
+  /** perf-off and perf-on only. */
+  profile?: Profile;
 }
 
 function checkOptions(opts: Options): Options {
@@ -162,20 +178,25 @@ class Bench {
     return [...this.pod.containers.flatMap((c) => c.pids()), ...this.#softirqPids];
   }
 
-  /** One wrk run, with kupod's CPU time (if `kupod` is given) and the host's other CPU time. */
-  async #wrk(load: Load, seconds: number, kupod?: number) {
-    const { value, ...m } = await measure(
-      this.#loadPids(),
-      kupod,
-      () =>
-        runWrk(this.runner, this.pod.url(8080), {
-          connections: this.opts.connections,
-          seconds,
-          close: load === "close",
-        }).catch((e) => {
-          throw this.runner.interrupted ? e : new Error(`${load}: ${(e as Error).message}`);
-        }),
-    );
+  /**
+   * One wrk run, with kupod's CPU time (if `kupod` is given) and the host's other CPU time;
+   * sampled by perf if `profile`.
+   */
+  async #wrk(load: Load, seconds: number, kupod?: number, profile = false) {
+    const wrk = () =>
+      runWrk(this.runner, this.pod.url(8080), {
+        connections: this.opts.connections,
+        seconds,
+        close: load === "close",
+      }).catch((e) => {
+        throw this.runner.interrupted ? e : new Error(`${load}: ${(e as Error).message}`);
+      });
+    const path = profile ? await this.runner.tempPath(`perf-${++this.#starts}.data`) : "";
+    const { value, ...m } = await measure(this.#loadPids(), kupod, async () => {
+      if (!profile) return await wrk();
+      const r = await profiled(this.runner, path, seconds, wrk, kupod);
+      return { ...r.value, profile: r.profile };
+    });
     return { ...value, ...m };
   }
 
@@ -201,10 +222,15 @@ class Bench {
   }
 
   async run(load: Load, mode: Mode, round: number): Promise<Run> {
-    const seconds = mode === "diag" ? this.opts["diag-seconds"] : this.opts.seconds;
+    const seconds = mode === "diag"
+      ? this.opts["diag-seconds"]
+      : mode.startsWith("perf")
+      ? this.opts["profile-seconds"]
+      : this.opts.seconds;
+    const profile = mode.startsWith("perf");
     await waitIdle(this.runner, this.#loadPids());
-    if (mode === "off") {
-      const { wall: _w, kupodCpu: _c, ...r } = await this.#wrk(load, seconds);
+    if (mode === "off" || mode === "perf-off") {
+      const { wall: _w, kupodCpu: _c, ...r } = await this.#wrk(load, seconds, undefined, profile);
       const run = { load, mode, round, ...r };
       this.runs.push(run);
       return run;
@@ -216,7 +242,12 @@ class Bench {
       if (mode === "diag") stats = enableBpfStats();
       const bpf0 = mode === "diag" ? await kupodPrograms() : [];
       const printed0 = mode === "diag" ? 0 : await countLines(out);
-      const { wall, kupodCpu: cpu, ...r } = await this.#wrk(load, seconds, kupod.proc.pid);
+      const { wall, kupodCpu: cpu, ...r } = await this.#wrk(
+        load,
+        seconds,
+        kupod.proc.pid,
+        profile,
+      );
       const printed = mode === "diag" ? 0 : await countLines(out) - printed0;
       const bpf1 = mode === "diag" ? await kupodPrograms() : [];
       stats?.[Symbol.dispose]();
@@ -297,6 +328,7 @@ function printRuns(runs: Run[]): void {
     "printed lines/s",
     "lost events/s",
     "other cores",
+    "steal",
   ]];
   for (const r of runs) {
     rows.push([
@@ -313,6 +345,7 @@ function printRuns(runs: Run[]): void {
       f(r.printed, 0),
       f(r.lostPerSec, 0),
       f(r.otherCores, 2),
+      f(r.stealCores, 2),
     ]);
   }
   console.log(table(rows));
@@ -320,6 +353,8 @@ function printRuns(runs: Run[]): void {
 
 interface Summary {
   ratio: number;
+  /** The same of the rate per busy core (host busy CPU, steal not included). */
+  perCore: number;
   per10k: number;
 }
 
@@ -330,7 +365,12 @@ function summarize(load: Load, runs: Run[]): Summary | undefined {
   const offRps = median(off.map((r) => r.rps));
   const onRps = median(on.map((r) => r.rps));
   const paired = pairedRatio([...off, ...on], (r) => r.rps);
-  const s = { ratio: paired.ratio, per10k: median(on.map((r) => r.coresPer10k!)) };
+  const perCore = pairedRatio([...off, ...on], (r) => r.rps / r.busyCores);
+  const s = {
+    ratio: paired.ratio,
+    perCore: perCore.ratio,
+    per10k: median(on.map((r) => r.coresPer10k!)),
+  };
   console.log(
     `${LOAD_NAME[load]}: ratio ${f(s.ratio, 3)} (median of rounds ${
       paired.rounds.map((x) => f(x, 3)).join(" ")
@@ -342,7 +382,9 @@ function summarize(load: Load, runs: Run[]): Summary | undefined {
       f(median(on.map((r) => r.cores!)), 3)
     } cores = ${f(s.per10k, 3)} per 10k req/s; printed ${
       f(median(on.map((r) => r.printed!)), 0)
-    } lines/s, lost ${f(median(on.map((r) => r.lostPerSec!)), 0)} events/s`,
+    } lines/s, lost ${f(median(on.map((r) => r.lostPerSec!)), 0)} events/s; per busy core: ratio ${
+      f(s.perCore, 3)
+    } (median of rounds ${perCore.rounds.map((x) => f(x, 3)).join(" ")})`,
   );
   return s;
 }
@@ -423,6 +465,16 @@ async function main(): Promise<number> {
         diags.push(await bench.run("keep-alive", "diag", 1));
         if (o["close-rounds"] > 0) diags.push(await bench.run("close", "diag", 1));
       }
+      const loads: Load[] = o["close-rounds"] > 0 ? ["keep-alive", "close"] : ["keep-alive"];
+      const profiles: Partial<Record<Load, PerfShare>> = {};
+      const perf = o["profile-seconds"] > 0 && await perfAvailable();
+      if (perf) {
+        for (const load of loads) {
+          const off = await bench.run(load, "perf-off", 1);
+          const on = await bench.run(load, "perf-on", 1);
+          profiles[load] = perfShare(on.profile!, off.profile!);
+        }
+      }
 
       console.log("");
       printRuns(bench.runs);
@@ -438,7 +490,12 @@ async function main(): Promise<number> {
         );
         for (const d of diags) shares[d.load] = printDiag(d);
       }
-      noteOtherLoad(bench.runs.map((r) => r.otherCores));
+      if (perf) {
+        console.log("");
+        console.log('profile (perf -a, one run without kupod and one as in the "on" runs):');
+        for (const load of loads) console.log(`${LOAD_NAME[load]}: ${profiles[load]!.text}`);
+      } else if (o["profile-seconds"] > 0) console.log("\nprofile: skipped, perf is not installed");
+      noteOtherLoad(bench.runs.map((r) => r.otherCores), bench.runs.map((r) => r.stealCores));
       const rss = Math.max(...bench.runs.filter((r) => r.mode === "on").map((r) => r.hwmBytes!));
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
@@ -447,7 +504,9 @@ async function main(): Promise<number> {
         `${what} overhead: throughput ratio on/off = ${
           f(ka.ratio, 2)
         } (target >= 0.97) keep-alive` +
-          (close ? `; ${f(close.ratio, 2)} connection-per-request` : ""),
+          (close ? `; ${f(close.ratio, 2)} connection-per-request` : "") +
+          `; per busy core ${f(ka.perCore, 2)} keep-alive` +
+          (close ? `, ${f(close.perCore, 2)} connection-per-request` : ""),
       );
       console.log(
         `${what} overhead: agent CPU = ${f(ka.per10k, 3)} cores per 10k req/s (target <= 0.1) ` +
@@ -462,6 +521,14 @@ async function main(): Promise<number> {
             (shares.close !== undefined
               ? `; ${f(shares.close * 100, 1)}% connection-per-request`
               : ""),
+        );
+      }
+      if (profiles["keep-alive"]) {
+        console.log(
+          `${what} overhead: share of the busy CPU (perf) = ${
+            f(profiles["keep-alive"].share * 100, 1)
+          }% keep-alive` +
+            (profiles.close ? `; ${f(profiles.close.share * 100, 1)}% connection-per-request` : ""),
         );
       }
     },

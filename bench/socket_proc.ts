@@ -102,13 +102,16 @@ export class Proc {
 
 const CLK_TCK = 100; // USER_HZ: what /proc/<pid>/stat counts in on Linux
 
-/** CPU time the host spent busy (all but idle and iowait), in seconds summed over CPUs. */
-export function hostBusySeconds(): number {
+/**
+ * CPU time the host spent busy (all but idle and iowait) and the time its hypervisor gave its
+ * CPUs to others (steal), in seconds summed over CPUs.
+ */
+export function hostCpuSeconds(): { busy: number; steal: number } {
   const cpu = Deno.readTextFileSync("/proc/stat").split("\n")[0].trim().split(/\s+/).slice(1)
     .map(Number);
   // user nice system idle iowait irq softirq steal (guest time is already in user)
   const [user, nice, system, , , irq, softirq, steal] = cpu;
-  return (user + nice + system + irq + softirq + (steal ?? 0)) / CLK_TCK;
+  return { busy: (user + nice + system + irq + softirq) / CLK_TCK, steal: (steal ?? 0) / CLK_TCK };
 }
 
 /** CPU seconds of the process and of its waited-for children, 0 once it is gone. */

@@ -3,9 +3,9 @@
  * measured against the same pod without kupod, in one invocation.
  *
  *   deno task bench:stack [--rounds 5] [--seconds 8] [--connections 32] [--streams 1]
- *                         [--warmup-seconds 5] [--diag-seconds 8]
+ *                         [--warmup-seconds 5] [--diag-seconds 8] [--profile-seconds 8]
  *
- * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~4.5 min with the
+ * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~5.5 min with the
  * defaults:
  *   1. makes a test pod (tests/helpers/pod.ts: netns, veth, kubelet-shaped cgroups, nginx
  *      sidecar on 8080 with upstream keep-alive in front of the Deno HTTP service on 9090) and
@@ -33,14 +33,23 @@
  *      closed; they add two clock reads per program run, hence not in the ratios): run count
  *      and run time of each of kupod's programs. That time is spent in the context of the
  *      sender, the pod's processes and the softirqs, so kupod's own CPU time does not hold it;
- *   4. prints the kupod sources measured, every run, a summary per load and two final lines:
+ *   4. profile (not in the ratios; `--profile-seconds 0` skips it, as does a host without
+ *      perf): per load one run without kupod and one as in the "on" runs, each sampled by
+ *      `perf record -a`: kupod's share of the busy CPU with what the statistics miss
+ *      (tracepoint dispatch, netfilter and TC glue) and without what they add (see
+ *      bench/perf_share.ts);
+ *   5. prints the kupod sources measured, every run, a summary per load and two final lines:
  *        stack overhead: throughput ratio on/off = R (target >= 0.9) http; R' bulk
  *        stack overhead: cost per packet = N ns in the kernel (BPF programs), M ns agent CPU
  *                        http; N' ns, M' ns bulk
- *      and, from the diagnostic runs, kupod's share of the busy CPU (cpuShare in overhead.ts)
+ *      and kupod's share of the busy CPU, from the diagnostic runs (cpuShare in overhead.ts) and
+ *      from the profile
  *
  * Figures: a load's ratio is the median over its rounds of on / off of req/s (wrk's) or MB/s of
- * the round (pairedRatio in overhead.ts); median(on) / median(off) is printed too. Packets are the
+ * the round (pairedRatio in overhead.ts); median(on) / median(off) is printed too, and the
+ * ratio "per busy core": the same of the rate divided by the host's busy CPU during the run.
+ * On a virtual machine whose hypervisor takes CPU time for others ("steal", from /proc/stat,
+ * per run) the rate follows the CPU left; per busy core divides that out. Packets are the
  * kernel's own count: the host-side veth's rx_packets + tx_packets
  * (/sys/class/net/<veth>/statistics) over the load, every packet crossing the veth in either
  * direction (a GSO/GRO super-packet counts once, as the probe sees it). Cost per packet in the
@@ -92,6 +101,7 @@ import {
   UsageError,
   waitIdle,
 } from "./overhead.ts";
+import { perfAvailable, type PerfShare, perfShare, type Profile, profiled } from "./perf_share.ts";
 import { enableBpfStats, kupodPrograms, type Proc } from "./socket_proc.ts";
 
 const STREAM = `${ROOT}bench/tcp_stream.ts`;
@@ -107,11 +117,13 @@ const DEFAULTS = {
   streams: 1,
   "warmup-seconds": 5,
   "diag-seconds": 8,
+  "profile-seconds": 8,
 };
 type Options = typeof DEFAULTS;
 
 type Load = "http" | "bulk";
-type Mode = "off" | "on" | "diag";
+/** perf-off, perf-on: sampled by perf (bench/perf_share.ts), not in the ratios. */
+type Mode = "off" | "on" | "diag" | "perf-off" | "perf-on";
 const UNIT: Record<Load, string> = { http: "req/s", bulk: "MB/s" };
 
 interface Run {
@@ -127,6 +139,7 @@ interface Run {
   packetsPerSec: number;
   otherCores: number;
   busyCores: number;
+  stealCores: number;
   /** kupod only: */
   cores?: number;
   agentNsPerPacket?: number;
@@ -135,6 +148,8 @@ interface Run {
   lost?: number;
   /** diag only: BPF program runs and run time during the load, per program name. */
   bpf?: Record<string, { runs: number; ns: number }>;
+  /** perf-off and perf-on only. */
+  profile?: Profile;
 }
 
 /** What every run holds, from its measured load. */
@@ -142,7 +157,7 @@ function runOf(
   load: Load,
   mode: Mode,
   round: number,
-  m: Measured<{ rate: number; p99Ms?: number }> & { packets: number },
+  m: Measured<{ rate: number; p99Ms?: number; profile?: Profile }> & { packets: number },
 ): Run {
   return {
     load,
@@ -153,6 +168,7 @@ function runOf(
     packetsPerSec: m.packets / m.wall,
     otherCores: m.otherCores,
     busyCores: m.busyCores,
+    stealCores: m.stealCores,
   };
 }
 
@@ -251,13 +267,22 @@ class Bench {
     return { rate: r.bytes / MB / r.seconds };
   }
 
-  /** The load, with the veth's packets, kupod's CPU time (if given) and the host's other. */
-  async #load(load: Load, seconds: number, kupod?: number) {
+  /**
+   * The load, with the veth's packets, kupod's CPU time (if given) and the host's other; sampled
+   * by perf if `profile`.
+   */
+  async #load(load: Load, seconds: number, kupod?: number, profile = false) {
     const veth0 = vethPackets(this.pod.hostVeth);
+    const run = () => load === "http" ? this.#http(seconds) : this.#bulk(seconds);
+    const path = profile ? await this.runner.tempPath(`perf-${++this.#starts}.data`) : "";
     const m = await measure(
       this.#loadPids(),
       kupod,
-      () => load === "http" ? this.#http(seconds) : this.#bulk(seconds),
+      async () => {
+        if (!profile) return await run();
+        const r = await profiled(this.runner, path, seconds, run, kupod);
+        return { ...r.value, profile: r.profile };
+      },
     );
     const packets = vethPackets(this.pod.hostVeth) - veth0;
     return { ...m, packets };
@@ -269,10 +294,15 @@ class Bench {
   }
 
   async run(load: Load, mode: Mode, round: number): Promise<Run> {
-    const seconds = mode === "diag" ? this.opts["diag-seconds"] : this.opts.seconds;
+    const seconds = mode === "diag"
+      ? this.opts["diag-seconds"]
+      : mode.startsWith("perf")
+      ? this.opts["profile-seconds"]
+      : this.opts.seconds;
+    const profile = mode.startsWith("perf");
     await waitIdle(this.runner, this.#loadPids());
-    if (mode === "off") {
-      const run = runOf(load, mode, round, await this.#load(load, seconds));
+    if (mode === "off" || mode === "perf-off") {
+      const run = runOf(load, mode, round, await this.#load(load, seconds, undefined, profile));
       this.runs.push(run);
       return run;
     }
@@ -287,7 +317,7 @@ class Bench {
     try {
       if (mode === "diag") stats = enableBpfStats();
       const bpf0 = mode === "diag" ? await kupodPrograms() : [];
-      const m = await this.#load(load, seconds, kupod.proc.pid);
+      const m = await this.#load(load, seconds, kupod.proc.pid, profile);
       const bpf1 = mode === "diag" ? await kupodPrograms() : [];
       stats?.[Symbol.dispose]();
       stats = undefined;
@@ -326,6 +356,7 @@ function printRuns(runs: Run[]): void {
     "seen",
     "lost",
     "other cores",
+    "steal",
   ]];
   for (const r of runs) {
     rows.push([
@@ -340,6 +371,7 @@ function printRuns(runs: Run[]): void {
       r.seen === undefined ? "-" : `${f(r.seen * 100, 1)}%`,
       r.lost === undefined ? "-" : String(r.lost),
       f(r.otherCores, 2),
+      f(r.stealCores, 2),
     ]);
   }
   console.log(table(rows));
@@ -347,6 +379,8 @@ function printRuns(runs: Run[]): void {
 
 interface Summary {
   ratio: number;
+  /** The same of the rate per busy core (host busy CPU, steal not included). */
+  perCore: number;
   agentNs: number;
 }
 
@@ -355,7 +389,12 @@ function summarize(load: Load, runs: Run[]): Summary {
   const on = runs.filter((r) => r.load === load && r.mode === "on");
   const [offRate, onRate] = [median(off.map((r) => r.rate)), median(on.map((r) => r.rate))];
   const paired = pairedRatio([...off, ...on], (r) => r.rate);
-  const s = { ratio: paired.ratio, agentNs: median(on.map((r) => r.agentNsPerPacket!)) };
+  const perCore = pairedRatio([...off, ...on], (r) => r.rate / r.busyCores);
+  const s = {
+    ratio: paired.ratio,
+    perCore: perCore.ratio,
+    agentNs: median(on.map((r) => r.agentNsPerPacket!)),
+  };
   const digits = load === "http" ? 0 : 1;
   const rates = (rs: Run[]) => rs.map((r) => f(r.rate, digits)).join(" ");
   console.log(
@@ -369,7 +408,9 @@ function summarize(load: Load, runs: Run[]): Summary {
       f(median(on.map((r) => r.cores!)), 3)
     } cores = ${f(s.agentNs, 1)} ns per packet; seen ${
       f(median(on.map((r) => r.seen!)) * 100, 1)
-    }% of the veth's packets`,
+    }% of the veth's packets; per busy core: ratio ${f(s.perCore, 3)} (median of rounds ${
+      perCore.rounds.map((x) => f(x, 3)).join(" ")
+    })`,
   );
   return s;
 }
@@ -434,6 +475,15 @@ async function main(): Promise<number> {
       if (o["diag-seconds"] > 0) {
         for (const load of loads) diags.push(await bench.run(load, "diag", 1));
       }
+      const profiles: Partial<Record<Load, PerfShare>> = {};
+      const perf = o["profile-seconds"] > 0 && await perfAvailable();
+      if (perf) {
+        for (const load of loads) {
+          const off = await bench.run(load, "perf-off", 1);
+          const on = await bench.run(load, "perf-on", 1);
+          profiles[load] = perfShare(on.profile!, off.profile!);
+        }
+      }
 
       console.log("");
       printRuns(bench.runs);
@@ -447,13 +497,18 @@ async function main(): Promise<number> {
         );
         for (const d of diags) diag[d.load] = printDiag(d);
       }
-      noteOtherLoad(bench.runs.map((r) => r.otherCores));
+      if (perf) {
+        console.log("");
+        console.log('profile (perf -a, one run without kupod and one as in the "on" runs):');
+        for (const load of loads) console.log(`${load}: ${profiles[load]!.text}`);
+      } else if (o["profile-seconds"] > 0) console.log("\nprofile: skipped, perf is not installed");
+      noteOtherLoad(bench.runs.map((r) => r.otherCores), bench.runs.map((r) => r.stealCores));
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
       console.log(
         `stack overhead: throughput ratio on/off = ${f(http.ratio, 2)} (target >= 0.9) http; ${
           f(bulk.ratio, 2)
-        } bulk`,
+        } bulk; per busy core ${f(http.perCore, 2)} http, ${f(bulk.perCore, 2)} bulk`,
       );
       console.log(
         `stack overhead: cost per packet = ${
@@ -466,6 +521,11 @@ async function main(): Promise<number> {
         `stack overhead: share of the busy CPU (diagnostic) = ${
           f((diag.http?.share ?? NaN) * 100, 1)
         }% http; ${f((diag.bulk?.share ?? NaN) * 100, 1)}% bulk`,
+      );
+      console.log(
+        `stack overhead: share of the busy CPU (perf) = ${
+          f((profiles.http?.share ?? NaN) * 100, 1)
+        }% http; ${f((profiles.bulk?.share ?? NaN) * 100, 1)}% bulk`,
       );
     },
   );

@@ -1,0 +1,126 @@
+/**
+ * kupod's share of the busy CPU from `perf record -a` samples of every CPU (perf from Debian's
+ * linux-perf; without it the benches leave this figure out).
+ *
+ * The BPF run-time statistics (the benches' diagnostic runs) time each program run with two
+ * clock reads, which a cheap program doubles, and see nothing of what the kernel does around
+ * a run. Sampling adds nothing per run and sees all of it: the tracepoint dispatch
+ * (bpf_trace_run*), the netfilter and TC glue that runs only while kupod's hooks are attached,
+ * the helpers its programs call. kupod's kernel cost is the share of busy samples (any process
+ * but kupod's) in such symbols with kupod on, minus the share of the same symbols in a run
+ * without kupod (symbols such as bpf_lsm_* run either way); its agent is the share of samples
+ * of its process. Where the load is CPU-bound, the sum is the throughput kupod takes, measured
+ * within one run of each kind: a host whose speed drifts between runs moves it far less than
+ * it moves a throughput ratio. What it cannot see: cache and lock effects kupod has on the
+ * code around it.
+ */
+
+import { type Runner } from "./overhead.ts";
+
+/** Symbols of BPF programs, their dispatch, helpers and maps, and the hooks' glue. */
+const KERNEL = /bpf|htab|ringbuf|local_storage|sk_storage|nf_hook|tcf_|cls_|tcx_|sch_handle/;
+/** What an idle CPU runs (in pid 0, whose samples otherwise include interrupts on idle CPUs). */
+const IDLE = /halt|idle|mwait|cpu_startup_entry/;
+const FREQUENCY = 999;
+
+export interface Profile {
+  /** Samples of a busy CPU. */
+  busy: number;
+  /** Of these, in KERNEL symbols outside kupod's process, by symbol. */
+  kernel: Map<string, number>;
+  /** Of these, in kupod's process (0 without it). */
+  agent: number;
+}
+
+export async function perfAvailable(): Promise<boolean> {
+  const r = await new Deno.Command("perf", { args: ["--version"], stdout: "null", stderr: "null" })
+    .output().catch(() => undefined);
+  return r?.success ?? false;
+}
+
+/**
+ * Runs `load` while perf samples every CPU: from its start for `seconds` - 1 s (the load
+ * lasts `seconds`), into `path`.
+ */
+export async function profiled<T>(
+  runner: Runner,
+  path: string,
+  seconds: number,
+  load: () => Promise<T>,
+  agentPid?: number,
+): Promise<{ value: T; profile: Profile }> {
+  const perf = runner.spawn("perf", "perf", [
+    "record",
+    "-a",
+    "-F",
+    String(FREQUENCY),
+    "-o",
+    path,
+    "--",
+    "sleep",
+    String(Math.max(1, seconds - 1)),
+  ]);
+  const value = await load();
+  const status = await perf.wait(30_000);
+  runner.check();
+  if (!status.success) throw new Error(`perf record failed: ${perf.output()}`);
+  const profile = await readProfile(path, agentPid);
+  await Deno.remove(path).catch(() => {});
+  return { value, profile };
+}
+
+async function readProfile(path: string, agentPid?: number): Promise<Profile> {
+  const out = await new Deno.Command("perf", {
+    args: ["report", "-i", path, "-n", "--sort", "pid,sym", "--stdio", "--percent-limit", "0"]
+      .concat(["-t", "\t"]),
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  const text = new TextDecoder().decode(out.stdout);
+  if (!out.success) throw new Error(`perf report failed: ${new TextDecoder().decode(out.stderr)}`);
+  const profile: Profile = { busy: 0, kernel: new Map(), agent: 0 };
+  for (const line of text.split("\n")) {
+    const cols = line.split("\t").map((c) => c.trim());
+    if (line.startsWith("#") || cols.length < 4) continue;
+    const samples = Number(cols[1]);
+    const pid = Number(cols[2].split(":")[0]);
+    const sym = cols[3].replace(/^\[.\]\s*/, "");
+    if (!Number.isFinite(samples) || (pid === 0 && IDLE.test(sym))) continue;
+    profile.busy += samples;
+    if (agentPid !== undefined && pid === agentPid) profile.agent += samples;
+    else if (cols[3].startsWith("[k]") && KERNEL.test(sym)) {
+      profile.kernel.set(sym, (profile.kernel.get(sym) ?? 0) + samples);
+    }
+  }
+  if (!profile.busy) throw new Error(`perf recorded no busy sample: ${text.slice(0, 200)}`);
+  return profile;
+}
+
+export interface PerfShare {
+  /** kupod's share of the busy CPU: kernel + agent. */
+  share: number;
+  kernel: number;
+  agent: number;
+  text: string;
+}
+
+/** kupod's share from a profile with it (`on`) and one without (`off`) under the same load. */
+export function perfShare(on: Profile, off: Profile): PerfShare {
+  const shareOf = (p: Profile, sym: string) => (p.kernel.get(sym) ?? 0) / p.busy;
+  const symbols = new Set([...on.kernel.keys(), ...off.kernel.keys()]);
+  const bySymbol = [...symbols].map((s) => [s, shareOf(on, s) - shareOf(off, s)] as const)
+    .sort((a, b) => b[1] - a[1]);
+  const kernel = bySymbol.reduce((a, [, x]) => a + x, 0);
+  const agent = on.agent / on.busy;
+  const share = kernel + agent;
+  const pct = (x: number) => `${(x * 100).toFixed(2)}%`;
+  const top = bySymbol.slice(0, 6).map(([s, x]) => `${s} ${pct(x)}`).join(", ");
+  return {
+    share,
+    kernel,
+    agent,
+    text: `kupod's share of the busy CPU (perf samples): ${pct(share)} (kernel ${pct(kernel)}, ` +
+      `agent ${pct(agent)}; ${on.busy} and ${off.busy} busy samples on and off; most: ${top}): ` +
+      `throughput ratio ${(1 - share).toFixed(3)} at CPU-bound load`,
+  };
+}
