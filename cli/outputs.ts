@@ -30,13 +30,11 @@ export class Outputs implements EventSink, AsyncDisposable {
   #push: Pushgateway | undefined;
   #spans: OtlpSpans | undefined;
   #probes: Probe[] = [];
-  readonly #flusher: ReturnType<typeof setInterval>;
   #closed = false;
 
   private constructor(opts: MonitorOptions) {
-    this.console = new ConsoleSink(opts.output, opts.verbosity);
+    this.console = new ConsoleSink(opts.output, opts.verbosity, Deno.stdout, CONSOLE_FLUSH_MS);
     this.#sinks = [this.console];
-    this.#flusher = setInterval(() => this.console.flush(), CONSOLE_FLUSH_MS);
   }
 
   /**
@@ -122,7 +120,6 @@ export class Outputs implements EventSink, AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    clearInterval(this.#flusher);
     this.#refreshStats();
     this.console.flush();
     await this.#push?.stop();

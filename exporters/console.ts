@@ -2,8 +2,10 @@
  * Events on the terminal: one readable line each (text) or one JSON object
  * per line (json). Connects, accepts and retransmits are shown by default;
  * closes and per-request sidecar timings, which metrics and spans summarise,
- * only with --verbose. Output is buffered and written in batches; flush() is
- * called by the monitor on a short timer and before exit, so nothing is lost.
+ * only with --verbose. Output is buffered and written in batches: at most
+ * `flushAfterMs` after the first line of a batch (a timer armed only while
+ * lines wait, so an idle agent does not wake for it) and on flush(), which the
+ * monitor calls before exit, so nothing is lost.
  */
 
 import type { EventSink, KupodEvent, StackStatsEvent } from "../probes/events.ts";
@@ -31,6 +33,7 @@ export class ConsoleSink implements EventSink {
   #buffer = new Uint8Array(2 * FLUSH_BYTES);
   #used = 0;
   #broken = false;
+  #timer: ReturnType<typeof setTimeout> | undefined;
   readonly #format: (e: KupodEvent) => string;
 
   readonly #verbose: boolean;
@@ -39,6 +42,7 @@ export class ConsoleSink implements EventSink {
     format: OutputFormat,
     verbosity: Verbosity = "normal",
     readonly out: { writeSync(p: Uint8Array): number } = Deno.stdout,
+    readonly flushAfterMs?: number,
   ) {
     this.#format = format === "json" ? (e) => JSON.stringify(e) : textLine;
     this.#verbose = verbosity === "verbose";
@@ -56,6 +60,9 @@ export class ConsoleSink implements EventSink {
       }
     }
     if (this.#used >= FLUSH_BYTES) this.flush();
+    else if (this.flushAfterMs !== undefined && this.#timer === undefined) {
+      this.#timer = setTimeout(() => this.flush(), this.flushAfterMs);
+    }
   }
 
   /** Encodes `line` after the waiting ones; false (nothing added) when it does not fit. */
@@ -67,6 +74,8 @@ export class ConsoleSink implements EventSink {
   }
 
   flush(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     if (!this.#used) return;
     const bytes = this.#buffer.subarray(0, this.#used);
     this.#used = 0;
