@@ -36,6 +36,14 @@ const HEADER_SIZE = 8;
 const COMMIT_EVERY = 256;
 /** At most this many records per drain(), so a busy ring cannot starve the event loop. */
 const MAX_PER_DRAIN = 65536;
+/**
+ * Batched reading: a round that found fewer records than this is a trickle (a few connections
+ * a second), and the next round comes TRICKLE_FACTOR times later. Each round costs a wake-up of
+ * the agent whatever it reads; a trickle gathers into fewer rounds, and a flow that grows
+ * gets the short interval back at its next round.
+ */
+const TRICKLE_RECORDS = 64;
+const TRICKLE_FACTOR = 4;
 
 /** Called per record with the view of the whole ring, the record's offset and length. */
 export type SampleHandler = (view: DataView, offset: number, length: number) => void;
@@ -178,7 +186,8 @@ export class RingBuffer implements AsyncDisposable, Disposable {
         if (n > 0 && n < MAX_PER_DRAIN && this.#batchMs !== undefined) {
           // records flow: let the next batch gather (a timer costs far less than a wait on
           // the worker thread; the producer's wake-up meanwhile is remembered by epoll)
-          await new Promise((r) => setTimeout(r, this.#batchMs));
+          const ms = n < TRICKLE_RECORDS ? this.#batchMs * TRICKLE_FACTOR : this.#batchMs;
+          await new Promise((r) => setTimeout(r, ms));
           continue;
         }
         // When the drain stopped at its cap, more is waiting: a zero-timeout wait still lets
