@@ -17,8 +17,14 @@
 
 import { type Runner } from "./overhead.ts";
 
-/** Symbols of BPF programs, their dispatch, helpers and maps, and the hooks' glue. */
-const KERNEL = /bpf|htab|ringbuf|local_storage|sk_storage|nf_hook|tcf_|cls_|tcx_|sch_handle/;
+/**
+ * Symbols of BPF programs, their dispatch (a tracepoint's call site and iterator, the RCU read
+ * lock taken around a run), helpers and maps, and the hooks' glue.
+ */
+const KERNEL = new RegExp(
+  "bpf|htab|ringbuf|local_storage|sk_storage|nf_hook|tcf_|cls_|tcx_|sch_handle|" +
+    "call_trace_|__traceiter_|rcu_read_(un)?lock",
+);
 /** What an idle CPU runs (in pid 0, whose samples otherwise include interrupts on idle CPUs). */
 const IDLE = /halt|idle|mwait|cpu_startup_entry/;
 const FREQUENCY = 999;
