@@ -287,6 +287,16 @@ static __always_inline bool unfollowed_loopback(const struct sk_buff *skb)
 	return !loopback && skb->skb_iif == LOOPBACK_IFINDEX;
 }
 
+/*
+ * Whether a hook without a device needs the netns of the packet's socket or reader: to match it
+ * (loopback traffic) or to send it with a path event. Otherwise the pointer chase is skipped
+ * (both are read-only settings, so the verifier drops the unused branch).
+ */
+static __always_inline bool netns_needed(void)
+{
+	return loopback || sample_every;
+}
+
 /* Whether a packet through device `dev` of the pod's netns is one to follow. */
 static __always_inline bool pod_dev_wanted(const struct net_device *dev)
 {
@@ -373,10 +383,12 @@ int BPF_PROG(kupod_stk_gro, const struct sk_buff *skb)
 SEC("tp_btf/tcp_probe")
 int BPF_PROG(kupod_stk_tcpr, struct sock *sk, const struct sk_buff *skb)
 {
-	__u32 netns = sk->__sk_common.skc_net.net->ns.inum;
+	__u32 netns = 0;
 
 	if (unfollowed_loopback(skb))
 		return 0;
+	if (netns_needed())
+		netns = sk->__sk_common.skc_net.net->ns.inum;
 	seen((void *)skb, HOOK_TCP_RECV, loopback && netns_matches(netns), true, false, netns, 0,
 	     skb->len, 0);
 	return 0;
@@ -408,11 +420,12 @@ int BPF_PROG(kupod_stk_tcps, const struct sock *sk, const struct msghdr *msg,
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(kupod_stk_dlvr, const struct sk_buff *skb, int len)
 {
-	__u32 netns;
+	__u32 netns = 0;
 
 	if (unfollowed_loopback(skb))
 		return 0;
-	netns = bpf_get_current_task_btf()->nsproxy->net_ns->ns.inum;
+	if (netns_needed())
+		netns = bpf_get_current_task_btf()->nsproxy->net_ns->ns.inum;
 	seen((void *)skb, HOOK_DELIVER, loopback && netns_matches(netns), true, false, netns, 0, len,
 	     0);
 	return 0;
