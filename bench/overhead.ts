@@ -497,13 +497,42 @@ export async function runWrk(
 export function pairedRatio<R extends { mode: string; round: number }>(
   runs: R[],
   value: (r: R) => number,
-): { ratio: number; rounds: number[] } {
+): { ratio: number; rounds: number[]; interval: [number, number] } {
   const rounds: number[] = [];
   for (const on of runs.filter((r) => r.mode === "on")) {
     const off = runs.find((r) => r.mode === "off" && r.round === on.round);
     if (off) rounds.push(value(on) / value(off));
   }
-  return { ratio: median(rounds), rounds };
+  return { ratio: median(rounds), rounds, interval: medianInterval(rounds) };
+}
+
+/**
+ * A 90% interval of the median of `xs` by bootstrap: the median of the rounds drawn again with
+ * replacement, many times, and the 5th and 95th percentiles of those medians (a fixed seed, so
+ * the same rounds give the same interval). On a host whose runs scatter by more than the effect,
+ * it says how far the rounds let the ratio be trusted: a target is met with confidence only if
+ * the whole interval meets it. NaN for fewer than 3 rounds.
+ */
+export function medianInterval(xs: number[]): [number, number] {
+  if (xs.length < 3) return [NaN, NaN];
+  let seed = 0x2545f491;
+  const draw = () => {
+    seed = (Math.imul(seed, 1664525) + 1013904223) >>> 0;
+    return xs[Math.floor(seed / 2 ** 32 * xs.length)];
+  };
+  const medians = Array.from({ length: BOOTSTRAP_DRAWS }, () => median(xs.map(draw)))
+    .sort((a, b) => a - b);
+  return [
+    medians[Math.floor(0.05 * BOOTSTRAP_DRAWS)],
+    medians[Math.ceil(0.95 * BOOTSTRAP_DRAWS) - 1],
+  ];
+}
+
+const BOOTSTRAP_DRAWS = 2000;
+
+/** "[lo, hi]" of an interval, or "" when there is none. */
+export function interval([lo, hi]: [number, number], digits: number): string {
+  return Number.isNaN(lo) ? "" : ` [${lo.toFixed(digits)}, ${hi.toFixed(digits)}]`;
 }
 
 export function median(xs: number[]): number {

@@ -42,17 +42,18 @@
  *      bench/perf_share.ts);
  *   6. prints the kupod sources measured (HEAD, and how many of their files differ), every
  *      run, a summary per load and three final lines:
- *        socket overhead: throughput ratio on/off = R (target >= 0.97) keep-alive; R' ...
+ *        socket overhead: throughput ratio on/off = R [lo, hi] (target >= 0.97) keep-alive; ...
  *        socket overhead: agent CPU = C cores per 10k req/s (target <= 0.1) keep-alive; C' ...
  *        socket overhead: agent RSS = M MB (target <= 80)
  *      and kupod's share of the busy CPU, from the diagnostic runs (cpuShare in overhead.ts) and
  *      from the profile
  *
  * Figures: requests/s are wrk's; a load's ratio is the median over its rounds of on / off of the
- * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too, and the ratio
- * "per busy core": the same of req/s divided by the host's busy CPU during the run. On a
- * virtual machine whose hypervisor takes CPU time for others ("steal", from /proc/stat, per
- * run) the rate follows the CPU left; per busy core divides that out. Agent CPU is
+ * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too, a 90% interval of
+ * the ratio by bootstrap of the rounds ("[lo, hi]", medianInterval in overhead.ts), and the ratio
+ * "per busy core": the same of req/s divided by the host's busy CPU during the run. On a virtual
+ * machine whose hypervisor takes CPU time for others ("steal", from /proc/stat, per run) the rate
+ * follows the CPU left; per busy core divides that out. Agent CPU is
  * utime + stime of kupod's process (all threads; ./kupod is a bash launcher that execs Deno,
  * so its pid is Deno's) and of the children it waited for, from /proc/<pid>/stat, the delta
  * between just before wrk starts and just after it ends, divided by that wall time (= cores),
@@ -86,6 +87,7 @@ import {
   bpfDelta,
   cpuShare,
   f,
+  interval,
   type Kupod,
   MB,
   measure,
@@ -353,6 +355,8 @@ function printRuns(runs: Run[]): void {
 
 interface Summary {
   ratio: number;
+  /** 90% bootstrap interval of `ratio` (medianInterval in overhead.ts). */
+  interval: [number, number];
   /** The same of the rate per busy core (host busy CPU, steal not included). */
   perCore: number;
   per10k: number;
@@ -368,11 +372,14 @@ function summarize(load: Load, runs: Run[]): Summary | undefined {
   const perCore = pairedRatio([...off, ...on], (r) => r.rps / r.busyCores);
   const s = {
     ratio: paired.ratio,
+    interval: paired.interval,
     perCore: perCore.ratio,
     per10k: median(on.map((r) => r.coresPer10k!)),
   };
   console.log(
-    `${LOAD_NAME[load]}: ratio ${f(s.ratio, 3)} (median of rounds ${
+    `${LOAD_NAME[load]}: ratio ${f(s.ratio, 3)}${
+      interval(paired.interval, 3)
+    } (90% interval; median of rounds ${
       paired.rounds.map((x) => f(x, 3)).join(" ")
     }; median req/s off ${f(offRps, 0)} on ${f(onRps, 0)}: ${f(onRps / offRps, 3)}; runs off ${
       off.map((r) => f(r.rps, 0)).join(" ")
@@ -384,7 +391,9 @@ function summarize(load: Load, runs: Run[]): Summary | undefined {
       f(median(on.map((r) => r.printed!)), 0)
     } lines/s, lost ${f(median(on.map((r) => r.lostPerSec!)), 0)} events/s; per busy core: ratio ${
       f(s.perCore, 3)
-    } (median of rounds ${perCore.rounds.map((x) => f(x, 3)).join(" ")})`,
+    }${interval(perCore.interval, 3)} (median of rounds ${
+      perCore.rounds.map((x) => f(x, 3)).join(" ")
+    })`,
   );
   return s;
 }
@@ -501,8 +510,8 @@ async function main(): Promise<number> {
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
       const what = o.all ? "monitor kernel all" : "socket";
       console.log(
-        `${what} overhead: throughput ratio on/off = ${
-          f(ka.ratio, 2)
+        `${what} overhead: throughput ratio on/off = ${f(ka.ratio, 2)}${
+          interval(ka.interval, 2)
         } (target >= 0.97) keep-alive` +
           (close ? `; ${f(close.ratio, 2)} connection-per-request` : "") +
           `; per busy core ${f(ka.perCore, 2)} keep-alive` +

@@ -39,17 +39,18 @@
  *      (tracepoint dispatch, netfilter and TC glue) and without what they add (see
  *      bench/perf_share.ts);
  *   5. prints the kupod sources measured, every run, a summary per load and two final lines:
- *        stack overhead: throughput ratio on/off = R (target >= 0.9) http; R' bulk
+ *        stack overhead: throughput ratio on/off = R [lo, hi] (target >= 0.9) http; R' bulk
  *        stack overhead: cost per packet = N ns in the kernel (BPF programs), M ns agent CPU
  *                        http; N' ns, M' ns bulk
  *      and kupod's share of the busy CPU, from the diagnostic runs (cpuShare in overhead.ts) and
  *      from the profile
  *
- * Figures: a load's ratio is the median over its rounds of on / off of req/s (wrk's) or MB/s of
- * the round (pairedRatio in overhead.ts); median(on) / median(off) is printed too, and the
- * ratio "per busy core": the same of the rate divided by the host's busy CPU during the run.
- * On a virtual machine whose hypervisor takes CPU time for others ("steal", from /proc/stat,
- * per run) the rate follows the CPU left; per busy core divides that out. Packets are the
+ * Figures: a load's ratio is the median over its rounds of on / off of req/s (wrk's) or MB/s of the
+ * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too, a 90% interval of
+ * the ratio by bootstrap of the rounds ("[lo, hi]", medianInterval in overhead.ts), and the ratio
+ * "per busy core": the same of the rate divided by the host's busy CPU during the run. On a virtual
+ * machine whose hypervisor takes CPU time for others ("steal", from /proc/stat, per run) the rate
+ * follows the CPU left; per busy core divides that out. Packets are the
  * kernel's own count: the host-side veth's rx_packets + tx_packets
  * (/sys/class/net/<veth>/statistics) over the load, every packet crossing the veth in either
  * direction (a GSO/GRO super-packet counts once, as the probe sees it). Cost per packet in the
@@ -82,6 +83,7 @@ import {
   bpfDelta,
   cpuShare,
   f,
+  interval,
   MB,
   measure,
   type Measured,
@@ -379,6 +381,8 @@ function printRuns(runs: Run[]): void {
 
 interface Summary {
   ratio: number;
+  /** 90% bootstrap interval of `ratio` (medianInterval in overhead.ts). */
+  interval: [number, number];
   /** The same of the rate per busy core (host busy CPU, steal not included). */
   perCore: number;
   agentNs: number;
@@ -392,25 +396,28 @@ function summarize(load: Load, runs: Run[]): Summary {
   const perCore = pairedRatio([...off, ...on], (r) => r.rate / r.busyCores);
   const s = {
     ratio: paired.ratio,
+    interval: paired.interval,
     perCore: perCore.ratio,
     agentNs: median(on.map((r) => r.agentNsPerPacket!)),
   };
   const digits = load === "http" ? 0 : 1;
   const rates = (rs: Run[]) => rs.map((r) => f(r.rate, digits)).join(" ");
   console.log(
-    `${load}: ratio ${f(s.ratio, 3)} (median of rounds ${
-      paired.rounds.map((x) => f(x, 3)).join(" ")
-    }; median ${UNIT[load]} off ${f(offRate, digits)} on ${f(onRate, digits)}: ${
-      f(onRate / offRate, 3)
-    }; runs off ${rates(off)}, on ${rates(on)}); veth packets/s off ${
-      f(median(off.map((r) => r.packetsPerSec)), 0)
-    } on ${f(median(on.map((r) => r.packetsPerSec)), 0)}; kupod ${
-      f(median(on.map((r) => r.cores!)), 3)
-    } cores = ${f(s.agentNs, 1)} ns per packet; seen ${
+    `${load}: ratio ${f(s.ratio, 3)}${
+      interval(paired.interval, 3)
+    } (90% interval; median of rounds ${paired.rounds.map((x) => f(x, 3)).join(" ")}; median ${
+      UNIT[load]
+    } off ${f(offRate, digits)} on ${f(onRate, digits)}: ${f(onRate / offRate, 3)}; runs off ${
+      rates(off)
+    }, on ${rates(on)}); veth packets/s off ${f(median(off.map((r) => r.packetsPerSec)), 0)} on ${
+      f(median(on.map((r) => r.packetsPerSec)), 0)
+    }; kupod ${f(median(on.map((r) => r.cores!)), 3)} cores = ${
+      f(s.agentNs, 1)
+    } ns per packet; seen ${
       f(median(on.map((r) => r.seen!)) * 100, 1)
-    }% of the veth's packets; per busy core: ratio ${f(s.perCore, 3)} (median of rounds ${
-      perCore.rounds.map((x) => f(x, 3)).join(" ")
-    })`,
+    }% of the veth's packets; per busy core: ratio ${f(s.perCore, 3)}${
+      interval(perCore.interval, 3)
+    } (median of rounds ${perCore.rounds.map((x) => f(x, 3)).join(" ")})`,
   );
   return s;
 }
@@ -506,8 +513,10 @@ async function main(): Promise<number> {
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
       console.log(
-        `stack overhead: throughput ratio on/off = ${f(http.ratio, 2)} (target >= 0.9) http; ${
-          f(bulk.ratio, 2)
+        `stack overhead: throughput ratio on/off = ${f(http.ratio, 2)}${
+          interval(http.interval, 2)
+        } (target >= 0.9) http; ${f(bulk.ratio, 2)}${
+          interval(bulk.interval, 2)
         } bulk; per busy core ${f(http.perCore, 2)} http, ${f(bulk.perCore, 2)} bulk`,
       );
       console.log(
