@@ -30,6 +30,23 @@ export class Interrupted extends Error {}
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * A bench's runs: without kupod ("off") and with it ("on"), paired in rounds for the ratios; with
+ * BPF run-time statistics ("diag") and sampled by perf ("perf-off", "perf-on"), outside them.
+ */
+export type Mode = "off" | "on" | "diag" | "perf-off" | "perf-on";
+
+export const withoutKupod = (mode: Mode) => mode === "off" || mode === "perf-off";
+
+/** How long a run of `mode` lasts, by the bench's options. */
+export function runSeconds(
+  mode: Mode,
+  opts: { seconds: number; "diag-seconds": number; "profile-seconds": number },
+): number {
+  if (mode === "diag") return opts["diag-seconds"];
+  return mode.startsWith("perf") ? opts["profile-seconds"] : opts.seconds;
+}
+
 /** `--name N` / `--name=N` for every key of `defaults` (non-negative integers). */
 export function parseOptions<T extends Record<string, number>>(defaults: T, args: string[]): T {
   const opts: Record<string, number> = { ...defaults };

@@ -38,7 +38,7 @@ export interface Profile {
   agent: number;
 }
 
-export async function perfAvailable(): Promise<boolean> {
+async function perfAvailable(): Promise<boolean> {
   const r = await new Deno.Command("perf", { args: ["--version"], stdout: "null", stderr: "null" })
     .output().catch(() => undefined);
   return r?.success ?? false;
@@ -129,4 +129,41 @@ export function perfShare(on: Profile, off: Profile): PerfShare {
       `agent ${pct(agent)}; ${on.busy} and ${off.busy} busy samples on and off; most: ${top}): ` +
       `throughput ratio ${(1 - share).toFixed(3)} at CPU-bound load`,
   };
+}
+
+/**
+ * kupod's share per load: for each of `loads` one run without kupod and one with it, made by
+ * `run` with the profile of the run. Undefined when profiles are off (`seconds` 0) or perf is
+ * missing.
+ */
+export async function profileLoads<L extends string>(
+  loads: L[],
+  seconds: number,
+  run: (load: L, mode: "perf-off" | "perf-on") => Promise<{ profile?: Profile }>,
+): Promise<Partial<Record<L, PerfShare>> | undefined> {
+  if (seconds <= 0 || !await perfAvailable()) return undefined;
+  const shares: Partial<Record<L, PerfShare>> = {};
+  for (const load of loads) {
+    const off = await run(load, "perf-off");
+    const on = await run(load, "perf-on");
+    shares[load] = perfShare(on.profile!, off.profile!);
+  }
+  return shares;
+}
+
+/** The profile section of a bench's report: a line per load (named by `name`). */
+export function printProfiles<L extends string>(
+  shares: Partial<Record<L, PerfShare>> | undefined,
+  seconds: number,
+  name: (load: L) => string,
+): void {
+  if (!shares) {
+    if (seconds > 0) console.log("\nprofile: skipped, perf is not installed");
+    return;
+  }
+  console.log("");
+  console.log('profile (perf -a, one run without kupod and one as in the "on" runs):');
+  for (const [load, share] of Object.entries(shares) as [L, PerfShare][]) {
+    console.log(`${name(load)}: ${share.text}`);
+  }
 }

@@ -92,10 +92,12 @@ import {
   MB,
   measure,
   median,
+  type Mode,
   noteOtherLoad,
   pairedRatio,
   parseOptions,
   Runner,
+  runSeconds,
   runWrk,
   softirqThreads,
   sourceVersion,
@@ -104,9 +106,10 @@ import {
   table,
   UsageError,
   waitIdle,
+  withoutKupod,
   type WrkResult,
 } from "./overhead.ts";
-import { perfAvailable, type PerfShare, perfShare, type Profile, profiled } from "./perf_share.ts";
+import { printProfiles, type Profile, profiled, profileLoads } from "./perf_share.ts";
 import { enableBpfStats, kupodPrograms, vmBytes } from "./socket_proc.ts";
 
 const CLOSE_WARMUP_SECONDS = 2;
@@ -125,8 +128,6 @@ const DEFAULTS = {
 type Options = typeof DEFAULTS;
 
 type Load = "keep-alive" | "close";
-/** perf-off, perf-on: sampled by perf (bench/perf_share.ts), not in the ratios. */
-type Mode = "off" | "on" | "diag" | "perf-off" | "perf-on";
 
 const LOAD_NAME: Record<Load, string> = {
   "keep-alive": "keep-alive",
@@ -224,14 +225,10 @@ class Bench {
   }
 
   async run(load: Load, mode: Mode, round: number): Promise<Run> {
-    const seconds = mode === "diag"
-      ? this.opts["diag-seconds"]
-      : mode.startsWith("perf")
-      ? this.opts["profile-seconds"]
-      : this.opts.seconds;
+    const seconds = runSeconds(mode, this.opts);
     const profile = mode.startsWith("perf");
     await waitIdle(this.runner, this.#loadPids());
-    if (mode === "off" || mode === "perf-off") {
+    if (withoutKupod(mode)) {
       const { wall: _w, kupodCpu: _c, ...r } = await this.#wrk(load, seconds, undefined, profile);
       const run = { load, mode, round, ...r };
       this.runs.push(run);
@@ -475,15 +472,11 @@ async function main(): Promise<number> {
         if (o["close-rounds"] > 0) diags.push(await bench.run("close", "diag", 1));
       }
       const loads: Load[] = o["close-rounds"] > 0 ? ["keep-alive", "close"] : ["keep-alive"];
-      const profiles: Partial<Record<Load, PerfShare>> = {};
-      const perf = o["profile-seconds"] > 0 && await perfAvailable();
-      if (perf) {
-        for (const load of loads) {
-          const off = await bench.run(load, "perf-off", 1);
-          const on = await bench.run(load, "perf-on", 1);
-          profiles[load] = perfShare(on.profile!, off.profile!);
-        }
-      }
+      const profiles = await profileLoads(
+        loads,
+        o["profile-seconds"],
+        (load, mode) => bench.run(load, mode, 1),
+      );
 
       console.log("");
       printRuns(bench.runs);
@@ -499,11 +492,7 @@ async function main(): Promise<number> {
         );
         for (const d of diags) shares[d.load] = printDiag(d);
       }
-      if (perf) {
-        console.log("");
-        console.log('profile (perf -a, one run without kupod and one as in the "on" runs):');
-        for (const load of loads) console.log(`${LOAD_NAME[load]}: ${profiles[load]!.text}`);
-      } else if (o["profile-seconds"] > 0) console.log("\nprofile: skipped, perf is not installed");
+      printProfiles(profiles, o["profile-seconds"], (load) => LOAD_NAME[load]);
       noteOtherLoad(bench.runs.map((r) => r.otherCores), bench.runs.map((r) => r.stealCores));
       const rss = Math.max(...bench.runs.filter((r) => r.mode === "on").map((r) => r.hwmBytes!));
       console.log("");
@@ -532,12 +521,14 @@ async function main(): Promise<number> {
               : ""),
         );
       }
-      if (profiles["keep-alive"]) {
+      if (profiles?.["keep-alive"]) {
         console.log(
           `${what} overhead: share of the busy CPU (perf) = ${
-            f(profiles["keep-alive"].share * 100, 1)
+            f(profiles?.["keep-alive"].share * 100, 1)
           }% keep-alive` +
-            (profiles.close ? `; ${f(profiles.close.share * 100, 1)}% connection-per-request` : ""),
+            (profiles?.close
+              ? `; ${f(profiles?.close.share * 100, 1)}% connection-per-request`
+              : ""),
         );
       }
     },

@@ -88,11 +88,13 @@ import {
   measure,
   type Measured,
   median,
+  type Mode,
   noteOtherLoad,
   pairedRatio,
   parseOptions,
   ROOT,
   Runner,
+  runSeconds,
   runWrk,
   sleep,
   softirqThreads,
@@ -102,8 +104,9 @@ import {
   table,
   UsageError,
   waitIdle,
+  withoutKupod,
 } from "./overhead.ts";
-import { perfAvailable, type PerfShare, perfShare, type Profile, profiled } from "./perf_share.ts";
+import { printProfiles, type Profile, profiled, profileLoads } from "./perf_share.ts";
 import { enableBpfStats, kupodPrograms, type Proc } from "./socket_proc.ts";
 
 const STREAM = `${ROOT}bench/tcp_stream.ts`;
@@ -124,8 +127,6 @@ const DEFAULTS = {
 type Options = typeof DEFAULTS;
 
 type Load = "http" | "bulk";
-/** perf-off, perf-on: sampled by perf (bench/perf_share.ts), not in the ratios. */
-type Mode = "off" | "on" | "diag" | "perf-off" | "perf-on";
 const UNIT: Record<Load, string> = { http: "req/s", bulk: "MB/s" };
 
 interface Run {
@@ -296,14 +297,10 @@ class Bench {
   }
 
   async run(load: Load, mode: Mode, round: number): Promise<Run> {
-    const seconds = mode === "diag"
-      ? this.opts["diag-seconds"]
-      : mode.startsWith("perf")
-      ? this.opts["profile-seconds"]
-      : this.opts.seconds;
+    const seconds = runSeconds(mode, this.opts);
     const profile = mode.startsWith("perf");
     await waitIdle(this.runner, this.#loadPids());
-    if (mode === "off" || mode === "perf-off") {
+    if (withoutKupod(mode)) {
       const run = runOf(load, mode, round, await this.#load(load, seconds, undefined, profile));
       this.runs.push(run);
       return run;
@@ -482,15 +479,11 @@ async function main(): Promise<number> {
       if (o["diag-seconds"] > 0) {
         for (const load of loads) diags.push(await bench.run(load, "diag", 1));
       }
-      const profiles: Partial<Record<Load, PerfShare>> = {};
-      const perf = o["profile-seconds"] > 0 && await perfAvailable();
-      if (perf) {
-        for (const load of loads) {
-          const off = await bench.run(load, "perf-off", 1);
-          const on = await bench.run(load, "perf-on", 1);
-          profiles[load] = perfShare(on.profile!, off.profile!);
-        }
-      }
+      const profiles = await profileLoads(
+        loads,
+        o["profile-seconds"],
+        (load, mode) => bench.run(load, mode, 1),
+      );
 
       console.log("");
       printRuns(bench.runs);
@@ -504,11 +497,7 @@ async function main(): Promise<number> {
         );
         for (const d of diags) diag[d.load] = printDiag(d);
       }
-      if (perf) {
-        console.log("");
-        console.log('profile (perf -a, one run without kupod and one as in the "on" runs):');
-        for (const load of loads) console.log(`${load}: ${profiles[load]!.text}`);
-      } else if (o["profile-seconds"] > 0) console.log("\nprofile: skipped, perf is not installed");
+      printProfiles(profiles, o["profile-seconds"], (load) => load);
       noteOtherLoad(bench.runs.map((r) => r.otherCores), bench.runs.map((r) => r.stealCores));
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
@@ -533,8 +522,8 @@ async function main(): Promise<number> {
       );
       console.log(
         `stack overhead: share of the busy CPU (perf) = ${
-          f((profiles.http?.share ?? NaN) * 100, 1)
-        }% http; ${f((profiles.bulk?.share ?? NaN) * 100, 1)}% bulk`,
+          f((profiles?.http?.share ?? NaN) * 100, 1)
+        }% http; ${f((profiles?.bulk?.share ?? NaN) * 100, 1)}% bulk`,
       );
     },
   );
