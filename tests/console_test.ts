@@ -1,4 +1,4 @@
-/** ConsoleSink: every line written whole, once and in order, ASCII or not, across batches. */
+/** ConsoleSink: every line written whole, once and in order, ASCII or not, batched and on time. */
 
 import { ConsoleSink } from "../exporters/console.ts";
 import type { TcpEvent } from "../probes/events.ts";
@@ -74,4 +74,34 @@ Deno.test("console: a line longer than what is left of the batch is written once
   sink.flush();
   const text = written.map((b) => new TextDecoder().decode(b)).join("");
   assertEquals(text, expected.join("\n") + "\n");
+});
+
+Deno.test("console: waiting lines are written after flushAfterMs, with one timer per batch", async () => {
+  const writes: string[] = [];
+  const sink = new ConsoleSink("json", "normal", {
+    writeSync: (p) => (writes.push(new TextDecoder().decode(p)), p.length),
+  }, 30);
+  const accept = (pid: number): TcpEvent => ({
+    ts: "2026-01-01T00:00:00.000000Z",
+    type: "tcp_accept",
+    pid,
+    comm: "srv",
+    family: "ipv4",
+    saddr: "10.0.0.1",
+    sport: 80,
+    daddr: "10.0.0.2",
+    dport: 1000 + pid,
+    conn_id: pid.toString(16),
+  });
+  sink.event(accept(1));
+  sink.event(accept(2));
+  assertEquals(writes.length, 0);
+  await new Promise((r) => setTimeout(r, 120));
+  // both lines in one write, by the timer the first line armed
+  assertEquals(writes, [`${JSON.stringify(accept(1))}\n${JSON.stringify(accept(2))}\n`]);
+  // an explicit flush writes at once and disarms the timer of the next batch (no timer leaks)
+  sink.event(accept(3));
+  sink.flush();
+  assertEquals(writes.length, 2);
+  assertEquals(writes[1], `${JSON.stringify(accept(3))}\n`);
 });
