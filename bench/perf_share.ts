@@ -36,6 +36,8 @@ export interface Profile {
   kernel: Map<string, number>;
   /** Of these, in kupod's process (0 without it). */
   agent: number;
+  /** All busy samples by "command [k]symbol" (or "[.]"), for a look beyond kupod's symbols. */
+  all: Map<string, number>;
 }
 
 async function perfAvailable(): Promise<boolean> {
@@ -84,7 +86,7 @@ async function readProfile(path: string, agentPid?: number): Promise<Profile> {
   }).output();
   const text = new TextDecoder().decode(out.stdout);
   if (!out.success) throw new Error(`perf report failed: ${new TextDecoder().decode(out.stderr)}`);
-  const profile: Profile = { busy: 0, kernel: new Map(), agent: 0 };
+  const profile: Profile = { busy: 0, kernel: new Map(), agent: 0, all: new Map() };
   for (const line of text.split("\n")) {
     const cols = line.split("\t").map((c) => c.trim());
     if (line.startsWith("#") || cols.length < 4) continue;
@@ -93,6 +95,8 @@ async function readProfile(path: string, agentPid?: number): Promise<Profile> {
     const sym = cols[3].replace(/^\[.\]\s*/, "");
     if (!Number.isFinite(samples) || (pid === 0 && IDLE.test(sym))) continue;
     profile.busy += samples;
+    const where = `${cols[2].split(":").slice(1).join(":")} ${cols[3]}`;
+    profile.all.set(where, (profile.all.get(where) ?? 0) + samples);
     if (agentPid !== undefined && pid === agentPid) profile.agent += samples;
     else if (cols[3].startsWith("[k]") && KERNEL.test(sym)) {
       profile.kernel.set(sym, (profile.kernel.get(sym) ?? 0) + samples);
@@ -111,6 +115,11 @@ export interface PerfShare {
 }
 
 /** kupod's share from a profile with it (`on`) and one without (`off`) under the same load. */
+/** Whether `sym` (without "[k] ") is one of the symbols counted as kupod's in the kernel. */
+export function kupodSymbol(sym: string): boolean {
+  return KERNEL.test(sym);
+}
+
 export function perfShare(on: Profile, off: Profile): PerfShare {
   const shareOf = (p: Profile, sym: string) => (p.kernel.get(sym) ?? 0) / p.busy;
   const symbols = new Set([...on.kernel.keys(), ...off.kernel.keys()]);
