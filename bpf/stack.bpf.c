@@ -498,7 +498,7 @@ int kupod_stk_nf(struct bpf_nf_ctx *ctx)
 	const struct net_device *dev = state->in ?: state->out;
 
 	if (hook <= HOOK_NF_POST_ROUTING && pod_dev_wanted(dev))
-			seen(skb, hook, true, false, false, state->net->ns.inum, dev ? dev->ifindex : 0,
+		seen(skb, hook, true, false, false, state->net->ns.inum, dev ? dev->ifindex : 0,
 		     skb->len, 0);
 	return NF_ACCEPT;
 }
