@@ -102,40 +102,28 @@ async function main(): Promise<number> {
           `(veth ${other.hostVeth}); ` +
           `${o.rounds} rounds of ${o.seconds} s`,
       );
-      const wrk = () =>
-        runWrk(runner, pod.url(8080), {
-          connections: o.connections,
-          seconds: o.seconds,
-          close: false,
-        });
-      if (o["warmup-seconds"] > 0) {
-        await runWrk(runner, pod.url(8080), {
-          connections: o.connections,
-          seconds: o["warmup-seconds"],
-          close: false,
-        });
-      }
+      const wrk = (seconds = o.seconds) =>
+        runWrk(runner, pod.url(8080), { connections: o.connections, seconds, close: false });
+      if (o["warmup-seconds"] > 0) await wrk(o["warmup-seconds"]);
       const runs: Run[] = [];
       let n = 0;
       for (let round = 1; round <= o.rounds; round++) {
         for (const mode of ORDERS[(round - 1) % ORDERS.length]) {
           await waitIdle(runner, pod.containers.flatMap((c) => c.pids()));
-          const path = await runner.tempPath(`perf-${++n}.data`);
           const [steal0, t0] = [hostCpuSeconds().steal, performance.now()];
           if (mode === "off") {
-            const r = await profiled(runner, path, o.seconds, wrk);
-            runs.push({ mode, round, ...r.value, profile: r.profile, steal: 0 });
+            runs.push({ mode, round, ...await profiled(runner, o.seconds, wrk), steal: 0 });
           } else {
             const veth = mode === "on" ? pod.hostVeth : other.hostVeth;
-            const out = await runner.tempPath(`kupod-${n}.out`);
+            const out = await runner.tempPath(`kupod-${++n}.out`);
             const kupod = await startKupod(
               runner,
               ["monitor", "kernel", probe, "--veth", veth, "--quiet"],
               out,
             );
             try {
-              const r = await profiled(runner, path, o.seconds, wrk, kupod.proc.pid);
-              runs.push({ mode, round, ...r.value, profile: r.profile, steal: 0 });
+              const r = await profiled(runner, o.seconds, wrk, kupod.proc.pid);
+              runs.push({ mode, round, ...r, steal: 0 });
               await stopKupod(kupod, probe, false);
             } finally {
               await runner.stop(kupod.proc);

@@ -28,6 +28,7 @@ const KERNEL = new RegExp(
 /** What an idle CPU runs (in pid 0, whose samples otherwise include interrupts on idle CPUs). */
 const IDLE = /halt|idle|mwait|cpu_startup_entry/;
 const FREQUENCY = 999;
+let recordings = 0;
 
 export interface Profile {
   /** Samples of a busy CPU. */
@@ -47,16 +48,16 @@ async function perfAvailable(): Promise<boolean> {
 }
 
 /**
- * Runs `load` while perf samples every CPU: from its start for `seconds` - 1 s (the load
- * lasts `seconds`), into `path`.
+ * Runs `load` while perf samples every CPU, from its start for `seconds` - 1 s (the load lasts
+ * `seconds`); its result comes with the profile (kupod's process: `agentPid`).
  */
-export async function profiled<T>(
+export async function profiled<T extends object>(
   runner: Runner,
-  path: string,
   seconds: number,
   load: () => Promise<T>,
   agentPid?: number,
-): Promise<{ value: T; profile: Profile }> {
+): Promise<T & { profile: Profile }> {
+  const path = await runner.tempPath(`perf-${++recordings}.data`);
   const perf = runner.spawn("perf", "perf", [
     "record",
     "-a",
@@ -74,7 +75,7 @@ export async function profiled<T>(
   if (!status.success) throw new Error(`perf record failed: ${perf.output()}`);
   const profile = await readProfile(path, agentPid);
   await Deno.remove(path).catch(() => {});
-  return { value, profile };
+  return { ...value, profile };
 }
 
 async function readProfile(path: string, agentPid?: number): Promise<Profile> {
@@ -91,14 +92,15 @@ async function readProfile(path: string, agentPid?: number): Promise<Profile> {
     const cols = line.split("\t").map((c) => c.trim());
     if (line.startsWith("#") || cols.length < 4) continue;
     const samples = Number(cols[1]);
-    const pid = Number(cols[2].split(":")[0]);
+    const colon = cols[2].indexOf(":"); // "pid:command"
+    const pid = Number(cols[2].slice(0, colon));
     const sym = cols[3].replace(/^\[.\]\s*/, "");
     if (!Number.isFinite(samples) || (pid === 0 && IDLE.test(sym))) continue;
     profile.busy += samples;
-    const where = `${cols[2].split(":").slice(1).join(":")} ${cols[3]}`;
+    const where = `${cols[2].slice(colon + 1)} ${cols[3]}`;
     profile.all.set(where, (profile.all.get(where) ?? 0) + samples);
     if (agentPid !== undefined && pid === agentPid) profile.agent += samples;
-    else if (cols[3].startsWith("[k]") && KERNEL.test(sym)) {
+    else if (cols[3].startsWith("[k]") && kupodSymbol(sym)) {
       profile.kernel.set(sym, (profile.kernel.get(sym) ?? 0) + samples);
     }
   }
@@ -114,12 +116,12 @@ export interface PerfShare {
   text: string;
 }
 
-/** kupod's share from a profile with it (`on`) and one without (`off`) under the same load. */
 /** Whether `sym` (without "[k] ") is one of the symbols counted as kupod's in the kernel. */
 export function kupodSymbol(sym: string): boolean {
   return KERNEL.test(sym);
 }
 
+/** kupod's share from a profile with it (`on`) and one without (`off`) under the same load. */
 export function perfShare(on: Profile, off: Profile): PerfShare {
   const shareOf = (p: Profile, sym: string) => (p.kernel.get(sym) ?? 0) / p.busy;
   const symbols = new Set([...on.kernel.keys(), ...off.kernel.keys()]);

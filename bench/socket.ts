@@ -194,12 +194,11 @@ class Bench {
       }).catch((e) => {
         throw this.runner.interrupted ? e : new Error(`${load}: ${(e as Error).message}`);
       });
-    const path = profile ? await this.runner.tempPath(`perf-${++this.#starts}.data`) : "";
-    const { value, ...m } = await measure(this.#loadPids(), kupod, async () => {
-      if (!profile) return await wrk();
-      const r = await profiled(this.runner, path, seconds, wrk, kupod);
-      return { ...r.value, profile: r.profile };
-    });
+    const { value, ...m } = await measure(
+      this.#loadPids(),
+      kupod,
+      () => profile ? profiled(this.runner, seconds, wrk, kupod) : wrk(),
+    );
     return { ...value, ...m };
   }
 
@@ -524,11 +523,9 @@ async function main(): Promise<number> {
       if (profiles?.["keep-alive"]) {
         console.log(
           `${what} overhead: share of the busy CPU (perf) = ${
-            f(profiles?.["keep-alive"].share * 100, 1)
+            f(profiles["keep-alive"].share * 100, 1)
           }% keep-alive` +
-            (profiles?.close
-              ? `; ${f(profiles?.close.share * 100, 1)}% connection-per-request`
-              : ""),
+            (profiles.close ? `; ${f(profiles.close.share * 100, 1)}% connection-per-request` : ""),
         );
       }
     },

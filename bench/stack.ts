@@ -277,15 +277,10 @@ class Bench {
   async #load(load: Load, seconds: number, kupod?: number, profile = false) {
     const veth0 = vethPackets(this.pod.hostVeth);
     const run = () => load === "http" ? this.#http(seconds) : this.#bulk(seconds);
-    const path = profile ? await this.runner.tempPath(`perf-${++this.#starts}.data`) : "";
     const m = await measure(
       this.#loadPids(),
       kupod,
-      async () => {
-        if (!profile) return await run();
-        const r = await profiled(this.runner, path, seconds, run, kupod);
-        return { ...r.value, profile: r.profile };
-      },
+      () => profile ? profiled(this.runner, seconds, run, kupod) : run(),
     );
     const packets = vethPackets(this.pod.hostVeth) - veth0;
     return { ...m, packets };
