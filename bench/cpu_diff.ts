@@ -25,6 +25,7 @@ import { createTestPod } from "../tests/helpers/pod.ts";
 import {
   benchMain,
   f,
+  MAX_STEAL,
   parseOptions,
   Runner,
   runWrk,
@@ -42,9 +43,6 @@ type Options = typeof DEFAULTS;
 type Mode = "off" | "on" | "other";
 const ORDERS: Mode[][] = [["off", "on", "other"], ["other", "off", "on"], ["on", "other", "off"]];
 const MOST = 12;
-/** Runs with more steal than this (cores) are listed but left out of the comparison. */
-const MAX_STEAL = 0.05;
-
 interface Run {
   mode: Mode;
   round: number;

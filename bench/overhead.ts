@@ -272,20 +272,69 @@ export async function measure<T>(
 
 /**
  * Waits (up to IDLE_WAIT_MS) until the host's processes other than this one and `pids` use
- * less than IDLE_CORES, measured over 1 s: a burst of someone else's tests should not land in
- * a run.
+ * less than IDLE_CORES and the hypervisor takes at most MAX_STEAL cores, measured over 1 s: a
+ * burst of someone else's tests or machines should not land in a run.
  */
 export async function waitIdle(runner: Runner, pids: number[]): Promise<void> {
-  let other = 0;
+  let [other, steal] = [0, 0];
   for (const end = Date.now() + IDLE_WAIT_MS; Date.now() < end;) {
-    const [host0, ours0, t0] = [hostCpuSeconds().busy, ourSeconds(pids), performance.now()];
+    const [host0, ours0, t0] = [hostCpuSeconds(), ourSeconds(pids), performance.now()];
     await sleep(1000);
     runner.check();
     const wall = (performance.now() - t0) / 1000;
-    other = Math.max(0, hostCpuSeconds().busy - host0 - (ourSeconds(pids) - ours0)) / wall;
-    if (other < IDLE_CORES) return;
+    const host1 = hostCpuSeconds();
+    other = Math.max(0, host1.busy - host0.busy - (ourSeconds(pids) - ours0)) / wall;
+    steal = (host1.steal - host0.steal) / wall;
+    if (other < IDLE_CORES && steal <= MAX_STEAL) return;
   }
-  console.error(`  (host still busy after ${IDLE_WAIT_MS / 1000} s: ${f(other, 2)} other cores)`);
+  console.error(
+    `  (host still busy after ${IDLE_WAIT_MS / 1000} s: ${f(other, 2)} other cores, ${
+      f(steal, 2)
+    } cores steal)`,
+  );
+}
+
+/**
+ * A run during which the hypervisor gave more than this many of the machine's cores to others
+ * ("steal") ran on a slower and uneven host: its round is run again (pairedRounds).
+ */
+export const MAX_STEAL = 0.05;
+
+/**
+ * `rounds` rounds of one run without kupod and one with it, in ABBA order (off/on, on/off, ...)
+ * so that a drift of the host favours neither mode. A round in which either run saw more than
+ * MAX_STEAL cores of steal is run again, at most `rounds` times in all; `discard` takes its
+ * runs out of the bench's. Returns the rounds run again, with the steal that spoiled them.
+ */
+export async function pairedRounds<R extends { stealCores: number }>(
+  rounds: number,
+  run: (mode: "off" | "on", round: number) => Promise<R>,
+  discard: (runs: R[]) => void,
+): Promise<Redone[]> {
+  const redone: Redone[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    const order = round % 2 ? ["off", "on"] as const : ["on", "off"] as const;
+    const runs: R[] = [];
+    for (const mode of order) runs.push(await run(mode, round));
+    const steal = Math.max(...runs.map((r) => r.stealCores));
+    if (steal > MAX_STEAL && redone.length < rounds) {
+      console.error(`  round ${round}: ${f(steal, 2)} cores steal, run again`);
+      discard(runs);
+      redone.push({ round, steal });
+      round--;
+    }
+  }
+  return redone;
+}
+
+/** Takes `gone` out of `runs`. */
+export function dropRuns<R>(runs: R[], gone: R[]): void {
+  for (const r of gone) runs.splice(runs.indexOf(r), 1);
+}
+
+export interface Redone {
+  round: number;
+  steal: number;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -589,8 +638,11 @@ export function cpuShare(
   };
 }
 
-/** A note when processes outside the bench used CPU, or the hypervisor its CPUs. */
-export function noteOtherLoad(otherCores: number[], stealCores: number[]): void {
+/**
+ * A note when processes outside the bench used CPU, or the hypervisor its CPUs; and the rounds
+ * that were run again for steal.
+ */
+export function noteOtherLoad(otherCores: number[], stealCores: number[], redone: Redone[]): void {
   const other = Math.max(...otherCores);
   const steal = Math.max(...stealCores);
   if (other > 0.1) {
@@ -605,6 +657,14 @@ export function noteOtherLoad(otherCores: number[], stealCores: number[]): void 
     console.log(
       `note: the hypervisor gave up to ${f(steal, 2)} cores of this machine to others during ` +
         `the runs ("steal"): rates moved with it; the ratios "per busy core" divide it out`,
+    );
+  }
+  if (redone.length) {
+    console.log("");
+    console.log(
+      `note: rounds run again for steal above ${MAX_STEAL} cores (their runs left out): ${
+        redone.map((r) => `${r.round} (${f(r.steal, 2)})`).join(", ")
+      }`,
     );
   }
 }

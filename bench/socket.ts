@@ -64,7 +64,8 @@
  * cores": the host's busy CPU time (/proc/stat) minus that of this process, wrk, the pod,
  * kupod and ksoftirqd, per second - load from outside the bench (another test run or bench),
  * which moves every figure. Before each run the bench waits (up to 60 s) until that outside
- * load is below 0.15 cores for 1 s.
+ * load is below 0.15 cores and steal at most 0.05 cores for 1 s; a round in which either run saw
+ * more steal than that is run again (pairedRounds in overhead.ts), its runs left out.
  *
  * Placement: nothing is pinned. The host has 2 CPUs for wrk, nginx's worker, the service's
  * Deno and kupod (4 busy processes plus softirq work), so every process is CPU-bound and
@@ -86,6 +87,7 @@ import {
   benchMain,
   bpfDelta,
   cpuShare,
+  dropRuns,
   f,
   interval,
   type Kupod,
@@ -95,7 +97,9 @@ import {
   type Mode,
   noteOtherLoad,
   pairedRatio,
+  pairedRounds,
   parseOptions,
+  type Redone,
   Runner,
   runSeconds,
   runWrk,
@@ -451,18 +455,24 @@ async function main(): Promise<number> {
       );
       console.log(`kupod: ${await sourceVersion()}`);
       await bench.warmUp();
-      const log = (r: Run) =>
+      const log = (r: Run) => {
         console.error(
           `  ${LOAD_NAME[r.load]} ${r.mode} #${r.round}: ${f(r.rps, 0)} req/s` +
             (r.cores === undefined ? "" : `, kupod ${f(r.cores, 3)} cores`),
         );
-      for (let i = 0; i < o.rounds; i++) {
-        const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
-        for (const mode of order) log(await bench.run("keep-alive", mode, i + 1));
-      }
-      for (let i = 0; i < o["close-rounds"]; i++) {
-        const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
-        for (const mode of order) log(await bench.run("close", mode, i + 1));
+        return r;
+      };
+      const redone: Redone[] = [];
+      for (
+        const [load, rounds] of [["keep-alive", o.rounds], ["close", o["close-rounds"]]] as const
+      ) {
+        redone.push(
+          ...await pairedRounds(
+            rounds,
+            async (mode, round) => log(await bench.run(load, mode, round)),
+            (runs) => dropRuns(bench.runs, runs),
+          ),
+        );
       }
       const diags: Run[] = [];
       const shares: Partial<Record<Load, number>> = {};
@@ -492,7 +502,11 @@ async function main(): Promise<number> {
         for (const d of diags) shares[d.load] = printDiag(d);
       }
       printProfiles(profiles, o["profile-seconds"], (load) => LOAD_NAME[load]);
-      noteOtherLoad(bench.runs.map((r) => r.otherCores), bench.runs.map((r) => r.stealCores));
+      noteOtherLoad(
+        bench.runs.map((r) => r.otherCores),
+        bench.runs.map((r) => r.stealCores),
+        redone,
+      );
       const rss = Math.max(...bench.runs.filter((r) => r.mode === "on").map((r) => r.hwmBytes!));
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);

@@ -65,8 +65,9 @@
  * packets since kupod started: that the probe did watch the traffic it is charged for. "other
  * cores" is the host's busy CPU time (/proc/stat) minus that of this process, its children,
  * the pod, the sink, kupod and ksoftirqd, per second - load from outside the bench. Before each
- * run the bench waits (up to 60 s) until that is below 0.15 cores for 1 s. Nothing is pinned,
- * for the reasons given in bench/socket.ts.
+ * run the bench waits (up to 60 s) until that is below 0.15 cores and steal at most 0.05 cores
+ * for 1 s; a round in which either run saw more steal is run again, its runs left out. Nothing
+ * is pinned, for the reasons given in bench/socket.ts.
  *
  * Exit status: 0 when the measurement ran, whatever the figures (targets not met are not
  * errors); 1 on errors: a failed load (wrk socket errors or non-2xx replies, a sender that
@@ -82,6 +83,7 @@ import {
   benchMain,
   bpfDelta,
   cpuShare,
+  dropRuns,
   f,
   interval,
   MB,
@@ -91,7 +93,9 @@ import {
   type Mode,
   noteOtherLoad,
   pairedRatio,
+  pairedRounds,
   parseOptions,
+  type Redone,
   ROOT,
   Runner,
   runSeconds,
@@ -458,17 +462,23 @@ async function main(): Promise<number> {
       );
       console.log(`kupod: ${await sourceVersion()}`);
       await bench.warmUp();
-      const log = (r: Run) =>
+      const log = (r: Run) => {
         console.error(
           `  ${r.load} ${r.mode} #${r.round}: ${f(r.rate, 1)} ${UNIT[r.load]}` +
             (r.cores === undefined ? "" : `, kupod ${f(r.cores, 3)} cores`),
         );
+        return r;
+      };
       const loads: Load[] = ["http", "bulk"];
+      const redone: Redone[] = [];
       for (const load of loads) {
-        for (let i = 0; i < o.rounds; i++) {
-          const order: Mode[] = i % 2 ? ["on", "off"] : ["off", "on"];
-          for (const mode of order) log(await bench.run(load, mode, i + 1));
-        }
+        redone.push(
+          ...await pairedRounds(
+            o.rounds,
+            async (mode, round) => log(await bench.run(load, mode, round)),
+            (runs) => dropRuns(bench.runs, runs),
+          ),
+        );
       }
       const diags: Run[] = [];
       if (o["diag-seconds"] > 0) {
@@ -493,7 +503,11 @@ async function main(): Promise<number> {
         for (const d of diags) diag[d.load] = printDiag(d);
       }
       printProfiles(profiles, o["profile-seconds"], (load) => load);
-      noteOtherLoad(bench.runs.map((r) => r.otherCores), bench.runs.map((r) => r.stealCores));
+      noteOtherLoad(
+        bench.runs.map((r) => r.otherCores),
+        bench.runs.map((r) => r.stealCores),
+        redone,
+      );
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
       console.log(
