@@ -73,3 +73,19 @@ Deno.test("lifecycle: with upstream keep-alive every request is still timed once
   // one upstream connection carried all requests: the service accepted once
   assertEquals(evs.filter((e) => e.type === "tcp_accept" && e.role === "service").length, 1);
 });
+
+Deno.test("lifecycle: a keep-alive connection's close counts its exchanges and exact bytes", async () => {
+  await using pod = await createTestPod({ upstreamKeepAlive: true });
+  const proxy = pod.container("proxy");
+  await using kupod = await startKupod(socketJson("--veth", pod.hostVeth, "--verbose"));
+  const run = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: true });
+  const evs = (await eventsAfter(kupod)) as unknown as (Close | { type: string })[];
+  const inbound = evs.filter((e): e is Close =>
+    e.type === "tcp_close" && (e as Close).role === "sidecar" &&
+    (e as Close).direction === "inbound"
+  );
+  assertEquals(inbound.length, 1, "the client's one connection closed");
+  assertEquals(inbound[0].exchanges, N, "one exchange per request");
+  assertEquals(inbound[0].bytes_received, run.bytesSent, "what the client sent");
+  assertEquals(inbound[0].bytes_sent, run.bytesReceived, "what the client received");
+});
