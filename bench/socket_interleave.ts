@@ -3,7 +3,7 @@
  * measured in windows of a second, attached and detached in turn under one continuous load.
  *
  *   deno task bench:interleave [--pairs 150] [--window-ms 1000] [--settle-ms 150]
- *                              [--connections 32] [--warmup-seconds 5]
+ *                              [--connections 32] [--warmup-seconds 5] [--compare <dir>]
  *
  * Why: on a virtual machine each vCPU's speed moves by 10-30% within seconds, independently
  * of the other's (measured here: the same pinned keep-alive load ran at 16k to 33k req/s over a
@@ -30,17 +30,21 @@
  *      every 1000 requests) and one final line:
  *        socket kernel programs: throughput ratio on/off = R [lo, hi] (pairs, windows)
  *
+ * `--compare <dir>`: another kupod source tree with its BPF objects built (a git worktree of a
+ * change): its socket object, loaded by its own code, is a third mode, "B". Each round then has
+ * three windows, off, this tree's programs ("A") and B's, in an order that rotates from round to
+ * round, and B / A is printed besides A / off and B / off: two builds compared side by side under
+ * the same host, which separate runs of this bench cannot do to 1%.
+ *
  * What it leaves out: kupod's user-space agent (bench/socket.ts measures it: ~0.01 cores under
  * this load, 0.002-0.003 per 10k req/s, i.e. ~0.5% of the pod's busy CPU) and its start.
  * Exit status: 0 when the measurement ran, 1 on errors (wrk failing, the probe not loading), 130
  * when interrupted; the programs are detached and the pod disposed on any exit.
  */
 
-import { disposeAll } from "../bpf/link.ts";
 import type { Attachment } from "../bpf/link.ts";
-import { RODATA } from "../bpf/gen/socket.ts";
 import { resolveVeth } from "../k8s/local.ts";
-import { ProbeObject } from "../probes/probe_object.ts";
+import type { Target } from "../k8s/target.ts";
 import {
   benchMain,
   f,
@@ -49,6 +53,7 @@ import {
   median,
   medianInterval,
   parseOptions,
+  ROOT,
   runWrk,
   sleep,
   sourceVersion,
@@ -63,17 +68,31 @@ const DEFAULTS = {
   connections: 32,
   "warmup-seconds": 5,
 };
-type Options = typeof DEFAULTS;
+type Options = typeof DEFAULTS & { compare: string };
+
+/** A build's socket probe, loaded unattached, and its programs while attached. */
+interface Build {
+  name: string;
+  programs: string[];
+  attach(): void;
+  detach(): void;
+  close(): Promise<void>;
+}
 
 interface Window {
-  pair: number;
-  attached: boolean;
+  round: number;
+  /** "off" or the build attached. */
+  mode: string;
   rate: number;
   steal: number;
 }
 
 function options(): Options {
-  const o = parseOptions(DEFAULTS, Deno.args);
+  const args = [...Deno.args];
+  const at = args.indexOf("--compare");
+  const compare = at >= 0 ? args.splice(at, 2)[1] ?? "" : "";
+  if (at >= 0 && !compare) throw new UsageError("--compare needs a kupod source tree");
+  const o = { ...parseOptions(DEFAULTS, args), compare };
   if (o.pairs < 3) throw new UsageError("--pairs must be >= 3");
   if (o["window-ms"] < 100) throw new UsageError("--window-ms must be >= 100");
   if (o.connections < 1) throw new UsageError("--connections must be >= 1");
@@ -85,19 +104,85 @@ function vethCounter(veth: string, name: string): number {
   return Number(Deno.readTextFileSync(`/sys/class/net/${veth}/statistics/${name}`));
 }
 
+/**
+ * Loads the socket object of the kupod tree at `root` with that tree's own loader, as its
+ * `monitor kernel socket --quiet` would, without attaching it.
+ */
+async function openBuild(name: string, root: string, target: Target, onSample: () => void) {
+  const url = (path: string) => new URL(path, `file://${root.replace(/\/?$/, "/")}`).href;
+  const { ProbeObject } = await import(
+    url("probes/probe_object.ts")
+  ) as typeof import("../probes/probe_object.ts");
+  const { RODATA } = await import(
+    url("bpf/gen/socket.ts")
+  ) as typeof import("../bpf/gen/socket.ts");
+  const { disposeAll } = await import(url("bpf/link.ts")) as typeof import("../bpf/link.ts");
+  const probe = ProbeObject.open({
+    object: "socket",
+    target,
+    rodataLayout: RODATA,
+    rodata: { close_events: false, timing_events: false },
+    ringBytes: 1 << 21,
+    attach: () => [],
+    onSample,
+  });
+  const reading = probe.read();
+  let links: Attachment[] = [];
+  const build: Build = {
+    name,
+    programs: probe.object.programs().map((p) => p.name),
+    attach: () => {
+      if (!links.length) links = probe.object.programs().map((p) => p.attach());
+    },
+    detach: () => disposeAll(links.splice(0)),
+    close: async () => {
+      build.detach();
+      await probe.close();
+      await reading;
+    },
+  };
+  return build;
+}
+
+/** Per round, `a`'s window rate over `b`'s; rounds with steal are left out. */
+function ratios(windows: Window[], rounds: number, a: string, b: string): number[] {
+  const out: number[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    const ws = windows.filter((w) => w.round === round);
+    if (ws.some((w) => w.steal > MAX_STEAL)) continue;
+    const [x, y] = [a, b].map((m) => ws.find((w) => w.mode === m)!);
+    out.push(x.rate / y.rate);
+  }
+  return out;
+}
+
+function printRatio(label: string, rs: number[], o: Options): number {
+  const sorted = [...rs].sort((x, y) => x - y);
+  const q = (p: number) => sorted[Math.floor(p * (sorted.length - 1))];
+  console.log(
+    `${label}: ${f(median(rs), 3)}${interval(medianInterval(rs), 3)} over ${rs.length} ` +
+      `rounds of ${o["window-ms"]} ms windows; quartiles ${f(q(0.25), 3)} ${f(q(0.5), 3)} ` +
+      `${f(q(0.75), 3)}, 5th-95th percentile ${f(q(0.05), 3)}-${f(q(0.95), 3)}`,
+  );
+  return median(rs);
+}
+
 if (import.meta.main) {
   Deno.exit(
     await benchMain("interleave", ["wrk", "nginx"], options, async (runner, o, pod) => {
       const started = performance.now();
+      const modes = o.compare ? ["off", "A", "B"] : ["off", "A"];
       const seconds = Math.ceil(
-        (2 * o.pairs * (o["window-ms"] + o["settle-ms"])) / 1000 * 1.05 + 5,
+        (modes.length * o.pairs * (o["window-ms"] + o["settle-ms"])) / 1000 * 1.05 + 5,
       );
       console.log(
         `interleaved socket bench: pod ${pod.name} ${pod.podIP} (veth ${pod.hostVeth}), ` +
-          `wrk -t1 -c${o.connections} keep-alive, ${o.pairs} pairs of ${o["window-ms"]} ms ` +
-          `windows (${o["settle-ms"]} ms after each switch); ${navigator.hardwareConcurrency} CPUs`,
+          `wrk -t1 -c${o.connections} keep-alive, ${o.pairs} rounds of ${modes.length} ` +
+          `${o["window-ms"]} ms windows (${o["settle-ms"]} ms after each switch); ` +
+          `${navigator.hardwareConcurrency} CPUs`,
       );
-      console.log(`kupod: ${await sourceVersion()}`);
+      console.log(`kupod (A): ${await sourceVersion()}`);
+      if (o.compare) console.log(`B: ${o.compare}`);
       const url = pod.url(8080);
       if (o["warmup-seconds"] > 0) {
         await runWrk(runner, url, {
@@ -108,35 +193,28 @@ if (import.meta.main) {
       }
 
       let events = 0;
-      const probe = ProbeObject.open({
-        object: "socket",
-        target: await resolveVeth(pod.hostVeth),
-        rodataLayout: RODATA,
-        rodata: { close_events: false, timing_events: false },
-        ringBytes: 1 << 21,
-        attach: () => [],
-        onSample: () => events++,
-      });
-      let links: Attachment[] = [];
-      const programs = probe.object.programs().map((p) => p.name);
-      const setAttached = (on: boolean) => {
-        if (on && !links.length) links = probe.object.programs().map((p) => p.attach());
-        if (!on && links.length) disposeAll(links.splice(0));
-      };
+      const target = await resolveVeth(pod.hostVeth);
+      const builds: Build[] = [];
       runner.defer(async () => {
-        disposeAll(links.splice(0));
-        await probe.close();
+        for (const b of builds) await b.close();
       });
-      const reading = probe.read();
+      builds.push(await openBuild("A", ROOT, target, () => events++));
+      if (o.compare) builds.push(await openBuild("B", o.compare, target, () => events++));
+      const use = (mode: string) => {
+        for (const b of builds) if (b.name !== mode) b.detach();
+        builds.find((b) => b.name === mode)?.attach();
+      };
 
       const load = runWrk(runner, url, { connections: o.connections, seconds, close: false });
       let loadDone = false;
       load.finally(() => loadDone = true).catch(() => {});
       await sleep(1000);
       const windows: Window[] = [];
-      for (let pair = 1; pair <= o.pairs; pair++) {
-        for (const attached of pair % 2 ? [false, true] : [true, false]) {
-          setAttached(attached);
+      for (let round = 1; round <= o.pairs; round++) {
+        // the order rotates: every mode is first, second (and third) equally often
+        const shift = round % modes.length;
+        for (const mode of [...modes.slice(shift), ...modes.slice(0, shift)]) {
+          use(mode);
           await sleep(o["settle-ms"]);
           const [n0, h0, t0] = [
             vethCounter(pod.hostVeth, "rx_packets"),
@@ -148,54 +226,51 @@ if (import.meta.main) {
           if (loadDone) throw new Error("wrk ended before the windows did");
           const wall = (performance.now() - t0) / 1000;
           windows.push({
-            pair,
-            attached,
+            round,
+            mode,
             rate: (vethCounter(pod.hostVeth, "rx_packets") - n0) / wall,
             steal: (hostCpuSeconds().steal - h0.steal) / wall,
           });
         }
       }
-      setAttached(false);
+      use("off");
       const wrk = await load;
-      const rounds: number[] = [];
-      let stolen = 0;
-      for (let pair = 1; pair <= o.pairs; pair++) {
-        const [a, b] = windows.filter((w) => w.pair === pair);
-        if (Math.max(a.steal, b.steal) > MAX_STEAL) {
-          stolen++;
-          continue;
-        }
-        const [on, off] = a.attached ? [a, b] : [b, a];
-        rounds.push(on.rate / off.rate);
-      }
-      const rate = (attached: boolean) =>
-        median(windows.filter((w) => w.attached === attached).map((w) => w.rate));
+      const rate = (mode: string) =>
+        median(windows.filter((w) => w.mode === mode).map((w) => w.rate));
       console.log("");
       console.log(
         `wrk: ${f(wrk.rps, 0)} req/s over ${f(wrk.seconds, 0)} s, p50 ${f(wrk.p50Ms, 2)} ms, ` +
-          `p99 ${f(wrk.p99Ms, 2)} ms; replies/s median of windows: off ${f(rate(false), 0)}, ` +
-          `on ${f(rate(true), 0)}; ring events ${events}; programs ${programs.join(", ")}`,
+          `p99 ${f(wrk.p99Ms, 2)} ms; replies/s median of windows: ${
+            modes.map((m) => `${m} ${f(rate(m), 0)}`).join(", ")
+          }; ring events ${events}; programs ${builds[0].programs.join(", ")}`,
       );
+      const kept = ratios(windows, o.pairs, modes[1], "off");
+      const stolen = o.pairs - kept.length;
       if (stolen) {
-        console.log(`${stolen} of ${o.pairs} pairs left out: steal above ${MAX_STEAL} cores`);
+        console.log(`${stolen} of ${o.pairs} rounds left out: steal above ${MAX_STEAL} cores`);
       }
-      if (rounds.length < 3) throw new Error("fewer than 3 pairs without steal: no ratio");
-      const ratio = median(rounds);
-      const sorted = [...rounds].sort((x, y) => x - y);
-      const q = (p: number) => sorted[Math.floor(p * (sorted.length - 1))];
-      console.log(
-        `pairs: on/off quartiles ${f(q(0.25), 3)} ${f(q(0.5), 3)} ${f(q(0.75), 3)}, ` +
-          `5th-95th percentile ${f(q(0.05), 3)}-${f(q(0.95), 3)}`,
-      );
-      await probe.close();
-      await reading;
+      if (kept.length < 3) throw new Error("fewer than 3 rounds without steal: no ratio");
+      const ratio = printRatio("A / off", kept, o);
+      const versus = o.compare ? ratios(windows, o.pairs, "B", "A") : [];
+      if (o.compare) {
+        printRatio("B / off", ratios(windows, o.pairs, "B", "off"), o);
+        printRatio("B / A", versus, o);
+      }
+      for (const b of builds.splice(0)) await b.close();
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
       console.log(
         `socket kernel programs: throughput ratio on/off = ${f(ratio, 3)}${
-          interval(medianInterval(rounds), 3)
-        } (${rounds.length} pairs of ${o["window-ms"]} ms windows)`,
+          interval(medianInterval(kept), 3)
+        } (${kept.length} rounds of ${o["window-ms"]} ms windows)`,
       );
+      if (o.compare) {
+        console.log(
+          `socket kernel programs: throughput ratio B/A = ${f(median(versus), 3)}${
+            interval(medianInterval(versus), 3)
+          } (B: ${o.compare})`,
+        );
+      }
     }),
   );
 }
