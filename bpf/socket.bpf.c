@@ -20,6 +20,13 @@
  * Sidecar timing follows one request: a sidecar thread reads it on an
  * inbound connection, writes it on an outbound one (process time), and a
  * service reads it from the other end of that connection (to-service time).
+ *
+ * What the owner wrote is the advance of tcp_sock's write_seq, taken at each
+ * read, at its close or shutdown (before the FIN takes a sequence number)
+ * and at the last state change. So a write looks up no connection unless it
+ * is the connection's first or its thread is a sidecar that has just read a
+ * request: the work on the target's sockets, a storage lookup per read and
+ * write first, was the larger part of the probe's cost (bench:interleave).
  */
 #include "kupod.h"
 #include "ringbuf.h"
@@ -35,6 +42,7 @@
 #define TCP_FIN_WAIT1 4
 #define TCP_CLOSE 7
 #define TCP_CLOSE_WAIT 8
+#define TCP_LAST_ACK 9
 #define IPPROTO_TCP 6
 #define MSG_PEEK 2
 #define DIR_OUT 0
@@ -61,7 +69,7 @@ struct conn {
 	__u64 start_ns;
 	__u64 established_ns;
 	__u64 closing_ns;
-	__u64 bytes_sent;     /* written by the owner (sock_send_length) */
+	__u64 bytes_sent;     /* written by the owner, up to seq_seen (writes_seen()) */
 	__u64 bytes_received; /* read by the owner (sock_recv_length) */
 	struct flow flow;     /* endpoints from the owner's side, once the handshake is done */
 	__u32 pid;
@@ -70,12 +78,15 @@ struct conn {
 	__u32 container;
 	__u32 turns; /* changes of data direction */
 	__u32 up_slot; /* the upstream slot of up_tag */
+	__u32 seq_base; /* tcp_sock's write_seq before the first write */
+	__u32 seq_seen; /* ... and when bytes_sent was last brought up to date */
 	__u8 direction;
 	__u8 role; /* ROLE_* of the container */
 	__u8 last; /* LAST_SEND / LAST_RECV */
 	__u8 upstream; /* UPSTREAM_*: inbound connections of a service */
 	__u8 reset;    /* RESET_*: the first reset seen */
 	__u8 closed;   /* counted as closed; the storage stays until the socket is freed */
+	__u8 fin_sent; /* writes are over: bytes_sent is final (a FIN took write_seq one further) */
 	char comm[16];
 };
 
@@ -88,15 +99,20 @@ struct {
 
 /*
  * Accepted sockets in the target's netns whose owner has not touched them
- * yet: when their handshake completed. The owner's first read, write or
- * close turns the mark into a connection, or drops it if the owner is not
- * the target's.
+ * yet: when their handshake completed, and where their writes begin. The
+ * owner's first read, write or close turns the mark into a connection, or
+ * drops it if the owner is not the target's.
  */
+struct accept_mark {
+	__u64 handshake_ns; /* bpf_ktime_get_boot_ns() */
+	__u32 write_seq;    /* before anything was written */
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__type(key, int);
-	__type(value, __u64); /* bpf_ktime_get_boot_ns() of the handshake */
+	__type(value, struct accept_mark);
 } accepting SEC(".maps");
 
 struct {
@@ -226,6 +242,38 @@ static __always_inline __u32 exchanges(const struct conn *c)
 	return c->last ? (c->turns + 2) / 2 : 0;
 }
 
+/* Data moved in direction `dir` (LAST_*): a change of direction is a turn. */
+static __always_inline void data_moved(struct conn *c, __u8 dir)
+{
+	if (c->last && c->last != dir)
+		c->turns++;
+	c->last = dir;
+}
+
+/*
+ * Brings bytes_sent up to the owner's writes so far; writes between two
+ * observations are one turn however many calls they took. write_seq gives
+ * the written bytes modulo 4 GiB; tcp_sock's 64-bit count of bytes sent once
+ * (sent minus resent) is at most the send buffer behind them, which places
+ * the value.
+ */
+static __always_inline void writes_seen(struct sock *sk, struct conn *c)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u64 sent_once;
+	__u32 seq;
+
+	if (!tp || c->fin_sent)
+		return;
+	seq = tp->write_seq;
+	if (seq == c->seq_seen)
+		return;
+	c->seq_seen = seq;
+	sent_once = tp->bytes_sent - tp->bytes_retrans;
+	c->bytes_sent = sent_once + (__s64)(__s32)(seq - c->seq_base - (__u32)sent_once);
+	data_moved(c, LAST_SEND);
+}
+
 /* A connection closed: counted, and sent on the ring when closes are printed. */
 static __always_inline void closed(struct sock *sk, struct conn *c, __u64 now)
 {
@@ -237,9 +285,10 @@ static __always_inline void closed(struct sock *sk, struct conn *c, __u64 now)
 
 	if (!c->closing_ns)
 		c->closing_ns = now; /* reset or abort: no FIN */
+	writes_seen(sk, c);
 	if (s) {
 		s->closed += 1;
-		/* what the application wrote and read: tcp_sock's counters include FIN sequence numbers */
+		/* what the application wrote and read: tcp_sock's byte counters count FINs and resends */
 		s->bytes_sent += c->bytes_sent;
 		s->bytes_received += c->bytes_received;
 		s->retransmits += retrans;
@@ -270,6 +319,8 @@ static __always_inline void closed(struct sock *sk, struct conn *c, __u64 now)
 static __always_inline void connected(struct sock *sk, struct conn *c)
 {
 	c->established_ns = bpf_ktime_get_boot_ns();
+	c->seq_base = BPF_CORE_READ((struct tcp_sock *)sk, write_seq);
+	c->seq_seen = c->seq_base;
 	flow_of_sock(sk, &c->flow);
 	if (c->role == ROLE_SIDECAR) {
 		c->up_tag = upstream_tag(&c->flow, false);
@@ -286,19 +337,21 @@ static __always_inline void connected(struct sock *sk, struct conn *c)
 static __always_inline struct conn *claim_conn(struct sock *sk)
 {
 	struct conn *c = bpf_sk_storage_get(&conns, sk, NULL, 0);
-	__u64 *handshake;
+	struct accept_mark *mark;
 	__u32 container;
 	struct conn fresh;
 
 	if (c)
 		return c;
-	handshake = bpf_sk_storage_get(&accepting, sk, NULL, 0);
-	if (!handshake)
+	mark = bpf_sk_storage_get(&accepting, sk, NULL, 0);
+	if (!mark)
 		return NULL;
 	if (target_current(&container)) {
 		conn_from_current(&fresh, container, DIR_IN);
-		fresh.start_ns = *handshake;
-		fresh.established_ns = *handshake;
+		fresh.start_ns = mark->handshake_ns;
+		fresh.established_ns = mark->handshake_ns;
+		fresh.seq_base = mark->write_seq;
+		fresh.seq_seen = mark->write_seq;
 		flow_of_sock(sk, &fresh.flow);
 		c = bpf_sk_storage_get(&conns, sk, &fresh, BPF_SK_STORAGE_GET_F_CREATE);
 		if (c)
@@ -329,9 +382,12 @@ int BPF_PROG(kupod_sk_state, const struct sock *csk, int oldstate, int newstate)
 	}
 	if (oldstate == TCP_SYN_RECV && newstate == TCP_ESTABLISHED) {
 		/* a passive handshake (softirq): the owner claims it in claim_conn() */
-		__u64 now = bpf_ktime_get_boot_ns();
+		struct accept_mark mark = {
+			.handshake_ns = bpf_ktime_get_boot_ns(),
+			.write_seq = BPF_CORE_READ((struct tcp_sock *)sk, write_seq),
+		};
 
-		bpf_sk_storage_get(&accepting, sk, &now, BPF_SK_STORAGE_GET_F_CREATE);
+		bpf_sk_storage_get(&accepting, sk, &mark, BPF_SK_STORAGE_GET_F_CREATE);
 		return 0;
 	}
 	/* close() of a connection its owner never read or wrote claims it too */
@@ -344,6 +400,11 @@ int BPF_PROG(kupod_sk_state, const struct sock *csk, int oldstate, int newstate)
 		else
 			bpf_sk_storage_delete(&conns, sk); /* refused or timed out */
 		return 0;
+	}
+	if (newstate == TCP_FIN_WAIT1 || newstate == TCP_LAST_ACK) {
+		/* close() or shutdown(): the FIN is queued right after this change */
+		writes_seen(sk, c);
+		c->fin_sent = 1;
 	}
 	if ((newstate == TCP_FIN_WAIT1 || newstate == TCP_CLOSE_WAIT) && !c->closing_ns)
 		c->closing_ns = bpf_ktime_get_boot_ns();
@@ -424,20 +485,15 @@ static __always_inline void sidecar_read(__u64 now)
 		*read_at = now;
 }
 
-/* The request leaves the sidecar on upstream connection `c`: remember when, by its flow. */
-static __always_inline void sidecar_sent(struct conn *c, __u64 now)
+/* The request read at *read_at leaves the sidecar on upstream connection `c`: remember when. */
+static __always_inline void sidecar_sent(struct conn *c, __u64 *read_at, __u64 now)
 {
-	__u64 *read_at = bpf_task_storage_get(&sidecar_reads, bpf_get_current_task_btf(), NULL, 0);
-	struct upstream *u;
+	struct upstream *u = upstream_at(c->up_slot, c->up_tag);
 
-	if (!read_at || !*read_at)
-		return;
-	u = upstream_at(c->up_slot, c->up_tag);
 	if (u) {
 		u->process_ns = now - *read_at;
 		u->written_ns = now;
 	}
-	*read_at = 0; /* the rest of the request's writes are not new requests */
 }
 
 /* A service reads a request on `c`: if a sidecar forwarded it, count both durations. */
@@ -476,46 +532,66 @@ static __always_inline void service_received(struct sock *sk, struct conn *c, __
 	}
 }
 
-static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir)
+/* Whether a read or write of `ret` bytes on `sk` may concern the target. */
+static __always_inline bool target_data(struct sock *sk, int ret, int flags)
 {
-	struct conn *c;
-	__u64 now;
-
-	if (ret <= 0 || (flags & MSG_PEEK) || !sk || sk->sk_protocol != IPPROTO_TCP ||
-	    sock_outside_target(sk))
-		return 0;
-	c = claim_conn(sk);
-	if (!c || c->closed)
-		return 0;
-	if (c->last && c->last != dir)
-		c->turns++;
-	c->last = dir;
-	if (dir == LAST_SEND)
-		c->bytes_sent += ret;
-	else
-		c->bytes_received += ret;
-	if (c->role == ROLE_SIDECAR) {
-		if (c->direction == DIR_IN && dir == LAST_RECV)
-			sidecar_read(bpf_ktime_get_boot_ns());
-		else if (c->direction == DIR_OUT && dir == LAST_SEND)
-			sidecar_sent(c, bpf_ktime_get_boot_ns());
-	} else if (c->role == ROLE_SERVICE && c->direction == DIR_IN && dir == LAST_RECV) {
-		now = bpf_ktime_get_boot_ns();
-		service_received(sk, c, now);
-	}
-	return 0;
-}
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
-{
-	return on_data(sk, ret, flags, LAST_SEND);
+	return ret > 0 && !(flags & MSG_PEEK) && sk && sk->sk_protocol == IPPROTO_TCP &&
+	       !sock_outside_target(sk);
 }
 
 SEC("tp_btf/sock_recv_length")
 int BPF_PROG(kupod_recv, struct sock *sk, int ret, int flags)
 {
-	return on_data(sk, ret, flags, LAST_RECV);
+	struct conn *c;
+
+	if (!target_data(sk, ret, flags))
+		return 0;
+	c = claim_conn(sk);
+	if (!c || c->closed)
+		return 0;
+	writes_seen(sk, c);
+	data_moved(c, LAST_RECV);
+	c->bytes_received += ret;
+	if (c->direction != DIR_IN)
+		return 0;
+	if (c->role == ROLE_SIDECAR)
+		sidecar_read(bpf_ktime_get_boot_ns());
+	else if (c->role == ROLE_SERVICE)
+		service_received(sk, c, bpf_ktime_get_boot_ns());
+	return 0;
+}
+
+/*
+ * A write is counted from write_seq (writes_seen()); here only two writes
+ * need the connection: a connection's first (an accepted socket is claimed
+ * by its writer: a server that speaks first), told by tcp_sock's bytes_sent
+ * being no more than this write, and a sidecar's forward of a request it has
+ * just read.
+ */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
+{
+	struct conn *c = NULL;
+	struct tcp_sock *tp;
+	__u64 *read_at;
+
+	if (!target_data(sk, ret, flags))
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	if (tp->bytes_sent <= (__u64)ret)
+		c = claim_conn(sk);
+	read_at = bpf_task_storage_get(&sidecar_reads, bpf_get_current_task_btf(), NULL, 0);
+	if (!read_at || !*read_at)
+		return 0;
+	if (!c)
+		c = conn_of(sk);
+	if (!c || c->closed || c->role != ROLE_SIDECAR || c->direction != DIR_OUT)
+		return 0;
+	sidecar_sent(c, read_at, bpf_ktime_get_boot_ns());
+	*read_at = 0; /* the rest of the request's writes are not new requests */
+	return 0;
 }
 
 /* Keep the event and counter types in the object's BTF for the decoder generator. */
