@@ -41,6 +41,30 @@ async function stopAndWait(kupod: Child, signal: Deno.Signal = "SIGTERM"): Promi
   assertEquals(status.code, 0, `kupod exit code; stderr: ${kupod.stderr.join(" | ")}`);
 }
 
+Deno.test("socket: a close counts every byte written, also more than 4 GiB without a read", async () => {
+  // write_seq, which the probe counts writes by, wraps at 4 GiB
+  const size = 4 * 2 ** 30 + 12_345;
+  await using server = new Child(DENO, [
+    "run",
+    "--allow-net",
+    `${ROOT}tests/fixtures/bulk_server.ts`,
+    String(size),
+  ]);
+  const port = Number((await server.waitForLine(/^listening \d+/)).split(" ")[1]);
+  await using kupod = await startKupod(socketJson("--pid", String(server.pid), "--verbose"));
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  const buf = new Uint8Array(1 << 20);
+  let received = 0;
+  for (let n = await conn.read(buf); n !== null; n = await conn.read(buf)) received += n;
+  conn.close();
+  await server.wait();
+  await new Promise((r) => setTimeout(r, 300));
+  await stopAndWait(kupod);
+  const closes = kupod.stdout.map((l) => JSON.parse(l)).filter((e) => e.type === "tcp_close");
+  assertEquals(received, size);
+  assertEquals(closes.map((c) => [c.bytes_sent, c.bytes_received]), [[size, 0]]);
+});
+
 Deno.test("socket: exactly one tcp_accept per accepted IPv4 connection, nothing else on stdout", async () => {
   await using srv = await startServer("127.0.0.1");
   const { server, port } = srv;
