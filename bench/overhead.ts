@@ -489,6 +489,11 @@ export async function sourceVersion(): Promise<string> {
   return n ? `${head} + ${n} uncommitted file(s) in kupod's sources` : head;
 }
 
+/** A counter of a network interface's statistics (/sys/class/net/<iface>/statistics/<name>). */
+export function ifaceCounter(iface: string, name: string): number {
+  return Number(Deno.readTextFileSync(`/sys/class/net/${iface}/statistics/${name}`));
+}
+
 // ---------------------------------------------------------------------------------------------
 // wrk
 

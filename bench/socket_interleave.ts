@@ -48,6 +48,7 @@ import type { Target } from "../k8s/target.ts";
 import {
   benchMain,
   f,
+  ifaceCounter,
   interval,
   MAX_STEAL,
   median,
@@ -97,11 +98,6 @@ function options(): Options {
   if (o["window-ms"] < 100) throw new UsageError("--window-ms must be >= 100");
   if (o.connections < 1) throw new UsageError("--connections must be >= 1");
   return o;
-}
-
-/** A counter of the host veth's statistics. */
-function vethCounter(veth: string, name: string): number {
-  return Number(Deno.readTextFileSync(`/sys/class/net/${veth}/statistics/${name}`));
 }
 
 /**
@@ -217,7 +213,7 @@ if (import.meta.main) {
           use(mode);
           await sleep(o["settle-ms"]);
           const [n0, h0, t0] = [
-            vethCounter(pod.hostVeth, "rx_packets"),
+            ifaceCounter(pod.hostVeth, "rx_packets"),
             hostCpuSeconds(),
             performance.now(),
           ];
@@ -228,7 +224,7 @@ if (import.meta.main) {
           windows.push({
             round,
             mode,
-            rate: (vethCounter(pod.hostVeth, "rx_packets") - n0) / wall,
+            rate: (ifaceCounter(pod.hostVeth, "rx_packets") - n0) / wall,
             steal: (hostCpuSeconds().steal - h0.steal) / wall,
           });
         }

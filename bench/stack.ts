@@ -85,6 +85,7 @@ import {
   cpuShare,
   dropRuns,
   f,
+  ifaceCounter,
   interval,
   MB,
   measure,
@@ -188,9 +189,7 @@ function checkOptions(opts: Options): Options {
 
 /** The kernel's count of packets through a network interface, both directions. */
 function vethPackets(veth: string): number {
-  const read = (name: string) =>
-    Number(Deno.readTextFileSync(`/sys/class/net/${veth}/statistics/${name}`));
-  return read("rx_packets") + read("tx_packets");
+  return ifaceCounter(veth, "rx_packets") + ifaceCounter(veth, "tx_packets");
 }
 
 /** kupod_nic_packets_total, rx + tx, from kupod's /metrics. */
