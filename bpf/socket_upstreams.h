@@ -98,17 +98,22 @@ static __always_inline __u32 upstream_claim(__u64 tag, __u32 sidecar)
 	return UPSTREAM_NO_SLOT;
 }
 
-/* The slot of the sidecar connection with `tag`, UPSTREAM_NO_SLOT if there is none. */
-static __always_inline __u32 upstream_find(__u64 tag)
+/* The slot of the sidecar connection with `tag`, its index in *slot; NULL if there is none. */
+static __always_inline struct upstream *upstream_find(__u64 tag, __u32 *slot)
 {
 	__u32 set = upstream_set(tag);
+	struct upstream *u;
 
 #pragma unroll
 	for (__u32 i = 0; i < UPSTREAM_WAYS; i++) {
-		if (upstream_at(set + i, tag))
-			return set + i;
+		u = upstream_at(set + i, tag);
+		if (u) {
+			*slot = set + i;
+			return u;
+		}
 	}
-	return UPSTREAM_NO_SLOT;
+	*slot = UPSTREAM_NO_SLOT;
+	return NULL;
 }
 
 static __always_inline void upstream_release(__u32 slot, __u64 tag)
