@@ -3,13 +3,13 @@
  * measured against the same pod without kupod, in one invocation.
  *
  *   deno task bench:socket [--rounds 5] [--seconds 8] [--close-rounds 1] [--connections 32]
- *                          [--warmup-seconds 5] [--diag-seconds 8] [--diag-verbose 0]
- *                          [--profile-seconds 8] [--all 0]
+ *                          [--warmup-seconds 5] [--interleave-pairs 600] [--diag-seconds 8]
+ *                          [--diag-verbose 0] [--profile-seconds 8] [--all 0]
  *
  * `--all 1` measures `kupod monitor kernel all` (socket and stack with one exporter: the whole
  * agent, as DESIGN.md's overhead target puts it) instead of the socket probe alone.
  *
- * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~4.5 min with the
+ * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~10 min with the
  * defaults:
  *   1. makes a test pod (tests/helpers/pod.ts: netns, veth, kubelet-shaped cgroups, nginx
  *      sidecar "proxy" on 8080 with upstream keep-alive, as production nginx would, in front of
@@ -28,30 +28,40 @@
  *      none of its programs loaded);
  *   3. connection-per-request: the same with `-H "Connection: close"` for `close-rounds`
  *      rounds: a new TCP connection (accept, close) per request, the probe's connection path;
- *   4. diagnostic (not part of the ratios; `--diag-seconds 0` skips it): one run per load
+ *   4. keep-alive, interleaved (`--interleave-pairs 0` skips it; not with `--all 1`): the
+ *      socket probe's BPF object is loaded as kupod loads it and its programs are switched on
+ *      and off every 250 ms under one continuous load, `interleave-pairs` pairs of windows
+ *      (bench/socket_interleave.ts): the kernel's share of the cost, resolved to ~1%, which
+ *      the runs of step 2 cannot do on a VM (their pairs lie ~15 s apart);
+ *   5. diagnostic (not part of the ratios; `--diag-seconds 0` skips it): one run per load
  *      with the kernel's BPF run-time statistics on (BPF_ENABLE_STATS, off again once its fd
  *      is closed): what the BPF programs cost in the kernel, in the context of nginx, the
  *      service and the softirqs - a cost kupod's own CPU time does not contain. kupod runs as
  *      in the "on" runs; with `--diag-verbose 1` it runs with `--verbose --output json`
  *      instead, which also sends closes and per-request sidecar timings to the ring, and the
  *      events it wrote are counted per type;
- *   5. profile (not in the ratios; `--profile-seconds 0` skips it, as does a host without
+ *   6. profile (not in the ratios; `--profile-seconds 0` skips it, as does a host without
  *      perf): per load one run without kupod and one as in the "on" runs, each sampled by
  *      `perf record -a`: kupod's share of the busy CPU with what the statistics miss
  *      (tracepoint dispatch, helpers outside the programs) and without what they add (see
  *      bench/perf_share.ts);
- *   6. prints the kupod sources measured (HEAD, and how many of their files differ), every
+ *   7. prints the kupod sources measured (HEAD, and how many of their files differ), every
  *      run, a summary per load and three final lines:
- *        socket overhead: throughput ratio on/off = R [lo, hi] (target >= 0.97) keep-alive; ...
+ *        socket overhead: throughput ratio on/off = R [lo, hi] (target >= 0.97) keep-alive: ...
  *        socket overhead: agent CPU = C cores per 10k req/s (target <= 0.1) keep-alive; C' ...
  *        socket overhead: agent RSS = M MB (target <= 80)
  *      and kupod's share of the busy CPU, from the diagnostic runs (cpuShare in overhead.ts) and
  *      from the profile
  *
- * Figures: requests/s are wrk's; a load's ratio is the median over its rounds of on / off of the
- * round (pairedRatio in overhead.ts); median(on) / median(off) is printed too, a 90% interval of
- * the ratio by bootstrap of the rounds ("[lo, hi]", medianInterval in overhead.ts), and the ratio
- * "per busy core": the same of req/s divided by the host's busy CPU during the run. On a virtual
+ * Figures: the keep-alive ratio R is the interleaved kernel ratio (median over the pairs of
+ * on / off, 90% bootstrap interval) times 1 - the agent's share of the busy CPU (kupod's cores
+ * over the host's busy cores in the "on" runs, median: at a CPU-bound load the agent's CPU is
+ * throughput the pod does not get); the paired runs' own ratio follows it as "sequential runs",
+ * and is R itself without the interleaved step. requests/s are wrk's; a load's sequential ratio
+ * is the median over its rounds of on / off of the round (pairedRatio in overhead.ts);
+ * median(on) / median(off) is printed too, a 90% interval of the ratio by bootstrap of the rounds
+ * ("[lo, hi]", medianInterval in overhead.ts), and the ratio "per busy core": the same of req/s
+ * divided by the host's busy CPU during the run. On a virtual
  * machine whose hypervisor takes CPU time for others ("steal", from /proc/stat, per run) the rate
  * follows the CPU left; per busy core divides that out. Agent CPU is
  * utime + stime of kupod's process (all threads; ./kupod is a bash launcher that execs Deno,
@@ -94,6 +104,7 @@ import {
   MB,
   measure,
   median,
+  medianInterval,
   type Mode,
   noteOtherLoad,
   pairedRatio,
@@ -115,6 +126,12 @@ import {
 } from "./overhead.ts";
 import { printProfiles, type Profile, profiled, profileLoads } from "./perf_share.ts";
 import { enableBpfStats, kupodPrograms, vmBytes } from "./socket_proc.ts";
+import {
+  interleave,
+  type Interleaved,
+  type InterleaveOptions,
+  printInterleaved,
+} from "./socket_interleave.ts";
 
 const CLOSE_WARMUP_SECONDS = 2;
 
@@ -127,9 +144,14 @@ const DEFAULTS = {
   "diag-seconds": 8,
   "diag-verbose": 0,
   "profile-seconds": 8,
+  "interleave-pairs": 600,
   all: 0,
 };
 type Options = typeof DEFAULTS;
+
+/** The interleaved measurement's windows (bench/socket_interleave.ts). */
+const INTERLEAVE_WINDOW_MS = 250;
+const INTERLEAVE_SETTLE_MS = 50;
 
 type Load = "keep-alive" | "close";
 
@@ -167,6 +189,9 @@ function checkOptions(opts: Options): Options {
   if (opts.rounds < 1) throw new UsageError("--rounds must be >= 1");
   if (opts.seconds < 1) throw new UsageError("--seconds must be >= 1");
   if (opts.connections < 1) throw new UsageError("--connections must be >= 1");
+  if (opts["interleave-pairs"] !== 0 && opts["interleave-pairs"] < 3) {
+    throw new UsageError("--interleave-pairs must be 0 or >= 3");
+  }
   return opts;
 }
 
@@ -354,6 +379,8 @@ function printRuns(runs: Run[]): void {
 }
 
 interface Summary {
+  /** Kupod's CPU over the host's busy CPU in the "on" runs (median). */
+  agentShare: number;
   ratio: number;
   /** 90% bootstrap interval of `ratio` (medianInterval in overhead.ts). */
   interval: [number, number];
@@ -371,6 +398,7 @@ function summarize(load: Load, runs: Run[]): Summary | undefined {
   const paired = pairedRatio([...off, ...on], (r) => r.rps);
   const perCore = pairedRatio([...off, ...on], (r) => r.rps / r.busyCores);
   const s = {
+    agentShare: median(on.map((r) => r.cores! / r.busyCores)),
     ratio: paired.ratio,
     interval: paired.interval,
     perCore: perCore.ratio,
@@ -474,6 +502,23 @@ async function main(): Promise<number> {
           ),
         );
       }
+      // the kernel programs' cost, switched under one load: what the paired runs above cannot
+      // resolve on a VM (bench/socket_interleave.ts); `monitor kernel all` has no such mode
+      const io: InterleaveOptions = {
+        pairs: o["interleave-pairs"],
+        windowMs: INTERLEAVE_WINDOW_MS,
+        settleMs: INTERLEAVE_SETTLE_MS,
+        connections: o.connections,
+      };
+      let inter: Interleaved | undefined;
+      if (io.pairs > 0 && !o.all) {
+        console.error(
+          `  keep-alive: ${io.pairs} pairs of ${io.windowMs} ms windows, socket programs ` +
+            `switched under one load`,
+        );
+        await waitIdle(runner, pod.containers.flatMap((c) => c.pids()));
+        inter = await interleave(runner, pod, io);
+      }
       const diags: Run[] = [];
       const shares: Partial<Record<Load, number>> = {};
       if (o["diag-seconds"] > 0) {
@@ -492,6 +537,15 @@ async function main(): Promise<number> {
       console.log("");
       const ka = summarize("keep-alive", bench.runs)!;
       const close = summarize("close", bench.runs);
+      let kernel: number | undefined;
+      if (inter) {
+        console.log("");
+        console.log(
+          `keep-alive, the socket programs switched every ${io.windowMs} ms under one load ` +
+            `(kernel only; not in the runs above):`,
+        );
+        kernel = printInterleaved(inter, io);
+      }
       if (diags.length) {
         console.log("");
         console.log(
@@ -511,10 +565,17 @@ async function main(): Promise<number> {
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
       const what = o.all ? "monitor kernel all" : "socket";
+      const sequential = `${f(ka.ratio, 2)}${interval(ka.interval, 2)}`;
+      const agent = 1 - ka.agentShare;
       console.log(
-        `${what} overhead: throughput ratio on/off = ${f(ka.ratio, 2)}${
-          interval(ka.interval, 2)
-        } (target >= 0.97) keep-alive` +
+        `${what} overhead: throughput ratio on/off = ` +
+          (inter && kernel !== undefined
+            ? `${f(kernel * agent, 3)}${
+              interval(medianInterval(inter.ratios).map((x) => x * agent) as [number, number], 3)
+            } (target >= 0.97) keep-alive: kernel programs interleaved ${f(kernel, 3)} x agent ${
+              f(agent, 3)
+            } (1 - its share of the busy CPU); sequential runs ${sequential}`
+            : `${sequential} (target >= 0.97) keep-alive`) +
           (close ? `; ${f(close.ratio, 2)} connection-per-request` : "") +
           `; per busy core ${f(ka.perCore, 2)} keep-alive` +
           (close ? `, ${f(close.perCore, 2)} connection-per-request` : ""),

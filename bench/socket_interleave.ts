@@ -1,8 +1,8 @@
 /**
  * Interleaved socket bench: what the socket probe's kernel programs cost a pod's throughput,
- * measured in windows of a second, attached and detached in turn under one continuous load.
+ * measured in short windows, attached and detached in turn under one continuous load.
  *
- *   deno task bench:interleave [--pairs 150] [--window-ms 1000] [--settle-ms 150]
+ *   deno task bench:interleave [--pairs 600] [--window-ms 250] [--settle-ms 50]
  *                              [--connections 32] [--warmup-seconds 5] [--compare <dir>]
  *
  * Why: on a virtual machine each vCPU's speed moves by 10-30% within seconds, independently
@@ -11,8 +11,13 @@
  * for every "on" run, so its paired runs lie ~15 s apart and a round's ratio scatters by
  * +-15%: its median over 9 rounds cannot tell 0.97 from 0.91. Here the same programs are
  * switched at every window and compared with the window next to them, hundreds of times.
+ * Windows of 250 ms scatter no more than windows of a second (quartiles of on/off 0.89-1.08
+ * with both here; the host's speed moves within a second too), so four times as many pairs
+ * fit in a minute; both lengths gave the same ratio (0.978 and 0.974 over 300 and 391 pairs).
+ * bench/socket.ts runs this measurement for its throughput ratio.
  *
- * Needs root, wrk, nginx and the BPF objects (deno task bpf). ~2 x pairs x window, ~5 min:
+ * Needs root, wrk, nginx and the BPF objects (deno task bpf). ~2 x pairs x (window + settle),
+ * ~6 min:
  *   1. makes the test pod of bench/socket.ts (nginx sidecar with upstream keep-alive in front
  *      of the HTTP service), warms it up, and loads the socket probe's BPF object as
  *      `kupod monitor kernel socket --veth <hostVeth> --quiet` does (probes/probe_object.ts:
@@ -45,6 +50,7 @@
 import type { Attachment } from "../bpf/link.ts";
 import { resolveVeth } from "../k8s/local.ts";
 import type { Target } from "../k8s/target.ts";
+import type { TestPod } from "../tests/helpers/pod.ts";
 import {
   benchMain,
   f,
@@ -55,17 +61,19 @@ import {
   medianInterval,
   parseOptions,
   ROOT,
+  type Runner,
   runWrk,
   sleep,
   sourceVersion,
   UsageError,
+  type WrkResult,
 } from "./overhead.ts";
 import { hostCpuSeconds } from "./socket_proc.ts";
 
 const DEFAULTS = {
-  pairs: 150,
-  "window-ms": 1000,
-  "settle-ms": 150,
+  pairs: 600,
+  "window-ms": 250,
+  "settle-ms": 50,
   connections: 32,
   "warmup-seconds": 5,
 };
@@ -80,7 +88,7 @@ interface Build {
   close(): Promise<void>;
 }
 
-interface Window {
+export interface Window {
   round: number;
   /** "off" or the build attached. */
   mode: string;
@@ -141,7 +149,7 @@ async function openBuild(name: string, root: string, target: Target, onSample: (
 }
 
 /** Per round, `a`'s window rate over `b`'s; rounds with steal are left out. */
-function ratios(windows: Window[], rounds: number, a: string, b: string): number[] {
+export function ratios(windows: Window[], rounds: number, a: string, b: string): number[] {
   const out: number[] = [];
   for (let round = 1; round <= rounds; round++) {
     const ws = windows.filter((w) => w.round === round);
@@ -152,113 +160,160 @@ function ratios(windows: Window[], rounds: number, a: string, b: string): number
   return out;
 }
 
-function printRatio(label: string, rs: number[], o: Options): number {
+export interface InterleaveOptions {
+  pairs: number;
+  windowMs: number;
+  settleMs: number;
+  connections: number;
+  /** Another kupod tree whose socket programs are a third mode, "B". */
+  compare?: string;
+}
+
+export interface Interleaved {
+  /** "off", "A" (this tree) and "B" (--compare). */
+  modes: string[];
+  windows: Window[];
+  wrk: WrkResult;
+  /** Records the ring carried. */
+  events: number;
+  programs: string[];
+  /** A's window rate over off's, per round without steal. */
+  ratios: number[];
+}
+
+/**
+ * Runs one keep-alive load through the pod's sidecar and switches the socket programs of this
+ * tree (and of `compare`) on and off under it, window by window, in an order that rotates from
+ * round to round. Needs a warmed-up pod.
+ */
+export async function interleave(
+  runner: Runner,
+  pod: TestPod,
+  o: InterleaveOptions,
+): Promise<Interleaved> {
+  const modes = o.compare ? ["off", "A", "B"] : ["off", "A"];
+  const seconds = Math.ceil((modes.length * o.pairs * (o.windowMs + o.settleMs)) / 1000 * 1.05 + 5);
+  const url = pod.url(8080);
+  let events = 0;
+  const target = await resolveVeth(pod.hostVeth);
+  const builds: Build[] = [];
+  const closeAll = async () => {
+    for (const b of builds.splice(0)) await b.close();
+  };
+  runner.defer(closeAll);
+  builds.push(await openBuild("A", ROOT, target, () => events++));
+  if (o.compare) builds.push(await openBuild("B", o.compare, target, () => events++));
+  const programs = builds[0].programs;
+  const use = (mode: string) => {
+    for (const b of builds) if (b.name !== mode) b.detach();
+    builds.find((b) => b.name === mode)?.attach();
+  };
+
+  const load = runWrk(runner, url, { connections: o.connections, seconds, close: false });
+  let loadDone = false;
+  load.finally(() => loadDone = true).catch(() => {});
+  await sleep(1000);
+  const windows: Window[] = [];
+  for (let round = 1; round <= o.pairs; round++) {
+    // the order rotates: every mode is first, second (and third) equally often
+    const shift = round % modes.length;
+    for (const mode of [...modes.slice(shift), ...modes.slice(0, shift)]) {
+      use(mode);
+      await sleep(o.settleMs);
+      const [n0, h0, t0] = [
+        ifaceCounter(pod.hostVeth, "rx_packets"),
+        hostCpuSeconds(),
+        performance.now(),
+      ];
+      await sleep(o.windowMs);
+      runner.check();
+      if (loadDone) throw new Error("wrk ended before the windows did");
+      const wall = (performance.now() - t0) / 1000;
+      windows.push({
+        round,
+        mode,
+        rate: (ifaceCounter(pod.hostVeth, "rx_packets") - n0) / wall,
+        steal: (hostCpuSeconds().steal - h0.steal) / wall,
+      });
+    }
+  }
+  use("off");
+  const wrk = await load;
+  await closeAll();
+  return { modes, windows, wrk, events, programs, ratios: ratios(windows, o.pairs, "A", "off") };
+}
+
+/** Prints the median of `rs` with its interval and spread; returns the median. */
+export function printRatio(label: string, rs: number[], windowMs: number): number {
   const sorted = [...rs].sort((x, y) => x - y);
   const q = (p: number) => sorted[Math.floor(p * (sorted.length - 1))];
   console.log(
     `${label}: ${f(median(rs), 3)}${interval(medianInterval(rs), 3)} over ${rs.length} ` +
-      `rounds of ${o["window-ms"]} ms windows; quartiles ${f(q(0.25), 3)} ${f(q(0.5), 3)} ` +
+      `rounds of ${windowMs} ms windows; quartiles ${f(q(0.25), 3)} ${f(q(0.5), 3)} ` +
       `${f(q(0.75), 3)}, 5th-95th percentile ${f(q(0.05), 3)}-${f(q(0.95), 3)}`,
   );
   return median(rs);
+}
+
+/** The load, the rates and the ratios of an interleaved run; returns A / off. */
+export function printInterleaved(r: Interleaved, o: InterleaveOptions): number {
+  const rate = (mode: string) =>
+    median(r.windows.filter((w) => w.mode === mode).map((w) => w.rate));
+  console.log(
+    `wrk: ${f(r.wrk.rps, 0)} req/s over ${f(r.wrk.seconds, 0)} s, p50 ${f(r.wrk.p50Ms, 2)} ms, ` +
+      `p99 ${f(r.wrk.p99Ms, 2)} ms; replies/s median of windows: ${
+        r.modes.map((m) => `${m} ${f(rate(m), 0)}`).join(", ")
+      }; ring events ${r.events}; programs ${r.programs.join(", ")}`,
+  );
+  const stolen = o.pairs - r.ratios.length;
+  if (stolen) {
+    console.log(`${stolen} of ${o.pairs} rounds left out: steal above ${MAX_STEAL} cores`);
+  }
+  if (r.ratios.length < 3) throw new Error("fewer than 3 rounds without steal: no ratio");
+  const ratio = printRatio("A / off", r.ratios, o.windowMs);
+  if (o.compare) {
+    printRatio("B / off", ratios(r.windows, o.pairs, "B", "off"), o.windowMs);
+    printRatio("B / A", ratios(r.windows, o.pairs, "B", "A"), o.windowMs);
+  }
+  return ratio;
 }
 
 if (import.meta.main) {
   Deno.exit(
     await benchMain("interleave", ["wrk", "nginx"], options, async (runner, o, pod) => {
       const started = performance.now();
-      const modes = o.compare ? ["off", "A", "B"] : ["off", "A"];
-      const seconds = Math.ceil(
-        (modes.length * o.pairs * (o["window-ms"] + o["settle-ms"])) / 1000 * 1.05 + 5,
-      );
+      const io: InterleaveOptions = {
+        pairs: o.pairs,
+        windowMs: o["window-ms"],
+        settleMs: o["settle-ms"],
+        connections: o.connections,
+        compare: o.compare || undefined,
+      };
       console.log(
         `interleaved socket bench: pod ${pod.name} ${pod.podIP} (veth ${pod.hostVeth}), ` +
-          `wrk -t1 -c${o.connections} keep-alive, ${o.pairs} rounds of ${modes.length} ` +
-          `${o["window-ms"]} ms windows (${o["settle-ms"]} ms after each switch); ` +
+          `wrk -t1 -c${o.connections} keep-alive, ${o.pairs} rounds of ${o.compare ? 3 : 2} ` +
+          `${io.windowMs} ms windows (${io.settleMs} ms after each switch); ` +
           `${navigator.hardwareConcurrency} CPUs`,
       );
       console.log(`kupod (A): ${await sourceVersion()}`);
       if (o.compare) console.log(`B: ${o.compare}`);
-      const url = pod.url(8080);
       if (o["warmup-seconds"] > 0) {
-        await runWrk(runner, url, {
+        await runWrk(runner, pod.url(8080), {
           connections: o.connections,
           seconds: o["warmup-seconds"],
           close: false,
         });
       }
-
-      let events = 0;
-      const target = await resolveVeth(pod.hostVeth);
-      const builds: Build[] = [];
-      runner.defer(async () => {
-        for (const b of builds) await b.close();
-      });
-      builds.push(await openBuild("A", ROOT, target, () => events++));
-      if (o.compare) builds.push(await openBuild("B", o.compare, target, () => events++));
-      const use = (mode: string) => {
-        for (const b of builds) if (b.name !== mode) b.detach();
-        builds.find((b) => b.name === mode)?.attach();
-      };
-
-      const load = runWrk(runner, url, { connections: o.connections, seconds, close: false });
-      let loadDone = false;
-      load.finally(() => loadDone = true).catch(() => {});
-      await sleep(1000);
-      const windows: Window[] = [];
-      for (let round = 1; round <= o.pairs; round++) {
-        // the order rotates: every mode is first, second (and third) equally often
-        const shift = round % modes.length;
-        for (const mode of [...modes.slice(shift), ...modes.slice(0, shift)]) {
-          use(mode);
-          await sleep(o["settle-ms"]);
-          const [n0, h0, t0] = [
-            ifaceCounter(pod.hostVeth, "rx_packets"),
-            hostCpuSeconds(),
-            performance.now(),
-          ];
-          await sleep(o["window-ms"]);
-          runner.check();
-          if (loadDone) throw new Error("wrk ended before the windows did");
-          const wall = (performance.now() - t0) / 1000;
-          windows.push({
-            round,
-            mode,
-            rate: (ifaceCounter(pod.hostVeth, "rx_packets") - n0) / wall,
-            steal: (hostCpuSeconds().steal - h0.steal) / wall,
-          });
-        }
-      }
-      use("off");
-      const wrk = await load;
-      const rate = (mode: string) =>
-        median(windows.filter((w) => w.mode === mode).map((w) => w.rate));
+      const r = await interleave(runner, pod, io);
       console.log("");
-      console.log(
-        `wrk: ${f(wrk.rps, 0)} req/s over ${f(wrk.seconds, 0)} s, p50 ${f(wrk.p50Ms, 2)} ms, ` +
-          `p99 ${f(wrk.p99Ms, 2)} ms; replies/s median of windows: ${
-            modes.map((m) => `${m} ${f(rate(m), 0)}`).join(", ")
-          }; ring events ${events}; programs ${builds[0].programs.join(", ")}`,
-      );
-      const kept = ratios(windows, o.pairs, modes[1], "off");
-      const stolen = o.pairs - kept.length;
-      if (stolen) {
-        console.log(`${stolen} of ${o.pairs} rounds left out: steal above ${MAX_STEAL} cores`);
-      }
-      if (kept.length < 3) throw new Error("fewer than 3 rounds without steal: no ratio");
-      const ratio = printRatio("A / off", kept, o);
-      const versus = o.compare ? ratios(windows, o.pairs, "B", "A") : [];
-      if (o.compare) {
-        printRatio("B / off", ratios(windows, o.pairs, "B", "off"), o);
-        printRatio("B / A", versus, o);
-      }
-      for (const b of builds.splice(0)) await b.close();
+      const ratio = printInterleaved(r, io);
+      const versus = o.compare ? ratios(r.windows, o.pairs, "B", "A") : [];
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
       console.log(
         `socket kernel programs: throughput ratio on/off = ${f(ratio, 3)}${
-          interval(medianInterval(kept), 3)
-        } (${kept.length} rounds of ${o["window-ms"]} ms windows)`,
+          interval(medianInterval(r.ratios), 3)
+        } (${r.ratios.length} rounds of ${io.windowMs} ms windows)`,
       );
       if (o.compare) {
         console.log(
