@@ -537,14 +537,13 @@ async function main(): Promise<number> {
       console.log("");
       const ka = summarize("keep-alive", bench.runs)!;
       const close = summarize("close", bench.runs);
-      let kernel: number | undefined;
       if (inter) {
         console.log("");
         console.log(
           `keep-alive, the socket programs switched every ${io.windowMs} ms under one load ` +
             `(kernel only; not in the runs above):`,
         );
-        kernel = printInterleaved(inter, io);
+        printInterleaved(inter, io);
       }
       if (diags.length) {
         console.log("");
@@ -569,12 +568,12 @@ async function main(): Promise<number> {
       const agent = 1 - ka.agentShare;
       console.log(
         `${what} overhead: throughput ratio on/off = ` +
-          (inter && kernel !== undefined
-            ? `${f(kernel * agent, 3)}${
+          (inter
+            ? `${f(median(inter.ratios) * agent, 3)}${
               interval(medianInterval(inter.ratios).map((x) => x * agent) as [number, number], 3)
-            } (target >= 0.97) keep-alive: kernel programs interleaved ${f(kernel, 3)} x agent ${
-              f(agent, 3)
-            } (1 - its share of the busy CPU); sequential runs ${sequential}`
+            } (target >= 0.97) keep-alive: kernel programs interleaved ${
+              f(median(inter.ratios), 3)
+            } x agent ${f(agent, 3)} (1 - its share of the busy CPU); sequential runs ${sequential}`
             : `${sequential} (target >= 0.97) keep-alive`) +
           (close ? `; ${f(close.ratio, 2)} connection-per-request` : "") +
           `; per busy core ${f(ka.perCore, 2)} keep-alive` +

@@ -149,7 +149,7 @@ async function openBuild(name: string, root: string, target: Target, onSample: (
 }
 
 /** Per round, `a`'s window rate over `b`'s; rounds with steal are left out. */
-export function ratios(windows: Window[], rounds: number, a: string, b: string): number[] {
+function ratios(windows: Window[], rounds: number, a: string, b: string): number[] {
   const out: number[] = [];
   for (let round = 1; round <= rounds; round++) {
     const ws = windows.filter((w) => w.round === round);
@@ -179,6 +179,8 @@ export interface Interleaved {
   programs: string[];
   /** A's window rate over off's, per round without steal. */
   ratios: number[];
+  /** B's over A's, the same (none without `compare`). */
+  versus: number[];
 }
 
 /**
@@ -240,11 +242,14 @@ export async function interleave(
   use("off");
   const wrk = await load;
   await closeAll();
-  return { modes, windows, wrk, events, programs, ratios: ratios(windows, o.pairs, "A", "off") };
+  const kept = ratios(windows, o.pairs, "A", "off");
+  if (kept.length < 3) throw new Error("fewer than 3 rounds without steal: no ratio");
+  const versus = o.compare ? ratios(windows, o.pairs, "B", "A") : [];
+  return { modes, windows, wrk, events, programs, ratios: kept, versus };
 }
 
-/** Prints the median of `rs` with its interval and spread; returns the median. */
-export function printRatio(label: string, rs: number[], windowMs: number): number {
+/** Prints the median of `rs` with its interval and spread. */
+function printRatio(label: string, rs: number[], windowMs: number): void {
   const sorted = [...rs].sort((x, y) => x - y);
   const q = (p: number) => sorted[Math.floor(p * (sorted.length - 1))];
   console.log(
@@ -252,11 +257,10 @@ export function printRatio(label: string, rs: number[], windowMs: number): numbe
       `rounds of ${windowMs} ms windows; quartiles ${f(q(0.25), 3)} ${f(q(0.5), 3)} ` +
       `${f(q(0.75), 3)}, 5th-95th percentile ${f(q(0.05), 3)}-${f(q(0.95), 3)}`,
   );
-  return median(rs);
 }
 
-/** The load, the rates and the ratios of an interleaved run; returns A / off. */
-export function printInterleaved(r: Interleaved, o: InterleaveOptions): number {
+/** The load, the rates and the ratios of an interleaved run. */
+export function printInterleaved(r: Interleaved, o: InterleaveOptions): void {
   const rate = (mode: string) =>
     median(r.windows.filter((w) => w.mode === mode).map((w) => w.rate));
   console.log(
@@ -269,13 +273,11 @@ export function printInterleaved(r: Interleaved, o: InterleaveOptions): number {
   if (stolen) {
     console.log(`${stolen} of ${o.pairs} rounds left out: steal above ${MAX_STEAL} cores`);
   }
-  if (r.ratios.length < 3) throw new Error("fewer than 3 rounds without steal: no ratio");
-  const ratio = printRatio("A / off", r.ratios, o.windowMs);
+  printRatio("A / off", r.ratios, o.windowMs);
   if (o.compare) {
     printRatio("B / off", ratios(r.windows, o.pairs, "B", "off"), o.windowMs);
-    printRatio("B / A", ratios(r.windows, o.pairs, "B", "A"), o.windowMs);
+    printRatio("B / A", r.versus, o.windowMs);
   }
-  return ratio;
 }
 
 if (import.meta.main) {
@@ -306,19 +308,18 @@ if (import.meta.main) {
       }
       const r = await interleave(runner, pod, io);
       console.log("");
-      const ratio = printInterleaved(r, io);
-      const versus = o.compare ? ratios(r.windows, o.pairs, "B", "A") : [];
+      printInterleaved(r, io);
       console.log("");
       console.log(`total ${f((performance.now() - started) / 1000, 0)} s`);
       console.log(
-        `socket kernel programs: throughput ratio on/off = ${f(ratio, 3)}${
+        `socket kernel programs: throughput ratio on/off = ${f(median(r.ratios), 3)}${
           interval(medianInterval(r.ratios), 3)
         } (${r.ratios.length} rounds of ${io.windowMs} ms windows)`,
       );
       if (o.compare) {
         console.log(
-          `socket kernel programs: throughput ratio B/A = ${f(median(versus), 3)}${
-            interval(medianInterval(versus), 3)
+          `socket kernel programs: throughput ratio B/A = ${f(median(r.versus), 3)}${
+            interval(medianInterval(r.versus), 3)
           } (B: ${o.compare})`,
         );
       }
