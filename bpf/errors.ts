@@ -36,11 +36,36 @@ export class BpfError extends KupodError {
     libbpf().libbpf_strerror(code, buf, BigInt(buf.length));
     const text = new TextDecoder().decode(buf.subarray(0, buf.indexOf(0)));
     const name = ERRNO_NAMES[code] ?? `errno ${code}`;
-    super(`${operation}: ${text || name} (${name})`);
+    const reason = verifierReason(log);
+    super(`${operation}: ${text || name} (${name})${reason ? `: ${reason}` : ""}`);
     this.name = "BpfError";
     this.errno = code;
     this.libbpfLog = log;
   }
+}
+
+const VERIFIER_TRAILER = /^(verification time|stack depth|processed \d+ insns)/;
+
+/**
+ * Why the verifier rejected a program, from libbpf's messages: the last line of the verifier's
+ * log before its statistics, named by program ("program p: R1 invalid mem access 'scalar'");
+ * undefined when no verifier log was printed.
+ */
+export function verifierReason(log: readonly string[]): string | undefined {
+  const end = log.findLastIndex((l) => l.includes("-- END PROG LOAD LOG --"));
+  if (end < 0) return undefined;
+  let begin = end - 1;
+  while (begin >= 0 && !log[begin].includes("-- BEGIN PROG LOAD LOG --")) begin--;
+  // the log may have lost its start (only the last lines are kept): libbpf names the program
+  // again when it reports the failure
+  const named = [log[begin] ?? "", ...log.slice(end + 1)].map((l) => l.match(/prog '([^']+)'/));
+  const prog = named.find((m) => m)?.[1];
+  for (let i = end; i > begin; i--) {
+    const line = log[i].replace("-- END PROG LOAD LOG --", "").trim();
+    if (!line || VERIFIER_TRAILER.test(line)) continue;
+    return prog ? `program ${prog}: ${line}` : line;
+  }
+  return undefined;
 }
 
 /** Runs a libbpf call returning a negative errno on failure; throws BpfError. */

@@ -19,6 +19,25 @@ const PRINT_FN = { parameters: ["i32", "pointer", "pointer"], result: "i32" } as
 let callback: Deno.UnsafeCallback<typeof PRINT_FN> | undefined;
 const buffer = new Uint8Array(8192);
 const decoder = new TextDecoder();
+/**
+ * Bytes of the va_list the callback receives a pointer to (x86-64: a 24-byte register save
+ * descriptor; arm64: a 32-byte struct passed by reference). Copying them is va_copy: a message
+ * longer than the buffer (a verifier log is one message, its reason at the end) is formatted
+ * again from the copy into a buffer of its length.
+ */
+const VA_LIST_BYTES = Deno.build.arch === "x86_64" ? 24 : 32;
+
+function format(fmt: Deno.PointerValue, args: Deno.PointerValue): string {
+  const copy = new Uint8Array(VA_LIST_BYTES);
+  if (args) copy.set(new Uint8Array(Deno.UnsafePointerView.getArrayBuffer(args, VA_LIST_BYTES)));
+  const n = libc().vsnprintf(buffer, BigInt(buffer.length), fmt, args);
+  if (n < buffer.length || !args) {
+    return decoder.decode(buffer.subarray(0, Math.min(Math.max(n, 0), buffer.length - 1)));
+  }
+  const whole = new Uint8Array(n + 1);
+  const m = libc().vsnprintf(whole, BigInt(whole.length), fmt, Deno.UnsafePointer.of(copy));
+  return decoder.decode(whole.subarray(0, Math.min(Math.max(m, 0), n)));
+}
 
 /** Installs the print callback once; later calls only change the sink. */
 export function captureLibbpfLog(forward?: (level: LibbpfLevel, line: string) => void): void {
@@ -27,8 +46,7 @@ export function captureLibbpfLog(forward?: (level: LibbpfLevel, line: string) =>
   const cb = new Deno.UnsafeCallback(
     PRINT_FN,
     (level, fmt, args) => {
-      const n = libc().vsnprintf(buffer, BigInt(buffer.length), fmt, args);
-      const text = decoder.decode(buffer.subarray(0, Math.min(Math.max(n, 0), buffer.length - 1)));
+      const text = format(fmt, args);
       const name = LEVELS[level] ?? "debug";
       for (const line of text.split("\n")) {
         if (!line) continue;

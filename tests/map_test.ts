@@ -3,7 +3,7 @@
 import { u32Key, u64Key } from "../bpf/map.ts";
 import { BpfObject } from "../bpf/object.ts";
 import { objectBytes } from "../bpf/objects.ts";
-import { BpfError } from "../bpf/errors.ts";
+import { BpfError, verifierReason } from "../bpf/errors.ts";
 import { RODATA } from "../bpf/gen/socket.ts";
 import { preflight } from "../bpf/preflight.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
@@ -86,4 +86,53 @@ Deno.test("object: a load the kernel refuses is one BpfError carrying libbpf's l
   assert(err.message.startsWith("load BPF object kupod_features:"), err.message);
   assert(!err.message.includes("\n"), "one line");
   assert(err.libbpfLog.some((l) => l.includes("kupod_feat_nf")), err.libbpfLog.join(" | "));
+});
+
+Deno.test("object: a program the verifier rejects fails with the verifier's reason on one line", () => {
+  preflight();
+  using obj = BpfObject.open(objectBytes("loadgen"), "kupod_loadgen");
+  obj.program("kupod_loadgen").setType(26); // tracing, but no kernel function to attach to
+  let caught: unknown;
+  try {
+    obj.load();
+  } catch (e) {
+    caught = e;
+  }
+  assert(caught instanceof BpfError, `BpfError, got ${caught}`);
+  assertEquals(
+    caught.message,
+    "load BPF object kupod_loadgen: Invalid argument (EINVAL): " +
+      "program kupod_loadgen: Tracing programs must provide btf_id",
+  );
+});
+
+Deno.test("object: the verifier's reason is its last line, also when the log's start is gone", () => {
+  const tail = [
+    "R1 pointer arithmetic with *= operator prohibited",
+    "verification time 4744 usec",
+    "stack depth 168",
+    "processed 100 insns (limit 1000000) max_states_per_insn 0 total_states 7 peak_states 7",
+    "-- END PROG LOAD LOG --",
+    "libbpf: prog 'kupod_send': failed to load: -13",
+    "libbpf: failed to load object 'kupod_socket'",
+  ];
+  const reason = "program kupod_send: R1 pointer arithmetic with *= operator prohibited";
+  assertEquals(verifierReason(tail), reason);
+  assertEquals(
+    verifierReason([
+      "libbpf: prog 'kupod_send': -- BEGIN PROG LOAD LOG --",
+      "0: R1=ctx() R10=fp0",
+      ...tail,
+    ]),
+    reason,
+  );
+  // a log that does not end in a newline has the end marker on its last line
+  assertEquals(
+    verifierReason([
+      "libbpf: prog 'p': -- BEGIN PROG LOAD LOG --",
+      "unknown func-- END PROG LOAD LOG --",
+    ]),
+    "program p: unknown func",
+  );
+  assertEquals(verifierReason(["libbpf: failed to load object 'kupod_socket'"]), undefined);
 });
