@@ -8,6 +8,18 @@ import { RODATA } from "../bpf/gen/socket.ts";
 import { preflight } from "../bpf/preflight.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 
+/** The BpfError `call` throws; fails when it throws nothing or something else. */
+function bpfErrorOf(call: () => void): BpfError {
+  let caught: unknown;
+  try {
+    call();
+  } catch (e) {
+    caught = e;
+  }
+  assert(caught instanceof BpfError, `BpfError, got ${caught}`);
+  return caught;
+}
+
 Deno.test("map: update, lookup, iterate and delete on a hash map", () => {
   preflight();
   using obj = BpfObject.open(objectBytes("socket"), "kupod_socket");
@@ -53,19 +65,12 @@ Deno.test("map: errors carry the call, the errno and libbpf's words", () => {
   using obj = BpfObject.open(objectBytes("socket"), "kupod_socket");
   obj.load();
   const cgroups = obj.map("target_cgroups");
-  let caught: unknown;
-  try {
+  const err = bpfErrorOf(() => {
     cgroups.update(u64Key(1n), u32Key(0), 1 /* BPF_NOEXIST */);
     cgroups.update(u64Key(1n), u32Key(0), 1);
-  } catch (e) {
-    caught = e;
-  }
-  assert(caught instanceof BpfError, "BpfError");
-  assertEquals((caught as BpfError).errno, 17);
-  assert(
-    (caught as BpfError).message.startsWith("update of map target_cgroups:"),
-    (caught as Error).message,
-  );
+  });
+  assertEquals(err.errno, 17);
+  assert(err.message.startsWith("update of map target_cgroups:"), err.message);
 });
 
 Deno.test("object: a load the kernel refuses is one BpfError carrying libbpf's log", () => {
@@ -74,14 +79,7 @@ Deno.test("object: a load the kernel refuses is one BpfError carrying libbpf's l
   const prog = obj.program("kupod_feat_nf");
   prog.setAutoload(true);
   prog.setType(32); // netfilter without its expected attach type: the kernel says EINVAL
-  let caught: unknown;
-  try {
-    obj.load();
-  } catch (e) {
-    caught = e;
-  }
-  assert(caught instanceof BpfError, `BpfError, got ${caught}`);
-  const err = caught as BpfError;
+  const err = bpfErrorOf(() => obj.load());
   assertEquals(err.errno, 22);
   assert(err.message.startsWith("load BPF object kupod_features:"), err.message);
   assert(!err.message.includes("\n"), "one line");
@@ -92,15 +90,8 @@ Deno.test("object: a program the verifier rejects fails with the verifier's reas
   preflight();
   using obj = BpfObject.open(objectBytes("loadgen"), "kupod_loadgen");
   obj.program("kupod_loadgen").setType(26); // tracing, but no kernel function to attach to
-  let caught: unknown;
-  try {
-    obj.load();
-  } catch (e) {
-    caught = e;
-  }
-  assert(caught instanceof BpfError, `BpfError, got ${caught}`);
   assertEquals(
-    caught.message,
+    bpfErrorOf(() => obj.load()).message,
     "load BPF object kupod_loadgen: Invalid argument (EINVAL): " +
       "program kupod_loadgen: Tracing programs must provide btf_id",
   );
