@@ -478,6 +478,7 @@ export async function sourceVersion(): Promise<string> {
     "--",
     "kupod",
     "cli",
+    "base",
     "probes",
     "bpf",
     "k8s",

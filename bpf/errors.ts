@@ -1,6 +1,6 @@
 /** Failures of BPF operations: the call, its errno, and what libbpf printed about it. */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import { errno, libbpf } from "./ffi.ts";
 import { logMark, logSince } from "./log.ts";
 

@@ -4,7 +4,7 @@
  * goes through the typed wrappers, never through these tables directly.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 
 export const LIBBPF_SYMBOLS = {
   // void libbpf_set_print(libbpf_print_fn_t fn)

@@ -4,7 +4,7 @@
  * build that includes bpf/.output/ carries them along.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 
 export type ObjectName = "socket" | "stack" | "loadgen" | "features" | "features_storage";
 

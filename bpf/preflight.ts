@@ -5,7 +5,7 @@
  * hook that works. Each failure is one line naming what to fix.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import { cstr, errno, libbpf, libc } from "./ffi.ts";
 import { captureLibbpfLog } from "./log.ts";
 import { BpfObject } from "./object.ts";

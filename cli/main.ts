@@ -4,10 +4,10 @@
  */
 
 import { completionScript } from "./completion.ts";
-import { KupodError, UsageError } from "./errors.ts";
+import { KupodError, UsageError } from "../base/errors.ts";
 import { runMonitor } from "./monitor.ts";
 import { parseArgs } from "./parse.ts";
-import { versionText } from "./version.ts";
+import { versionText } from "../base/version.ts";
 
 const encoder = new TextEncoder();
 

@@ -7,6 +7,7 @@
 import { featureReport, preflight } from "../bpf/preflight.ts";
 import { describeTarget, requireTarget, resolveTarget } from "../k8s/resolve.ts";
 import type { TargetWatch } from "../k8s/poll.ts";
+import type { TargetRequest } from "../k8s/request.ts";
 import type { Target } from "../k8s/target.ts";
 import type { EventSink } from "../probes/events.ts";
 import type { Probe } from "../probes/probe.ts";
@@ -18,7 +19,7 @@ import {
   StackProbe,
   VERBOSE_SAMPLE_EVERY,
 } from "../probes/stack.ts";
-import { KupodError } from "./errors.ts";
+import { KupodError } from "../base/errors.ts";
 import { Logger } from "./log.ts";
 import { Outputs, spansWanted } from "./outputs.ts";
 import type { MonitorOptions, ProbeName } from "./options.ts";
@@ -41,6 +42,24 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
       loopback: opts.stackLoopback,
     }),
 };
+
+/** What to watch, from the target flags. */
+function targetRequestOf(opts: MonitorOptions): TargetRequest {
+  return {
+    pod: opts.pod,
+    podLabel: opts.podLabel,
+    namespace: opts.namespace,
+    nodeName: opts.nodeName,
+    kubeconfig: opts.kubeconfig,
+    forceMinikube: opts.forceMinikube,
+    veth: opts.veth,
+    netns: opts.netns,
+    cgroup: opts.cgroup,
+    pid: opts.pid,
+    sidecarMode: opts.sidecarMode,
+    imageName: opts.imageName,
+  };
+}
 
 /** The stack probe's packet selection from --stack-protocol, --stack-port, --stack-address. */
 function packetMatch(opts: MonitorOptions): PacketMatch {
@@ -73,7 +92,8 @@ function runnable(opts: MonitorOptions, log: Logger): ProbeName[] {
 export async function runMonitor(opts: MonitorOptions): Promise<void> {
   const log = new Logger(opts.output, opts.verbosity);
   const names = runnable(opts, log);
-  requireTarget(opts);
+  const request = targetRequestOf(opts);
+  requireTarget(request);
   const report = preflight();
   log.preflight(`kernel ${report.kernel}, BTF ${report.btf}, tracefs ${report.tracefs}`);
   for (const note of report.notes) log.preflight(note);
@@ -81,7 +101,7 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
     const features = Object.entries(featureReport()).map(([f, ok]) => `${f}=${ok ? "yes" : "no"}`);
     log.debug(`kernel features: ${features.join(" ")}`);
   }
-  using resolution = await resolveTarget(opts, (line) => log.preflight(line));
+  using resolution = await resolveTarget(request, (line) => log.preflight(line));
   const target = resolution.target;
   for (const line of describeTarget(target)) log.info(line);
 

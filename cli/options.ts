@@ -1,11 +1,12 @@
 /** The parsed command line: what a monitor run is asked to do. */
 
+import type { OutputFormat, Verbosity } from "../exporters/console.ts";
+import type { SidecarMode } from "../k8s/sidecar.ts";
+import type { ProbeName } from "../probes/probe.ts";
+
+export type { OutputFormat, ProbeName, SidecarMode, Verbosity };
+
 export type Layer = "kernel" | "user" | "all";
-/** Probes a monitor command selects; `all` of a layer expands to its probes. */
-export type ProbeName = "socket" | "stack" | "http" | "grpc";
-export type SidecarMode = "envoy" | "demo" | "blur";
-export type OutputFormat = "text" | "json";
-export type Verbosity = "quiet" | "normal" | "verbose";
 
 /** Every flag of a monitor command, after validation. Empty strings mean "discover" or "off". */
 export interface MonitorOptions {

@@ -81,12 +81,12 @@ export class Outputs implements EventSink, AsyncDisposable {
     }
   }
 
-  /** The lines printed once everything is attached. */
   /** The OTLP span sender, when the run sends spans. */
   get spans(): EventSink | undefined {
     return this.#spans;
   }
 
+  /** The lines printed once everything is attached. */
   readyLines(): string[] {
     const lines: string[] = [];
     if (this.#exporter) lines.push(`Exporter at: ${this.#exporter.url}`);

@@ -1,7 +1,7 @@
 /** Command-line parsing: argv → Command. Pure apart from the injectable /proc check. */
 
 import { allFlags, commandPath, CommandSpec, flagsOf, resolve } from "./commands.ts";
-import { UsageError } from "./errors.ts";
+import { UsageError } from "../base/errors.ts";
 import { flagLabel, FlagSpec, FlagValue, FlagValueError, takesValue } from "./flags.ts";
 import { helpText } from "./help.ts";
 import type { Command, MonitorOptions } from "./options.ts";

@@ -9,7 +9,11 @@
  */
 
 import type { EventSink, KupodEvent, StackStatsEvent } from "../probes/events.ts";
-import type { OutputFormat, Verbosity } from "../cli/options.ts";
+
+/** One readable line per event, or one JSON object per line. */
+export type OutputFormat = "text" | "json";
+/** quiet: nothing but errors; normal: the default events; verbose: every event. */
+export type Verbosity = "quiet" | "normal" | "verbose";
 
 /** Event types printed only with --verbose. */
 const VERBOSE_ONLY = new Set<KupodEvent["type"]>([

@@ -47,8 +47,8 @@ const Counter = counterClass as unknown as typeof Prom.Counter;
 const Gauge = gaugeClass as unknown as typeof Prom.Gauge;
 const Registry = registryClass as unknown as typeof Prom.Registry;
 type Registry = Prom.Registry;
-import { VERSION } from "../cli/version.ts";
-import type { ProbeName } from "../cli/options.ts";
+import { VERSION } from "../base/version.ts";
+import type { ProbeName } from "../probes/probe.ts";
 import type {
   EventSink,
   KupodEvent,

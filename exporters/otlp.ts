@@ -8,8 +8,7 @@
  * @example
  * ```ts
  * import { OtlpSpans, otlpEndpointFor } from "./otlp.ts";
- * declare const opts: import("../cli/options.ts").MonitorOptions;
- * const endpoint = otlpEndpointFor(opts);
+ * const endpoint = otlpEndpointFor({ otlpEndpoint: "", jaegerAgent: "jaeger:6831" });
  * if (endpoint) {
  *   await using spans = new OtlpSpans({ endpoint, onError: (e) => console.error(e.message) });
  *   // spans.event(e) for every event; close() (here: `await using`) sends the rest
@@ -17,8 +16,7 @@
  * ```
  */
 
-import { KupodError, UsageError } from "../cli/errors.ts";
-import type { MonitorOptions } from "../cli/options.ts";
+import { KupodError, UsageError } from "../base/errors.ts";
 import type { EventSink, KupodEvent } from "../probes/events.ts";
 import { type TraceCodec, traceCodec } from "./otlp_proto.ts";
 import { connectionSpans, type IdSource, randomId, type SpanData } from "./otlp_spans.ts";
@@ -34,9 +32,7 @@ export const JAEGER_OTLP_HTTP_PORT = 4318;
  * (6831/6832); kupod does not speak Thrift, so it sends OTLP/HTTP to Jaeger's OTLP receiver on
  * the same host instead: `http://host:4318/v1/traces` (the agent's port is not used).
  */
-export function otlpEndpointFor(
-  opts: Pick<MonitorOptions, "otlpEndpoint" | "jaegerAgent">,
-): string {
+export function otlpEndpointFor(opts: { otlpEndpoint: string; jaegerAgent: string }): string {
   if (opts.otlpEndpoint) return opts.otlpEndpoint;
   const agent = opts.jaegerAgent.trim();
   if (!agent) return "";

@@ -8,8 +8,8 @@
  * do not pay for it, and those with one pay at the first send, not at start-up.
  */
 
-import { KupodError } from "../cli/errors.ts";
-import { VERSION } from "../cli/version.ts";
+import { KupodError } from "../base/errors.ts";
+import { VERSION } from "../base/version.ts";
 import type { KeyValue, SpanData } from "./otlp_spans.ts";
 
 /** protobufjs's LongBits form of a 64-bit integer (how fixed64 fields take exact values). */

@@ -13,7 +13,7 @@
  * ```
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { TcpCloseEvent } from "../probes/events.ts";
 
 /** OTLP `Span.SpanKind` values (opentelemetry/proto/trace/v1/trace.proto). */

@@ -15,7 +15,7 @@
  * ```
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { ExpositionSource } from "./metrics.ts";
 
 /** What startExporter serves, and where. */

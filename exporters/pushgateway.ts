@@ -24,7 +24,7 @@
  * ```
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { ExpositionSource } from "./metrics.ts";
 
 /** Where and what startPushgateway pushes. */

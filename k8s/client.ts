@@ -14,8 +14,8 @@
  * ```
  */
 
-import { KupodError } from "../cli/errors.ts";
-import { VERSION } from "../cli/version.ts";
+import { KupodError } from "../base/errors.ts";
+import { VERSION } from "../base/version.ts";
 import type { ClusterAccess } from "./access.ts";
 import { CredentialSource } from "./credentials.ts";
 import { createTransport, type Transport } from "./transport.ts";

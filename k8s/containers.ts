@@ -4,7 +4,7 @@
  * a cgroup → pod uid, QoS class, runtime and container id when the cgroup is kubelet-shaped.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import {
   cgroupDir,
   type CgroupMounts,

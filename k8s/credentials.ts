@@ -3,7 +3,7 @@
  * re-read as they rotate, exec plugins run again when their credential expires or is rejected.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { ClusterAccess } from "./access.ts";
 import { type ExecResult, runExecPlugin } from "./exec_credential.ts";
 import { fileProblem } from "./files.ts";

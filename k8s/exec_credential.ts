@@ -4,7 +4,7 @@
  * `aws eks get-token`, kubelogin and the like.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { ExecConfig } from "./access.ts";
 
 /** What a plugin run yields; `expiresAt` is ms since the epoch (Infinity = no expiry given). */

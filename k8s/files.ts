@@ -1,6 +1,6 @@
 /** Reading the small files that configure cluster access, with one-line errors. */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 
 /** Why a file could not be read, in the words of `ls`/`cat`. */
 export function fileProblem(err: unknown): string {

@@ -1,6 +1,6 @@
 /** Access from inside a pod: the service account Kubernetes mounts into every container. */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { ClusterAccess } from "./access.ts";
 import { exists, readTextOrThrow } from "./files.ts";
 

@@ -15,7 +15,7 @@
 // CommonJS build under Deno, whose loading costs ~30 ms more at start-up (measured).
 // @ts-types="yaml"
 import { parse } from "../node_modules/yaml/browser/index.js";
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { ClusterAccess, Credentials, ExecConfig } from "./access.ts";
 import { dirOf, exists, readTextOrThrow, resolveFrom } from "./files.ts";
 import { inClusterAccess, inClusterAvailable, type InClusterPaths } from "./in_cluster.ts";

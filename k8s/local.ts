@@ -4,8 +4,8 @@
  * Processes in kubelet-shaped cgroups are grouped into their containers.
  */
 
-import { KupodError } from "../cli/errors.ts";
-import type { SidecarMode } from "../cli/options.ts";
+import { KupodError } from "../base/errors.ts";
+import type { SidecarMode } from "./sidecar.ts";
 import { cgroupDir, cgroupMountsAt, cgroupProcs } from "./cgroupfs.ts";
 import { attributeCgroup, attributePid, attributePids, type LocalContainer } from "./containers.ts";
 import {

@@ -4,8 +4,8 @@
  * cgroups, pids, netns, veth, IPs). Loaded only when Kubernetes is used.
  */
 
-import { KupodError } from "../cli/errors.ts";
-import type { MonitorOptions } from "../cli/options.ts";
+import { KupodError } from "../base/errors.ts";
+import type { TargetRequest } from "./request.ts";
 import type { ClusterAccess } from "./access.ts";
 import { describeCluster, KubeClient } from "./client.ts";
 import { podContainers } from "./containers.ts";
@@ -24,16 +24,16 @@ export interface KubeSession extends Disposable {
 
 /** Connects to the API and finds this node's name; `log` receives the [PREFLIGHT] lines. */
 export async function connect(
-  opts: MonitorOptions,
+  req: TargetRequest,
   log: (line: string) => void,
 ): Promise<KubeSession> {
-  const access = discoverAccess({ kubeconfig: opts.kubeconfig || undefined });
+  const access = discoverAccess({ kubeconfig: req.kubeconfig || undefined });
   const client = new KubeClient(access);
   try {
     log(describeCluster(access, await client.version()));
-    const node = opts.nodeName || await thisNode(client);
+    const node = req.nodeName || await thisNode(client);
     log(
-      `node ${node}${opts.forceMinikube ? " (minikube: pods of any node are looked up here)" : ""}`,
+      `node ${node}${req.forceMinikube ? " (minikube: pods of any node are looked up here)" : ""}`,
     );
     return { client, access, node, [Symbol.dispose]: () => client[Symbol.dispose]() };
   } catch (e) {
@@ -67,27 +67,27 @@ function isRunning(p: Pod): boolean {
 }
 
 /** The one pod the flags name, checked to be Running on this node. */
-export async function findPod(session: KubeSession, opts: MonitorOptions): Promise<Pod> {
-  const ns = opts.namespace || "default";
+export async function findPod(session: KubeSession, req: TargetRequest): Promise<Pod> {
+  const ns = req.namespace || "default";
   let pod: Pod;
-  if (opts.pod) {
-    pod = await session.client.getPod(ns, opts.pod);
+  if (req.pod) {
+    pod = await session.client.getPod(ns, req.pod);
   } else {
-    const list = await session.client.listPods(ns, { labelSelector: opts.podLabel });
-    const here = list.items.filter((p) => opts.forceMinikube || p.spec.nodeName === session.node);
+    const list = await session.client.listPods(ns, { labelSelector: req.podLabel });
+    const here = list.items.filter((p) => req.forceMinikube || p.spec.nodeName === session.node);
     const running = here.filter(isRunning);
     if (!running.length) {
       const elsewhere = list.items.map((p) =>
         `${p.metadata.name} (${p.spec.nodeName ?? "unscheduled"}, ${p.status.phase})`
       );
       throw new KupodError(
-        `no Running pod with labels ${opts.podLabel} in namespace ${ns} on node ${session.node}` +
+        `no Running pod with labels ${req.podLabel} in namespace ${ns} on node ${session.node}` +
           (elsewhere.length ? `; found ${elsewhere.join(", ")}` : ""),
       );
     }
     if (running.length > 1) {
       throw new KupodError(
-        `labels ${opts.podLabel} match ${running.length} Running pods on node ${session.node}: ${
+        `labels ${req.podLabel} match ${running.length} Running pods on node ${session.node}: ${
           running.map((p) => p.metadata.name).join(", ")
         }; pick one with --pod`,
       );
@@ -95,7 +95,7 @@ export async function findPod(session: KubeSession, opts: MonitorOptions): Promi
     pod = running[0];
   }
   const name = `${ns}/${pod.metadata.name}`;
-  if (!opts.forceMinikube && pod.spec.nodeName !== session.node) {
+  if (!req.forceMinikube && pod.spec.nodeName !== session.node) {
     throw new KupodError(
       `pod ${name} runs on node ${pod.spec.nodeName ?? "(none yet)"}, not on this node ` +
         `(${session.node}): run kupod there`,
@@ -110,10 +110,10 @@ export async function findPod(session: KubeSession, opts: MonitorOptions): Promi
 }
 
 /** The Target of a Running pod of this node: API facts plus cgroups, pids and network found here. */
-export async function podTarget(pod: Pod, opts: MonitorOptions, node: string): Promise<Target> {
+export async function podTarget(pod: Pod, req: TargetRequest, node: string): Promise<Target> {
   const specs = pod.spec.containers;
-  const roles = sidecarRoles(specs, opts.sidecarMode);
-  const keep = selectByImage(specs, roles, opts.imageName);
+  const roles = sidecarRoles(specs, req.sidecarMode);
+  const keep = selectByImage(specs, roles, req.imageName);
   const roleOf = new Map(specs.map((c, i) => [c.name, roles[i]]));
   const all = podContainers(pod, { role: (name) => roleOf.get(name) ?? "service" });
   const containers = all.filter((c) => {
@@ -122,14 +122,14 @@ export async function podTarget(pod: Pod, opts: MonitorOptions, node: string): P
   });
   const firstPid = containers.flatMap((c) => c.pids)[0];
   const net = firstPid ? await podNetwork(firstPid) : undefined;
-  if (opts.veth && net && net.veth !== opts.veth) {
+  if (req.veth && net && net.veth !== req.veth) {
     throw new KupodError(
-      `--veth ${opts.veth} is not the veth of pod ${pod.metadata.name} (${net.veth || "none"})`,
+      `--veth ${req.veth} is not the veth of pod ${pod.metadata.name} (${net.veth || "none"})`,
     );
   }
   return {
     kind: "pod",
-    namespace: pod.metadata.namespace ?? opts.namespace,
+    namespace: pod.metadata.namespace ?? req.namespace,
     pod: pod.metadata.name,
     node,
     podIP: pod.status.podIP ?? net?.ips[0] ?? "",

@@ -10,7 +10,7 @@
  * ifindexes are per namespace.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import { nsInode, pidsByNetns } from "./proc.ts";
 
 export interface NetIface {

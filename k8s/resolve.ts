@@ -1,7 +1,7 @@
-/** From the command line's target flags to the one Target the probes get. */
+/** From a target request (a pod, or a veth, netns, cgroup or pid) to the one Target the probes get. */
 
-import { KupodError } from "../cli/errors.ts";
-import type { MonitorOptions } from "../cli/options.ts";
+import { KupodError } from "../base/errors.ts";
+import { type TargetRequest, targetRequest } from "./request.ts";
 import {
   netnsTargetRefresher,
   resolveCgroup,
@@ -13,7 +13,8 @@ import type { Target } from "./target.ts";
 import { pollTarget, type TargetChange, type TargetWatch } from "./poll.ts";
 
 /** Refuses a run without any target flag, before anything is checked or loaded. */
-export function requireTarget(opts: MonitorOptions): void {
+export function requireTarget(given: Partial<TargetRequest>): void {
+  const opts = targetRequest(given);
   if (!opts.pid && !opts.pod && !opts.podLabel && !opts.veth && !opts.netns && !opts.cgroup) {
     throw new KupodError(
       "no target: give --pod or --pod-label (Kubernetes), or --pid, --cgroup, --netns or --veth",
@@ -30,11 +31,15 @@ export interface Resolution extends Disposable {
 
 const NO_WATCH: TargetWatch = { stop: () => Promise.resolve() };
 
-/** Resolves the target flags; `preflight` receives the Kubernetes [PREFLIGHT] lines. */
+/**
+ * Resolves a target request (fields not given are "not given"); `preflight` receives the
+ * Kubernetes [PREFLIGHT] lines.
+ */
 export async function resolveTarget(
-  opts: MonitorOptions,
+  given: Partial<TargetRequest>,
   preflight: (line: string) => void = () => {},
 ): Promise<Resolution> {
+  const opts = targetRequest(given);
   requireTarget(opts);
   if (opts.pod || opts.podLabel) return await resolvePodTarget(opts, preflight);
   if (opts.pid) {
@@ -72,7 +77,7 @@ export async function resolveTarget(
 
 /** Kubernetes code is loaded only when a pod is the target. */
 async function resolvePodTarget(
-  opts: MonitorOptions,
+  opts: TargetRequest,
   preflight: (line: string) => void,
 ): Promise<Resolution> {
   const { connect, findPod, podTarget } = await import("./pod_target.ts");

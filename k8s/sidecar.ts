@@ -6,10 +6,12 @@
  * one other container remains a service.
  */
 
-import { KupodError } from "../cli/errors.ts";
-import type { SidecarMode } from "../cli/options.ts";
+import { KupodError } from "../base/errors.ts";
 import type { Role } from "./target.ts";
 import type { ContainerSpec } from "./types.ts";
+
+/** How sidecars are told from services: Istio's Envoy, the old demo's `sidecar-proxy`, or any known proxy. */
+export type SidecarMode = "envoy" | "demo" | "blur";
 
 const ENVOY_NAMES = /^(istio-proxy|envoy|envoy-sidecar)$/;
 const ENVOY_IMAGES = /(istio\/proxyv2|envoyproxy\/envoy|\/envoy:|\/proxyv2:)/;

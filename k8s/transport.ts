@@ -4,7 +4,7 @@
  * Deno's fetch cannot do per client.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { ClusterAccess } from "./access.ts";
 import type { RequestAuth } from "./credentials.ts";
 

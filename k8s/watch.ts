@@ -4,7 +4,7 @@
  * the containers' cgroups.
  */
 
-import type { MonitorOptions } from "../cli/options.ts";
+import type { TargetRequest } from "./request.ts";
 import { refreshPids } from "./containers.ts";
 import { type KubeSession, podTarget } from "./pod_target.ts";
 import { pollTarget, type TargetChange, type TargetWatch } from "./poll.ts";
@@ -19,14 +19,14 @@ function containerIds(p: Pod): string {
 /** Follows pod `initial` by name: restarts give new container ids, re-creation a new uid. */
 export function watchPod(
   session: KubeSession,
-  opts: MonitorOptions,
+  req: TargetRequest,
   initial: Pod,
   initialTarget: Target,
   onChange: TargetChange,
   onError: (e: unknown) => void,
 ): TargetWatch {
   const abort = new AbortController();
-  const ns = initial.metadata.namespace ?? opts.namespace;
+  const ns = initial.metadata.namespace ?? req.namespace;
   let current = containerIds(initial);
   let target = initialTarget;
   const events = (async () => {
@@ -52,7 +52,7 @@ export function watchPod(
           !s.containerID || s.state?.running
         );
         if (!started) continue;
-        target = await podTarget(pod, opts, session.node);
+        target = await podTarget(pod, req, session.node);
         current = ids;
         onChange(target, `pod ${ns}/${pod.metadata.name} changed (restart or re-creation)`);
       }

@@ -1,7 +1,9 @@
 /** What every probe offers the monitor that runs it. */
 
-import type { ProbeName } from "../cli/options.ts";
 import type { Target } from "../k8s/target.ts";
+
+/** Every probe kupod has; the command line selects among them. */
+export type ProbeName = "socket" | "stack" | "http" | "grpc";
 
 export interface ProbeStats {
   /** Events decoded and handed to the sinks. */

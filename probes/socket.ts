@@ -7,7 +7,7 @@
 import { u32Key } from "../bpf/map.ts";
 import type { BpfObject } from "../bpf/object.ts";
 import { hasFeature } from "../bpf/preflight.ts";
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import {
   decodeConnStats,
   decodeSidecarStats,

@@ -10,7 +10,7 @@ import { u32Key } from "../bpf/map.ts";
 import { inNetns, netnsPath } from "../bpf/netns.ts";
 import type { BpfObject } from "../bpf/object.ts";
 import { TcHook } from "../bpf/tc.ts";
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { Target } from "../k8s/target.ts";
 
 /** Netfilter hooks: PRE_ROUTING, LOCAL_IN, FORWARD, LOCAL_OUT, POST_ROUTING, of both families. */

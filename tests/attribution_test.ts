@@ -8,7 +8,7 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { run } from "./helpers/netns.ts";
 import { rmdirCgroup } from "./helpers/pod_cgroup.ts";
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import { cgroupMounts, cgroupMountsAt, cgroupProcs, findCgroupDirs } from "../k8s/cgroupfs.ts";
 import {
   attributeCgroup,

@@ -2,10 +2,10 @@
 // Help snapshots live in tests/snapshots/; refresh them with UPDATE_SNAPSHOTS=1.
 
 import { completionScript } from "../cli/completion.ts";
-import { KupodError, UsageError } from "../cli/errors.ts";
+import { KupodError, UsageError } from "../base/errors.ts";
 import type { Command, MonitorOptions } from "../cli/options.ts";
 import { parseArgs, ParseEnv } from "../cli/parse.ts";
-import { VERSION, versionText } from "../cli/version.ts";
+import { VERSION, versionText } from "../base/version.ts";
 
 // std is not available and node:assert needs @types/node, so a tiny assert of our own.
 class AssertionError extends Error {}

@@ -3,7 +3,7 @@
  * config, the REST client's errors, selectors and watches, against the HTTPS API stand-in.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import type { ClusterAccess } from "../k8s/access.ts";
 import { ALL_NAMESPACES, describeCluster, KubeApiError, KubeClient } from "../k8s/client.ts";
 import { inClusterAccess } from "../k8s/in_cluster.ts";

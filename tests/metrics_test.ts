@@ -4,7 +4,7 @@
  */
 
 import { KupodMetrics } from "../exporters/metrics.ts";
-import { VERSION } from "../cli/version.ts";
+import { VERSION } from "../base/version.ts";
 import type {
   KupodEvent,
   SidecarTimingEvent,

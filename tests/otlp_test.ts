@@ -1,7 +1,7 @@
 // The OTLP span exporter against a receiver that decodes with the official opentelemetry-proto
 // definitions (tests/fixtures/otlp_receiver.ts), not with kupod's code.
 
-import { KupodError, UsageError } from "../cli/errors.ts";
+import { KupodError, UsageError } from "../base/errors.ts";
 import {
   otlpEndpointFor,
   OtlpSpans,

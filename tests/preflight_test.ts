@@ -9,7 +9,7 @@ import {
   mountsOfType,
   preflight,
 } from "../bpf/preflight.ts";
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 
 const MOUNTINFO = [

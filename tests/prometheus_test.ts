@@ -5,7 +5,7 @@
  * dirs removed, also when an assertion fails.
  */
 
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import { KupodMetrics } from "../exporters/metrics.ts";
 import { startExporter } from "../exporters/prometheus.ts";
 import { groupingPath, startPushgateway } from "../exporters/pushgateway.ts";

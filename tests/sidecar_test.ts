@@ -1,7 +1,7 @@
 /** Sidecar detection per --sidecar-mode, and --imagename selection. */
 
 import { selectByImage, sidecarRoles } from "../k8s/sidecar.ts";
-import { KupodError } from "../cli/errors.ts";
+import { KupodError } from "../base/errors.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 
 const c = (name: string, image: string, ports: number[] = []) => ({
