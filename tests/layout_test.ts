@@ -3,6 +3,7 @@
 // headers, and the ELF symbol table for .rodata. Needs `./scripts/build-bpf` to have run.
 
 import { Btf, generateSource, GenError } from "../scripts/gen_decoders.ts";
+import * as http from "../bpf/gen/http.ts";
 import * as socket from "../bpf/gen/socket.ts";
 import * as loadgen from "../bpf/gen/loadgen.ts";
 
@@ -89,8 +90,12 @@ const assert: Assert = {
 
 const ROOT = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
 const GEN = `${ROOT}/scripts/gen_decoders.ts`;
-const OBJECTS = [`${ROOT}/bpf/.output/socket.bpf.o`, `${ROOT}/bpf/.output/loadgen.bpf.o`];
-const MODULES: Record<string, Record<string, unknown>> = { socket, loadgen };
+const OBJECTS = [
+  `${ROOT}/bpf/.output/socket.bpf.o`,
+  `${ROOT}/bpf/.output/loadgen.bpf.o`,
+  `${ROOT}/bpf/.output/http.bpf.o`,
+];
+const MODULES: Record<string, Record<string, unknown>> = { socket, loadgen, http };
 
 async function run(cmd: string, args: string[], cwd = ROOT) {
   const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" })
@@ -205,6 +210,7 @@ Deno.test("event layouts match gcc's sizeof/offsetof of the same headers", async
   const events = eventLayouts();
   assert.deepEqual(events.map((e) => e.struct).sort(), [
     "conn_stats",
+    "http_event",
     "load_event",
     "sidecar_stats",
     "sock_event",

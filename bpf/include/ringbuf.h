@@ -46,20 +46,36 @@ static __always_inline void *event_reserve(__u64 size)
 	return e;
 }
 
-/* Commit a reserved event of `size` bytes, waking the reader as `wakeup_bytes` says. */
-static __always_inline void event_commit(void *e, __u64 size)
+/*
+ * The wake-up flags for a record of `size` bytes, as `wakeup_bytes` says;
+ * `queued`: whether the record is in the ring already (reserved) or not yet
+ * (output).
+ */
+static __always_inline __u64 wakeup_flags(__u64 size, bool queued)
 {
 	/* a record takes an 8-byte header and is padded to 8 bytes */
 	__u64 record = ((size + 7) & ~7ULL) + 8;
-	__u64 flags = 0;
+	__u64 avail;
 
-	if (wakeup_bytes) {
-		__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (!wakeup_bytes)
+		return 0;
+	avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	if (!queued)
+		avail += record;
+	return avail >= wakeup_bytes || avail <= record ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
 
-		flags = avail >= wakeup_bytes || avail <= record ? BPF_RB_FORCE_WAKEUP :
-								   BPF_RB_NO_WAKEUP;
-	}
-	bpf_ringbuf_submit(e, flags);
+/* Commit a reserved event of `size` bytes, waking the reader as `wakeup_bytes` says. */
+static __always_inline void event_commit(void *e, __u64 size)
+{
+	bpf_ringbuf_submit(e, wakeup_flags(size, true));
+}
+
+/* Copy `size` bytes of `data` into the ring as one record (counted as lost when full). */
+static __always_inline void event_output(void *data, __u64 size)
+{
+	if (bpf_ringbuf_output(&events, data, size, wakeup_flags(size, false)))
+		count_lost();
 }
 
 #define event_submit(e) event_commit((e), sizeof(*(e)))

@@ -1,0 +1,309 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * HTTP probe, kernel side: the bytes of the target's TCP sockets that HTTP/1.x
+ * needs, from the socket probe's own tracepoints (sock_send_length,
+ * sock_recv_length) and the syscall's registers — no syscall tracepoint,
+ * which would slow every task of the node.
+ *
+ * A socket is followed once one of its reads or writes starts with an HTTP
+ * start line (a method or "HTTP/"); a socket that shows none in its first
+ * MAX_MISSES calls is left alone for good, so other protocols cost one
+ * storage lookup per call. Of a followed socket, every call is a record: a
+ * call that starts a message carries its head (up to head_max bytes: the
+ * start line and headers), so do the next calls while the headers may go
+ * on; a call inside a body carries HTTP_PREFIX bytes (chunk framing) and its
+ * last HTTP_TAIL bytes (the end of a chunked body). The rest is counted by
+ * length. User space (probes/http1.ts) does the framing and pairing.
+ */
+#include "kupod.h"
+#include "ringbuf.h"
+#include "filter.h"
+#include "http.h"
+#include "payload.h"
+
+#define IPPROTO_TCP 6
+#define MSG_PEEK 2
+#define TCP_CLOSE 7
+#define MAX_IOV 8
+#define MAX_MISSES 16
+/* Calls after a message's first that still get a full head: its headers may go on. */
+#define HEAD_CALLS 2
+
+#define VERDICT_UNKNOWN 0
+#define VERDICT_HTTP 1
+#define VERDICT_OTHER 2
+
+/* Bytes copied from the start of a message (≤ HTTP_HEAD_MAX). */
+const volatile __u32 head_max = HTTP_HEAD_MAX;
+
+struct http_sock {
+	__u32 container;
+	__u8 verdict;
+	__u8 misses;
+	__u8 head_calls[2]; /* by direction: calls that may still carry headers */
+	__u8 announced;     /* who owns it and its endpoints went out in a record */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct http_sock);
+} http_socks SEC(".maps");
+
+/*
+ * A record being built: the event, the tail, the head. The head has room for
+ * an offset below HTTP_HEAD_MAX plus a size masked to HEAD_MASK: the bounds
+ * the verifier can follow.
+ */
+#define HEAD_MASK (2 * HTTP_HEAD_MAX - 1)
+struct scratch {
+	struct http_event e;
+	__u8 tail[HTTP_TAIL];
+	__u8 head[HTTP_HEAD_MAX + HEAD_MASK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch SEC(".maps");
+
+#define WORD(a, b, c, d) ((__u32)(a) | (__u32)(b) << 8 | (__u32)(c) << 16 | (__u32)(d) << 24)
+
+/* Whether the first four bytes open an HTTP/1.x request or response. */
+static __always_inline bool start_line(__u32 w)
+{
+	switch (w) {
+	case WORD('G', 'E', 'T', ' '):
+	case WORD('P', 'O', 'S', 'T'):
+	case WORD('P', 'U', 'T', ' '):
+	case WORD('H', 'E', 'A', 'D'):
+	case WORD('D', 'E', 'L', 'E'):
+	case WORD('P', 'A', 'T', 'C'):
+	case WORD('O', 'P', 'T', 'I'):
+	case WORD('C', 'O', 'N', 'N'):
+	case WORD('T', 'R', 'A', 'C'):
+	case WORD('H', 'T', 'T', 'P'):
+		return true;
+	}
+	return false;
+}
+
+/* The first bytes of the payload's first segment (0 when unreadable). */
+static __always_inline __u32 first_word(const struct payload *p, __u32 len)
+{
+	const void *base = p->buf;
+	struct iovec v;
+	__u32 w = 0;
+
+	if (len < 4)
+		return 0;
+	if (p->kind == PAYLOAD_IOV) {
+		if (!p->iovcnt || bpf_probe_read_user(&v, sizeof(v), p->iov) || v.iov_len < 4)
+			return 0;
+		base = v.iov_base;
+	}
+	bpf_probe_read_user(&w, sizeof(w), base);
+	return w;
+}
+
+/* Copies up to `limit` bytes of the payload's start into s->head and its last bytes into s->tail. */
+static __always_inline void copy_payload(struct scratch *s, const struct payload *p, __u32 len,
+					 __u32 limit)
+{
+	const void *last_base = p->buf;
+	__u64 last_seg = len, left = len;
+	__u64 off = 0, n, t;
+
+	if (p->kind == PAYLOAD_FLAT) {
+		n = len < limit ? len : limit;
+		if (n > HTTP_HEAD_MAX)
+			n = HTTP_HEAD_MAX;
+		n &= HEAD_MASK;
+		if (n && !bpf_probe_read_user(s->head, n, p->buf))
+			off = n;
+	} else {
+		for (int i = 0; i < MAX_IOV; i++) {
+			struct iovec v;
+			__u64 seg;
+
+			if (!left || i >= p->iovcnt ||
+			    bpf_probe_read_user(&v, sizeof(v), &p->iov[i]))
+				break;
+			seg = v.iov_len < left ? v.iov_len : left;
+			/* headers come in the first iovec: of the others (bodies) a prefix */
+			if (i == 1 && limit > HTTP_PREFIX + off)
+				limit = HTTP_PREFIX + off;
+			if (off < limit && seg) {
+				n = limit - off;
+				if (n > seg)
+					n = seg;
+				if (n > HTTP_HEAD_MAX)
+					n = HTTP_HEAD_MAX;
+				n &= HEAD_MASK;
+				off &= HTTP_HEAD_MAX - 1;
+				if (bpf_probe_read_user(s->head + off, n, v.iov_base))
+					break;
+				off += n;
+			}
+			left -= seg;
+			last_base = v.iov_base;
+			last_seg = seg;
+		}
+		if (left)
+			last_seg = 0; /* the end lies in an iovec past MAX_IOV */
+	}
+	s->e.head_len = off;
+	t = len < HTTP_TAIL ? len : HTTP_TAIL;
+	if (t > last_seg)
+		t = last_seg;
+	t &= 2 * HTTP_TAIL - 1; /* no-op (t <= HTTP_TAIL): a bound for the verifier */
+	if (t && bpf_probe_read_user(s->tail, t, last_base + last_seg - t))
+		t = 0;
+	s->e.tail_len = t;
+}
+
+/*
+ * Whether the payload ends a header block (its last four bytes are CR LF CR
+ * LF). Told from a whole tail only: a payload ending in a shorter last
+ * segment counts as not ending one, which costs a full head more, no more.
+ */
+static __always_inline bool ends_headers(const struct scratch *s)
+{
+	const __u8 *end = s->tail + HTTP_TAIL - 4;
+
+	return s->e.tail_len == HTTP_TAIL && end[0] == '\r' && end[1] == '\n' && end[2] == '\r' &&
+	       end[3] == '\n';
+}
+
+static __always_inline void fill_endpoints(struct http_event *e, const struct sock *sk)
+{
+	__u16 family = sk->__sk_common.skc_family;
+
+	e->family = family;
+	e->sport = sk->__sk_common.skc_num;
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	if (family == AF_INET) {
+		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_rcv_saddr, 4);
+		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_daddr, 4);
+	} else {
+		__builtin_memcpy(e->saddr, &sk->__sk_common.skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(e->daddr, &sk->__sk_common.skc_v6_daddr, 16);
+	}
+}
+
+/* The followed state of a target's socket, created on its owner's first call. */
+static __always_inline struct http_sock *http_sock_of(struct sock *sk)
+{
+	struct http_sock *hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
+	struct http_sock init = {};
+
+	if (hs)
+		return hs;
+	if (!target_current(&init.container))
+		return NULL;
+	return bpf_sk_storage_get(&http_socks, sk, &init, BPF_SK_STORAGE_GET_F_CREATE);
+}
+
+static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir)
+{
+	struct http_sock *hs;
+	struct payload p;
+	struct scratch *s;
+	__u32 zero = 0, limit, len = ret;
+	bool start;
+
+	if (ret <= 0 || (flags & MSG_PEEK) || !sk || sk->sk_protocol != IPPROTO_TCP ||
+	    sock_outside_target(sk))
+		return 0;
+	hs = http_sock_of(sk);
+	if (!hs || hs->verdict == VERDICT_OTHER)
+		return 0;
+	payload_of_current(&p);
+	start = p.kind != PAYLOAD_NONE && start_line(first_word(&p, len));
+	if (hs->verdict == VERDICT_UNKNOWN) {
+		if (!start) {
+			if (++hs->misses >= MAX_MISSES)
+				hs->verdict = VERDICT_OTHER;
+			return 0;
+		}
+		hs->verdict = VERDICT_HTTP;
+	}
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return 0;
+	s->e.ts_ns = bpf_ktime_get_boot_ns();
+	s->e.sock_id = (__u64)sk;
+	s->e.len = len;
+	s->e.container = hs->container;
+	s->e.kind = HTTP_RECORD_DATA;
+	s->e.dir = dir;
+	s->e.no_payload = p.kind == PAYLOAD_NONE;
+	s->e.head_len = 0;
+	s->e.tail_len = 0;
+	s->e.first = !hs->announced;
+	if (!hs->announced) {
+		hs->announced = 1;
+		s->e.pid = bpf_get_current_pid_tgid() >> 32;
+		fill_endpoints(&s->e, sk);
+		bpf_get_current_comm(s->e.comm, sizeof(s->e.comm));
+	}
+	if (p.kind != PAYLOAD_NONE) {
+		limit = start || hs->head_calls[dir & 1] ? head_max : HTTP_PREFIX;
+		copy_payload(s, &p, len, limit);
+		if (ends_headers(s))
+			hs->head_calls[dir & 1] = 0;
+		else if (start)
+			hs->head_calls[dir & 1] = HEAD_CALLS;
+		else if (hs->head_calls[dir & 1])
+			hs->head_calls[dir & 1]--;
+	}
+	limit = s->e.head_len;
+	if (limit > HTTP_HEAD_MAX)
+		limit = HTTP_HEAD_MAX;
+	event_output(s, sizeof(s->e) + HTTP_TAIL + limit);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(kupod_http_recv, struct sock *sk, int ret, int flags)
+{
+	return on_data(sk, ret, flags, HTTP_DIR_RECEIVED);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(kupod_http_send, struct sock *sk, int ret, int flags)
+{
+	return on_data(sk, ret, flags, HTTP_DIR_SENT);
+}
+
+/* A followed socket's end: close-delimited responses end, unanswered requests are reported. */
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstate)
+{
+	struct sock *sk = (struct sock *)csk;
+	struct http_sock *hs;
+	struct http_event *e;
+
+	if (newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
+	if (!hs || hs->verdict != VERDICT_HTTP)
+		return 0;
+	e = event_reserve(sizeof(*e) + HTTP_TAIL);
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->sock_id = (__u64)sk;
+	e->kind = HTTP_RECORD_CLOSE;
+	e->container = hs->container;
+	hs->verdict = VERDICT_OTHER; /* nothing after the close is this connection's */
+	event_commit(e, sizeof(*e) + HTTP_TAIL);
+	return 0;
+}
+
+/* Keep the record type in the object's BTF for the decoder generator. */
+struct http_event _http_event = {};
