@@ -184,7 +184,68 @@ export interface SidecarStatsEvent extends EventBase {
   sidecars: { container: string; process: Log2Counts; to_service: Log2Counts }[];
 }
 
+/**
+ * One HTTP/1.x request and its response, as a container served it (`server`) or made it
+ * (`client`). `ts` is when the request started, `duration_seconds` runs to the response's end.
+ */
+export interface HttpEvent extends EventBase, TcpEndpoints {
+  type: "http";
+  side: "server" | "client";
+  method: string;
+  /** The path without query, ids folded to `*`; "other" past the per-container bound. */
+  route: string;
+  /** 0 when no response came. */
+  status: number;
+  duration_seconds: number;
+  /** Body bytes (chunked framing removed). */
+  request_bytes: number;
+  response_bytes: number;
+  /** The response's media type without parameters. */
+  content_type?: string;
+  /**
+   * complete; closed: the connection closed before the response ended; no_response: it closed
+   * before any; truncated: bytes that were not captured hid the framing (sizes are lower bounds).
+   */
+  outcome: "complete" | "closed" | "no_response" | "truncated";
+  /** From the request's W3C traceparent header. */
+  trace_id?: string;
+  parent_span_id?: string;
+  /** The response body's first bytes (opt-in, never for messages carrying credentials). */
+  response_preview?: string;
+}
+
+/** Requests of one container, side, method, route and status: a RED series. */
+export interface HttpCounts {
+  container: string;
+  side: "server" | "client";
+  method: string;
+  route: string;
+  status: number;
+  /** "" for complete exchanges, else the outcome (closed, no_response, truncated). */
+  error: string;
+  /** seconds */
+  duration: BucketCounts;
+  request_bytes: BucketCounts;
+  response_bytes: BucketCounts;
+}
+
+/** A histogram: `counts[i]` observations ≤ `bounds[i]` (not cumulative), the last slot +Inf. */
+export interface BucketCounts {
+  bounds: readonly number[];
+  counts: number[];
+  sum: number;
+  count: number;
+}
+
+/** What the HTTP probe counted since it started (cumulative), per series; metrics come from these. */
+export interface HttpStatsEvent extends EventBase {
+  type: "http_stats";
+  series: HttpCounts[];
+}
+
 export type KupodEvent =
+  | HttpEvent
+  | HttpStatsEvent
   | TcpEvent
   | TcpCloseEvent
   | TcpRetransmitEvent

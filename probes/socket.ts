@@ -20,6 +20,7 @@ import {
 import { attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
 import { bootNsToRfc3339 } from "./clock.ts";
+import { connId } from "./conn_id.ts";
 import type {
   EventSink,
   KupodEvent,
@@ -30,13 +31,6 @@ import type {
 } from "./events.ts";
 import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
-
-/** Kernel addresses are not shown: connection ids are socket addresses masked with a per-run key. */
-const RUN_KEY = new DataView(crypto.getRandomValues(new Uint8Array(8)).buffer).getBigUint64(0);
-
-function connId(sockId: bigint): string {
-  return (sockId ^ RUN_KEY).toString(16).padStart(16, "0");
-}
 
 /** enum sock_event_kind of bpf/socket.h */
 const KIND = { CONNECT: 1, ACCEPT: 2, CLOSE: 3, RETRANSMIT: 4, SIDECAR: 5, RESET: 6 } as const;

@@ -1,0 +1,262 @@
+/**
+ * The HTTP probe: every HTTP/1.x request the target's containers serve or make, from the bytes of
+ * their TCP sockets (bpf/http.bpf.c), framed and paired per connection in user space
+ * (probes/http1.ts): method, route, status, duration, body sizes, traceparent. Each request is
+ * an `http` event and counts into `http_stats`, reported every second like the kernel counters.
+ */
+
+import type { BpfObject } from "../bpf/object.ts";
+import { hasFeature } from "../bpf/preflight.ts";
+import { KupodError } from "../base/errors.ts";
+import { HTTP_EVENT_LAYOUT as L, HTTP_EVENT_SIZE, RODATA } from "../bpf/gen/http.ts";
+import { type Attribution, attribution, type Target } from "../k8s/target.ts";
+import { formatAddr } from "./addr.ts";
+import { bootNsToRfc3339 } from "./clock.ts";
+import { connId } from "./conn_id.ts";
+import type { EventSink, HttpEvent, TcpEndpoints } from "./events.ts";
+import { type Chunk, Http1Conn, type HttpExchange } from "./http1.ts";
+import { foldRoute, RouteTable } from "./http_route.ts";
+import { HttpStats } from "./http_stats.ts";
+import { ProbeObject } from "./probe_object.ts";
+import type { Probe, ProbeStats } from "./probe.ts";
+
+/** enum http_record_kind of bpf/http.h */
+const RECORD = { DATA: 1, CLOSE: 2 } as const;
+const DIR_RECEIVED = 1;
+
+const PROGRAMS = [
+  "kupod_http_recv",
+  "kupod_http_send",
+  "kupod_http_state",
+  "kupod_fork",
+  "kupod_exit",
+];
+
+/** Connections followed at once; the least recently opened go first beyond it. */
+const MAX_CONNS = 16384;
+/** Distinct routes kept per container; later ones are counted as "other". */
+const MAX_ROUTES = 200;
+const READ_INTERVAL_MS = 1000;
+const EMPTY = new Uint8Array(0);
+
+export interface HttpProbeOptions {
+  /**
+   * One `http` event per request (console lines, spans; default true). Without them the probe
+   * only counts requests into `http_stats`, which is all the metrics need.
+   */
+  requestEvents?: boolean;
+  /** Bytes of a response body shown in each event (0: none; never with credentials). */
+  previewBytes?: number;
+  /** Distinct routes per container before new ones become "other". */
+  maxRoutes?: number;
+  ringBytes?: number;
+}
+
+interface Conn {
+  parser: Http1Conn;
+  container: number;
+  who: Attribution & { pid: number; comm: string };
+  endpoints: TcpEndpoints;
+  routes: RouteTable;
+  /** The last request target and its route: keep-alive clients repeat theirs. */
+  lastTarget: string;
+  lastRoute: string;
+}
+
+export class HttpProbe implements Probe {
+  readonly name = "http";
+  readonly readyLine = "HTTP monitor started!";
+  reading: Promise<void> = Promise.resolve();
+  #events = 0;
+  #target: Target;
+  readonly #sink: EventSink;
+  readonly #object: ProbeObject;
+  readonly #conns = new Map<bigint, Conn>();
+  readonly #routes = new Map<number, RouteTable>();
+  readonly #stats = new HttpStats();
+  readonly #previewBytes: number;
+  readonly #requestEvents: boolean;
+  /** A byte view of the ring, made once: chunks are views of it, read before the next record. */
+  #ringBytes: Uint8Array | undefined;
+  readonly #maxRoutes: number;
+  #timer: ReturnType<typeof setInterval> | undefined;
+
+  private constructor(target: Target, sink: EventSink, opts: HttpProbeOptions) {
+    if (!hasFeature("local_storage")) {
+      throw new KupodError(
+        "the HTTP probe keeps each connection's state in socket-local storage, which this " +
+          "kernel does not offer to tracing programs (Linux 5.11 or later)",
+      );
+    }
+    this.#target = target;
+    this.#sink = sink;
+    this.#previewBytes = opts.previewBytes ?? 0;
+    this.#requestEvents = opts.requestEvents ?? true;
+    this.#maxRoutes = opts.maxRoutes ?? MAX_ROUTES;
+    this.#object = ProbeObject.open({
+      object: "http",
+      target,
+      rodataLayout: RODATA,
+      ringBytes: opts.ringBytes ?? 1 << 22,
+      attach: (obj: BpfObject) => PROGRAMS.map((p) => obj.program(p).attach()),
+      onSample: (view, offset, length) => this.#record(view, offset, length),
+    });
+  }
+
+  /** Loads and attaches; requests are reported once started. */
+  static start(target: Target, sink: EventSink, opts: HttpProbeOptions = {}): HttpProbe {
+    const probe = new HttpProbe(target, sink, opts);
+    probe.reading = probe.#object.read();
+    probe.#timer = setInterval(() => probe.reportCounters(), READ_INTERVAL_MS);
+    return probe;
+  }
+
+  #record(view: DataView, at: number, length: number): void {
+    const sockId = view.getBigUint64(at + L.sock_id.offset, true);
+    const ts = view.getBigUint64(at + L.ts_ns.offset, true);
+    if (view.getUint8(at + L.kind.offset) === RECORD.CLOSE) {
+      const conn = this.#conns.get(sockId);
+      if (!conn) return;
+      this.#conns.delete(sockId);
+      this.#report(conn, conn.parser.close(ts));
+      return;
+    }
+    let conn = this.#conns.get(sockId);
+    const first = view.getUint8(at + L.first.offset) !== 0;
+    if (first || !conn) {
+      // a socket's first record; a known id again is a new socket at a freed one's address
+      if (conn) this.#report(conn, conn.parser.close(ts));
+      conn = this.#open(view, at, sockId, first);
+    }
+    const len = view.getUint32(at + L.len.offset, true);
+    const headLen = view.getUint16(at + L.head_len.offset, true);
+    const tailLen = view.getUint8(at + L.tail_len.offset);
+    if (this.#ringBytes?.buffer !== view.buffer) {
+      this.#ringBytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    }
+    const bytes = this.#ringBytes;
+    const headAt = at + length - headLen;
+    // the tail is the payload's last bytes; only those past the head are new
+    const tailNew = Math.min(tailLen, len - headLen);
+    const tailAt = at + HTTP_EVENT_SIZE + tailLen - tailNew;
+    // views into the ring, not copies: the parser copies what it keeps past this call
+    const chunk: Chunk = {
+      dir: view.getUint8(at + L.dir.offset) === DIR_RECEIVED ? "in" : "out",
+      ts,
+      len,
+      head: headLen ? bytes.subarray(headAt, headAt + headLen) : EMPTY,
+      tail: tailNew > 0 ? bytes.subarray(tailAt, tailAt + tailNew) : EMPTY,
+    };
+    this.#report(conn, conn.parser.push(chunk));
+  }
+
+  /**
+   * A connection seen for the first time: who owns it and its endpoints, from its first record
+   * (`first`); unknown when that record was lost.
+   */
+  #open(view: DataView, at: number, sockId: bigint, first: boolean): Conn {
+    if (this.#conns.size >= MAX_CONNS) {
+      const oldest = this.#conns.keys().next().value!;
+      this.#conns.delete(oldest);
+    }
+    const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    const family = first ? view.getUint8(at + L.family.offset) : 0;
+    const container = view.getUint32(at + L.container.offset, true);
+    const commAt = at + L.comm.offset;
+    const commEnd = bytes.indexOf(0, commAt);
+    const comm = new TextDecoder().decode(
+      bytes.subarray(commAt, commEnd < 0 || commEnd > commAt + 16 ? commAt + 16 : commEnd),
+    );
+    let routes = this.#routes.get(container);
+    if (!routes) this.#routes.set(container, routes = new RouteTable(this.#maxRoutes));
+    const conn: Conn = {
+      parser: new Http1Conn({ previewMax: this.#previewBytes }),
+      container,
+      lastTarget: "",
+      lastRoute: "",
+      who: {
+        ...attribution(this.#target, container),
+        pid: view.getUint32(at + L.pid.offset, true),
+        comm,
+      },
+      endpoints: first
+        ? {
+          family: family === 2 ? "ipv4" : "ipv6",
+          saddr: formatAddr(family, bytes.subarray(at + L.saddr.offset, at + L.saddr.offset + 16)),
+          sport: view.getUint16(at + L.sport.offset, true),
+          daddr: formatAddr(family, bytes.subarray(at + L.daddr.offset, at + L.daddr.offset + 16)),
+          dport: view.getUint16(at + L.dport.offset, true),
+          conn_id: connId(sockId),
+        }
+        : { family: "ipv4", saddr: "", sport: 0, daddr: "", dport: 0, conn_id: connId(sockId) },
+      routes,
+    };
+    this.#conns.set(sockId, conn);
+    return conn;
+  }
+
+  #report(conn: Conn, exchanges: HttpExchange[]): void {
+    for (const x of exchanges) {
+      if (x.target !== conn.lastTarget) {
+        conn.lastTarget = x.target;
+        conn.lastRoute = conn.routes.route(foldRoute(x.target));
+      }
+      this.#stats.add(conn.who.container ?? "", x, conn.lastRoute);
+      if (!this.#requestEvents) continue;
+      this.#events++;
+      this.#sink.event(this.#toEvent(conn, x));
+    }
+  }
+
+  #toEvent(conn: Conn, x: HttpExchange): HttpEvent {
+    const e: HttpEvent = {
+      ts: bootNsToRfc3339(x.startNs),
+      type: "http",
+      ...conn.who,
+      ...conn.endpoints,
+      side: x.side,
+      method: x.method,
+      route: conn.lastRoute,
+      status: x.status,
+      duration_seconds: Number(x.endNs - x.startNs) * 1e-9,
+      request_bytes: x.requestBodyBytes,
+      response_bytes: x.responseBodyBytes,
+      outcome: x.outcome,
+    };
+    if (x.contentType) e.content_type = x.contentType;
+    if (x.traceparent) {
+      const [, traceId, parentId] = x.traceparent.split("-");
+      e.trace_id = traceId;
+      e.parent_span_id = parentId;
+    }
+    if (x.preview?.length) e.response_preview = new TextDecoder().decode(x.preview);
+    return e;
+  }
+
+  /** Sends the request counts so far (when there are any) to the sink. */
+  reportCounters(): void {
+    if (!this.#stats.size) return;
+    const pod: Attribution = attribution(this.#target, -1);
+    this.#sink.event(this.#stats.snapshot({ ts: new Date().toISOString(), ...pod }));
+  }
+
+  retarget(target: Target): void {
+    this.#target = target;
+    this.#object.retarget(target);
+  }
+
+  stats(): ProbeStats {
+    return { events: this.#events, lost: this.#object.lost() };
+  }
+
+  /** Detaches, drains the ring, ends what the connections still hold, reports the counts. */
+  async stop(): Promise<void> {
+    clearInterval(this.#timer);
+    await this.#object.close();
+    this.reportCounters();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
