@@ -81,7 +81,7 @@ const USER: CommandSpec = {
       ],
       action: { kind: "monitor", layer: "user", probes: ["http", "grpc"] },
     },
-    probe("user", "http", "Trace the HTTP requests served by the pod", [
+    probe("user", "http", "Trace the HTTP/1.x requests the pod's containers serve and make", [
       `kupod monitor user http ${POD}`,
       "kupod monitor user http --pid 4242 --duration 30",
     ]),

@@ -265,6 +265,14 @@ export const MONITOR_FLAGS: readonly FlagSpec[] = [
     "Stack probe: also follow the pod's loopback traffic (e.g. sidecar to service)",
     (o, v) => (o.stackLoopback = v),
   ),
+  int(
+    "http-preview",
+    "httpPreview",
+    "HTTP probe: show this many bytes of each response body (never with credentials); 0 is off",
+    0,
+    (n) => n >= 0 && n <= 4096 ? undefined : "must be 0..4096",
+    "must be a number of bytes (0..4096)",
+  ),
   str("exporter-address", "exporterAddress", "Address the Prometheus exporter listens on", {
     default: "0.0.0.0",
   }),

@@ -11,6 +11,7 @@ import type { TargetRequest } from "../k8s/request.ts";
 import type { Target } from "../k8s/target.ts";
 import type { EventSink } from "../probes/events.ts";
 import type { Probe } from "../probes/probe.ts";
+import { HttpProbe } from "../probes/http.ts";
 import { SocketProbe } from "../probes/socket.ts";
 import { addrBytes } from "../probes/addr.ts";
 import {
@@ -40,6 +41,12 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
       match: packetMatch(opts),
       tcpPoints: opts.stackTcp,
       loopback: opts.stackLoopback,
+    }),
+  http: (target, sink, opts) =>
+    HttpProbe.start(target, sink, {
+      previewBytes: opts.httpPreview,
+      // --quiet prints no request lines: without spans, the probe only counts
+      requestEvents: opts.verbosity !== "quiet" || spansWanted(opts),
     }),
 };
 

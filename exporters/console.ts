@@ -22,7 +22,11 @@ const VERBOSE_ONLY = new Set<KupodEvent["type"]>([
   "sidecar_stats",
   "tcp_stats",
   "stack_stats",
+  "http_stats",
 ]);
+
+/** Event types not printed with --quiet: one per request, the metrics count them. */
+const QUIET_HIDDEN = new Set<KupodEvent["type"]>(["http"]);
 
 const encoder = new TextEncoder();
 const FLUSH_BYTES = 64 * 1024;
@@ -41,6 +45,7 @@ export class ConsoleSink implements EventSink {
   readonly #format: (e: KupodEvent) => string;
 
   readonly #verbose: boolean;
+  readonly #quiet: boolean;
 
   constructor(
     format: OutputFormat,
@@ -50,10 +55,12 @@ export class ConsoleSink implements EventSink {
   ) {
     this.#format = format === "json" ? (e) => JSON.stringify(e) : textLine;
     this.#verbose = verbosity === "verbose";
+    this.#quiet = verbosity === "quiet";
   }
 
   event(e: KupodEvent): void {
     if (!this.#verbose && VERBOSE_ONLY.has(e.type)) return;
+    if (this.#quiet && QUIET_HIDDEN.has(e.type)) return;
     const line = this.#format(e) + "\n";
     if (!this.#append(line)) {
       this.flush();
@@ -137,6 +144,20 @@ function detail(e: KupodEvent): string {
       return e.connections.map((c) =>
         `${c.container || "-"} ${c.direction}: ${c.opened} opened, ${c.closed} closed, ` +
         `sent ${c.bytes_sent}B received ${c.bytes_received}B, ${c.retransmits} retransmits`
+      ).join("; ");
+    case "http":
+      return `${e.side === "server" ? "served" : "called"} ${e.method} ${e.route} ${
+        e.status || "-"
+      } ${ms(e.duration_seconds)} req ${e.request_bytes}B resp ${e.response_bytes}B ${
+        e.side === "server"
+          ? `${endpoint(e.saddr, e.sport)} <- ${endpoint(e.daddr, e.dport)}`
+          : `${endpoint(e.saddr, e.sport)} -> ${endpoint(e.daddr, e.dport)}`
+      }${e.outcome === "complete" ? "" : ` (${e.outcome})`}${
+        e.response_preview !== undefined ? ` ${JSON.stringify(e.response_preview)}` : ""
+      }`;
+    case "http_stats":
+      return e.series.map((s) =>
+        `${s.container || "-"} ${s.side} ${s.method} ${s.route} ${s.status}: ${s.duration.count}`
       ).join("; ");
     case "sidecar_stats":
       return e.sidecars.map((s) =>

@@ -49,8 +49,10 @@ const Registry = registryClass as unknown as typeof Prom.Registry;
 type Registry = Prom.Registry;
 import { VERSION } from "../base/version.ts";
 import type { ProbeName } from "../probes/probe.ts";
+import { registerHttpMetrics } from "./http_metrics.ts";
 import type {
   EventSink,
+  HttpStatsEvent,
   KupodEvent,
   Log2Counts,
   SidecarStatsEvent,
@@ -83,6 +85,8 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   #sidecars: SidecarStatsEvent | undefined;
   /** The stack probe's cumulative kernel counts, as last reported. */
   #stack: StackStatsEvent | undefined;
+  /** The HTTP probe's request counts, as last reported. */
+  #http: HttpStatsEvent | undefined;
   /** Cumulative probe counters, as last reported by setProbeStats. */
   readonly #probeStats = new Map<string, { events: number; lost: number }>();
 
@@ -91,6 +95,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
     const registers = [this.registry];
     this.#tcpMetrics(registers);
     this.#stackMetrics(registers);
+    registerHttpMetrics(this.registry, () => this.#http);
 
     const stats = this.#probeStats;
     new Counter<"probe">({
@@ -140,6 +145,9 @@ export class KupodMetrics implements EventSink, ExpositionSource {
         return;
       case "stack_stats":
         this.#stack = e;
+        return;
+      case "http_stats":
+        this.#http = e;
         return;
       default:
         return; // single connections, requests and packets: counted in the kernel already

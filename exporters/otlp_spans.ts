@@ -169,11 +169,11 @@ function connectionAttributes(e: TcpCloseEvent): KeyValue[] {
   return attrs;
 }
 
-function str(key: string, value: string): KeyValue {
+export function str(key: string, value: string): KeyValue {
   return { key, value: { stringValue: value } };
 }
 
-function int(key: string, value: number): KeyValue {
+export function int(key: string, value: number): KeyValue {
   return { key, value: { intValue: Math.trunc(value) } };
 }
 

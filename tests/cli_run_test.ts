@@ -56,9 +56,9 @@ Deno.test("run: a pid that does not exist is refused before anything loads", asy
 
 Deno.test("run: a probe that is not built yet says so and exits 1", async () => {
   const before = await kupodPrograms();
-  const r = await kupod(["monitor", "user", "http", "--pid", String(Deno.pid)]);
+  const r = await kupod(["monitor", "user", "grpc", "--pid", String(Deno.pid)]);
   assertEquals(r.code, 1);
-  assertOneLineError(r, /^Error: the http probe is not built yet/);
+  assertOneLineError(r, /^Error: the grpc probe is not built yet/);
   assertEquals(await kupodPrograms(), before, "nothing loaded");
 });
 

@@ -97,6 +97,7 @@ const DEFAULTS: MonitorOptions = {
   stackAddress: "",
   stackTcp: false,
   stackLoopback: false,
+  httpPreview: 0,
   otlpEndpoint: "",
   output: "text",
   duration: 0,

@@ -184,3 +184,44 @@ export async function httpGet(
   }
   return run;
 }
+
+/**
+ * Raw requests over one connection, each reply read in full: one after another, or all written
+ * at once before the first reply is read (`pipelined`). Returns the replies in order.
+ */
+export async function httpExchange(
+  host: string,
+  port: number,
+  requests: string[],
+  opts: { pipelined?: boolean; timeoutMs?: number } = {},
+): Promise<HttpReply[]> {
+  const run: HttpRun = {
+    replies: [],
+    connections: 1,
+    localPorts: [],
+    bytesSent: 0,
+    bytesReceived: 0,
+  };
+  const conn = await Deno.connect({ hostname: host, port });
+  const timer = setTimeout(() => conn.close(), opts.timeoutMs ?? 10_000);
+  try {
+    const reader = new Reader(conn, run);
+    const write = async (text: string) => {
+      const bytes = encoder.encode(text);
+      for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
+    };
+    if (opts.pipelined) await write(requests.join(""));
+    for (const req of requests) {
+      if (!opts.pipelined) await write(req);
+      run.replies.push(await readReply(reader));
+    }
+    return run.replies;
+  } finally {
+    clearTimeout(timer);
+    try {
+      conn.close();
+    } catch {
+      // closed already (the timeout)
+    }
+  }
+}
