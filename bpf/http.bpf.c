@@ -263,7 +263,7 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	limit = s->e.head_len;
 	if (limit > HTTP_HEAD_MAX)
 		limit = HTTP_HEAD_MAX;
-	event_output(s, sizeof(s->e) + HTTP_TAIL + limit);
+	event_output(s, sizeof(s->e) + HTTP_TAIL + limit, s->e.ts_ns);
 	return 0;
 }
 
