@@ -6,7 +6,14 @@
 
 import { KupodError } from "../base/errors.ts";
 
-export type ObjectName = "socket" | "stack" | "http" | "loadgen" | "features" | "features_storage";
+export type ObjectName =
+  | "socket"
+  | "stack"
+  | "http"
+  | "sched"
+  | "loadgen"
+  | "features"
+  | "features_storage";
 
 const cache = new Map<ObjectName, Uint8Array<ArrayBuffer>>();
 
