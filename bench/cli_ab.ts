@@ -56,6 +56,7 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
   const probe = opts.command.at(-1)!;
   const pids = pod.containers.flatMap((c) => c.pids());
   const runs: Run[] = [];
+  let started = 0; // a round run again must not find the readiness line of its first try
   console.log(`./kupod ${args.join(" ")}`);
   console.log(
     `wrk -t1 -c${opts.connections} keep-alive through nginx, ${opts.rounds} rounds of ` +
@@ -64,7 +65,7 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
   const run = async (mode: "off" | "on", round: number): Promise<Run> => {
     await waitIdle(runner, pids);
     const kupod = mode === "on"
-      ? await startKupod(runner, args, await runner.tempPath(`kupod-${round}.out`))
+      ? await startKupod(runner, args, await runner.tempPath(`kupod-${++started}.out`))
       : undefined;
     const m = await measure(
       pids,

@@ -40,7 +40,7 @@ function probe(
 
 const KERNEL: CommandSpec = {
   name: "kernel",
-  short: "Observe pods from the kernel: sockets and the network stack",
+  short: "Observe pods from the kernel: sockets, the network stack and container resources",
   examples: [
     `kupod monitor kernel socket ${POD}`,
     "kupod monitor kernel stack --veth veth1a2b3c --duration 20",
@@ -49,9 +49,9 @@ const KERNEL: CommandSpec = {
   children: [
     {
       name: "all",
-      short: "Run every kernel probe: socket and stack",
+      short: "Run every kernel probe: socket, stack and resources",
       examples: [`kupod monitor kernel all ${POD} --prometheus pushgateway.monitoring:9091`],
-      action: { kind: "monitor", layer: "kernel", probes: ["socket", "stack"] },
+      action: { kind: "monitor", layer: "kernel", probes: ["socket", "stack", "resources"] },
     },
     probe("kernel", "socket", "Trace the TCP connections and transfers of the pod's processes", [
       `kupod monitor kernel socket ${POD}`,
@@ -61,6 +61,12 @@ const KERNEL: CommandSpec = {
       "kupod monitor kernel stack --veth veth1a2b3c --duration 20",
       "kupod monitor kernel stack --netns cni-5f2c9a --veth veth1a2b3c",
     ]),
+    probe(
+      "kernel",
+      "resources",
+      "Measure CPU, memory, network and I/O of the pod's containers, and run-queue waits",
+      [`kupod monitor kernel resources ${POD}`, "kupod monitor kernel resources --veth veth1a2b3c"],
+    ),
   ],
 };
 
@@ -105,7 +111,11 @@ const MONITOR: CommandSpec = {
       name: "all",
       short: "Run every probe, kernel and user space",
       examples: [`kupod monitor all ${POD} --duration 60`],
-      action: { kind: "monitor", layer: "all", probes: ["socket", "stack", "http", "grpc"] },
+      action: {
+        kind: "monitor",
+        layer: "all",
+        probes: ["socket", "stack", "resources", "http", "grpc"],
+      },
     },
     KERNEL,
     USER,

@@ -12,6 +12,7 @@ import type { Target } from "../k8s/target.ts";
 import type { EventSink } from "../probes/events.ts";
 import type { Probe } from "../probes/probe.ts";
 import { HttpProbe } from "../probes/http.ts";
+import { ResourcesProbe } from "../probes/resources.ts";
 import { SocketProbe } from "../probes/socket.ts";
 import { addrBytes } from "../probes/addr.ts";
 import {
@@ -42,6 +43,7 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
       tcpPoints: opts.stackTcp,
       loopback: opts.stackLoopback,
     }),
+  resources: (target, sink) => ResourcesProbe.start(target, sink),
   http: (target, sink, opts) =>
     HttpProbe.start(target, sink, {
       previewBytes: opts.httpPreview,

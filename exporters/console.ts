@@ -23,6 +23,7 @@ const VERBOSE_ONLY = new Set<KupodEvent["type"]>([
   "tcp_stats",
   "stack_stats",
   "http_stats",
+  "resources_stats",
 ]);
 
 /** Event types not printed with --quiet: one per request, the metrics count them. */
@@ -105,6 +106,17 @@ function endpoint(addr: string, port: number): string {
   return addr.includes(":") ? `[${addr}]:${port}` : `${addr}:${port}`;
 }
 
+function mib(bytes: number): string {
+  return `${(bytes / (1 << 20)).toFixed(1)}MiB`;
+}
+
+/** Bytes per second, in the largest unit that keeps a number ≥ 1. */
+function rate(bps: number): string {
+  if (bps >= 1 << 20) return `${(bps / (1 << 20)).toFixed(1)}MiB/s`;
+  if (bps >= 1 << 10) return `${(bps / (1 << 10)).toFixed(1)}KiB/s`;
+  return `${bps.toFixed(0)}B/s`;
+}
+
 function ms(seconds: number): string {
   return `${(seconds * 1000).toFixed(3)}ms`;
 }
@@ -155,6 +167,18 @@ function detail(e: KupodEvent): string {
       }${e.outcome === "complete" ? "" : ` (${e.outcome})`}${
         e.response_preview !== undefined ? ` ${JSON.stringify(e.response_preview)}` : ""
       }`;
+    case "resources":
+      return `cpu ${e.cpu_cores.toFixed(3)} cores, mem ${mib(e.memory_working_set_bytes)}, net rx ${
+        rate(e.net_rx_bytes_per_second)
+      } tx ${rate(e.net_tx_bytes_per_second)}, io r ${rate(e.io_read_bytes_per_second)} w ${
+        rate(e.io_write_bytes_per_second)
+      }, runq p99 ${ms(e.runqueue_p99_seconds)}, ${e.threads} threads`;
+    case "oom_kill":
+      return `OOM killer chose ${e.victim_comm}[${e.victim_pid}]`;
+    case "resources_stats":
+      return e.containers.map((c) =>
+        `${c.container}: cpu ${c.cpu_seconds.toFixed(2)}s mem ${mib(c.memory_working_set_bytes)}`
+      ).join("; ");
     case "http_stats":
       return e.series.map((s) =>
         `${s.container || "-"} ${s.side} ${s.method} ${s.route} ${s.status}: ${s.duration.count}`

@@ -7,48 +7,7 @@
 
 import type * as Prom from "prom-client";
 import type { BucketCounts, HttpCounts, HttpStatsEvent } from "../probes/events.ts";
-
-interface Series {
-  labels: Record<string, string>;
-  h: BucketCounts;
-}
-
-/**
- * A histogram whose buckets arrive as running totals (prom-client's Histogram takes single
- * observations only): rendered in the shape the registry prints (`_bucket{le}`, `_sum`, `_count`).
- */
-class ShownHistogram {
-  readonly type = "histogram";
-  readonly aggregator = "sum";
-  constructor(readonly name: string, readonly help: string, readonly series: () => Series[]) {}
-
-  get() {
-    const values = [];
-    for (const { labels, h } of this.series()) {
-      let below = 0;
-      h.bounds.forEach((le, i) => {
-        below += h.counts[i];
-        values.push({ metricName: `${this.name}_bucket`, labels: { ...labels, le }, value: below });
-      });
-      values.push({
-        metricName: `${this.name}_bucket`,
-        labels: { ...labels, le: "+Inf" },
-        value: h.count,
-      });
-      values.push({ metricName: `${this.name}_sum`, labels, value: h.sum });
-      values.push({ metricName: `${this.name}_count`, labels, value: h.count });
-    }
-    return {
-      name: this.name,
-      help: this.help,
-      type: this.type,
-      aggregator: this.aggregator,
-      values,
-    };
-  }
-
-  reset(): void {}
-}
+import { BucketHistogram, type BucketSeries } from "./shown_metrics.ts";
 
 /** Registers the HTTP metrics; `latest` gives the last http_stats (or none yet). */
 export function registerHttpMetrics(
@@ -71,8 +30,8 @@ export function registerHttpMetrics(
       h: pick(s),
     }));
   };
-  const add = (name: string, help: string, s: () => Series[]) =>
-    registry.registerMetric(new ShownHistogram(name, help, s) as never);
+  const add = (name: string, help: string, s: () => BucketSeries[]) =>
+    registry.registerMetric(new BucketHistogram(name, help, s) as never);
   for (const side of ["server", "client"] as const) {
     const who = side === "server" ? "served by" : "made by";
     add(

@@ -50,11 +50,14 @@ type Registry = Prom.Registry;
 import { VERSION } from "../base/version.ts";
 import type { ProbeName } from "../probes/probe.ts";
 import { registerHttpMetrics } from "./http_metrics.ts";
+import { registerResourcesMetrics } from "./resources_metrics.ts";
+import { addLog2, Log2Histogram, type Log2Series, shownCounter } from "./shown_metrics.ts";
 import type {
   EventSink,
   HttpStatsEvent,
   KupodEvent,
   Log2Counts,
+  ResourcesStatsEvent,
   SidecarStatsEvent,
   StackStatsEvent,
   TcpCounts,
@@ -87,6 +90,8 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   #stack: StackStatsEvent | undefined;
   /** The HTTP probe's request counts, as last reported. */
   #http: HttpStatsEvent | undefined;
+  /** The resources probe's readings, as last reported. */
+  #resources: ResourcesStatsEvent | undefined;
   /** Cumulative probe counters, as last reported by setProbeStats. */
   readonly #probeStats = new Map<string, { events: number; lost: number }>();
 
@@ -96,6 +101,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
     this.#tcpMetrics(registers);
     this.#stackMetrics(registers);
     registerHttpMetrics(this.registry, () => this.#http);
+    registerResourcesMetrics(this.registry, () => this.#resources);
 
     const stats = this.#probeStats;
     new Counter<"probe">({
@@ -148,6 +154,9 @@ export class KupodMetrics implements EventSink, ExpositionSource {
         return;
       case "http_stats":
         this.#http = e;
+        return;
+      case "resources_stats":
+        this.#resources = e;
         return;
       default:
         return; // single connections, requests and packets: counted in the kernel already
@@ -342,95 +351,4 @@ export class KupodMetrics implements EventSink, ExpositionSource {
 
 function podLabels(e: KupodEvent): PodLabels {
   return { namespace: e.namespace ?? "", pod: e.pod ?? "", container: e.container ?? "" };
-}
-
-/**
- * A counter showing running totals counted elsewhere (the kernel): `values` gives every series'
- * current total at each collection.
- */
-function shownCounter<L extends string>(
-  registers: Registry[],
-  name: string,
-  help: string,
-  labelNames: readonly L[],
-  values: () => [Record<L, string>, number][],
-): void {
-  new Counter<L>({
-    name,
-    help,
-    labelNames,
-    registers,
-    collect() {
-      this.reset();
-      for (const [labels, n] of values()) this.inc(labels as never, n);
-    },
-  });
-}
-
-interface Log2Series extends Log2Counts {
-  labels: Record<string, string>;
-}
-
-/** Adds histogram `h` into `into` (same unit). */
-function addLog2(into: Log2Series, h: Log2Counts): void {
-  into.count += h.count;
-  into.sum_seconds += h.sum_seconds;
-  h.slots.forEach((n, i) => (into.slots[i] = (into.slots[i] ?? 0) + n));
-}
-
-/**
- * A histogram whose buckets were counted in the kernel (log2 of the series' unit) and arrive as
- * running totals: prom-client's Histogram only takes single observations, so this renders the
- * series itself in the shape the registry prints (`_bucket{le}`, `_sum`, `_count`). Bucket k has
- * the upper bound 2^k units, for k in `exps` (first..last).
- */
-class Log2Histogram {
-  readonly type = "histogram";
-  readonly aggregator = "sum";
-  readonly #exps: number[];
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    exps: [first: number, last: number],
-    readonly series: () => Log2Series[],
-  ) {
-    this.#exps = Array.from({ length: exps[1] - exps[0] + 1 }, (_, i) => exps[0] + i);
-  }
-
-  get(): {
-    name: string;
-    help: string;
-    type: string;
-    aggregator: string;
-    values: { metricName: string; labels: Record<string, string | number>; value: number }[];
-  } {
-    const values = [];
-    for (const s of this.series()) {
-      for (const k of this.#exps) {
-        let below = 0;
-        for (let i = 0; i < k && i < s.slots.length; i++) below += s.slots[i];
-        values.push({
-          metricName: `${this.name}_bucket`,
-          labels: { ...s.labels, le: 2 ** k * s.unit_seconds },
-          value: below,
-        });
-      }
-      values.push({
-        metricName: `${this.name}_bucket`,
-        labels: { ...s.labels, le: "+Inf" },
-        value: s.count,
-      });
-      values.push({ metricName: `${this.name}_sum`, labels: s.labels, value: s.sum_seconds });
-      values.push({ metricName: `${this.name}_count`, labels: s.labels, value: s.count });
-    }
-    return {
-      name: this.name,
-      help: this.help,
-      type: this.type,
-      aggregator: this.aggregator,
-      values,
-    };
-  }
-
-  reset(): void {}
 }

@@ -243,7 +243,77 @@ export interface HttpStatsEvent extends EventBase {
   series: HttpCounts[];
 }
 
+/**
+ * One container's resources over the last interval (rates) and now (gauges). The network is the
+ * pod's: its containers share one network namespace.
+ */
+export interface ResourcesEvent extends EventBase {
+  type: "resources";
+  interval_seconds: number;
+  cpu_cores: number;
+  memory_working_set_bytes: number;
+  net_rx_bytes_per_second: number;
+  net_tx_bytes_per_second: number;
+  io_read_bytes_per_second: number;
+  io_write_bytes_per_second: number;
+  /** Time from runnable to running, 99th percentile over the interval (upper bound of its log2 slot). */
+  runqueue_p99_seconds: number;
+  threads: number;
+}
+
+/** A process of the target chosen by the kernel's OOM killer. */
+export interface OomKillEvent extends EventBase {
+  type: "oom_kill";
+  victim_pid: number;
+  victim_comm: string;
+}
+
+/** What the kernel accounts for one container, cumulative or current, as cAdvisor shows it. */
+export interface ContainerResources {
+  container: string;
+  cpu_seconds: number;
+  cpu_user_seconds: number;
+  cpu_system_seconds: number;
+  cfs_periods: number;
+  cfs_throttled_periods: number;
+  cfs_throttled_seconds: number;
+  memory_usage_bytes: number;
+  memory_working_set_bytes: number;
+  memory_rss_bytes: number;
+  memory_cache_bytes: number;
+  memory_limit_bytes: number;
+  oom_events: number;
+  threads: number;
+  io: { device: string; read_bytes: number; write_bytes: number; reads: number; writes: number }[];
+  /** Counted in BPF: time from runnable to running, and OOM kills the probe saw. */
+  runqueue: Log2Counts;
+  oom_kills: number;
+}
+
+/** One interface of the pod's network namespace, cumulative. */
+export interface InterfaceCounts {
+  interface: string;
+  rx_bytes: number;
+  rx_packets: number;
+  rx_errors: number;
+  rx_dropped: number;
+  tx_bytes: number;
+  tx_packets: number;
+  tx_errors: number;
+  tx_dropped: number;
+}
+
+/** The resources probe's current readings, per container and per pod interface; metrics come from these. */
+export interface ResourcesStatsEvent extends EventBase {
+  type: "resources_stats";
+  containers: ContainerResources[];
+  interfaces: InterfaceCounts[];
+}
+
 export type KupodEvent =
+  | ResourcesEvent
+  | OomKillEvent
+  | ResourcesStatsEvent
   | HttpEvent
   | HttpStatsEvent
   | TcpEvent

@@ -188,13 +188,13 @@ Deno.test("a later flag overrides an earlier one", () => {
 
 Deno.test("probes expand from the command words", () => {
   const cases: [string[], string, string[]][] = [
-    [["monitor", "kernel", "all"], "kernel", ["socket", "stack"]],
+    [["monitor", "kernel", "all"], "kernel", ["socket", "stack", "resources"]],
     [["monitor", "kernel", "socket"], "kernel", ["socket"]],
     [["monitor", "kernel", "stack"], "kernel", ["stack"]],
     [["monitor", "user", "all"], "user", ["http", "grpc"]],
     [["monitor", "user", "http"], "user", ["http"]],
     [["monitor", "user", "grpc"], "user", ["grpc"]],
-    [["monitor", "all"], "all", ["socket", "stack", "http", "grpc"]],
+    [["monitor", "all"], "all", ["socket", "stack", "resources", "http", "grpc"]],
   ];
   for (const [args, layer, probes] of cases) {
     const o = monitor(args);
@@ -465,7 +465,7 @@ const CONTRACT_FLAGS = [
 
 Deno.test("monitor kernel/user help lists every flag, subcommand and default", () => {
   for (
-    const [layer, subs] of [["kernel", ["all", "socket", "stack"]], ["user", [
+    const [layer, subs] of [["kernel", ["all", "socket", "stack", "resources"]], ["user", [
       "all",
       "http",
       "grpc",
@@ -548,7 +548,7 @@ Deno.test("bash completion completes commands, flags and values", async () => {
   const cases: [string[], string][] = [
     [["kupod", ""], "completion help monitor version"],
     [["kupod", "monitor", "ke"], "kernel"],
-    [["kupod", "monitor", "kernel", ""], "all socket stack"],
+    [["kupod", "monitor", "kernel", ""], "all resources socket stack"],
     [["kupod", "monitor", "user", ""], "all grpc http"],
     [["kupod", "--pod", "web-0", "monitor", "u"], "user"],
     [["kupod", "monitor", "-v", "kernel", "s"], "socket stack"],

@@ -4,6 +4,7 @@
 
 import { Btf, generateSource, GenError } from "../scripts/gen_decoders.ts";
 import * as http from "../bpf/gen/http.ts";
+import * as sched from "../bpf/gen/sched.ts";
 import * as socket from "../bpf/gen/socket.ts";
 import * as loadgen from "../bpf/gen/loadgen.ts";
 
@@ -94,8 +95,9 @@ const OBJECTS = [
   `${ROOT}/bpf/.output/socket.bpf.o`,
   `${ROOT}/bpf/.output/loadgen.bpf.o`,
   `${ROOT}/bpf/.output/http.bpf.o`,
+  `${ROOT}/bpf/.output/sched.bpf.o`,
 ];
-const MODULES: Record<string, Record<string, unknown>> = { socket, loadgen, http };
+const MODULES: Record<string, Record<string, unknown>> = { socket, loadgen, http, sched };
 
 async function run(cmd: string, args: string[], cwd = ROOT) {
   const out = await new Deno.Command(cmd, { args, cwd, stdout: "piped", stderr: "piped" })
@@ -212,6 +214,8 @@ Deno.test("event layouts match gcc's sizeof/offsetof of the same headers", async
     "conn_stats",
     "http_event",
     "load_event",
+    "oom_event",
+    "sched_stats",
     "sidecar_stats",
     "sock_event",
     "stats_key",

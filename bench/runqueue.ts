@@ -1,0 +1,131 @@
+/**
+ * What run-queue tracing costs where it costs most: the whole command line
+ * (`./kupod monitor kernel resources --veth <pod>`) on and off (ABBA) under a context-switch
+ * load inside the pod's service container (two processes bouncing a byte over pipes, so that
+ * every switch is a switch of the target's threads). Prints the ops ratio's median with its
+ * 90% interval, and the agent's CPU while the load runs and while the pod is idle.
+ *
+ *   deno task bench:runqueue [--rounds N] [--seconds N]
+ */
+
+import {
+  benchMain,
+  dropRuns,
+  f,
+  interval,
+  median,
+  noteOtherLoad,
+  pairedRatio,
+  pairedRounds,
+  parseOptions,
+  type Runner,
+  sleep,
+  startKupod,
+  stopKupod,
+} from "./overhead.ts";
+import { hostCpuSeconds, processTreeSeconds } from "./socket_proc.ts";
+import type { TestPod } from "../tests/helpers/pod.ts";
+
+const DEFAULTS = { rounds: 10, seconds: 3 };
+
+/** Round trips of one byte between two processes over pipes for `seconds`; prints the count. */
+const PING_PONG = `
+import os, sys, time
+a, b = os.pipe(), os.pipe()
+if os.fork() == 0:
+    while os.read(a[0], 1): os.write(b[1], b"x")
+    os._exit(0)
+end, n = time.monotonic() + float(sys.argv[1]), 0
+while time.monotonic() < end:
+    os.write(a[1], b"x"); os.read(b[0], 1); n += 1
+os.close(a[1])
+print(n)
+`;
+
+interface Run {
+  mode: "off" | "on";
+  round: number;
+  ops: number;
+  kupodCpu: number;
+  stealCores: number;
+  otherCores: number;
+}
+
+/** The ping-pong in the pod's netns and the service container's cgroups; ops per second. */
+async function pingPong(runner: Runner, pod: TestPod, seconds: number): Promise<number> {
+  const app = pod.container("app");
+  const dirs = [app.cgroupV2Dir, ...Object.values(app.cgroupV1Paths)].filter(Boolean);
+  // join the container first, then become the load (forked children stay in the cgroups)
+  const join = dirs.map((d) => `echo $$ > '${d}/cgroup.procs'`).join("; ");
+  const p = runner.spawn("pingpong", "sh", [
+    "-c",
+    `${join}; exec ip netns exec ${pod.netns} python3 -c "$0" ${seconds}`,
+    PING_PONG,
+  ]);
+  const status = await p.wait((seconds + 30) * 1000);
+  runner.check();
+  if (!status.success) throw new Error(`ping-pong failed: ${p.output()}`);
+  return Number(p.stdout.text().trim()) / seconds;
+}
+
+const code = await benchMain(
+  "runqueue",
+  ["python3"],
+  () => parseOptions(DEFAULTS, Deno.args),
+  async (
+    runner,
+    opts,
+    pod,
+  ) => {
+    const args = ["monitor", "kernel", "resources", "--veth", pod.hostVeth, "--quiet"];
+    const runs: Run[] = [];
+    let started = 0;
+    console.log(`./kupod ${args.join(" ")}`);
+    console.log(
+      `pipe ping-pong in the service container, ${opts.rounds} rounds of ${opts.seconds} s`,
+    );
+    let idleCores = NaN;
+    const run = async (mode: "off" | "on", round: number): Promise<Run> => {
+      const kupod = mode === "on"
+        ? await startKupod(runner, args, await runner.tempPath(`kupod-${++started}.out`))
+        : undefined;
+      if (kupod && Number.isNaN(idleCores)) {
+        const c0 = processTreeSeconds(kupod.proc.pid);
+        await sleep(10_000);
+        idleCores = (processTreeSeconds(kupod.proc.pid) - c0) / 10;
+      }
+      const cpu0 = kupod ? processTreeSeconds(kupod.proc.pid) : 0;
+      const h0 = hostCpuSeconds(), t0 = performance.now();
+      const ops = await pingPong(runner, pod, opts.seconds);
+      const wall = (performance.now() - t0) / 1000, h1 = hostCpuSeconds();
+      const r: Run = {
+        mode,
+        round,
+        ops,
+        kupodCpu: kupod ? processTreeSeconds(kupod.proc.pid) - cpu0 : 0,
+        stealCores: (h1.steal - h0.steal) / wall,
+        otherCores: 0,
+      };
+      if (kupod) await stopKupod(kupod, "resources", false);
+      runs.push(r);
+      console.error(`  round ${round} ${mode}: ${f(ops, 0)} round trips/s`);
+      return r;
+    };
+    const redone = await pairedRounds(opts.rounds, run, (gone) => dropRuns(runs, gone));
+    const ratio = pairedRatio(runs, (r) => r.ops);
+    console.log("");
+    console.log(
+      `ops on/off: ${f(ratio.ratio, 3)}${interval(ratio.interval, 3)} (median, 90% interval)`,
+    );
+    console.log(
+      `agent CPU: ${
+        f(median(runs.filter((r) => r.mode === "on").map((r) => r.kupodCpu / opts.seconds)), 3)
+      } ` +
+        `cores under the load, ${f(idleCores, 4)} cores with the pod idle (one pod watched)`,
+    );
+    console.log(`rounds: ${ratio.rounds.map((x) => f(x, 3)).join(" ")}`);
+    noteOtherLoad(runs.map((r) => r.otherCores), runs.map((r) => r.stealCores), redone);
+  },
+);
+
+Deno.exit(code);
