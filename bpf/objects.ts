@@ -11,6 +11,7 @@ export type ObjectName =
   | "stack"
   | "http"
   | "sched"
+  | "sockops"
   | "loadgen"
   | "features"
   | "features_storage";

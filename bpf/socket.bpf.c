@@ -92,6 +92,7 @@ struct conn {
 	__u8 reset;    /* RESET_*: the first reset seen */
 	__u8 closed;   /* counted as closed; the storage stays until the socket is freed */
 	__u8 fin_sent; /* writes are over: bytes_sent is final (a FIN took write_seq one further) */
+	__u8 psock;    /* a socket redirect (sk_msg) owns the sends: counted per write, not by write_seq */
 	char comm[16];
 };
 
@@ -268,7 +269,7 @@ static __always_inline void writes_seen(struct sock *sk, struct conn *c)
 	__u64 sent_once;
 	__u32 seq;
 
-	if (!tp || c->fin_sent)
+	if (!tp || c->fin_sent || c->psock)
 		return;
 	seq = tp->write_seq;
 	if (seq == c->seq_seen)
@@ -606,6 +607,28 @@ int BPF_PROG(kupod_recv, struct sock *sk, int ret, int flags)
  * a server that speaks first), told by tcp_sock's bytes_sent being no more
  * than this write, and a sidecar's forward of a request it has just read.
  */
+/*
+ * sk_user_data's flag of a socket in a sockmap/sockhash (include/net/sock.h,
+ * Linux 5.19+): its sends may be redirected to the peer socket, which moves
+ * no write_seq.
+ */
+#define SK_USER_DATA_PSOCK 4UL
+
+/* A send of a redirected socket: counted as the application wrote it. */
+static __noinline void psock_sent(struct sock *sk, int ret)
+{
+	struct conn *c = claim_conn(sk);
+
+	if (!c || c->closed)
+		return;
+	if (!c->psock) {
+		writes_seen(sk, c); /* what went through TCP before */
+		c->psock = 1;
+	}
+	c->bytes_sent += ret;
+	data_moved(c, LAST_SEND);
+}
+
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
 {
@@ -614,6 +637,8 @@ int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
 
 	if (!target_data(sk, ret, flags))
 		return 0;
+	if ((unsigned long)BPF_CORE_READ(sk, sk_user_data) & SK_USER_DATA_PSOCK)
+		psock_sent(sk, ret);
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;

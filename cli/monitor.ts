@@ -13,6 +13,7 @@ import type { EventSink } from "../probes/events.ts";
 import type { Probe } from "../probes/probe.ts";
 import { HttpProbe } from "../probes/http.ts";
 import { ResourcesProbe } from "../probes/resources.ts";
+import { SockopsRedirect } from "../probes/sockops.ts";
 import { SocketProbe } from "../probes/socket.ts";
 import { addrBytes } from "../probes/addr.ts";
 import {
@@ -136,6 +137,15 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
         throw e;
       }
       probes.push(probe);
+    }
+    if (opts.withSockops) {
+      const redirect = SockopsRedirect.start(target, outputs);
+      probes.push(redirect);
+      log.info(
+        `sockops redirection on ${redirect.cgroups.length} cgroup(s): ${
+          redirect.cgroups.join(", ")
+        }`,
+      );
     }
     // every probe attached before the first readiness line: traffic sent on it is seen by all
     for (const probe of probes) if (probe !== spanSource) log.ready(probe.readyLine);

@@ -24,6 +24,7 @@ const VERBOSE_ONLY = new Set<KupodEvent["type"]>([
   "stack_stats",
   "http_stats",
   "resources_stats",
+  "sockops_stats",
 ]);
 
 /** Event types not printed with --quiet: one per request, the metrics count them. */
@@ -179,6 +180,13 @@ function detail(e: KupodEvent): string {
       return e.containers.map((c) =>
         `${c.container}: cpu ${c.cpu_seconds.toFixed(2)}s mem ${mib(c.memory_working_set_bytes)}`
       ).join("; ");
+    case "sockops_stats":
+      return `${e.sockets} sockets redirected now; ` +
+        e.containers.map((c) =>
+          `${
+            c.container || "-"
+          }: ${c.redirected_bytes}B in ${c.redirected_messages} sends, ${c.redirect_errors} missed`
+        ).join("; ");
     case "http_stats":
       return e.series.map((s) =>
         `${s.container || "-"} ${s.side} ${s.method} ${s.route} ${s.status}: ${s.duration.count}`

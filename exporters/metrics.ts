@@ -51,6 +51,7 @@ import { VERSION } from "../base/version.ts";
 import type { ProbeName } from "../probes/probe.ts";
 import { registerHttpMetrics } from "./http_metrics.ts";
 import { registerResourcesMetrics } from "./resources_metrics.ts";
+import { registerSockopsMetrics } from "./sockops_metrics.ts";
 import { addLog2, Log2Histogram, type Log2Series, shownCounter } from "./shown_metrics.ts";
 import type {
   EventSink,
@@ -59,6 +60,7 @@ import type {
   Log2Counts,
   ResourcesStatsEvent,
   SidecarStatsEvent,
+  SockopsStatsEvent,
   StackStatsEvent,
   TcpCounts,
   TcpStatsEvent,
@@ -92,6 +94,8 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   #http: HttpStatsEvent | undefined;
   /** The resources probe's readings, as last reported. */
   #resources: ResourcesStatsEvent | undefined;
+  /** The sockops redirection's counts, as last reported. */
+  #sockops: SockopsStatsEvent | undefined;
   /** Cumulative probe counters, as last reported by setProbeStats. */
   readonly #probeStats = new Map<string, { events: number; lost: number }>();
 
@@ -102,6 +106,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
     this.#stackMetrics(registers);
     registerHttpMetrics(this.registry, () => this.#http);
     registerResourcesMetrics(this.registry, () => this.#resources);
+    registerSockopsMetrics(this.registry, () => this.#sockops);
 
     const stats = this.#probeStats;
     new Counter<"probe">({
@@ -157,6 +162,9 @@ export class KupodMetrics implements EventSink, ExpositionSource {
         return;
       case "resources_stats":
         this.#resources = e;
+        return;
+      case "sockops_stats":
+        this.#sockops = e;
         return;
       default:
         return; // single connections, requests and packets: counted in the kernel already

@@ -310,7 +310,24 @@ export interface ResourcesStatsEvent extends EventBase {
   interfaces: InterfaceCounts[];
 }
 
+/** The sockops redirection's counts since it started, per container of the sender. */
+export interface SockopsStatsEvent extends EventBase {
+  type: "sockops_stats";
+  /** Sockets in the redirection map now (the pod's local connections, both ends). */
+  sockets: number;
+  containers: {
+    /** "" for counts the kernel could not tie to a container (the passive side's inserts). */
+    container: string;
+    redirected_bytes: number;
+    redirected_messages: number;
+    /** Sends of a redirected socket whose peer was not in the map: they took the normal path. */
+    redirect_errors: number;
+    sockets_added: number;
+  }[];
+}
+
 export type KupodEvent =
+  | SockopsStatsEvent
   | ResourcesEvent
   | OomKillEvent
   | ResourcesStatsEvent

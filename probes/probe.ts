@@ -3,7 +3,7 @@
 import type { Target } from "../k8s/target.ts";
 
 /** Every probe kupod has; the command line selects among them. */
-export type ProbeName = "socket" | "stack" | "resources" | "http" | "grpc";
+export type ProbeName = "socket" | "stack" | "resources" | "http" | "grpc" | "sockops";
 
 export interface ProbeStats {
   /** Events decoded and handed to the sinks. */

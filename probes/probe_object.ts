@@ -38,12 +38,15 @@ export interface ProbeObjectOptions {
   prepare?: (obj: BpfObject) => void;
   /** Attaches the loaded programs; owners are returned so they can be undone. */
   attach: (obj: BpfObject) => Attachment[];
-  onSample: SampleHandler;
+  /** Receives each ring record; an object without an event ring (`ringless`) has none. */
+  onSample?: SampleHandler;
+  /** The object has no `events` ring (it only counts in maps). */
+  ringless?: boolean;
 }
 
 export class ProbeObject implements AsyncDisposable {
   readonly object: BpfObject;
-  readonly ring: RingBuffer;
+  readonly ring: RingBuffer | undefined;
   readonly attachments: Attachment[];
   readonly #mode;
   #reading: Promise<void> | undefined;
@@ -53,7 +56,7 @@ export class ProbeObject implements AsyncDisposable {
 
   private constructor(
     object: BpfObject,
-    ring: RingBuffer,
+    ring: RingBuffer | undefined,
     attachments: Attachment[],
     mode: ReturnType<typeof filterMode>,
   ) {
@@ -71,7 +74,7 @@ export class ProbeObject implements AsyncDisposable {
       const mode = filterMode(opts.target);
       obj.setRodata(opts.rodataLayout, {
         ...filterRodata(mode),
-        wakeup_bytes: WAKEUP_BYTES,
+        ...(opts.ringless ? {} : { wakeup_bytes: WAKEUP_BYTES }),
         ...opts.rodata,
       });
       if (opts.ringBytes) obj.setMaxEntries("events", opts.ringBytes);
@@ -79,11 +82,13 @@ export class ProbeObject implements AsyncDisposable {
       opts.prepare?.(obj);
       obj.load();
       applyFilter(obj, mode, opts.target);
-      const ring = new RingBuffer(obj.map("events"), opts.onSample, obj.map("events_lost"), {
-        pollMs: IDLE_WAIT_MS,
-        batchMs: BATCH_MS,
-      });
-      owned.push(ring);
+      const ring = opts.ringless
+        ? undefined
+        : new RingBuffer(obj.map("events"), opts.onSample ?? (() => {}), obj.map("events_lost"), {
+          pollMs: IDLE_WAIT_MS,
+          batchMs: BATCH_MS,
+        });
+      if (ring) owned.push(ring);
       const attachments: Attachment[] = [];
       try {
         attachments.push(...opts.attach(obj));
@@ -100,13 +105,13 @@ export class ProbeObject implements AsyncDisposable {
 
   /** Starts reading the ring in the background; the promise settles when reading stops. */
   read(): Promise<void> {
-    this.#reading ??= this.ring.run();
+    this.#reading ??= this.ring?.run() ?? Promise.resolve();
     return this.#reading;
   }
 
   /** Events the kernel could not put in the ring, so far (or in all, once closed). */
   lost(): bigint {
-    return this.#lostAtClose ?? this.ring.lost();
+    return this.#lostAtClose ?? this.ring?.lost() ?? 0n;
   }
 
   /** Follows a changed target (restarted containers, new pids) without reloading. */
@@ -127,10 +132,10 @@ export class ProbeObject implements AsyncDisposable {
       final?.();
     } finally {
       try {
-        await this.ring.stop();
+        await this.ring?.stop();
         if (this.#reading) await this.#reading;
       } finally {
-        this.#lostAtClose = this.ring.lost();
+        this.#lostAtClose = this.ring?.lost() ?? 0n;
         this.object[Symbol.dispose]();
         this.#released = true;
       }
