@@ -1,0 +1,77 @@
+// One-byte TCP ping-pong over loopback for bench/sockops.ts.
+//   pingpong server            prints "listening <port>", echoes one connection's bytes
+//   pingpong client <port> <n> prints the median round trip in ns
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+static long long now_ns(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec * 1000000000LL + t.tv_nsec;
+}
+
+static int cmp(const void *a, const void *b)
+{
+	long long x = *(const long long *)a, y = *(const long long *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static void nodelay(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+int main(int argc, char **argv)
+{
+	struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	socklen_t len = sizeof(a);
+	char b = 'x';
+
+	if (argc >= 2 && argv[1][0] == 's') {
+		int s = socket(AF_INET, SOCK_STREAM, 0), c;
+
+		if (bind(s, (struct sockaddr *)&a, sizeof(a)) || listen(s, 1) ||
+		    getsockname(s, (struct sockaddr *)&a, &len))
+			return 1;
+		printf("listening %d\n", ntohs(a.sin_port));
+		fflush(stdout);
+		c = accept(s, NULL, NULL);
+		nodelay(c);
+		while (read(c, &b, 1) == 1)
+			if (write(c, &b, 1) != 1)
+				return 1;
+		return 0;
+	}
+	if (argc < 4)
+		return 2;
+	{
+		int n = atoi(argv[3]), c = socket(AF_INET, SOCK_STREAM, 0);
+		long long *ts = malloc(sizeof(*ts) * n);
+
+		a.sin_port = htons(atoi(argv[2]));
+		if (!ts || connect(c, (struct sockaddr *)&a, sizeof(a)))
+			return 1;
+		nodelay(c);
+		for (int i = 0; i < n; i++) {
+			long long t = now_ns();
+
+			if (write(c, &b, 1) != 1 || read(c, &b, 1) != 1)
+				return 1;
+			ts[i] = now_ns() - t;
+		}
+		qsort(ts, n, sizeof(*ts), cmp);
+		printf("%lld\n", ts[n / 2]);
+	}
+	return 0;
+}

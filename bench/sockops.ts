@@ -1,0 +1,154 @@
+/**
+ * What --with-sockops buys: the same command line with and without redirection (`monitor
+ * kernel socket --veth <pod>` vs the same with `--with-sockops`), in ABBA rounds, with a client
+ * in the test pod's sidecar container and a server in its service container over the pod's
+ * loopback. Per round: the median round trip of small messages (one byte each way, blocking
+ * sockets: bench/pingpong.c, built with gcc at start) and the throughput of one bulk stream (tests/fixtures/tcp_transfer.ts,
+ * checked by SHA-256). Prints the on/off ratios with their 90% intervals.
+ *
+ *   deno task bench:sockops [--rounds N] [--trips N] [--megabytes N]
+ */
+
+import {
+  benchMain,
+  dropRuns,
+  f,
+  interval,
+  pairedRatio,
+  pairedRounds,
+  parseOptions,
+  ROOT,
+  type Runner,
+  startKupod,
+  stopKupod,
+} from "./overhead.ts";
+import { hostCpuSeconds } from "./socket_proc.ts";
+import type { TestContainer, TestPod } from "../tests/helpers/pod.ts";
+
+const DEFAULTS = { rounds: 8, trips: 20000, megabytes: 512 };
+const DENO = `${ROOT}node_modules/@deno/linux-x64-glibc/deno`;
+
+interface Run {
+  mode: "off" | "on";
+  round: number;
+  p50Ns: number;
+  mbps: number;
+  stealCores: number;
+}
+
+/** `args` in the pod's netns, joined to the container's cgroups before it makes a socket. */
+function spawnIn(runner: Runner, name: string, pod: TestPod, c: TestContainer, args: string[]) {
+  const dirs = [c.cgroupV2Dir, ...Object.values(c.cgroupV1Paths)].filter(Boolean);
+  const join = dirs.map((d) => `echo $$ > '${d}/cgroup.procs'`).join("; ");
+  return runner.spawn(name, "sh", [
+    "-c",
+    `${join}; exec ip netns exec ${pod.netns} "$@"`,
+    "sh",
+    ...args,
+  ]);
+}
+
+async function listeningPort(p: { stdout: { text(): string }; exited: boolean }): Promise<string> {
+  for (let i = 0; i < 300; i++) {
+    const m = /listening (\d+)/.exec(p.stdout.text());
+    if (m) return m[1];
+    if (p.exited) break;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  throw new Error("server did not start");
+}
+
+const code = await benchMain(
+  "sockops",
+  ["gcc"],
+  () => parseOptions(DEFAULTS, Deno.args),
+  async (runner, opts, pod) => {
+    const base = ["monitor", "kernel", "socket", "--veth", pod.hostVeth, "--quiet"];
+    const app = pod.container("app"), proxy = pod.container("proxy");
+    const runs: Run[] = [];
+    let started = 0;
+    const pingpong = await runner.tempPath("pingpong");
+    const cc = runner.spawn("gcc", "gcc", ["-O2", "-o", pingpong, `${ROOT}bench/pingpong.c`]);
+    if (!(await cc.wait(60_000)).success) throw new Error(`gcc: ${cc.output()}`);
+    console.log(`./kupod ${base.join(" ")} [--with-sockops]`);
+    console.log(
+      `${opts.trips} one-byte round trips and ${opts.megabytes} MB in one stream per run, ` +
+        `sidecar container -> service container over the pod's loopback`,
+    );
+    const run = async (mode: "off" | "on", round: number): Promise<Run> => {
+      const args = mode === "on" ? [...base, "--with-sockops"] : base;
+      const kupod = await startKupod(runner, args, await runner.tempPath(`k-${++started}.out`));
+      const h0 = hostCpuSeconds(), t0 = performance.now();
+      // small messages
+      const srv = spawnIn(runner, "pp-server", pod, app, [pingpong, "server"]);
+      const port = await listeningPort(srv);
+      const cli = spawnIn(runner, "pp-client", pod, proxy, [
+        pingpong,
+        "client",
+        port,
+        String(opts.trips),
+      ]);
+      if (!(await cli.wait(120_000)).success) throw new Error(`ping-pong: ${cli.output()}`);
+      const p50Ns = Number(cli.stdout.text().trim());
+      await runner.stop(srv);
+      // one bulk stream
+      const bulk = spawnIn(runner, "bulk-server", pod, app, [
+        DENO,
+        "run",
+        "--allow-net",
+        `${ROOT}tests/fixtures/tcp_transfer.ts`,
+        "server",
+        "127.0.0.1",
+        "0",
+      ]);
+      const bport = await listeningPort(bulk);
+      const client = spawnIn(runner, "bulk-client", pod, proxy, [
+        DENO,
+        "run",
+        "--allow-net",
+        `${ROOT}tests/fixtures/tcp_transfer.ts`,
+        "client",
+        "127.0.0.1",
+        bport,
+        "--bytes",
+        `${opts.megabytes}M`,
+        "--timeout",
+        "120",
+      ]);
+      await client.wait(150_000);
+      const r = JSON.parse(client.stdout.text().trim().split("\n").at(-1) ?? "{}");
+      if (!r.ok) throw new Error(`bulk transfer: ${client.output()}`);
+      await runner.stop(bulk);
+      const wall = (performance.now() - t0) / 1000, h1 = hostCpuSeconds();
+      await stopKupod(kupod, "socket", false);
+      const out: Run = {
+        mode,
+        round,
+        p50Ns,
+        mbps: r.mbps,
+        stealCores: (h1.steal - h0.steal) / wall,
+      };
+      runs.push(out);
+      console.error(
+        `  round ${round} ${mode}: p50 ${f(p50Ns / 1000, 1)} us, bulk ${f(r.mbps, 0)} Mbit/s`,
+      );
+      return out;
+    };
+    await pairedRounds(opts.rounds, run, (gone) => dropRuns(runs, gone));
+    const p50 = pairedRatio(runs, (r) => r.p50Ns);
+    const bulk = pairedRatio(runs, (r) => r.mbps);
+    console.log("");
+    console.log(
+      `small-message round trip p50 with/without redirect: ${f(p50.ratio, 3)}${
+        interval(p50.interval, 3)
+      } (median, 90% interval; target <= 0.8)`,
+    );
+    console.log(
+      `bulk throughput with/without redirect: ${f(bulk.ratio, 3)}${
+        interval(bulk.interval, 3)
+      } (target >= 1.0)`,
+    );
+  },
+);
+
+Deno.exit(code);
