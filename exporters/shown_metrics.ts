@@ -46,83 +46,6 @@ export function addLog2(into: Log2Series, h: Log2Counts): void {
   h.slots.forEach((n, i) => (into.slots[i] = (into.slots[i] ?? 0) + n));
 }
 
-/**
- * A histogram whose buckets were counted in the kernel (log2 of the series' unit) and arrive as
- * running totals: prom-client's Histogram only takes single observations, so this renders the
- * series itself in the shape the registry prints (`_bucket{le}`, `_sum`, `_count`). Bucket k has
- * the upper bound 2^k units, for k in `exps` (first..last).
- */
-export class Log2Histogram {
-  readonly type = "histogram";
-  readonly aggregator = "sum";
-  readonly #exps: number[];
-  constructor(
-    readonly name: string,
-    readonly help: string,
-    exps: [first: number, last: number],
-    readonly series: () => Log2Series[],
-  ) {
-    this.#exps = Array.from({ length: exps[1] - exps[0] + 1 }, (_, i) => exps[0] + i);
-  }
-
-  get(): {
-    name: string;
-    help: string;
-    type: string;
-    aggregator: string;
-    values: { metricName: string; labels: Record<string, string | number>; value: number }[];
-  } {
-    const values = [];
-    for (const s of this.series()) {
-      for (const k of this.#exps) {
-        let below = 0;
-        for (let i = 0; i < k && i < s.slots.length; i++) below += s.slots[i];
-        values.push({
-          metricName: `${this.name}_bucket`,
-          labels: { ...s.labels, le: 2 ** k * s.unit_seconds },
-          value: below,
-        });
-      }
-      values.push({
-        metricName: `${this.name}_bucket`,
-        labels: { ...s.labels, le: "+Inf" },
-        value: s.count,
-      });
-      values.push({ metricName: `${this.name}_sum`, labels: s.labels, value: s.sum_seconds });
-      values.push({ metricName: `${this.name}_count`, labels: s.labels, value: s.count });
-    }
-    return {
-      name: this.name,
-      help: this.help,
-      type: this.type,
-      aggregator: this.aggregator,
-      values,
-    };
-  }
-
-  reset(): void {}
-}
-
-/** A gauge showing values read elsewhere: `values` gives every series at each collection. */
-export function shownGauge<L extends string>(
-  registers: Registry[],
-  name: string,
-  help: string,
-  labelNames: readonly L[],
-  values: () => [Record<L, string>, number][],
-): void {
-  new Gauge<L>({
-    name,
-    help,
-    labelNames,
-    registers,
-    collect() {
-      this.reset();
-      for (const [labels, n] of values()) this.set(labels as never, n);
-    },
-  });
-}
-
 export interface BucketSeries {
   labels: Record<string, string>;
   h: BucketCounts;
@@ -171,4 +94,62 @@ export class BucketHistogram {
   }
 
   reset(): void {}
+}
+
+/**
+ * A histogram whose buckets were counted in the kernel (log2 of the series' unit) and arrive as
+ * running totals, rendered as a BucketHistogram: bucket k has the upper bound 2^k units, for k
+ * in `exps` (first..last).
+ */
+export class Log2Histogram extends BucketHistogram {
+  constructor(
+    name: string,
+    help: string,
+    exps: [first: number, last: number],
+    series: () => Log2Series[],
+  ) {
+    const ks = Array.from({ length: exps[1] - exps[0] + 1 }, (_, i) => exps[0] + i);
+    super(name, help, () => series().map((s) => log2Buckets(s, ks)));
+  }
+}
+
+/** The log2 slots of `s` as counts per upper bound 2^k units (k in `ks`), the rest above. */
+function log2Buckets(s: Log2Series, ks: number[]): BucketSeries {
+  const counts: number[] = [];
+  let slot = 0;
+  for (const k of ks) {
+    let n = 0;
+    for (; slot < k && slot < s.slots.length; slot++) n += s.slots[slot];
+    counts.push(n);
+  }
+  counts.push(Math.max(0, s.count - counts.reduce((a, b) => a + b, 0)));
+  return {
+    labels: s.labels,
+    h: {
+      bounds: ks.map((k) => 2 ** k * s.unit_seconds),
+      counts,
+      sum: s.sum_seconds,
+      count: s.count,
+    },
+  };
+}
+
+/** A gauge showing values read elsewhere: `values` gives every series at each collection. */
+export function shownGauge<L extends string>(
+  registers: Registry[],
+  name: string,
+  help: string,
+  labelNames: readonly L[],
+  values: () => [Record<L, string>, number][],
+): void {
+  new Gauge<L>({
+    name,
+    help,
+    labelNames,
+    registers,
+    collect() {
+      this.reset();
+      for (const [labels, n] of values()) this.set(labels as never, n);
+    },
+  });
 }
