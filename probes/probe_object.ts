@@ -13,8 +13,8 @@ import type { Target } from "../k8s/target.ts";
 import { applyFilter, filterMode, filterRodata } from "./filter.ts";
 
 /**
- * Probes batch their events: the kernel wakes the reader on the first record into an empty ring
- * and once 64 KiB wait (a few hundred events); while records flow the reader reads every 50 ms
+ * Probes batch their events: a CPU wakes the reader with its first record after 50 ms without a
+ * wake-up and once 64 KiB went into the ring from it (a few hundred events; bpf/include/ringbuf.h); while records flow the reader reads every 50 ms
  * (every 200 ms while they trickle, bpf/ringbuf.ts), and when a round finds nothing it sleeps
  * until woken (at most IDLE_WAIT_MS). A wake-up per event would cost a worker-thread round trip
  * per event, and a wait every 50 ms on a quiet ring about 1% of a core; this costs at most 50 ms
