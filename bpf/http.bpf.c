@@ -6,7 +6,7 @@
  * which would slow every task of the node.
  *
  * A socket is followed once one of its reads or writes starts with an HTTP
- * start line (a method or "HTTP/"); a socket that shows none in its first
+ * start line (a method or "HTTP/") or the HTTP/2 preface; a socket that shows none in its first
  * MAX_MISSES calls is left alone for good, so other protocols cost one
  * storage lookup per call. Of a followed socket, every call is a record: a
  * call that starts a message carries its head (up to head_max bytes: the
@@ -24,7 +24,7 @@
 #define IPPROTO_TCP 6
 #define MSG_PEEK 2
 #define TCP_CLOSE 7
-#define MAX_IOV 8
+#define MAX_IOV 16
 #define MAX_MISSES 16
 /* Calls after a message's first that still get a full head: its headers may go on. */
 #define HEAD_CALLS 2
@@ -32,6 +32,9 @@
 #define VERDICT_UNKNOWN 0
 #define VERDICT_HTTP 1
 #define VERDICT_OTHER 2
+#define VERDICT_H2 3 /* HTTP/2 (gRPC): frames fall anywhere in a call, every head is copied */
+
+#define PREFACE WORD('P', 'R', 'I', ' ')
 
 /* Bytes copied from the start of a message (≤ HTTP_HEAD_MAX). */
 const volatile __u32 head_max = HTTP_HEAD_MAX;
@@ -109,57 +112,68 @@ static __always_inline __u32 first_word(const struct payload *p, __u32 len)
 	return w;
 }
 
-/* Copies up to `limit` bytes of the payload's start into s->head and its last bytes into s->tail. */
+/*
+ * Copies up to `limit` bytes of the payload's start into s->head and its last
+ * bytes into s->tail. Of an iovec array the first iovec is copied up to
+ * `limit` (servers put a message's head there) and HTTP_PREFIX bytes of the
+ * second right after it (a body's start: chunk framing, a preview); the
+ * others are walked for the tail. The walk itself copies nothing, which keeps
+ * the verifier's work per program small (copying inside it took seconds a
+ * program).
+ */
 static __always_inline void copy_payload(struct scratch *s, const struct payload *p, __u32 len,
 					 __u32 limit)
 {
-	const void *last_base = p->buf;
-	__u64 last_seg = len, left = len;
-	__u64 off = 0, n, t;
+	const void *first = p->buf, *second = NULL, *last_base = p->buf;
+	__u64 first_len = len, second_len = 0, last_seg = len, left = len, n, t;
 
-	if (p->kind == PAYLOAD_FLAT) {
-		n = len < limit ? len : limit;
-		if (n > HTTP_HEAD_MAX)
-			n = HTTP_HEAD_MAX;
-		n &= HEAD_MASK;
-		if (n && !bpf_probe_read_user(s->head, n, p->buf))
-			off = n;
-	} else {
+	if (p->kind == PAYLOAD_IOV) {
+		struct iovec v;
+
+		first_len = 0;
 		for (int i = 0; i < MAX_IOV; i++) {
-			struct iovec v;
-			__u64 seg;
-
 			if (!left || i >= p->iovcnt ||
 			    bpf_probe_read_user(&v, sizeof(v), &p->iov[i]))
 				break;
-			seg = v.iov_len < left ? v.iov_len : left;
-			/* headers come in the first iovec: of the others (bodies) a prefix */
-			if (i == 1 && limit > HTTP_PREFIX + off)
-				limit = HTTP_PREFIX + off;
-			if (off < limit && seg) {
-				n = limit - off;
-				if (n > seg)
-					n = seg;
-				if (n > HTTP_HEAD_MAX)
-					n = HTTP_HEAD_MAX;
-				n &= HEAD_MASK;
-				off &= HTTP_HEAD_MAX - 1;
-				if (bpf_probe_read_user(s->head + off, n, v.iov_base))
-					break;
-				off += n;
+			if (i == 0) {
+				first = v.iov_base;
+				first_len = v.iov_len;
+			} else if (i == 1) {
+				second = v.iov_base;
+				second_len = v.iov_len;
 			}
-			left -= seg;
 			last_base = v.iov_base;
-			last_seg = seg;
+			last_seg = v.iov_len < left ? v.iov_len : left;
+			left -= last_seg;
 		}
 		if (left)
 			last_seg = 0; /* the end lies in an iovec past MAX_IOV */
 	}
-	s->e.head_len = off;
+	n = first_len < len ? first_len : len;
+	if (n > limit)
+		n = limit;
+	if (n > HTTP_HEAD_MAX)
+		n = HTTP_HEAD_MAX;
+	asm volatile("" : "+r"(n));
+	n &= HEAD_MASK;
+	n = n && !bpf_probe_read_user(s->head, n, first) ? n : 0;
+	if (second && n == first_len && len > n) {
+		t = second_len < len - n ? second_len : len - n;
+		if (t > HTTP_PREFIX)
+			t = HTTP_PREFIX;
+		asm volatile("" : "+r"(t));
+		t &= 2 * HTTP_PREFIX - 1;
+		n &= HTTP_HEAD_MAX * 2 - 1;
+		if (t && !bpf_probe_read_user(s->head + n, t, second))
+			n += t;
+	}
+	s->e.head_len = n;
 	t = len < HTTP_TAIL ? len : HTTP_TAIL;
 	if (t > last_seg)
 		t = last_seg;
-	t &= 2 * HTTP_TAIL - 1; /* no-op (t <= HTTP_TAIL): a bound for the verifier */
+	/* a no-op (t <= HTTP_TAIL) the compiler must keep: a bound for the verifier */
+	asm volatile("" : "+r"(t));
+	t &= 2 * HTTP_TAIL - 1;
 	if (t && bpf_probe_read_user(s->tail, t, last_base + last_seg - t))
 		t = 0;
 	s->e.tail_len = t;
@@ -210,9 +224,9 @@ static __always_inline struct http_sock *http_sock_of(struct sock *sk)
 static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir)
 {
 	struct http_sock *hs;
-	struct payload p;
+	struct payload p = {};
 	struct scratch *s;
-	__u32 zero = 0, limit, len = ret;
+	__u32 zero = 0, limit, len = ret, word;
 	bool start;
 
 	if (ret <= 0 || (flags & MSG_PEEK) || !sk || sk->sk_protocol != IPPROTO_TCP ||
@@ -222,7 +236,10 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	if (!hs || hs->verdict == VERDICT_OTHER)
 		return 0;
 	payload_of_current(&p);
-	start = p.kind != PAYLOAD_NONE && start_line(first_word(&p, len));
+	word = p.kind != PAYLOAD_NONE ? first_word(&p, len) : 0;
+	start = start_line(word);
+	if (hs->verdict == VERDICT_UNKNOWN && word == PREFACE)
+		hs->verdict = VERDICT_H2;
 	if (hs->verdict == VERDICT_UNKNOWN) {
 		if (!start) {
 			if (++hs->misses >= MAX_MISSES)
@@ -251,7 +268,8 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 		bpf_get_current_comm(s->e.comm, sizeof(s->e.comm));
 	}
 	if (p.kind != PAYLOAD_NONE) {
-		limit = start || hs->head_calls[dir & 1] ? head_max : HTTP_PREFIX;
+		limit = start || hs->head_calls[dir & 1] || hs->verdict == VERDICT_H2 ? head_max :
+										HTTP_PREFIX;
 		copy_payload(s, &p, len, limit);
 		if (ends_headers(s))
 			hs->head_calls[dir & 1] = 0;
@@ -260,9 +278,9 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 		else if (hs->head_calls[dir & 1])
 			hs->head_calls[dir & 1]--;
 	}
-	limit = s->e.head_len;
-	if (limit > HTTP_HEAD_MAX)
-		limit = HTTP_HEAD_MAX;
+	limit = s->e.head_len; /* at most HTTP_HEAD_MAX + HTTP_PREFIX */
+	if (limit > HTTP_HEAD_MAX + HTTP_PREFIX)
+		limit = HTTP_HEAD_MAX + HTTP_PREFIX;
 	event_output(s, sizeof(s->e) + HTTP_TAIL + limit, s->e.ts_ns);
 	return 0;
 }
@@ -290,7 +308,7 @@ int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstat
 	if (newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
-	if (!hs || hs->verdict != VERDICT_HTTP)
+	if (!hs || (hs->verdict != VERDICT_HTTP && hs->verdict != VERDICT_H2))
 		return 0;
 	e = event_reserve(sizeof(*e) + HTTP_TAIL);
 	if (!e)
