@@ -24,7 +24,7 @@
 #define IPPROTO_TCP 6
 #define MSG_PEEK 2
 #define TCP_CLOSE 7
-#define MAX_IOV 16
+#define MAX_IOV 64
 #define MAX_MISSES 16
 /* Calls after a message's first that still get a full head: its headers may go on. */
 #define HEAD_CALLS 2
@@ -36,8 +36,8 @@
 
 #define PREFACE WORD('P', 'R', 'I', ' ')
 
-/* Bytes copied from the start of a message (≤ HTTP_HEAD_MAX). */
-const volatile __u32 head_max = HTTP_HEAD_MAX;
+/* Bytes copied from the start of an HTTP/1.x message (≤ HTTP_HEAD_MAX). */
+const volatile __u32 head_max = 1024;
 
 struct http_sock {
 	__u32 container;
@@ -112,69 +112,91 @@ static __always_inline __u32 first_word(const struct payload *p, __u32 len)
 	return w;
 }
 
+/* The walk over an iovec array, one bpf_loop step per iovec. */
+struct iov_walk {
+	const struct iovec *iov;
+	struct scratch *s;
+	const void *last_base;
+	__u64 iovcnt;
+	__u64 left;     /* payload bytes not yet placed in an iovec */
+	__u64 last_seg; /* bytes of the payload in the last iovec reached */
+	__u32 limit;
+};
+
 /*
- * Copies up to `limit` bytes of the payload's start into s->head and its last
- * bytes into s->tail. Of an iovec array the first iovec is copied up to
- * `limit` (servers put a message's head there) and HTTP_PREFIX bytes of the
- * second right after it (a body's start: chunk framing, a preview); the
- * others are walked for the tail. The walk itself copies nothing, which keeps
- * the verifier's work per program small (copying inside it took seconds a
- * program).
+ * One iovec: its bytes go after those copied so far, up to the limit. The
+ * offset lives in the record (s->e.head_len), not in the walk: read back from
+ * a map it is a bounded unknown to the verifier, which then checks this step
+ * once, where an offset it tracked exactly made every iteration a new state.
+ */
+static long iov_step(__u32 i, void *data)
+{
+	struct iov_walk *w = data;
+	struct scratch *s = w->s;
+	struct iovec v;
+	__u64 seg, n, off;
+
+	if (!w->left || i >= w->iovcnt || bpf_probe_read_user(&v, sizeof(v), &w->iov[i]))
+		return 1;
+	seg = v.iov_len < w->left ? v.iov_len : w->left;
+	off = s->e.head_len;
+	if (off < w->limit && seg) {
+		n = w->limit - off;
+		if (n > seg)
+			n = seg;
+		if (n > HTTP_HEAD_MAX)
+			n = HTTP_HEAD_MAX;
+		n &= HEAD_MASK;
+		off &= HTTP_HEAD_MAX - 1;
+		if (bpf_probe_read_user(s->head + off, n, v.iov_base))
+			return 1;
+		s->e.head_len = off + n;
+	}
+	w->left -= seg;
+	w->last_base = v.iov_base;
+	w->last_seg = seg;
+	return 0;
+}
+
+/*
+ * Copies up to `limit` bytes of the payload's start into s->head (across the
+ * iovecs of a readv/writev/sendmsg/recvmsg) and its last bytes into s->tail.
  */
 static __always_inline void copy_payload(struct scratch *s, const struct payload *p, __u32 len,
 					 __u32 limit)
 {
-	const void *first = p->buf, *second = NULL, *last_base = p->buf;
-	__u64 first_len = len, second_len = 0, last_seg = len, left = len, n, t;
+	struct iov_walk w = {
+		.iov = p->iov,
+		.s = s,
+		.last_base = p->buf,
+		.iovcnt = p->iovcnt,
+		.left = len,
+		.last_seg = len,
+		.limit = limit,
+	};
+	__u64 n, t;
 
-	if (p->kind == PAYLOAD_IOV) {
-		struct iovec v;
-
-		first_len = 0;
-		for (int i = 0; i < MAX_IOV; i++) {
-			if (!left || i >= p->iovcnt ||
-			    bpf_probe_read_user(&v, sizeof(v), &p->iov[i]))
-				break;
-			if (i == 0) {
-				first = v.iov_base;
-				first_len = v.iov_len;
-			} else if (i == 1) {
-				second = v.iov_base;
-				second_len = v.iov_len;
-			}
-			last_base = v.iov_base;
-			last_seg = v.iov_len < left ? v.iov_len : left;
-			left -= last_seg;
-		}
-		if (left)
-			last_seg = 0; /* the end lies in an iovec past MAX_IOV */
+	s->e.head_len = 0;
+	if (p->kind == PAYLOAD_FLAT) {
+		n = len < limit ? len : limit;
+		if (n > HTTP_HEAD_MAX)
+			n = HTTP_HEAD_MAX;
+		asm volatile("" : "+r"(n));
+		n &= HEAD_MASK;
+		if (n && !bpf_probe_read_user(s->head, n, p->buf))
+			s->e.head_len = n;
+	} else {
+		bpf_loop(MAX_IOV, iov_step, &w, 0);
+		if (w.left)
+			w.last_seg = 0; /* the end lies in an iovec past MAX_IOV */
 	}
-	n = first_len < len ? first_len : len;
-	if (n > limit)
-		n = limit;
-	if (n > HTTP_HEAD_MAX)
-		n = HTTP_HEAD_MAX;
-	asm volatile("" : "+r"(n));
-	n &= HEAD_MASK;
-	n = n && !bpf_probe_read_user(s->head, n, first) ? n : 0;
-	if (second && n == first_len && len > n) {
-		t = second_len < len - n ? second_len : len - n;
-		if (t > HTTP_PREFIX)
-			t = HTTP_PREFIX;
-		asm volatile("" : "+r"(t));
-		t &= 2 * HTTP_PREFIX - 1;
-		n &= HTTP_HEAD_MAX * 2 - 1;
-		if (t && !bpf_probe_read_user(s->head + n, t, second))
-			n += t;
-	}
-	s->e.head_len = n;
 	t = len < HTTP_TAIL ? len : HTTP_TAIL;
-	if (t > last_seg)
-		t = last_seg;
+	if (t > w.last_seg)
+		t = w.last_seg;
 	/* a no-op (t <= HTTP_TAIL) the compiler must keep: a bound for the verifier */
 	asm volatile("" : "+r"(t));
 	t &= 2 * HTTP_TAIL - 1;
-	if (t && bpf_probe_read_user(s->tail, t, last_base + last_seg - t))
+	if (t && bpf_probe_read_user(s->tail, t, w.last_base + w.last_seg - t))
 		t = 0;
 	s->e.tail_len = t;
 }
@@ -268,8 +290,10 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 		bpf_get_current_comm(s->e.comm, sizeof(s->e.comm));
 	}
 	if (p.kind != PAYLOAD_NONE) {
-		limit = start || hs->head_calls[dir & 1] || hs->verdict == VERDICT_H2 ? head_max :
-										HTTP_PREFIX;
+		/* HTTP/2 frames fall anywhere: as much of every call as the record takes */
+		limit = hs->verdict == VERDICT_H2			 ? HTTP_HEAD_MAX :
+			start || hs->head_calls[dir & 1] ? head_max :
+							   HTTP_PREFIX;
 		copy_payload(s, &p, len, limit);
 		if (ends_headers(s))
 			hs->head_calls[dir & 1] = 0;
@@ -278,9 +302,9 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 		else if (hs->head_calls[dir & 1])
 			hs->head_calls[dir & 1]--;
 	}
-	limit = s->e.head_len; /* at most HTTP_HEAD_MAX + HTTP_PREFIX */
-	if (limit > HTTP_HEAD_MAX + HTTP_PREFIX)
-		limit = HTTP_HEAD_MAX + HTTP_PREFIX;
+	limit = s->e.head_len;
+	if (limit > HTTP_HEAD_MAX)
+		limit = HTTP_HEAD_MAX;
 	event_output(s, sizeof(s->e) + HTTP_TAIL + limit, s->e.ts_ns);
 	return 0;
 }

@@ -7,7 +7,7 @@ enum http_record_kind {
 	HTTP_RECORD_CLOSE = 2, /* the socket closed: pending messages end here */
 };
 
-#define HTTP_HEAD_MAX 1024 /* bytes copied from the start of a message */
+#define HTTP_HEAD_MAX 4096 /* most bytes copied from the start of a call (HTTP/2's) */
 #define HTTP_PREFIX 64     /* bytes copied from a read or write inside a message */
 #define HTTP_TAIL 16       /* bytes copied from the end of a longer read or write */
 

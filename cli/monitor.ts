@@ -45,13 +45,21 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
       loopback: opts.stackLoopback,
     }),
   resources: (target, sink) => ResourcesProbe.start(target, sink),
-  http: (target, sink, opts) =>
-    HttpProbe.start(target, sink, {
-      previewBytes: opts.httpPreview,
-      // --quiet prints no request lines: without spans, the probe only counts
-      requestEvents: opts.verbosity !== "quiet" || spansWanted(opts),
-    }),
+  // one capture serves both: `user all` runs it once, with both parsers reporting
+  http: (target, sink, opts) => userProbe(target, sink, opts),
+  grpc: (target, sink, opts) => userProbe(target, sink, opts),
 };
+
+/** The user-space probe (HTTP and gRPC from one capture) for the probes the command names. */
+function userProbe(target: Target, sink: EventSink, opts: MonitorOptions): Probe {
+  return HttpProbe.start(target, sink, {
+    http: opts.probes.includes("http"),
+    grpc: opts.probes.includes("grpc"),
+    previewBytes: opts.httpPreview,
+    // --quiet prints no request lines: without spans, the probe only counts
+    requestEvents: opts.verbosity !== "quiet" || spansWanted(opts),
+  });
+}
 
 /** What to watch, from the target flags. */
 function targetRequestOf(opts: MonitorOptions): TargetRequest {
@@ -125,6 +133,7 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
     const spanSource = connectionSpans(names, target, outputs);
     if (spanSource) probes.push(spanSource);
     for (const name of names) {
+      if (name === "grpc" && names.includes("http")) continue; // the http probe's capture has it
       let probe: Probe;
       try {
         probe = PROBES[name]!(target, outputs, opts);

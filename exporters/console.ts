@@ -25,10 +25,11 @@ const VERBOSE_ONLY = new Set<KupodEvent["type"]>([
   "http_stats",
   "resources_stats",
   "sockops_stats",
+  "grpc_stats",
 ]);
 
 /** Event types not printed with --quiet: one per request, the metrics count them. */
-const QUIET_HIDDEN = new Set<KupodEvent["type"]>(["http"]);
+const QUIET_HIDDEN = new Set<KupodEvent["type"]>(["http", "grpc"]);
 
 const encoder = new TextEncoder();
 const FLUSH_BYTES = 64 * 1024;
@@ -180,6 +181,18 @@ function detail(e: KupodEvent): string {
       return e.containers.map((c) =>
         `${c.container}: cpu ${c.cpu_seconds.toFixed(2)}s mem ${mib(c.memory_working_set_bytes)}`
       ).join("; ");
+    case "grpc":
+      return `${e.side === "server" ? "served" : "called"} ${e.service}/${e.method} ${e.kind} ` +
+        `status ${e.grpc_status < 0 ? "-" : e.grpc_status} ${ms(e.duration_seconds)} msgs ` +
+        `${e.request_messages}/${e.response_messages} bytes ${e.request_bytes}/${e.response_bytes} ${
+          e.side === "server"
+            ? `${endpoint(e.saddr, e.sport)} <- ${endpoint(e.daddr, e.dport)}`
+            : `${endpoint(e.saddr, e.sport)} -> ${endpoint(e.daddr, e.dport)}`
+        }${e.outcome === "complete" ? "" : ` (${e.outcome})`}`;
+    case "grpc_stats":
+      return `${
+        e.series.reduce((n, s) => n + s.duration.count, 0)
+      } calls, ${e.unknown_method_calls} with unknown method`;
     case "sockops_stats":
       return `${e.sockets} sockets redirected now; ` +
         e.containers.map((c) =>

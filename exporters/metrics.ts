@@ -49,12 +49,14 @@ const Registry = registryClass as unknown as typeof Prom.Registry;
 type Registry = Prom.Registry;
 import { VERSION } from "../base/version.ts";
 import type { ProbeName } from "../probes/probe.ts";
+import { registerGrpcMetrics } from "./grpc_metrics.ts";
 import { registerHttpMetrics } from "./http_metrics.ts";
 import { registerResourcesMetrics } from "./resources_metrics.ts";
 import { registerSockopsMetrics } from "./sockops_metrics.ts";
 import { addLog2, Log2Histogram, type Log2Series, shownCounter } from "./shown_metrics.ts";
 import type {
   EventSink,
+  GrpcStatsEvent,
   HttpStatsEvent,
   KupodEvent,
   Log2Counts,
@@ -94,6 +96,8 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   #http: HttpStatsEvent | undefined;
   /** The resources probe's readings, as last reported. */
   #resources: ResourcesStatsEvent | undefined;
+  /** The gRPC counts, as last reported. */
+  #grpc: GrpcStatsEvent | undefined;
   /** The sockops redirection's counts, as last reported. */
   #sockops: SockopsStatsEvent | undefined;
   /** Cumulative probe counters, as last reported by setProbeStats. */
@@ -107,6 +111,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
     registerHttpMetrics(this.registry, () => this.#http);
     registerResourcesMetrics(this.registry, () => this.#resources);
     registerSockopsMetrics(this.registry, () => this.#sockops);
+    registerGrpcMetrics(this.registry, () => this.#grpc);
 
     const stats = this.#probeStats;
     new Counter<"probe">({
@@ -165,6 +170,9 @@ export class KupodMetrics implements EventSink, ExpositionSource {
         return;
       case "sockops_stats":
         this.#sockops = e;
+        return;
+      case "grpc_stats":
+        this.#grpc = e;
         return;
       default:
         return; // single connections, requests and packets: counted in the kernel already

@@ -214,6 +214,44 @@ export interface HttpEvent extends EventBase, TcpEndpoints {
   response_preview?: string;
 }
 
+/** One gRPC call (an HTTP/2 stream with content-type application/grpc), either side. */
+export interface GrpcEvent extends EventBase, TcpEndpoints {
+  type: "grpc";
+  side: "server" | "client";
+  /** "pkg.Service"; "unknown" when the call's :path could not be known */
+  service: string;
+  /** "Method", or "unknown" */
+  method: string;
+  /** grpc-status of the trailers; -1 when none came (reset, closed) */
+  grpc_status: number;
+  kind: "unary" | "client_stream" | "server_stream" | "bidi";
+  duration_seconds: number;
+  request_messages: number;
+  response_messages: number;
+  /** DATA bytes (gRPC message prefixes included) */
+  request_bytes: number;
+  response_bytes: number;
+  outcome: "complete" | "reset" | "closed";
+}
+
+/** gRPC calls of one container, side, service, method and status. */
+export interface GrpcCounts {
+  container: string;
+  side: "server" | "client";
+  service: string;
+  method: string;
+  grpc_status: number;
+  duration: BucketCounts;
+}
+
+/** What the probe counted of gRPC since it started (cumulative); metrics come from these. */
+export interface GrpcStatsEvent extends EventBase {
+  type: "grpc_stats";
+  series: GrpcCounts[];
+  /** Calls whose method could not be known (HPACK state of a connection seen from its middle). */
+  unknown_method_calls: number;
+}
+
 /** Requests of one container, side, method, route and status: a RED series. */
 export interface HttpCounts {
   container: string;
@@ -327,6 +365,8 @@ export interface SockopsStatsEvent extends EventBase {
 }
 
 export type KupodEvent =
+  | GrpcEvent
+  | GrpcStatsEvent
   | SockopsStatsEvent
   | ResourcesEvent
   | OomKillEvent

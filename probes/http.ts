@@ -13,8 +13,10 @@ import { type Attribution, attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
 import { bootNsToRfc3339 } from "./clock.ts";
 import { connId } from "./conn_id.ts";
-import type { EventSink, HttpEvent, TcpEndpoints } from "./events.ts";
+import type { EventSink, GrpcEvent, HttpEvent, TcpEndpoints } from "./events.ts";
 import { type Chunk, Http1Conn, type HttpExchange } from "./http1.ts";
+import { type H2Call, H2Conn } from "./h2/conn.ts";
+import { GrpcStats } from "./grpc_stats.ts";
 import { foldRoute, RouteTable } from "./http_route.ts";
 import { HttpStats } from "./http_stats.ts";
 import { ProbeObject } from "./probe_object.ts";
@@ -40,6 +42,10 @@ const READ_INTERVAL_MS = 1000;
 const EMPTY = new Uint8Array(0);
 
 export interface HttpProbeOptions {
+  /** Report HTTP requests, HTTP/1.x and plain HTTP/2 (default true). */
+  http?: boolean;
+  /** Report gRPC calls (default false). */
+  grpc?: boolean;
   /**
    * One `http` event per request (console lines, spans; default true). Without them the probe
    * only counts requests into `http_stats`, which is all the metrics need.
@@ -52,8 +58,11 @@ export interface HttpProbeOptions {
   ringBytes?: number;
 }
 
+/** The connection's parser: HTTP/1.x, or HTTP/2 once its first bytes are the client preface. */
+type Parser = { h1: Http1Conn; h2?: undefined } | { h1?: undefined; h2: H2Conn };
+
 interface Conn {
-  parser: Http1Conn;
+  parser: Parser | undefined;
   container: number;
   who: Attribution & { pid: number; comm: string };
   endpoints: TcpEndpoints;
@@ -64,8 +73,11 @@ interface Conn {
 }
 
 export class HttpProbe implements Probe {
-  readonly name = "http";
-  readonly readyLine = "HTTP monitor started!";
+  readonly name: "http" | "grpc";
+  readonly readyLine: string;
+  readonly #http: boolean;
+  readonly #grpc: boolean;
+  readonly #grpcStats = new GrpcStats();
   reading: Promise<void> = Promise.resolve();
   #events = 0;
   #target: Target;
@@ -90,6 +102,12 @@ export class HttpProbe implements Probe {
     }
     this.#target = target;
     this.#sink = sink;
+    this.#http = opts.http ?? true;
+    this.#grpc = opts.grpc ?? false;
+    this.name = this.#http ? "http" : "grpc";
+    this.readyLine = this.#http
+      ? (this.#grpc ? "HTTP and gRPC monitor started!" : "HTTP monitor started!")
+      : "gRPC monitor started!";
     this.#previewBytes = opts.previewBytes ?? 0;
     this.#requestEvents = opts.requestEvents ?? true;
     this.#maxRoutes = opts.maxRoutes ?? MAX_ROUTES;
@@ -118,14 +136,14 @@ export class HttpProbe implements Probe {
       const conn = this.#conns.get(sockId);
       if (!conn) return;
       this.#conns.delete(sockId);
-      this.#report(conn, conn.parser.close(ts));
+      this.#closeParser(conn, ts);
       return;
     }
     let conn = this.#conns.get(sockId);
     const first = view.getUint8(at + L.first.offset) !== 0;
     if (first || !conn) {
       // a socket's first record; a known id again is a new socket at a freed one's address
-      if (conn) this.#report(conn, conn.parser.close(ts));
+      if (conn) this.#closeParser(conn, ts);
       conn = this.#open(view, at, sockId, first);
     }
     const len = view.getUint32(at + L.len.offset, true);
@@ -147,7 +165,48 @@ export class HttpProbe implements Probe {
       head: headLen ? bytes.subarray(headAt, headAt + headLen) : EMPTY,
       tail: tailNew > 0 ? bytes.subarray(tailAt, tailAt + tailNew) : EMPTY,
     };
-    this.#report(conn, conn.parser.push(chunk));
+    conn.parser ??= chunk.head.length ? parserFor(chunk.head, this.#previewBytes) : undefined;
+    if (conn.parser?.h2) this.#reportCalls(conn, conn.parser.h2.push(chunk));
+    else if (conn.parser) this.#report(conn, conn.parser.h1.push(chunk));
+  }
+
+  #closeParser(conn: Conn, ts: bigint): void {
+    if (conn.parser?.h2) this.#reportCalls(conn, conn.parser.h2.close(ts));
+    else if (conn.parser) this.#report(conn, conn.parser.h1.close(ts));
+  }
+
+  /** gRPC calls as grpc events and counts; plain HTTP/2 requests as HTTP. */
+  #reportCalls(conn: Conn, calls: H2Call[]): void {
+    for (const c of calls) {
+      if (!c.grpc) {
+        if (this.#http) this.#report(conn, [h2Exchange(c)]);
+        continue;
+      }
+      if (!this.#grpc) continue;
+      const service = c.pathUnknown ? "unknown" : c.service || "unknown";
+      const method = c.pathUnknown ? "unknown" : c.rpcMethod || "unknown";
+      this.#grpcStats.add(conn.who.container ?? "", c, service, method);
+      if (!this.#requestEvents) continue;
+      this.#events++;
+      const e: GrpcEvent = {
+        ts: bootNsToRfc3339(c.startNs),
+        type: "grpc",
+        ...conn.who,
+        ...conn.endpoints,
+        side: c.side,
+        service,
+        method,
+        grpc_status: c.grpcStatus,
+        kind: c.kind,
+        duration_seconds: Number(c.endNs - c.startNs) * 1e-9,
+        request_messages: c.requestMessages,
+        response_messages: c.responseMessages,
+        request_bytes: c.requestBytes,
+        response_bytes: c.responseBytes,
+        outcome: c.outcome,
+      };
+      this.#sink.event(e);
+    }
   }
 
   /**
@@ -170,7 +229,7 @@ export class HttpProbe implements Probe {
     let routes = this.#routes.get(container);
     if (!routes) this.#routes.set(container, routes = new RouteTable(this.#maxRoutes));
     const conn: Conn = {
-      parser: new Http1Conn({ previewMax: this.#previewBytes }),
+      parser: undefined,
       container,
       lastTarget: "",
       lastRoute: "",
@@ -196,6 +255,7 @@ export class HttpProbe implements Probe {
   }
 
   #report(conn: Conn, exchanges: HttpExchange[]): void {
+    if (!this.#http) return;
     for (const x of exchanges) {
       if (x.target !== conn.lastTarget) {
         conn.lastTarget = x.target;
@@ -235,9 +295,10 @@ export class HttpProbe implements Probe {
 
   /** Sends the request counts so far (when there are any) to the sink. */
   reportCounters(): void {
-    if (!this.#stats.size) return;
     const pod: Attribution = attribution(this.#target, -1);
-    this.#sink.event(this.#stats.snapshot({ ts: new Date().toISOString(), ...pod }));
+    const ts = new Date().toISOString();
+    if (this.#stats.size) this.#sink.event(this.#stats.snapshot({ ts, ...pod }));
+    if (this.#grpcStats.size) this.#sink.event(this.#grpcStats.snapshot({ ts, ...pod }));
   }
 
   retarget(target: Target): void {
@@ -259,4 +320,31 @@ export class HttpProbe implements Probe {
   [Symbol.asyncDispose](): Promise<void> {
     return this.stop();
   }
+}
+
+const PREFACE_START = [0x50, 0x52, 0x49, 0x20]; // "PRI "
+
+/** The parser for a connection whose first captured bytes are `head`. */
+function parserFor(head: Uint8Array, previewMax: number): Parser {
+  const h2 = PREFACE_START.every((b, i) => head[i] === b);
+  return h2 ? { h2: new H2Conn() } : { h1: new Http1Conn({ previewMax }) };
+}
+
+/** A plain HTTP/2 request as an HTTP exchange. */
+function h2Exchange(c: H2Call): HttpExchange {
+  return {
+    side: c.side,
+    method: c.method || "unknown",
+    target: c.path,
+    version: "1.1",
+    status: c.status,
+    startNs: c.startNs,
+    endNs: c.endNs,
+    requestBodyBytes: c.requestBytes,
+    responseBodyBytes: c.responseBytes,
+    contentType: "",
+    traceparent: "",
+    outcome: c.outcome === "reset" ? "closed" : c.outcome,
+    credentials: false,
+  };
 }

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { kupodPrograms } from "./helpers/bpf_state.ts";
+import { kupodPrograms, waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { ROOT } from "./helpers/process.ts";
 
 async function kupod(args: string[], opts: { asNobody?: boolean } = {}) {
@@ -54,12 +54,11 @@ Deno.test("run: a pid that does not exist is refused before anything loads", asy
   assertOneLineError(r, /^Error: .*2147483646/);
 });
 
-Deno.test("run: a probe that is not built yet says so and exits 1", async () => {
-  const before = await kupodPrograms();
-  const r = await kupod(["monitor", "user", "grpc", "--pid", String(Deno.pid)]);
-  assertEquals(r.code, 1);
-  assertOneLineError(r, /^Error: the grpc probe is not built yet/);
-  assertEquals(await kupodPrograms(), before, "nothing loaded");
+Deno.test("run: monitor user all runs one capture for http and grpc and leaves nothing", async () => {
+  const r = await kupod(["monitor", "user", "all", "--pid", String(Deno.pid), "--duration", "1"]);
+  assertEquals(r.code, 0, r.stderr);
+  assert(r.stdout.includes("HTTP and gRPC monitor started!"), r.stdout);
+  assertEquals(await waitNoKupodPrograms(), [], "nothing left loaded");
 });
 
 Deno.test("run: no target is one line, exit 1", async () => {

@@ -1,0 +1,54 @@
+/**
+ * gRPC metrics with OpenTelemetry's RPC semantic-convention names and attributes as Prometheus
+ * spells them (`rpc.server.duration` → `rpc_server_duration_seconds`, `rpc.system`,
+ * `rpc.service`, `rpc.method`, `rpc.grpc.status_code`), plus kupod's pod labels and the count of
+ * calls whose method could not be known. Shown from the last `grpc_stats`.
+ */
+
+import type * as Prom from "prom-client";
+import type { GrpcStatsEvent } from "../probes/events.ts";
+import { BucketHistogram, type BucketSeries, shownCounter } from "./shown_metrics.ts";
+
+/** Registers the gRPC metrics; `latest` gives the last grpc_stats (or none yet). */
+export function registerGrpcMetrics(
+  registry: Prom.Registry,
+  latest: () => GrpcStatsEvent | undefined,
+): void {
+  for (const side of ["server", "client"] as const) {
+    const series = (): BucketSeries[] => {
+      const e = latest();
+      if (!e) return [];
+      return e.series.filter((s) => s.side === side).map((s) => ({
+        labels: {
+          namespace: e.namespace ?? "",
+          pod: e.pod ?? "",
+          container: s.container,
+          rpc_system: "grpc",
+          rpc_service: s.service,
+          rpc_method: s.method,
+          rpc_grpc_status_code: s.grpc_status < 0 ? "" : String(s.grpc_status),
+        },
+        h: s.duration,
+      }));
+    };
+    registry.registerMetric(
+      new BucketHistogram(
+        `rpc_${side}_duration_seconds`,
+        `Duration of gRPC calls ${side === "server" ? "served" : "made"} by the container.`,
+        series,
+      ) as never,
+    );
+  }
+  shownCounter(
+    [registry],
+    "kupod_grpc_unknown_method_calls_total",
+    "gRPC calls whose method could not be known (headers compressed against a table never seen).",
+    ["namespace", "pod"],
+    () => {
+      const e = latest();
+      return e
+        ? [[{ namespace: e.namespace ?? "", pod: e.pod ?? "" }, e.unknown_method_calls]]
+        : [];
+    },
+  );
+}

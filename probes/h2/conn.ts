@@ -1,0 +1,726 @@
+/**
+ * gRPC calls and HTTP/2 requests of one TCP connection, from the payload the kernel captures of
+ * each of its send/recv syscalls (RFC 9113; gRPC over HTTP/2 framing of messages).
+ *
+ * Each direction has a frame reader and an HPACK decoder. A stream becomes a call with its
+ * request HEADERS and is reported once both directions ended it, on RST_STREAM, or at close.
+ * What the capture missed is reported as unknown, never guessed: a header block with bytes
+ * missing, or lost framing, desyncs that direction's decoder (see hpack.ts), and a call whose
+ * :path cannot be resolved says pathUnknown. Only :path and the few fields reported become
+ * strings; counting messages reads just their 5-byte prefixes.
+ */
+
+import type { Chunk } from "../http1.ts";
+import {
+  ACK,
+  DEFAULT_MAX_FRAME,
+  FRAME_LEN_MAX,
+  FrameReader,
+  type FrameSink,
+  plausibleStart,
+  PREFACE,
+  SETTINGS,
+  SETTINGS_HEADER_TABLE_SIZE,
+  SETTINGS_MAX_FRAME_SIZE,
+} from "./frames.ts";
+import { type HeaderField, HpackDecoder } from "./hpack.ts";
+
+export interface H2Call {
+  /** "server": the watched process received the request; "client": it sent it. */
+  side: "server" | "client";
+  streamId: number;
+  /** the request's content-type starts with application/grpc (or, when the request's was not
+   * known, the response's does or it carried grpc-status) */
+  grpc: boolean;
+  /** :method, "" if unknown */
+  method: string;
+  /** :path (up to 512 chars), "" when unknown */
+  path: string;
+  /** gRPC "/pkg.Service/Method" → "pkg.Service"; "" otherwise */
+  service: string;
+  /** gRPC "Method"; "unknown" when the path is unknown; "" for other requests */
+  rpcMethod: string;
+  /** final :status, 0 if none */
+  status: number;
+  /** -1 if no grpc-status was seen */
+  grpcStatus: number;
+  /** ts of the chunk holding the request HEADERS frame */
+  startNs: bigint;
+  /** ts of the chunk that ended the call (or of close) */
+  endNs: bigint;
+  /** gRPC length-prefixed messages begun (0 for non-gRPC) */
+  requestMessages: number;
+  responseMessages: number;
+  /** DATA payload bytes without padding */
+  requestBytes: number;
+  responseBytes: number;
+  kind: "unary" | "client_stream" | "server_stream" | "bidi";
+  /** complete: both sides ended the stream | reset: RST_STREAM (or refused by GOAWAY) |
+   * closed: the connection closed first (or too many streams were open) */
+  outcome: "complete" | "reset" | "closed";
+  /** the request's :path could not be known (header block lost, or a reference the desynced
+   * HPACK table cannot resolve) */
+  pathUnknown: boolean;
+  /** grpc-message as sent (percent-encoded, up to 256 chars), "" if none */
+  grpcMessage: string;
+  /** :scheme, :authority (up to 256 chars) and the request's media type (lower case, no
+   * parameters), "" if none or unknown */
+  scheme: string;
+  authority: string;
+  contentType: string;
+  /** RST_STREAM or GOAWAY error code, -1 if none (or not captured) */
+  errorCode: number;
+  /** frames or header blocks of the call went by uncaptured: counts are lower bounds, fields
+   * other than :path may be missing */
+  truncated: boolean;
+}
+
+export interface H2Options {
+  /** "server": the watched process accepted the connection. When absent, the connection
+   * preface or the first request decides. The preface wins over this. */
+  side?: "server" | "client";
+}
+
+/** Streams open at once; beyond, the oldest is reported as closed. */
+const MAX_STREAMS = 1024;
+/** Chunks without framing, or bytes, before the bytes are confirmed to be HTTP/2; beyond,
+ * the connection is given up. */
+const UNSYNCED_LIMIT = 16;
+const UNCONFIRMED_BYTES = 1 << 20;
+const PATH_MAX = 512;
+const AUTHORITY_MAX = 256;
+const MEDIA_TYPE_MAX = 128;
+const GRPC_MESSAGE_MAX = 256;
+
+type Dir = "in" | "out";
+
+// ---------------------------------------------------------------------------------------------
+// Strings
+
+function latin1(b: Uint8Array, s: number, e: number): string {
+  // apply takes the typed array as the argument list, much cheaper than spreading it
+  return e > s ? String.fromCharCode.apply(null, b.subarray(s, e) as unknown as number[]) : "";
+}
+
+/** Recent short strings by hash: paths and authorities repeat on a connection. */
+const MEMO_MAX_LEN = 128;
+const MEMO_SLOTS = 1024; // a power of two
+const memo: string[] = new Array(MEMO_SLOTS).fill("");
+
+/** latin1 of b[s, min(e, s + max)), reusing the string decoded last time for the same bytes. */
+function text(b: Uint8Array, s: number, e: number, max: number): string {
+  if (e - s > max) e = s + max;
+  const n = e - s;
+  if (n <= 0 || n > MEMO_MAX_LEN) return latin1(b, s, e);
+  let h = n;
+  for (let i = s; i < e; i++) h = (Math.imul(h, 31) + b[i]) & 0x3fffffff;
+  const slot = h & (MEMO_SLOTS - 1);
+  const hit = memo[slot];
+  if (hit.length === n) {
+    let i = s;
+    while (i < e && hit.charCodeAt(i - s) === b[i]) i++;
+    if (i === e) return hit;
+  }
+  return memo[slot] = latin1(b, s, e);
+}
+
+const ascii = (s: string) => Uint8Array.from(s, (ch) => ch.charCodeAt(0));
+const N_PATH = ascii(":path");
+const N_METHOD = ascii(":method");
+const N_SCHEME = ascii(":scheme");
+const N_STATUS = ascii(":status");
+const N_AUTHORITY = ascii(":authority");
+const N_GRPC_STATUS = ascii("grpc-status");
+const N_CONTENT_TYPE = ascii("content-type");
+const N_GRPC_MESSAGE = ascii("grpc-message");
+
+/** b[p..] starts with name (names are lower case in HTTP/2). */
+function named(b: Uint8Array, p: number, name: Uint8Array): boolean {
+  for (let i = 0; i < name.length; i++) if (b[p + i] !== name[i]) return false;
+  return true;
+}
+
+/** Digits only, up to 9 of them; -1 otherwise. */
+function decimal(b: Uint8Array, s: number, e: number): number {
+  if (e <= s || e - s > 9) return -1;
+  let v = 0;
+  for (let i = s; i < e; i++) {
+    const d = b[i] - 48;
+    if (d < 0 || d > 9) return -1;
+    v = v * 10 + d;
+  }
+  return v;
+}
+
+/** Media type without parameters, lower case. */
+function mediaType(b: Uint8Array, s: number, e: number): string {
+  let q = s;
+  while (q < e && b[q] !== 59) q++; // ';'
+  while (q > s && (b[q - 1] === 32 || b[q - 1] === 9)) q--;
+  const t = text(b, s, q, MEDIA_TYPE_MAX);
+  return /[A-Z]/.test(t) ? t.toLowerCase() : t;
+}
+
+const isGrpc = (mediaType: string) => mediaType.startsWith("application/grpc");
+
+/** "/pkg.Service/Method" → ["pkg.Service", "Method"], remembered per path. */
+const routes = new Map<string, readonly [string, string]>();
+const ROUTES_MAX = 4096;
+
+function grpcRoute(path: string): readonly [string, string] {
+  let r = routes.get(path);
+  if (r) return r;
+  const k = path.lastIndexOf("/");
+  r = path[0] === "/" && k > 1 && k < path.length - 1
+    ? [path.slice(1, k), path.slice(k + 1)]
+    : ["", ""];
+  if (routes.size >= ROUTES_MAX) routes.clear();
+  routes.set(path, r);
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Streams
+
+/** gRPC length-prefixed messages (1-byte flags, 4-byte big-endian length) of one direction. */
+class Messages {
+  count = 0;
+  /** a prefix went by uncaptured: count is a lower bound from here */
+  lost = false;
+  /** not gRPC message framing */
+  bad = false;
+  /** bytes left of the current message */
+  private need = 0;
+  /** prefix bytes read of the next message */
+  private pfx = 0;
+  private plen = 0;
+
+  bytes(b: Uint8Array, s: number, e: number): void {
+    let p = s;
+    while (p < e && !this.lost && !this.bad) {
+      if (this.need > 0) {
+        const k = Math.min(this.need, e - p);
+        this.need -= k;
+        p += k;
+        continue;
+      }
+      const x = b[p++];
+      if (this.pfx === 0) {
+        // bit 0: compressed; bit 7 marks trailers in gRPC-Web; no others are defined
+        if (x & 0x7e) {
+          this.bad = true;
+          return;
+        }
+        this.count++;
+        this.plen = 0;
+        this.pfx = 1;
+      } else {
+        this.plen = this.plen * 256 + x;
+        if (++this.pfx === 5) {
+          this.need = this.plen;
+          this.pfx = 0;
+        }
+      }
+    }
+  }
+
+  /** n bytes not captured */
+  gap(n: number): void {
+    if (this.lost || this.bad) return;
+    if (this.pfx === 0 && this.need >= n) this.need -= n;
+    else this.lost = true;
+  }
+}
+
+class Stream {
+  method = "";
+  path = "";
+  scheme = "";
+  authority = "";
+  contentType = "";
+  pathUnknown = false;
+  /** the request's content-type could not be known */
+  ctUnknown = false;
+  status = 0;
+  /** a final (non-1xx) response head was seen */
+  respFinal = false;
+  respGrpc = false;
+  grpcStatus = -1;
+  grpcMessage = "";
+  reqBytes = 0;
+  respBytes = 0;
+  readonly req = new Messages();
+  readonly resp = new Messages();
+  reqEnded = false;
+  respEnded = false;
+  truncated = false;
+  errorCode = -1;
+  lastNs: bigint;
+
+  constructor(readonly id: number, readonly startNs: bigint) {
+    this.lastNs = startNs;
+  }
+}
+
+/** The fields of one header block that this module reports. */
+class Fields {
+  method = "";
+  path = "";
+  scheme = "";
+  authority = "";
+  contentType = "";
+  status = 0;
+  grpcStatus = -1;
+  grpcMessage = "";
+  pathSeen = false;
+  ctSeen = false;
+  /** a known pseudo-header was decoded */
+  pseudo = false;
+  /** a field could not be resolved */
+  unknown = false;
+
+  reset(): void {
+    this.method = this.path = this.scheme = "";
+    this.authority = this.contentType = this.grpcMessage = "";
+    this.status = 0;
+    this.grpcStatus = -1;
+    this.pathSeen = this.ctSeen = false;
+    this.pseudo = this.unknown = false;
+  }
+}
+
+/** One direction of the connection. */
+class Way {
+  reader!: FrameReader;
+  readonly hpack = new HpackDecoder();
+  started = false;
+  /** its first bytes began a connection: the client preface, or the server's SETTINGS */
+  startOk = false;
+  /** whether its decoder can be in sync was decided (at its first header block) */
+  checked = false;
+  constructor(readonly dir: Dir) {}
+}
+
+// ---------------------------------------------------------------------------------------------
+// The connection
+
+/** Turns the chunk stream of one TCP connection into completed HTTP/2 calls. */
+export class H2Conn {
+  private readonly ways: readonly [Way, Way];
+  private reqDir: Dir | null;
+  /** the client preface was seen as the first bytes of its direction */
+  private fromStart = false;
+  private confirmed = false;
+  private gaveUp = false;
+  private closed = false;
+  private unsynced = 0;
+  private unconfirmedBytes = 0;
+  private readonly streams = new Map<number, Stream>();
+  private maxClientStream = 0;
+  private out: H2Call[] = [];
+  private readonly fields = new Fields();
+
+  constructor(opts: H2Options = {}) {
+    this.reqDir = opts.side === "server" ? "in" : opts.side === "client" ? "out" : null;
+    this.ways = [new Way("in"), new Way("out")];
+    for (const w of this.ways) w.reader = new FrameReader(this.sink(w));
+  }
+
+  /** The bytes are not HTTP/2 (or not a connection this module could follow): given up. */
+  get notH2(): boolean {
+    return this.gaveUp;
+  }
+
+  /** Bytes held: header blocks in pieces and the HPACK dynamic tables. */
+  get bufferedBytes(): number {
+    let n = 0;
+    for (const w of this.ways) n += w.reader.heldBytes + w.hpack.heldBytes;
+    return n;
+  }
+
+  /** Feeds one chunk; returns the calls it completed. Never throws. */
+  push(c: Chunk): H2Call[] {
+    if (this.gaveUp || this.closed) return [];
+    try {
+      const w = this.ways[c.dir === "in" ? 0 : 1];
+      if (!w.started) this.begin(w, c);
+      if (this.gaveUp) return [];
+      w.reader.feed(c);
+      if (!this.confirmed && c.len > 0) this.unconfirmed(w, c.len);
+    } catch {
+      // malformed input must not take the caller down; the connection is given up instead
+      this.giveUp();
+    }
+    return this.take();
+  }
+
+  /** The connection closed at ts: calls still open are reported with outcome "closed". */
+  close(ts: bigint): H2Call[] {
+    if (this.closed) return [];
+    this.closed = true;
+    if (!this.gaveUp) {
+      for (const x of [...this.streams.values()]) this.finish(x, "closed", ts);
+    }
+    this.release();
+    return this.take();
+  }
+
+  private take(): H2Call[] {
+    const out = this.out;
+    if (out.length === 0) return [];
+    this.out = [];
+    return out;
+  }
+
+  private sink(w: Way): FrameSink {
+    return {
+      dataBytes: (id, b, s, e) => this.dataBytes(w, id, b, s, e),
+      dataUnbounded: (id) => this.dataUnbounded(w, id),
+      dataEnd: (id, n, endStream, ts) => this.dataEnd(w, id, n, endStream, ts),
+      headers: (id, endStream, b, n, startTs, ts, promise) =>
+        this.headers(w, id, endStream, b, n, startTs, ts, promise),
+      rst: (id, code, ts) => this.rst(id, code, ts),
+      setting: (id, value) => this.setting(w, id, value),
+      goaway: (last, code, ts) => this.goaway(w, last, code, ts),
+      confirm: () => {
+        this.confirmed = true;
+      },
+      lost: (ts, broken) => this.lost(w, ts, broken),
+    };
+  }
+
+  private other(w: Way): Way {
+    return w === this.ways[0] ? this.ways[1] : this.ways[0];
+  }
+
+  /** The first chunk of a direction: where its framing starts, if anywhere. */
+  private begin(w: Way, c: Chunk): void {
+    w.started = true;
+    const head = c.head;
+    if (startsPreface(head, c.len)) {
+      this.reqDir = w.dir;
+      this.fromStart = w.startOk = true;
+      // before the receiver's SETTINGS, frames are bound by the default (RFC 9113 4.2)
+      for (const x of this.ways) x.reader.maxFrame = DEFAULT_MAX_FRAME;
+      w.reader.startPreface();
+      return;
+    }
+    if (this.fromStart) {
+      // after the client's preface, the server's first bytes begin a frame (its SETTINGS)
+      w.startOk = true;
+      w.reader.startFrames(true);
+      return;
+    }
+    const first = plausibleStart(c, DEFAULT_MAX_FRAME);
+    if (first >= 0) {
+      w.startOk = first === SETTINGS && !(head[4] & ACK); // the server's preface
+      w.reader.startFrames(false);
+      return;
+    }
+    if (!this.confirmed && otherProtocol(head)) {
+      this.giveUp();
+      return;
+    }
+    w.reader.startLost();
+  }
+
+  /** Bytes the connection has not shown to be HTTP/2 yet: frames cannot be found for long. */
+  private unconfirmed(w: Way, n: number): void {
+    if (!w.reader.reading) this.unsynced++;
+    this.unconfirmedBytes += n;
+    if (this.unsynced > UNSYNCED_LIMIT || this.unconfirmedBytes > UNCONFIRMED_BYTES) this.giveUp();
+  }
+
+  private giveUp(): void {
+    this.gaveUp = true;
+    this.out = [];
+    this.release();
+  }
+
+  private release(): void {
+    this.streams.clear();
+    for (const w of this.ways) {
+      w.reader.stop();
+      w.hpack.desync();
+    }
+  }
+
+  private readonly onField = (x: HeaderField): void => {
+    const f = this.fields, n = x.name, v = x.value;
+    if (n === null || v === null) {
+      f.unknown = true;
+      return;
+    }
+    const ns = x.ns, vs = x.vs, ve = x.ve;
+    switch (x.ne - ns) {
+      case 5:
+        if (named(n, ns, N_PATH)) {
+          f.path = text(v, vs, ve, PATH_MAX);
+          f.pathSeen = f.pseudo = true;
+        }
+        break;
+      case 7:
+        if (named(n, ns, N_METHOD)) {
+          f.method = text(v, vs, ve, 32);
+          f.pseudo = true;
+        } else if (named(n, ns, N_STATUS)) {
+          f.status = ve - vs === 3 ? Math.max(decimal(v, vs, ve), 0) : 0;
+          f.pseudo = true;
+        } else if (named(n, ns, N_SCHEME)) {
+          f.scheme = text(v, vs, ve, 32);
+          f.pseudo = true;
+        }
+        break;
+      case 10:
+        if (named(n, ns, N_AUTHORITY)) {
+          f.authority = text(v, vs, ve, AUTHORITY_MAX);
+          f.pseudo = true;
+        }
+        break;
+      case 11:
+        if (named(n, ns, N_GRPC_STATUS)) f.grpcStatus = decimal(v, vs, ve);
+        break;
+      case 12:
+        if (named(n, ns, N_CONTENT_TYPE)) {
+          f.contentType = mediaType(v, vs, ve);
+          f.ctSeen = true;
+        } else if (named(n, ns, N_GRPC_MESSAGE)) {
+          f.grpcMessage = text(v, vs, ve, GRPC_MESSAGE_MAX);
+        }
+        break;
+    }
+  };
+
+  private headers(
+    w: Way,
+    id: number,
+    endStream: boolean,
+    b: Uint8Array | null,
+    n: number,
+    startTs: bigint,
+    ts: bigint,
+    promise: boolean,
+  ): void {
+    if (!w.checked) {
+      // a decoder is in sync only if its direction was seen from the connection's start
+      w.checked = true;
+      if (!this.fromStart || !w.startOk) w.hpack.desync();
+    }
+    const f = this.fields;
+    f.reset();
+    let broken = b === null;
+    if (b === null) w.hpack.desync();
+    else if (!w.hpack.decode(b, 0, n, this.onField)) broken = true;
+    if (f.pseudo && !broken) this.confirmed = true;
+    if (promise) return; // pushed streams are not calls; the block mattered for HPACK only
+    if (this.reqDir === null) {
+      if (f.method !== "" || f.pathSeen) this.reqDir = w.dir;
+      else if (f.status > 0) this.reqDir = this.other(w).dir;
+      else return;
+    }
+    if (w.dir !== this.reqDir) this.response(id, endStream, f, broken, ts);
+    else if (this.streams.has(id) || w.reader.trusted || (f.pseudo && !broken)) {
+      // where reading just resumed, only a block that shows a request opens a call
+      this.request(id, endStream, f, broken, startTs, ts);
+    }
+  }
+
+  private request(
+    id: number,
+    endStream: boolean,
+    f: Fields,
+    broken: boolean,
+    startTs: bigint,
+    ts: bigint,
+  ): void {
+    if (id % 2 === 0) return; // clients open odd streams
+    const old = this.streams.get(id);
+    if (old) {
+      // request trailers
+      old.lastNs = ts;
+      if (broken) old.truncated = true;
+      if (endStream) {
+        old.reqEnded = true;
+        this.settle(old, ts);
+      }
+      return;
+    }
+    if (id <= this.maxClientStream) return; // ended, or reported already
+    if (f.status > 0 && f.method === "" && !f.pathSeen) return; // a response: sides mistaken
+    this.maxClientStream = id;
+    const x = new Stream(id, startTs);
+    const unsure = broken || f.unknown;
+    x.method = f.method;
+    x.path = f.path;
+    x.scheme = f.scheme;
+    x.authority = f.authority;
+    x.contentType = f.contentType;
+    x.pathUnknown = !f.pathSeen && unsure;
+    x.ctUnknown = !f.ctSeen && unsure;
+    x.truncated = broken;
+    x.reqEnded = endStream;
+    x.lastNs = ts;
+    if (this.streams.size >= MAX_STREAMS) {
+      const oldest = this.streams.values().next().value!;
+      oldest.truncated = true;
+      this.finish(oldest, "closed", oldest.lastNs);
+    }
+    this.streams.set(id, x);
+  }
+
+  private response(id: number, endStream: boolean, f: Fields, broken: boolean, ts: bigint): void {
+    const x = this.streams.get(id);
+    if (!x) return;
+    x.lastNs = ts;
+    if (broken) x.truncated = true;
+    if (!x.respFinal) {
+      if (f.status >= 200 || (f.status === 0 && (broken || f.unknown))) {
+        x.status = f.status;
+        x.respFinal = true;
+      }
+      if (f.ctSeen && isGrpc(f.contentType)) x.respGrpc = true;
+    }
+    if (f.grpcStatus >= 0) x.grpcStatus = f.grpcStatus;
+    if (f.grpcMessage !== "") x.grpcMessage = f.grpcMessage;
+    if (endStream) {
+      x.respEnded = true;
+      this.settle(x, ts);
+    }
+  }
+
+  private dataBytes(w: Way, id: number, b: Uint8Array | null, s: number, e: number): void {
+    const x = this.streams.get(id);
+    if (!x) return;
+    const m = w.dir === this.reqDir ? x.req : x.resp;
+    if (b === null) m.gap(e - s);
+    else m.bytes(b, s, e);
+  }
+
+  private dataUnbounded(w: Way, id: number): void {
+    const x = this.streams.get(id);
+    if (!x) return;
+    x.truncated = true;
+    (w.dir === this.reqDir ? x.req : x.resp).lost = true;
+  }
+
+  private dataEnd(w: Way, id: number, n: number, endStream: boolean, ts: bigint): void {
+    const x = this.streams.get(id);
+    if (!x) return;
+    x.lastNs = ts;
+    if (w.dir === this.reqDir) {
+      x.reqBytes += n;
+      if (endStream) x.reqEnded = true;
+    } else {
+      x.respBytes += n;
+      if (endStream) x.respEnded = true;
+    }
+    if (endStream) this.settle(x, ts);
+  }
+
+  private rst(id: number, code: number, ts: bigint): void {
+    const x = this.streams.get(id);
+    if (!x) return;
+    x.errorCode = code;
+    // a server may cut the request short with NO_ERROR once its response is complete (8.1)
+    this.finish(x, code === 0 && x.respEnded ? "complete" : "reset", ts);
+  }
+
+  private setting(w: Way, id: number, value: number): void {
+    // settings describe their sender as a receiver: they bind the other direction
+    const o = this.other(w);
+    if (id === SETTINGS_HEADER_TABLE_SIZE) {
+      o.hpack.setLimit(value);
+    } else if (id === SETTINGS_MAX_FRAME_SIZE && value >= DEFAULT_MAX_FRAME) {
+      if (value <= FRAME_LEN_MAX) o.reader.maxFrame = o.reader.syncMaxFrame = value;
+    }
+  }
+
+  private goaway(w: Way, last: number, code: number, ts: bigint): void {
+    if (w.dir === this.reqDir) return; // the client's GOAWAY concerns pushed streams only
+    // streams above last were not and will not be processed (RFC 9113 6.8)
+    for (const x of [...this.streams.values()]) {
+      if (x.id > last) {
+        x.errorCode = code;
+        this.finish(x, "reset", ts);
+      }
+    }
+  }
+
+  private lost(w: Way, _ts: bigint, broken: boolean): void {
+    if (broken && !this.confirmed) {
+      this.giveUp();
+      return;
+    }
+    // unseen frames may have carried header blocks
+    w.hpack.desync();
+    const isReq = w.dir === this.reqDir;
+    for (const x of this.streams.values()) {
+      x.truncated = true;
+      (isReq ? x.req : x.resp).lost = true;
+    }
+  }
+
+  private settle(x: Stream, ts: bigint): void {
+    if (x.reqEnded && x.respEnded) this.finish(x, "complete", ts);
+  }
+
+  private finish(x: Stream, outcome: H2Call["outcome"], ts: bigint): void {
+    this.streams.delete(x.id);
+    this.out.push(this.call(x, outcome, ts));
+  }
+
+  private call(x: Stream, outcome: H2Call["outcome"], ts: bigint): H2Call {
+    const grpc = x.contentType !== ""
+      ? isGrpc(x.contentType)
+      : x.ctUnknown && (x.respGrpc || x.grpcStatus >= 0);
+    let service = "", rpcMethod = "";
+    if (x.pathUnknown) rpcMethod = "unknown";
+    else if (grpc) [service, rpcMethod] = grpcRoute(x.path);
+    const reqMsgs = grpc ? x.req.count : 0, respMsgs = grpc ? x.resp.count : 0;
+    const kind = reqMsgs > 1
+      ? (respMsgs > 1 ? "bidi" : "client_stream")
+      : (respMsgs > 1 ? "server_stream" : "unary");
+    return {
+      side: this.reqDir === "in" ? "server" : "client",
+      streamId: x.id,
+      grpc,
+      method: x.method,
+      path: x.pathUnknown ? "" : x.path,
+      service,
+      rpcMethod,
+      status: x.status,
+      grpcStatus: x.grpcStatus,
+      startNs: x.startNs,
+      endNs: ts,
+      requestMessages: reqMsgs,
+      responseMessages: respMsgs,
+      requestBytes: x.reqBytes,
+      responseBytes: x.respBytes,
+      kind,
+      outcome,
+      pathUnknown: x.pathUnknown,
+      grpcMessage: x.grpcMessage,
+      scheme: x.scheme,
+      authority: x.authority,
+      contentType: x.contentType,
+      errorCode: x.errorCode,
+      truncated: x.truncated || (grpc && (x.req.lost || x.resp.lost)),
+    };
+  }
+}
+
+/** The chunk begins with the client preface, or all of it is the preface's start. */
+function startsPreface(head: Uint8Array, len: number): boolean {
+  const n = Math.min(head.length, PREFACE.length);
+  if (n === 0 || (n < PREFACE.length && head.length !== len)) return false;
+  for (let i = 0; i < n; i++) if (head[i] !== PREFACE[i]) return false;
+  return true;
+}
+
+/** An HTTP/1 start line or a TLS record: certainly not HTTP/2 framing. */
+function otherProtocol(b: Uint8Array): boolean {
+  if (b.length >= 3 && b[0] >= 0x14 && b[0] <= 0x17 && b[1] === 3 && b[2] <= 4) return true;
+  let i = 0;
+  while (i < b.length && i < 16 && b[i] >= 65 && b[i] <= 90) i++; // an upper-case token
+  return i >= 3 && i < b.length && (b[i] === 32 || b[i] === 47); // "GET " or "HTTP/"
+}

@@ -1,0 +1,118 @@
+/**
+ * The gRPC probe with a real gRPC stack (grpc C-core through python3-grpcio, its own HPACK with
+ * the dynamic table and Huffman): a server in the test pod's service container, a client in its
+ * sidecar container, over the pod's loopback. Every call is reported exactly once from each side
+ * with service, method, kind, status and message counts, concurrent calls included.
+ */
+
+import type { GrpcEvent } from "../probes/events.ts";
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
+import { createTestPod, type TestContainer, type TestPod } from "./helpers/pod.ts";
+import { Child, freePort, ROOT, startKupod } from "./helpers/process.ts";
+import { parseExposition, seriesKey } from "./helpers/prom.ts";
+
+/** Debian's python3, which python3-grpcio (scripts/setup) installs into. */
+const PEER = `${ROOT}tests/fixtures/grpc_peer.py`;
+
+/** `args` in the pod's netns after joining the container's cgroups. */
+function inContainer(pod: TestPod, c: TestContainer, args: string[]): Child {
+  const dirs = [c.cgroupV2Dir, ...Object.values(c.cgroupV1Paths)].filter(Boolean);
+  const join = dirs.map((d) => `echo $$ > '${d}/cgroup.procs'`).join("; ");
+  return new Child("sh", ["-c", `${join}; exec ip netns exec ${pod.netns} "$@"`, "sh", ...args]);
+}
+
+Deno.test("grpc: unary (sequential and concurrent), streaming kinds and a failure, both sides", async () => {
+  {
+    await using pod = await createTestPod();
+    await using server = inContainer(pod, pod.container("app"), [
+      "/usr/bin/python3",
+      PEER,
+      "server",
+    ]);
+    const port = (await server.waitForLine(/^listening \d+/)).split(" ")[1];
+    const exporter = freePort();
+    await using kupod = await startKupod([
+      "monitor",
+      "user",
+      "grpc",
+      "--veth",
+      pod.hostVeth,
+      "--output",
+      "json",
+      "--exporter-address",
+      "127.0.0.1",
+      "--exporter-port",
+      String(exporter),
+    ]);
+    const N = 30;
+    await using client = inContainer(pod, pod.container("proxy"), [
+      "/usr/bin/python3",
+      PEER,
+      "client",
+      port,
+      String(N),
+    ]);
+    const status = await client.wait();
+    assertEquals(status.code, 0, client.stderr.join("\n"));
+    const calls = () =>
+      kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) =>
+        JSON.parse(l) as GrpcEvent
+      );
+    const want = 2 * (N + 4);
+    for (let i = 0; i < 100 && calls().length < want; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const evs = calls();
+    const server_ = evs.filter((e) => e.side === "server"),
+      client_ = evs.filter((e) => e.side === "client");
+    assertEquals([server_.length, client_.length], [N + 4, N + 4], JSON.stringify(evs.slice(0, 3)));
+    assert(
+      server_.every((e) => e.role === "service") && client_.every((e) => e.role === "sidecar"),
+      "roles",
+    );
+    for (const side of [server_, client_]) {
+      const by = (m: string) => side.filter((e) => e.method === m);
+      assert(
+        side.every((e) => e.service === "test.Echo"),
+        `services: ${
+          side.map((e) => `${e.side} ${e.service}/${e.method} ${e.grpc_status}`).join(", ")
+        }`,
+      );
+      assertEquals(by("Unary").length, N);
+      assert(
+        by("Unary").every((e) =>
+          e.kind === "unary" && e.grpc_status === 0 &&
+          e.request_messages === 1 && e.response_messages === 1 && e.outcome === "complete"
+        ),
+        "unary",
+      );
+      assertEquals(
+        by("ServerStream").map((e) => [e.kind, e.request_messages, e.response_messages]),
+        [["server_stream", 1, 5]],
+      );
+      assertEquals(
+        by("ClientStream").map((e) => [e.kind, e.request_messages, e.response_messages]),
+        [["client_stream", 4, 1]],
+      );
+      assertEquals(by("Bidi").map((e) => [e.kind, e.request_messages, e.response_messages]), [[
+        "bidi",
+        3,
+        3,
+      ]]);
+      assertEquals(by("Fail").map((e) => e.grpc_status), [5]);
+    }
+    const m = parseExposition(await (await fetch(`http://127.0.0.1:${exporter}/metrics`)).text());
+    const count = [...m].filter(([k]) =>
+      k.startsWith("rpc_server_duration_seconds_count{") &&
+      k.includes('rpc_method="Unary"')
+    ).reduce((n, [, v]) => n + v, 0);
+    assertEquals(count, N);
+    assertEquals(
+      m.get(seriesKey("kupod_grpc_unknown_method_calls_total", { namespace: "", pod: "" })),
+      0,
+    );
+  }
+  assertEquals(await waitNoKupodPrograms(), []);
+});
