@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { kupodPrograms, waitNoKupodPrograms } from "./helpers/bpf_state.ts";
+import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { ROOT } from "./helpers/process.ts";
 
 async function kupod(args: string[], opts: { asNobody?: boolean } = {}) {
