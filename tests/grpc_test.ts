@@ -8,19 +8,13 @@
 import type { GrpcEvent } from "../probes/events.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
-import { createTestPod, type TestContainer, type TestPod } from "./helpers/pod.ts";
-import { Child, freePort, ROOT, startKupod } from "./helpers/process.ts";
+import { createTestPod } from "./helpers/pod.ts";
+import { inContainer } from "./helpers/pod_exec.ts";
+import { freePort, ROOT, startKupod } from "./helpers/process.ts";
 import { parseExposition, seriesKey } from "./helpers/prom.ts";
 
 /** Debian's python3, which python3-grpcio (scripts/setup) installs into. */
 const PEER = `${ROOT}tests/fixtures/grpc_peer.py`;
-
-/** `args` in the pod's netns after joining the container's cgroups. */
-function inContainer(pod: TestPod, c: TestContainer, args: string[]): Child {
-  const dirs = [c.cgroupV2Dir, ...Object.values(c.cgroupV1Paths)].filter(Boolean);
-  const join = dirs.map((d) => `echo $$ > '${d}/cgroup.procs'`).join("; ");
-  return new Child("sh", ["-c", `${join}; exec ip netns exec ${pod.netns} "$@"`, "sh", ...args]);
-}
 
 Deno.test("grpc: unary (sequential and concurrent), streaming kinds and a failure, both sides", async () => {
   {

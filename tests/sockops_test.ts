@@ -11,20 +11,13 @@
 
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
-import { createTestPod, type TestContainer, type TestPod } from "./helpers/pod.ts";
+import { createTestPod, type TestPod } from "./helpers/pod.ts";
+import { inContainer } from "./helpers/pod_exec.ts";
 import { Child, DENO, freePort, ROOT, startKupod } from "./helpers/process.ts";
 import { parseExposition, seriesKey } from "./helpers/prom.ts";
 
 const TRANSFER = `${ROOT}tests/fixtures/tcp_transfer.ts`;
 const GiB = 1 << 30;
-
-/** `args` run in the pod's netns after joining the container's cgroups (so its sockets are the container's). */
-function inContainer(pod: TestPod, c: TestContainer, args: string[]): Child {
-  const dirs = [c.cgroupV2Dir, ...Object.values(c.cgroupV1Paths)].filter(Boolean);
-  const join = dirs.map((d) => `echo $$ > '${d}/cgroup.procs'`).join("; ");
-  // join first: `ip netns exec` mounts a sysfs of the namespace's own, without the cgroup trees
-  return new Child("sh", ["-c", `${join}; exec ip netns exec ${pod.netns} "$@"`, "sh", ...args]);
-}
 
 interface Transfer {
   ok: boolean;
