@@ -32,7 +32,10 @@ export const TC_OPTS = {
   priority: 24,
 } as const;
 
-/** union bpf_attr, BPF_LINK_CREATE member with its netfilter arm (linux/bpf.h, 6.4+). */
+/**
+ * union bpf_attr, BPF_LINK_CREATE member with its netfilter arm (linux/bpf.h, 6.4+); target_fd
+ * is also target_ifindex (tcx, 6.6+).
+ */
 export const LINK_CREATE_ATTR = {
   size: 64,
   prog_fd: 0,
@@ -55,6 +58,8 @@ export const BPF = {
   SYS_BPF_ARM64: 280,
   ATTACH_SK_MSG_VERDICT: 7,
   ATTACH_NETFILTER: 45,
+  ATTACH_TCX_INGRESS: 46,
+  ATTACH_TCX_EGRESS: 47,
   PROG_TYPE_NETFILTER: 32,
   TC_INGRESS: 1,
   TC_EGRESS: 2,

@@ -282,21 +282,41 @@ export class BpfProgram {
     return hook.attach(this.fd, direction, this.name);
   }
 
-  /** Netfilter program (BPF_PROG_TYPE_NETFILTER) at an IP-layer hook, via BPF_LINK_CREATE. */
-  attachNetfilter(opts: { family: "ipv4" | "ipv6"; hook: number; priority: number }): FdLink {
+  /**
+   * SEC("tc") program on an interface's ingress or egress as a tcx link (BPF_LINK_CREATE, Linux
+   * 6.6+): owned by its fd, so it goes with the process however that ends (a netlink TC filter
+   * outlives a SIGKILLed owner).
+   */
+  attachTcx(ifindex: number, direction: TcDirection): FdLink {
+    const type = direction === "ingress" ? BPF.ATTACH_TCX_INGRESS : BPF.ATTACH_TCX_EGRESS;
+    return this.#linkCreate(`tcx ${direction} of ifindex ${ifindex} (${this.name})`, (v) => {
+      v.setUint32(LINK_CREATE_ATTR.target_fd, ifindex, true);
+      v.setUint32(LINK_CREATE_ATTR.attach_type, type, true);
+    });
+  }
+
+  /** BPF_LINK_CREATE for this program with the attributes `fill` sets. */
+  #linkCreate(what: string, fill: (v: DataView) => void): FdLink {
     const attr = new Uint8Array(LINK_CREATE_ATTR.size);
     const v = new DataView(attr.buffer);
     v.setUint32(LINK_CREATE_ATTR.prog_fd, this.fd, true);
-    v.setUint32(LINK_CREATE_ATTR.attach_type, BPF.ATTACH_NETFILTER, true);
-    v.setUint32(LINK_CREATE_ATTR.netfilter_pf, opts.family === "ipv4" ? 2 : 10, true);
-    v.setUint32(LINK_CREATE_ATTR.netfilter_hooknum, opts.hook, true);
-    v.setInt32(LINK_CREATE_ATTR.netfilter_priority, opts.priority, true);
+    fill(v);
     const nr = Deno.build.arch === "aarch64" ? BPF.SYS_BPF_ARM64 : BPF.SYS_BPF_X86_64;
-    const what = `netfilter ${opts.family} hook ${opts.hook} prio ${opts.priority} (${this.name})`;
     const fd = Number(
       libc().syscall(BigInt(nr), BigInt(BPF.CMD_LINK_CREATE), attr, BigInt(attr.length)),
     );
     if (fd < 0) throw new BpfError(`attach ${what}`, errno());
     return new FdLink(fd, what);
+  }
+
+  /** Netfilter program (BPF_PROG_TYPE_NETFILTER) at an IP-layer hook, via BPF_LINK_CREATE. */
+  attachNetfilter(opts: { family: "ipv4" | "ipv6"; hook: number; priority: number }): FdLink {
+    const what = `netfilter ${opts.family} hook ${opts.hook} prio ${opts.priority} (${this.name})`;
+    return this.#linkCreate(what, (v) => {
+      v.setUint32(LINK_CREATE_ATTR.attach_type, BPF.ATTACH_NETFILTER, true);
+      v.setUint32(LINK_CREATE_ATTR.netfilter_pf, opts.family === "ipv4" ? 2 : 10, true);
+      v.setUint32(LINK_CREATE_ATTR.netfilter_hooknum, opts.hook, true);
+      v.setInt32(LINK_CREATE_ATTR.netfilter_priority, opts.priority, true);
+    });
   }
 }

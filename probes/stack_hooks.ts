@@ -119,12 +119,7 @@ export class PodHooks implements Attachment {
     pod.update(u32Key(POD.NETNS), u32Key(Math.max(0, where.podNetnsInode)));
     const owned: Attachment[] = [];
     try {
-      if (where.vethIndex) {
-        const hook = TcHook.create(where.vethIndex);
-        owned.push(hook); // disposed after its filters (reverse order)
-        owned.push(obj.program("kupod_stk_tc_in").attachTc(hook, "ingress"));
-        owned.push(obj.program("kupod_stk_tc_out").attachTc(hook, "egress"));
-      }
+      if (where.vethIndex) owned.push(...attachVeth(obj, where.vethIndex));
       if (where.podNetns) {
         const nf = obj.program("kupod_stk_nf");
         inNetns(where.podNetns, () => {
@@ -144,5 +139,30 @@ export class PodHooks implements Attachment {
 
   [Symbol.dispose](): void {
     disposeAll(this.#owned);
+  }
+}
+
+/**
+ * The TC programs on the pod's veth: as tcx links where the kernel has them (6.6+: they go with
+ * kupod's process, SIGKILL included), else as netlink TC filters on a clsact hook.
+ */
+function attachVeth(obj: BpfObject, ifindex: number): Attachment[] {
+  const inbound = obj.program("kupod_stk_tc_in"), outbound = obj.program("kupod_stk_tc_out");
+  let first: Attachment | undefined;
+  try {
+    first = inbound.attachTcx(ifindex, "ingress");
+    return [first, outbound.attachTcx(ifindex, "egress")];
+  } catch (e) {
+    first?.[Symbol.dispose]();
+    if (first) throw e; // tcx works here: the second attach failed for a reason of its own
+  }
+  const hook = TcHook.create(ifindex);
+  const owned: Attachment[] = [hook]; // disposed after its filters (reverse order)
+  try {
+    owned.push(inbound.attachTc(hook, "ingress"), outbound.attachTc(hook, "egress"));
+    return owned;
+  } catch (e) {
+    disposeAll(owned);
+    throw e;
   }
 }

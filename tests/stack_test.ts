@@ -157,3 +157,18 @@ Deno.test("stack: --verbose prints sampled packet paths and a summary per interv
   for (const p of packets) assert(typeof p.hook === "string" && typeof p.packet_id === "string");
   assertEquals(await waitEmpty(stackPrograms), [], "stack programs after stop");
 });
+
+Deno.test("stack: kupod killed by SIGKILL leaves nothing on the pod's veth", async () => {
+  await using pod = await createTestPod();
+  const veth = pod.hostVeth;
+  const kupod = await startKupod(["monitor", "kernel", "stack", "--veth", veth, "--quiet"]);
+  try {
+    assert(await tcFilters(veth, "ingress") !== "", "hooked while running");
+    kupod.kill("SIGKILL");
+    await kupod.wait();
+    // the hooks are links owned by the process: the kernel drops them with it
+    await assertStackGone(veth);
+  } finally {
+    await kupod[Symbol.asyncDispose]();
+  }
+});

@@ -3,6 +3,8 @@
  * its programs and links in the kernel, and the tc filters it leaves (or not) on a veth.
  */
 
+import { BPF } from "../../bpf/abi.ts";
+import { libc } from "../../bpf/ffi.ts";
 import { assertEquals } from "./assert.ts";
 import { bpftoolJson } from "./bpf_state.ts";
 import { run } from "./netns.ts";
@@ -103,9 +105,36 @@ export async function waitEmpty<T>(
   return left instanceof Map ? [...left.values()] : left;
 }
 
+/**
+ * What is hooked on `dev`'s ingress or egress: netlink TC filters (as `tc` prints them) and tcx
+ * programs ("tcx: N programs", asked of the kernel with BPF_PROG_QUERY: bpftool 7.1 shows tcx
+ * links without their device). "" when nothing is.
+ */
 export async function tcFilters(dev: string, dir: "ingress" | "egress"): Promise<string> {
-  return (await run("tc", ["filter", "show", "dev", dev, dir])).trim();
+  const tc = (await run("tc", ["filter", "show", "dev", dev, dir])).trim();
+  const tcx = tcxPrograms(dev, dir);
+  return [tc, tcx ? `tcx: ${tcx} programs` : ""].filter(Boolean).join("\n");
 }
+
+/** Programs attached to `dev` by tcx in direction `dir` (0 when none or no such device). */
+function tcxPrograms(dev: string, dir: "ingress" | "egress"): number {
+  let ifindex: number;
+  try {
+    ifindex = Number(Deno.readTextFileSync(`/sys/class/net/${dev}/ifindex`));
+  } catch {
+    return 0;
+  }
+  // union bpf_attr, BPF_PROG_QUERY: target_ifindex, attach_type, ..., prog_cnt at 24
+  const attr = new Uint8Array(64);
+  const v = new DataView(attr.buffer);
+  v.setUint32(0, ifindex, true);
+  v.setUint32(4, dir === "ingress" ? BPF.ATTACH_TCX_INGRESS : BPF.ATTACH_TCX_EGRESS, true);
+  const nr = Deno.build.arch === "aarch64" ? BPF.SYS_BPF_ARM64 : BPF.SYS_BPF_X86_64;
+  const rc = Number(libc().syscall(BigInt(nr), BigInt(BPF_PROG_QUERY), attr, BigInt(attr.length)));
+  return rc < 0 ? 0 : v.getUint32(24, true);
+}
+
+const BPF_PROG_QUERY = 16;
 
 /** Nothing of the stack probe is left after it stopped: no tc filter on `veth`, no link, no program. */
 export async function assertStackGone(veth: string): Promise<void> {
