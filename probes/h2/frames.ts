@@ -184,6 +184,10 @@ export class FrameReader {
   private h = 0;
   private t = 0;
   private len = 0;
+  /** Where locate() found a position: the captured bytes, the index in them, their end. */
+  private bytes: Uint8Array = new Uint8Array(0);
+  private at = 0;
+  private atEnd = 0;
 
   constructor(private readonly sink: FrameSink) {}
 
@@ -253,16 +257,27 @@ export class FrameReader {
     }
   }
 
-  private preface(c: Chunk, pos: number): number {
+  /** Points at/atEnd/bytes at stream position `pos` of `c`; false where it was not captured. */
+  private locate(c: Chunk, pos: number): boolean {
     const tb = this.len - this.t;
-    let b = c.head, i = pos, end = this.h;
     if (pos >= tb) {
-      b = c.tail;
-      i = pos - tb;
-      end = this.t;
-    } else if (pos >= this.h) {
-      return this.lose(false);
+      this.bytes = c.tail;
+      this.at = pos - tb;
+      this.atEnd = this.t;
+    } else if (pos < this.h) {
+      this.bytes = c.head;
+      this.at = pos;
+      this.atEnd = this.h;
+    } else {
+      return false;
     }
+    return true;
+  }
+
+  private preface(c: Chunk, pos: number): number {
+    if (!this.locate(c, pos)) return this.lose(false);
+    const b = this.bytes, end = this.atEnd;
+    let i = this.at;
     const start = i;
     while (i < end && this.matched < PREFACE.length) {
       if (b[i++] !== PREFACE[this.matched++]) return this.lose(true);
@@ -275,15 +290,8 @@ export class FrameReader {
   }
 
   private header(c: Chunk, pos: number): number {
-    const tb = this.len - this.t;
-    let b = c.head, i = pos, end = this.h;
-    if (pos >= tb) {
-      b = c.tail;
-      i = pos - tb;
-      end = this.t;
-    } else if (pos >= this.h) {
-      return this.lose(false);
-    }
+    if (!this.locate(c, pos)) return this.lose(false);
+    const b = this.bytes, i = this.at, end = this.atEnd;
     const n = Math.min(FRAME_HEADER - this.hdrLen, end - i);
     for (let k = 0; k < n; k++) this.hdr[this.hdrLen + k] = b[i + k];
     this.hdrLen += n;
