@@ -25,6 +25,7 @@ import {
 } from "./overhead.ts";
 import { hostCpuSeconds, processTreeSeconds } from "./socket_proc.ts";
 import type { TestPod } from "../tests/helpers/pod.ts";
+import { inContainerArgs } from "../tests/helpers/pod_exec.ts";
 
 const DEFAULTS = { rounds: 10, seconds: 3 };
 
@@ -53,15 +54,14 @@ interface Run {
 
 /** The ping-pong in the pod's netns and the service container's cgroups; ops per second. */
 async function pingPong(runner: Runner, pod: TestPod, seconds: number): Promise<number> {
-  const app = pod.container("app");
-  const dirs = [app.cgroupV2Dir, ...Object.values(app.cgroupV1Paths)].filter(Boolean);
-  // join the container first, then become the load (forked children stay in the cgroups)
-  const join = dirs.map((d) => `echo $$ > '${d}/cgroup.procs'`).join("; ");
-  const p = runner.spawn("pingpong", "sh", [
+  // forked children stay in the container's cgroups
+  const [cmd, ...rest] = inContainerArgs(pod, pod.container("app"), [
+    "python3",
     "-c",
-    `${join}; exec ip netns exec ${pod.netns} python3 -c "$0" ${seconds}`,
     PING_PONG,
+    String(seconds),
   ]);
+  const p = runner.spawn("pingpong", cmd, rest);
   const status = await p.wait((seconds + 30) * 1000);
   runner.check();
   if (!status.success) throw new Error(`ping-pong failed: ${p.output()}`);

@@ -24,6 +24,7 @@ import {
 } from "./overhead.ts";
 import { hostCpuSeconds } from "./socket_proc.ts";
 import type { TestContainer, TestPod } from "../tests/helpers/pod.ts";
+import { inContainerArgs } from "../tests/helpers/pod_exec.ts";
 
 const DEFAULTS = { rounds: 8, trips: 20000, megabytes: 512 };
 const DENO = `${ROOT}node_modules/@deno/linux-x64-glibc/deno`;
@@ -36,16 +37,10 @@ interface Run {
   stealCores: number;
 }
 
-/** `args` in the pod's netns, joined to the container's cgroups before it makes a socket. */
+/** `args` as a process of the container (tests/helpers/pod_exec.ts). */
 function spawnIn(runner: Runner, name: string, pod: TestPod, c: TestContainer, args: string[]) {
-  const dirs = [c.cgroupV2Dir, ...Object.values(c.cgroupV1Paths)].filter(Boolean);
-  const join = dirs.map((d) => `echo $$ > '${d}/cgroup.procs'`).join("; ");
-  return runner.spawn(name, "sh", [
-    "-c",
-    `${join}; exec ip netns exec ${pod.netns} "$@"`,
-    "sh",
-    ...args,
-  ]);
+  const [cmd, ...rest] = inContainerArgs(pod, c, args);
+  return runner.spawn(name, cmd, rest);
 }
 
 async function listeningPort(p: { stdout: { text(): string }; exited: boolean }): Promise<string> {

@@ -9,6 +9,7 @@ import type { ResourcesEvent } from "../probes/events.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod, type TestContainer, type TestPod } from "./helpers/pod.ts";
+import { cgroupDirs } from "./helpers/pod_exec.ts";
 import { Child, DENO, freePort, ROOT, startKupod } from "./helpers/process.ts";
 import { parseExposition, seriesKey } from "./helpers/prom.ts";
 
@@ -42,8 +43,7 @@ async function loadIn(
   const [cmd, ...rest] = [...pin, "ip", "netns", "exec", pod.netns, ...program];
   const load = new Child(cmd, rest, { stdin: true });
   const pid = Number((await load.waitForLine(/^ready \d+/)).split(" ")[1]);
-  const dirs = [c.cgroupV2Dir, ...Object.values(c.cgroupV1Paths)].filter(Boolean);
-  for (const dir of dirs) await Deno.writeTextFile(`${dir}/cgroup.procs`, String(pid));
+  for (const dir of cgroupDirs(c)) await Deno.writeTextFile(`${dir}/cgroup.procs`, String(pid));
   if (!opts.hold) await load.writeLine("go");
   return load;
 }
