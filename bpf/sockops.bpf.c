@@ -16,6 +16,7 @@
 #include "sockops.h"
 
 #define SK_PASS 1
+#define TCP_CLOSE 7
 #define BPF_F_INGRESS_FLAG 1
 
 /* The connection as its local socket sees it; ports in host order. */
@@ -91,7 +92,17 @@ int kupod_sockops(struct bpf_sock_ops *skops)
 {
 	struct sock_key k = {};
 	struct sockops_stats *s;
+	__u32 pod_slot = MAX_CONTAINERS;
 
+	/* a socket of the map closing (the callback is asked for only by those) */
+	if (skops->op == BPF_SOCK_OPS_STATE_CB) {
+		if (skops->args[1] == TCP_CLOSE) {
+			s = bpf_map_lookup_elem(&sockops_stats, &pod_slot);
+			if (s)
+				s->removed += 1;
+		}
+		return 1;
+	}
 	if (skops->op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB &&
 	    skops->op != BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB)
 		return 1;
@@ -118,14 +129,16 @@ int kupod_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	if (bpf_sock_hash_update(skops, &sock_hash, &k, BPF_NOEXIST))
 		return 1;
+	/* its close is counted, so that the sockets in the map are known without walking it */
+	bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | BPF_SOCK_OPS_STATE_CB_FLAG);
+	s = bpf_map_lookup_elem(&sockops_stats, &pod_slot);
+	if (s)
+		s->inserted += 1;
 	/* the passive side runs in softirq: count it under the pod, not whoever runs there */
 	if (skops->op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		s = stats_of_current();
-	else {
-		__u32 slot = MAX_CONTAINERS;
-
-		s = bpf_map_lookup_elem(&sockops_stats, &slot);
-	}
+	else
+		s = bpf_map_lookup_elem(&sockops_stats, &pod_slot);
 	if (s)
 		s->added += 1;
 	return 1;

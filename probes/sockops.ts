@@ -127,16 +127,15 @@ export class SockopsRedirect implements Probe {
   /** Sockets in the map now, bytes redirected and misses per container, to the sink. */
   reportCounters(): void {
     if (this.#object.released) return;
-    const obj = this.#object.object;
-    let sockets = 0;
-    for (const _ of obj.map("sock_hash").keys()) sockets++;
-    const stats = obj.map("sockops_stats");
+    const stats = this.#object.object.map("sockops_stats");
+    let sockets = 0; // inserted minus closed: walking the map would cost a call per socket
     const containers = [];
     const slots = [...this.#target.containers.keys(), POD_SLOT];
     for (const index of slots) {
       const value = stats.summedValue(u32Key(index));
       if (!value) continue;
       const s = decodeSockopsStats(value, 0);
+      if (index === POD_SLOT) sockets = Number(s.inserted) - Number(s.removed);
       containers.push({
         container: index === POD_SLOT ? "" : this.#target.containers[index].name,
         redirected_bytes: Number(s.redirected_bytes),

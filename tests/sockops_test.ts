@@ -149,6 +149,8 @@ for (const signal of ["SIGTERM", "SIGKILL"] as const) {
         const m = await metrics(port);
         const moving = m.get(seriesKey("kupod_sockops_redirected_bytes_total", of("nginx")));
         assert(moving! > 0, `redirected before the stop: ${moving}`);
+        // two connections, both ends in the map
+        assertEquals(m.get(seriesKey("kupod_sockops_sockets", of(""))), 4);
         kupod.kill(signal);
         await kupod.wait();
         const r = await result(client);

@@ -2,15 +2,17 @@
 
 export const OBJECT_NAME = "sockops";
 
-/** `struct sockops_stats` (32 bytes). */
+/** `struct sockops_stats` (48 bytes). */
 export interface SockopsStats {
   redirected_bytes: bigint; // __u64
   redirected_msgs: bigint; // __u64
   redirect_errors: bigint; // __u64
   added: bigint; // __u64
+  inserted: bigint; // __u64
+  removed: bigint; // __u64
 }
 
-export const SOCKOPS_STATS_SIZE = 32;
+export const SOCKOPS_STATS_SIZE = 48;
 
 /** Byte offset and size of every field of `struct sockops_stats`. */
 export const SOCKOPS_STATS_LAYOUT = {
@@ -18,11 +20,13 @@ export const SOCKOPS_STATS_LAYOUT = {
   redirected_msgs: { offset: 8, size: 8 },
   redirect_errors: { offset: 16, size: 8 },
   added: { offset: 24, size: 8 },
+  inserted: { offset: 32, size: 8 },
+  removed: { offset: 40, size: 8 },
 } as const;
 
 /** Decodes a `struct sockops_stats` at `offset` of `view` (little-endian). */
 export function decodeSockopsStats(view: DataView, offset: number): SockopsStats {
-  if (offset < 0 || offset + 32 > view.byteLength) {
+  if (offset < 0 || offset + 48 > view.byteLength) {
     throw new RangeError(`sockops_stats at ${offset} is outside a ${view.byteLength}-byte view`);
   }
   return {
@@ -30,6 +34,8 @@ export function decodeSockopsStats(view: DataView, offset: number): SockopsStats
     redirected_msgs: view.getBigUint64(offset + 8, true),
     redirect_errors: view.getBigUint64(offset + 16, true),
     added: view.getBigUint64(offset + 24, true),
+    inserted: view.getBigUint64(offset + 32, true),
+    removed: view.getBigUint64(offset + 40, true),
   };
 }
 
