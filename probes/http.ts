@@ -40,6 +40,7 @@ const MAX_CONNS = 16384;
 const MAX_ROUTES = 200;
 const READ_INTERVAL_MS = 1000;
 const EMPTY = new Uint8Array(0);
+const decoder = new TextDecoder();
 
 export interface HttpProbeOptions {
   /** Report HTTP requests, HTTP/1.x and plain HTTP/2 (default true). */
@@ -139,6 +140,9 @@ export class HttpProbe implements Probe {
       this.#closeParser(conn, ts);
       return;
     }
+    if (this.#ringBytes?.buffer !== view.buffer) {
+      this.#ringBytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    }
     let conn = this.#conns.get(sockId);
     const first = view.getUint8(at + L.first.offset) !== 0;
     if (first || !conn) {
@@ -149,10 +153,7 @@ export class HttpProbe implements Probe {
     const len = view.getUint32(at + L.len.offset, true);
     const headLen = view.getUint16(at + L.head_len.offset, true);
     const tailLen = view.getUint8(at + L.tail_len.offset);
-    if (this.#ringBytes?.buffer !== view.buffer) {
-      this.#ringBytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
-    }
-    const bytes = this.#ringBytes;
+    const bytes = this.#ringBytes!;
     const headAt = at + length - headLen;
     // the tail is the payload's last bytes; only those past the head are new
     const tailNew = Math.min(tailLen, len - headLen);
@@ -218,12 +219,12 @@ export class HttpProbe implements Probe {
       const oldest = this.#conns.keys().next().value!;
       this.#conns.delete(oldest);
     }
-    const bytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+    const bytes = this.#ringBytes!; // set by #record for this view
     const family = first ? view.getUint8(at + L.family.offset) : 0;
     const container = view.getUint32(at + L.container.offset, true);
     const commAt = at + L.comm.offset;
     const commEnd = bytes.indexOf(0, commAt);
-    const comm = new TextDecoder().decode(
+    const comm = decoder.decode(
       bytes.subarray(commAt, commEnd < 0 || commEnd > commAt + 16 ? commAt + 16 : commEnd),
     );
     let routes = this.#routes.get(container);
@@ -289,7 +290,7 @@ export class HttpProbe implements Probe {
       e.trace_id = traceId;
       e.parent_span_id = parentId;
     }
-    if (x.preview?.length) e.response_preview = new TextDecoder().decode(x.preview);
+    if (x.preview?.length) e.response_preview = decoder.decode(x.preview);
     return e;
   }
 
