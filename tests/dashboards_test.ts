@@ -1,0 +1,416 @@
+/**
+ * The Grafana dashboards in dashboards/: their JSON passes the structural check (which fails on
+ * broken copies), is what scripts/gen_dashboards.ts makes, and the provisioning files point at
+ * them. Grafana cannot be installed here, so the queries are run the way Grafana would run them:
+ * a real kupod (`monitor all` with socket redirection) watches a test pod found through the
+ * Kubernetes API stand-in, HTTP (errors and aborted requests included), gRPC (a failing call
+ * included), refused connections and direct disk I/O go through the pod, a real Prometheus
+ * scrapes kupod every second, and every variable query and every panel query, with the
+ * variables substituted, must return data.
+ */
+
+import { parse as parseYaml } from "yaml";
+import { dashboards } from "../scripts/gen_dashboards.ts";
+import { assert, assertEquals } from "./helpers/assert.ts";
+import {
+  dashboardProblems,
+  type Json,
+  panelQueries,
+  panelsOf,
+  referencedVariables,
+  substitute,
+  variableQuery,
+  variablesOf,
+} from "./helpers/dashboards.ts";
+import { KubeEnv } from "./helpers/kube.ts";
+import { createTestPod, type TestContainer, type TestPod } from "./helpers/pod.ts";
+import { cgroupDirs, inContainer } from "./helpers/pod_exec.ts";
+import { httpExchange, httpGet } from "./helpers/pod_http.ts";
+import { freePort, kupodChild, ROOT } from "./helpers/process.ts";
+import { promQuery, type ServerProcess, startPrometheus, waitFor } from "./helpers/prom.ts";
+
+const DIR = `${ROOT}dashboards/`;
+
+function committed(): Map<string, Json> {
+  const out = new Map<string, Json>();
+  for (const e of Deno.readDirSync(DIR)) {
+    if (e.isFile && e.name.endsWith(".json")) {
+      out.set(e.name, JSON.parse(Deno.readTextFileSync(DIR + e.name)));
+    }
+  }
+  return out;
+}
+
+Deno.test("dashboards: every committed dashboard passes the structural check", () => {
+  const all = committed();
+  assertEquals(
+    [...all.keys()].sort(),
+    [
+      "kupod-http-grpc.json",
+      "kupod-packet-path.json",
+      "kupod-pod-overview.json",
+      "kupod-resources.json",
+      "kupod-sockets-sidecar.json",
+    ],
+  );
+  const uids = new Set<unknown>();
+  for (const [file, d] of all) {
+    assertEquals(dashboardProblems(d), [], file);
+    assert(!uids.has(d.uid), `${file}: uid ${d.uid} used twice`);
+    uids.add(d.uid);
+    assert(panelQueries(d).length >= 10, `${file}: ${panelQueries(d).length} queries`);
+  }
+});
+
+Deno.test("dashboards: the committed files are what the generator makes", () => {
+  const fresh = dashboards();
+  const files = committed();
+  assertEquals([...files.keys()].sort(), [...fresh.keys()].sort());
+  for (const [file, d] of fresh) {
+    assertEquals(files.get(file), d, `${file} is stale: run scripts/gen_dashboards.ts`);
+  }
+});
+
+/** The overview dashboard after `change`, and what the check says of it. */
+function broken(change: (d: Json, panels: Json[]) => void): string[] {
+  const d = structuredClone(committed().get("kupod-pod-overview.json")!);
+  change(d, panelsOf(d));
+  return dashboardProblems(d);
+}
+
+/** The first panel with queries, and its first query. */
+function firstQuery(panels: Json[]): [Json, Json] {
+  const p = panels.find((p) => (p.targets as Json[] | undefined)?.length)!;
+  return [p, (p.targets as Json[])[0]];
+}
+
+function assertFlags(problems: string[], pattern: RegExp): void {
+  assert(problems.some((p) => pattern.test(p)), `no problem ~ ${pattern} in ${problems}`);
+}
+
+Deno.test("dashboards: the structural check names each kind of breakage", () => {
+  assertEquals(broken(() => {}), [], "the unchanged copy passes");
+  assertFlags(
+    broken((_, ps) => (ps[2].id = ps[1].id)),
+    /^duplicate panel id \d+$/,
+  );
+  assertFlags(
+    broken((_, ps) => {
+      const [, t] = firstQuery(ps);
+      t.expr = `${t.expr} * $replicas`;
+    }),
+    /undefined variable \$replicas/,
+  );
+  assertFlags(
+    broken((_, ps) => ((ps[1].gridPos as Json).w = 30)),
+    /invalid gridPos/,
+  );
+  assertFlags(
+    broken((_, ps) => (ps[2].gridPos = { ...(ps[1].gridPos as Json) })),
+    /overlap/,
+  );
+  assertFlags(
+    broken((_, ps) => (firstQuery(ps)[0].datasource = { type: "prometheus", uid: "P1809F7CD" })),
+    /datasource is not the datasource variable/,
+  );
+  assertFlags(
+    broken((_, ps) => {
+      const [, t] = firstQuery(ps);
+      t.expr = String(t.expr).replace('pod="$pod"', 'pod="web-0"');
+    }),
+    /hard-coded pod="web-0"/,
+  );
+  assertFlags(
+    broken((d) =>
+      variablesOf(d).push({
+        name: "node",
+        type: "query",
+        datasource: { type: "prometheus", uid: "${datasource}" },
+        query: "label_values(kupod_build_info, instance)",
+      })
+    ),
+    /variable node is never used/,
+  );
+  assertFlags(
+    broken((d) => ((d.templating as Json).list = variablesOf(d).filter((v) => v.name !== "pod"))),
+    /undefined variable \$pod/,
+  );
+  assertFlags(
+    broken((d) => (variablesOf(d).find((v) => v.name === "pod")!.current = { value: "web-0" })),
+    /variable pod has a saved value/,
+  );
+  assertFlags(
+    broken((
+      d,
+    ) => ((d.templating as Json).list = variablesOf(d).filter((v) => v.name !== "datasource"))),
+    /no datasource variable/,
+  );
+});
+
+Deno.test("dashboards: the provisioning files provide the dashboards folder and a Prometheus", () => {
+  const providers = parseYaml(Deno.readTextFileSync(`${DIR}provisioning/dashboards.yaml`)) as {
+    apiVersion: number;
+    providers: { type: string; options: { path: string } }[];
+  };
+  assertEquals(providers.apiVersion, 1);
+  assertEquals(providers.providers.map((p) => p.type), ["file"]);
+  assert(providers.providers[0].options.path.startsWith("/"), "an absolute path");
+  const sources = parseYaml(Deno.readTextFileSync(`${DIR}provisioning/datasources.yaml`)) as {
+    apiVersion: number;
+    datasources: { type: string; url: string; isDefault?: boolean }[];
+  };
+  assertEquals(sources.apiVersion, 1);
+  const prom = sources.datasources.filter((s) => s.type === "prometheus");
+  assertEquals(prom.length, 1);
+  assert(prom[0].isDefault && /^https?:\/\//.test(prom[0].url), JSON.stringify(prom[0]));
+});
+
+// ---------------------------------------------------------------------------------------------
+// Every query against a real Prometheus that scraped a real kupod watching a pod with traffic
+
+const NODE = "node-a";
+const NAMESPACE = "shop-dash";
+const POD = "web-0";
+/** Debian's python3, which python3-grpcio (scripts/setup) installs into. */
+const PEER = `${ROOT}tests/fixtures/grpc_peer.py`;
+const GRPC_CALLS = 30;
+
+/**
+ * A v1 blkio cgroup for `c`, kubelet-shaped like its other cgroups (the test pod has none), with
+ * a throttle rule far above any real rate on the device of the temp dir: v1 blkio counts a
+ * cgroup's I/O only for devices with such a rule. Removed on dispose, with the parents it made.
+ */
+function blkioCgroup(c: TestContainer): { dir: string; device: string } & Disposable {
+  const root = "/sys/fs/cgroup/blkio";
+  assert(Deno.statSync(`${root}/cgroup.procs`).isFile, "a v1 blkio hierarchy");
+  const made: string[] = [];
+  let dir = root;
+  for (const part of c.cgroupV2Path.split("/").filter(Boolean)) {
+    dir += `/${part}`;
+    try {
+      Deno.mkdirSync(dir);
+      made.push(dir);
+    } catch (e) {
+      if (!(e instanceof Deno.errors.AlreadyExists)) throw e;
+    }
+  }
+  const dispose = () => {
+    for (const d of made.reverse()) {
+      try {
+        Deno.removeSync(d);
+      } catch {
+        // a parent another pod uses now
+      }
+    }
+  };
+  try {
+    const device = wholeDisk(Deno.statSync(Deno.env.get("TMPDIR") ?? "/tmp").dev);
+    const huge = 1 << 40;
+    Deno.writeTextFileSync(`${dir}/blkio.throttle.read_bps_device`, `${device} ${huge}`);
+    Deno.writeTextFileSync(`${dir}/blkio.throttle.write_bps_device`, `${device} ${huge}`);
+    return { dir, device, [Symbol.dispose]: dispose };
+  } catch (e) {
+    dispose();
+    throw e;
+  }
+}
+
+/** "major:minor" of the disk holding a file system's device (its parent when a partition). */
+function wholeDisk(dev: number): string {
+  const major = Math.floor(dev / 256) & 0xfff, minor = (dev & 0xff) | ((dev >>> 12) & ~0xff);
+  const sys = `/sys/dev/block/${major}:${minor}`;
+  try {
+    Deno.statSync(`${sys}/partition`);
+    return Deno.readTextFileSync(`${sys}/../dev`).trim();
+  } catch {
+    return `${major}:${minor}`;
+  }
+}
+
+/** Writes and reads back 4 MiB with O_DIRECT from a process of `c` that is in `blkio` too. */
+async function directIo(pod: TestPod, c: TestContainer, blkio: string): Promise<void> {
+  const tmp = await Deno.makeTempDir({ prefix: "kupodt-io-" });
+  try {
+    const join = [...cgroupDirs(c), blkio].map((d) => `echo $$ > '${d}/cgroup.procs'`).join("; ");
+    const io = `dd if=/dev/zero of=${tmp}/f bs=64k count=64 oflag=direct status=none && ` +
+      `dd if=${tmp}/f of=/dev/null bs=64k iflag=direct status=none`;
+    const out = await new Deno.Command("sh", {
+      args: ["-c", `${join}; exec ip netns exec ${pod.netns} sh -c '${io}'`],
+      stderr: "piped",
+    }).output();
+    assert(out.success, new TextDecoder().decode(out.stderr));
+  } finally {
+    await Deno.remove(tmp, { recursive: true });
+  }
+}
+
+/** One round of traffic through the pod: every kind each panel shows. */
+async function traffic(pod: TestPod, grpcPort: string): Promise<void> {
+  const proxy = pod.container("proxy").port, ip = pod.podIP, host = `${ip}:${proxy}`;
+  const codes = (rs: { status: number }[]) => rs.map((r) => r.status);
+  // keep-alive and fresh connections through the sidecar, two routes and a slow one
+  assertEquals(
+    codes((await httpGet(ip, proxy, { count: 20, keepAlive: true, path: "/orders/4711" })).replies),
+    new Array(20).fill(200),
+  );
+  assertEquals(codes((await httpGet(ip, proxy, { count: 10 })).replies), new Array(10).fill(200));
+  await httpGet(ip, proxy, { count: 3, keepAlive: true, path: "/slow?delay_ms=120" });
+  // a body each way, and errors: 400 and 405 from the service, 501 from the sidecar itself
+  const upload = "x".repeat(20_000);
+  const replies = await httpExchange(ip, proxy, [
+    `POST /upload/9 HTTP/1.1\r\nHost: ${host}\r\nContent-Length: ${upload.length}\r\n\r\n${upload}`,
+    `GET /?size=-1 HTTP/1.1\r\nHost: ${host}\r\n\r\n`,
+    `DELETE /orders/4711 HTTP/1.1\r\nHost: ${host}\r\n\r\n`,
+  ]);
+  assertEquals(codes(replies), [201, 400, 405]);
+  const unknownCoding = await httpExchange(ip, proxy, [
+    `POST /upload/9 HTTP/1.1\r\nHost: ${host}\r\nTransfer-Encoding: gzip\r\n\r\n`,
+  ]);
+  assertEquals(codes(unknownCoding), [501]);
+  // a client that gives up before the answer: the sidecar's request without a response
+  const quitter = await Deno.connect({ hostname: ip, port: proxy });
+  await quitter.write(
+    new TextEncoder().encode(`GET /slow?delay_ms=400 HTTP/1.1\r\nHost: ${host}\r\n\r\n`),
+  );
+  await new Promise((r) => setTimeout(r, 50));
+  quitter.close();
+  // connections to a port nobody listens on: the pod's kernel drops them (no socket)
+  for (let i = 0; i < 5; i++) {
+    try {
+      (await Deno.connect({ hostname: ip, port: 1 })).close();
+      throw new Error("port 1 of the pod answered");
+    } catch (e) {
+      if (!(e instanceof Deno.errors.ConnectionRefused)) throw e;
+    }
+  }
+  // gRPC from the sidecar container to the service container, one call failing (NOT_FOUND)
+  await using client = inContainer(pod, pod.container("proxy"), [
+    "/usr/bin/python3",
+    PEER,
+    "client",
+    grpcPort,
+    String(GRPC_CALLS),
+  ]);
+  const status = await client.wait();
+  assertEquals(status.code, 0, client.stderr.join("\n"));
+  await new Promise((r) => setTimeout(r, 400)); // the aborted request's reply is due
+}
+
+async function value(prom: ServerProcess, q: string): Promise<number | undefined> {
+  return (await promQuery(prom, q))[0]?.value;
+}
+
+/** What a `label_values(selector, label)` variable lists: Prometheus's label values API. */
+async function labelValues(prom: ServerProcess, query: string): Promise<string[]> {
+  const m = /^label_values\((.+),\s*(\w+)\)$/.exec(query);
+  assert(m, `not a label_values query: ${query}`);
+  const res = await fetch(
+    `${prom.url}/api/v1/label/${m[2]}/values?match[]=${encodeURIComponent(m[1])}`,
+  );
+  const body = await res.json() as { status: string; data: string[]; error?: string };
+  assert(body.status === "success", `${query}: ${body.error}`);
+  return body.data;
+}
+
+/** An instant query's samples (values as Prometheus prints them, NaN included), or its error. */
+async function instant(prom: ServerProcess, q: string): Promise<number[] | string> {
+  const res = await fetch(`${prom.url}/api/v1/query?query=${encodeURIComponent(q)}`);
+  const body = await res.json() as {
+    status: string;
+    error?: string;
+    data?: { result: { value: [number, string] }[] };
+  };
+  if (body.status !== "success") return body.error ?? `HTTP ${res.status}`;
+  return body.data!.result.map((r) => Number(r.value[1]));
+}
+
+Deno.test("dashboards: every panel query returns data from a real kupod run over a pod with traffic", async () => {
+  const started = Date.now();
+  await using pod = await createTestPod({
+    name: POD,
+    namespace: NAMESPACE,
+    labels: { app: "web-dash" },
+    nodeName: NODE,
+  });
+  const app = pod.container("app");
+  using blkio = blkioCgroup(app);
+  await using kube = await KubeEnv.start();
+  kube.api.upsertPod(pod.podJson(NODE));
+  await using server = inContainer(pod, app, ["/usr/bin/python3", PEER, "server"]);
+  const grpcPort = (await server.waitForLine(/^listening \d+/)).split(" ")[1];
+  const port = freePort();
+  await using kupod = kupodChild([
+    "monitor",
+    "all",
+    "--pod",
+    POD,
+    "--namespace",
+    NAMESPACE,
+    "--kubeconfig",
+    kube.kubeconfig("cert"),
+    "--nodename",
+    NODE,
+    "--with-sockops",
+    "--quiet",
+    "--exporter-address",
+    "127.0.0.1",
+    "--exporter-port",
+    String(port),
+  ]);
+  // loading every probe takes a while on a busy machine
+  await kupod.waitForLine(/started!/, 60_000);
+  {
+    await using prom = await startPrometheus(`127.0.0.1:${port}`, "1s");
+    await waitFor(
+      "Prometheus scraping kupod",
+      async () => (await value(prom, 'up{job="kupod"}')) === 1 || undefined,
+    );
+    // two rounds some scrapes apart: every counter exists before it grows, so each rate has data
+    const trafficStart = Date.now();
+    for (let round = 1; round <= 2; round++) {
+      await traffic(pod, grpcPort);
+      await directIo(pod, app, blkio.dir);
+      const unary = `sum(rpc_server_duration_seconds_count{rpc_method="Unary"})`;
+      await waitFor(
+        `round ${round} of gRPC calls in Prometheus`,
+        async () => (await value(prom, unary)) === round * GRPC_CALLS || undefined,
+        20_000,
+      );
+      await new Promise((r) => setTimeout(r, 2500));
+    }
+    // the rate window reaches back over both rounds, as $__rate_interval would over a view of them
+    const windowLength = `${Math.ceil((Date.now() - trafficStart) / 1000) + 10}s`;
+
+    const builtIns = { __rate_interval: windowLength, __range: windowLength, __interval: "1s" };
+    const failures: string[] = [];
+    for (const [file, d] of committed()) {
+      // the variables as Grafana fills them: each list from the one before
+      const values: Record<string, string> = { ...builtIns };
+      for (const v of variablesOf(d)) {
+        if (v.type !== "query") continue;
+        const name = String(v.name);
+        const listed = (await labelValues(prom, substitute(variableQuery(v), values))).sort();
+        const want = name === "namespace" ? [NAMESPACE] : name === "pod" ? [POD] : ["app", "proxy"];
+        assertEquals(listed, want, `${file}: variable ${name}`);
+        // multi-value variables reach Prometheus as Grafana's regex of the selected values
+        values[name] = v.multi ? `(${listed.join("|")})` : listed[0];
+      }
+      for (const q of panelQueries(d)) {
+        const expr = substitute(q.expr, values);
+        const left = referencedVariables(expr);
+        assertEquals(left, [], `${file} "${q.panel}" ${q.refId}: variables left in ${expr}`);
+        const r = await instant(prom, expr);
+        const what = `${file} "${q.panel}" ${q.refId}`;
+        if (typeof r === "string") failures.push(`${what}: error ${r}: ${expr}`);
+        else if (!r.length) failures.push(`${what}: no series: ${expr}`);
+        else if (!r.some(Number.isFinite)) failures.push(`${what}: only NaN: ${expr}`);
+      }
+    }
+    assertEquals(failures, [], "panel queries without data");
+  }
+  // a clean stop (on failure, disposal kills it)
+  kupod.kill("SIGTERM");
+  const status = await kupod.wait();
+  assertEquals(status.code, 0, `kupod exit; stderr: ${kupod.stderr.slice(-10).join(" | ")}`);
+  console.log(`dashboards end to end: ${((Date.now() - started) / 1000).toFixed(1)} s`);
+});
