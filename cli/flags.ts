@@ -156,11 +156,11 @@ function labelSelector(text: string): void {
   }
 }
 
-function seconds(name: string, field: FieldOf<number>, usage: string): FlagSpec {
+function seconds(name: string, field: FieldOf<number>, usage: string, def = 0): FlagSpec {
   return {
     name,
     type: "seconds",
-    default: 0,
+    default: def,
     usage,
     convert(text) {
       if (!/^\+?(\d+(\.\d*)?|\.\d+)$/.test(text)) {
@@ -284,6 +284,12 @@ export const MONITOR_FLAGS: readonly FlagSpec[] = [
     choices: ["text", "json"],
   }),
   seconds("duration", "duration", "Stop after this many seconds; 0 runs until Ctrl-C or SIGTERM"),
+  seconds(
+    "interval",
+    "interval",
+    "Print a summary of what the probes counted every this many seconds and at exit; 0 is off",
+    5,
+  ),
   // Both set one field; parse.ts rejects giving both, so the order of applying them is moot.
   bool("verbose", "Print debug messages", (o, v) => {
     if (v) o.verbosity = "verbose";

@@ -48,6 +48,8 @@ export interface MonitorOptions {
   output: OutputFormat;
   /** Seconds; 0 = until Ctrl-C / SIGTERM. */
   duration: number;
+  /** Seconds between printed summaries (and one at exit); 0 = none. */
+  interval: number;
   verbosity: Verbosity;
 }
 

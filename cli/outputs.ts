@@ -1,7 +1,9 @@
 /**
  * Where a monitor run's events go, and the owner of each destination: the
- * console, the Prometheus registry behind /metrics, the Pushgateway pusher
- * and the OTLP span sender. Heavy exporters are loaded only when used.
+ * console (with a summary every --interval seconds and one at exit), the
+ * Prometheus registry behind /metrics and the live view beside it, the
+ * Pushgateway pusher and the OTLP span sender. Heavy exporters are loaded only
+ * when used.
  */
 
 import { ConsoleSink } from "../exporters/console.ts";
@@ -9,6 +11,7 @@ import type { KupodMetrics } from "../exporters/metrics.ts";
 import type { OtlpSpans } from "../exporters/otlp.ts";
 import type { Exporter } from "../exporters/prometheus.ts";
 import type { Pushgateway } from "../exporters/pushgateway.ts";
+import { type Reading, summarize, SummarySource } from "../exporters/summary.ts";
 import type { Target } from "../k8s/target.ts";
 import type { EventSink, KupodEvent } from "../probes/events.ts";
 import type { Probe } from "../probes/probe.ts";
@@ -31,10 +34,17 @@ export class Outputs implements EventSink, AsyncDisposable {
   #spans: OtlpSpans | undefined;
   #probes: Probe[] = [];
   #closed = false;
+  readonly #summaries = new SummarySource();
+  /** Seconds between printed summaries; 0 when none are printed. */
+  readonly #interval: number;
+  #summaryTimer: ReturnType<typeof setInterval> | undefined;
+  #lastSummary: Reading;
 
   private constructor(opts: MonitorOptions) {
     this.console = new ConsoleSink(opts.output, opts.verbosity, Deno.stdout, CONSOLE_FLUSH_MS);
-    this.#sinks = [this.console];
+    this.#sinks = [this.console, this.#summaries];
+    this.#interval = opts.verbosity === "quiet" ? 0 : opts.interval;
+    this.#lastSummary = this.#summaries.started;
   }
 
   /**
@@ -46,6 +56,7 @@ export class Outputs implements EventSink, AsyncDisposable {
     try {
       const { KupodMetrics } = await import("../exporters/metrics.ts");
       const { startExporter } = await import("../exporters/prometheus.ts");
+      const { LiveView } = await import("../exporters/live.ts");
       const metrics = out.#metrics = new KupodMetrics();
       out.#sinks.push(metrics);
       out.#exporter = await startExporter({
@@ -53,6 +64,7 @@ export class Outputs implements EventSink, AsyncDisposable {
         port: opts.exporterPort,
         metrics,
         onScrape: () => out.#refreshStats(),
+        pages: new LiveView(out.#summaries, () => out.#refreshStats()),
       });
       if (opts.prometheus) {
         const { startPushgateway } = await import("../exporters/pushgateway.ts");
@@ -89,15 +101,33 @@ export class Outputs implements EventSink, AsyncDisposable {
   /** The lines printed once everything is attached. */
   readyLines(): string[] {
     const lines: string[] = [];
-    if (this.#exporter) lines.push(`Exporter at: ${this.#exporter.url}`);
+    if (this.#exporter) {
+      lines.push(`Exporter at: ${this.#exporter.url}`);
+      lines.push(`Live view at: ${liveUrl(this.#exporter.address, this.#exporter.port)}`);
+    }
     if (this.#push) lines.push(`Pushing to: ${this.#push.url}`);
     if (this.#spans) lines.push(`Spans to: ${this.#spans.url}`);
     return lines;
   }
 
-  /** Probes whose counts (events, lost) become kupod's own metrics. */
+  /**
+   * Probes whose counts (events, lost) become kupod's own metrics and whose counters are
+   * summarised; the periodic summaries start here, once everything is attached.
+   */
   watch(probes: Probe[]): void {
     this.#probes = probes;
+    if (this.#interval > 0 && this.#summaryTimer === undefined) {
+      this.#summaryTimer = setInterval(() => this.#printSummary(), this.#interval * 1000);
+    }
+  }
+
+  /** The summary of the last interval on the console. */
+  #printSummary(): void {
+    this.#refreshStats();
+    const now = this.#summaries.reading();
+    this.console.event(summarize(this.#lastSummary, now, "interval"));
+    this.#lastSummary = now;
+    this.console.flush();
   }
 
   /** Before a scrape or a push: the probes' counts and a fresh copy of their kernel counters. */
@@ -120,7 +150,12 @@ export class Outputs implements EventSink, AsyncDisposable {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#summaryTimer);
     this.#refreshStats();
+    if (this.#summaryTimer !== undefined) {
+      // the probes stopped and reported their last counts: the whole run in one block
+      this.console.event(summarize(this.#summaries.started, this.#summaries.reading(), "run"));
+    }
     this.console.flush();
     await this.#push?.stop();
     await this.#spans?.close();
@@ -130,6 +165,13 @@ export class Outputs implements EventSink, AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** Where a browser on this host reaches the exporter: a wildcard address is served on loopback too. */
+function liveUrl(address: string, port: number): string {
+  if (address === "0.0.0.0") return `http://127.0.0.1:${port}/`;
+  if (address === "::") return `http://[::1]:${port}/`;
+  return `http://${address.includes(":") ? `[${address}]` : address}:${port}/`;
 }
 
 /** At most one report per `ms`, with a count of what was held back. */

@@ -9,6 +9,7 @@
  */
 
 import type { EventSink, KupodEvent, StackStatsEvent } from "../probes/events.ts";
+import { summaryLines } from "./summary_text.ts";
 
 /** One readable line per event, or one JSON object per line. */
 export type OutputFormat = "text" | "json";
@@ -204,6 +205,8 @@ function detail(e: KupodEvent): string {
       return e.series.map((s) =>
         `${s.container || "-"} ${s.side} ${s.method} ${s.route} ${s.status}: ${s.duration.count}`
       ).join("; ");
+    case "summary":
+      return summaryLines(e).join("\n");
     case "sidecar_stats":
       return e.sidecars.map((s) =>
         `${s.container}: ${s.process.count} requests, mean in sidecar ${
@@ -229,6 +232,7 @@ function stackSummary(e: StackStatsEvent): string {
 
 /** The readable form: time, type, process, what happened, and where it belongs. */
 export function textLine(e: KupodEvent): string {
+  if (e.type === "summary") return detail(e); // a block of its own, not a line
   const time = e.ts.slice(11, 26);
   const proc = e.pid !== undefined ? `${e.comm}[${e.pid}]` : "-";
   const where = [e.namespace && e.pod ? `${e.namespace}/${e.pod}` : e.pod, e.container, e.role]

@@ -1,6 +1,6 @@
 /**
  * The Prometheus scrape endpoint: GET /metrics (text exposition format), GET /healthz ("ok"),
- * 404 for anything else.
+ * the live view's paths when it is given (exporters/live.ts), 404 for anything else.
  *
  * @example
  * ```ts
@@ -28,6 +28,8 @@ export interface ExporterOptions {
   metrics: ExpositionSource;
   /** Called before each scrape is rendered, e.g. to refresh probe stats. */
   onScrape?: () => void;
+  /** Other pages served beside /metrics (the live view): a response, or undefined for 404. */
+  pages?: { serve(path: string): Response | undefined; close(): void };
 }
 
 /** A running scrape endpoint; `await using` or close() shuts it down. */
@@ -47,7 +49,7 @@ export interface Exporter extends AsyncDisposable {
  * cannot be bound ("cannot serve metrics on 0.0.0.0:8765: address already in use").
  */
 export function startExporter(options: ExporterOptions): Promise<Exporter> {
-  const { address, metrics, onScrape } = options;
+  const { address, metrics, onScrape, pages } = options;
   const where = hostPort(address, options.port);
   let server: Deno.HttpServer<Deno.NetAddr>;
   try {
@@ -62,13 +64,13 @@ export function startExporter(options: ExporterOptions): Promise<Exporter> {
         }),
     }, async (req) => {
       const path = new URL(req.url).pathname;
-      if (path !== "/metrics" && path !== "/healthz") {
-        return text(404, "not found: try /metrics or /healthz\n");
-      }
       if (req.method !== "GET" && req.method !== "HEAD") {
         return text(405, "method not allowed\n", { allow: "GET, HEAD" });
       }
       if (path === "/healthz") return text(200, "ok\n");
+      if (path !== "/metrics") {
+        return pages?.serve(path) ?? text(404, "not found: try /metrics or /healthz\n");
+      }
       onScrape?.();
       return text(200, await metrics.text(), { "content-type": metrics.contentType });
     });
@@ -80,7 +82,8 @@ export function startExporter(options: ExporterOptions): Promise<Exporter> {
 
   const port = server.addr.port;
   let closing: Promise<void> | undefined;
-  const close = () => (closing ??= server.shutdown());
+  // open event streams would hold the shutdown until the browser goes away
+  const close = () => (closing ??= (pages?.close(), server.shutdown()));
   return Promise.resolve({
     url: `http://${hostPort(address, port)}`,
     address,

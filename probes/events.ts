@@ -364,7 +364,119 @@ export interface SockopsStatsEvent extends EventBase {
   }[];
 }
 
+/** p50 and p99 of a latency over a window, in seconds; absent when nothing was measured. */
+export interface Percentiles {
+  count: number;
+  p50_seconds: number;
+  p99_seconds: number;
+}
+
+/**
+ * What the pod did over a window, made from the probes' cumulative counts: printed every
+ * `--interval` seconds and once at exit (then over the whole run), and shown by the live view.
+ * Rates are per second over the window; `*_total` fields are the counts since the probe started,
+ * the values /metrics shows.
+ */
+export interface SummaryEvent extends EventBase {
+  type: "summary";
+  /** "interval": since the previous summary; "run": since the start (the one printed at exit). */
+  window: "interval" | "run";
+  window_seconds: number;
+  socket?: {
+    containers: {
+      container: string;
+      accepted_per_second: number;
+      connected_per_second: number;
+      accepted_total: number;
+      connected_total: number;
+      closed_total: number;
+      sent_bytes_per_second: number;
+      received_bytes_per_second: number;
+      retransmits: number;
+      resets: number;
+      rtt: Percentiles;
+    }[];
+    sidecars: {
+      container: string;
+      requests_per_second: number;
+      requests_total: number;
+      process: Percentiles;
+      to_service: Percentiles;
+    }[];
+  };
+  stack?: {
+    interface: string;
+    nic: {
+      rx_packets_per_second: number;
+      tx_packets_per_second: number;
+      rx_bytes_per_second: number;
+      tx_bytes_per_second: number;
+      rx_packets_total: number;
+      tx_packets_total: number;
+    };
+    /** Hooks along the path (into the pod, out of it, then the ends), those that saw packets. */
+    hooks: { hook: string; packets: number; packets_total: number }[];
+    hops: ({ from: string; to: string } & Percentiles)[];
+    drops: { reason: string; packets: number; packets_total: number }[];
+  };
+  http?: {
+    routes: {
+      container: string;
+      side: "server" | "client";
+      method: string;
+      route: string;
+      requests_per_second: number;
+      requests_total: number;
+      /** 5xx responses and exchanges that did not complete */
+      errors: number;
+      latency: Percentiles;
+    }[];
+  };
+  grpc?: {
+    methods: {
+      container: string;
+      side: "server" | "client";
+      service: string;
+      method: string;
+      calls_per_second: number;
+      calls_total: number;
+      /** calls whose grpc-status was not 0 (OK) */
+      errors: number;
+      latency: Percentiles;
+    }[];
+    unknown_method_calls: number;
+  };
+  resources?: {
+    containers: {
+      container: string;
+      cpu_cores: number;
+      cpu_throttled_periods: number;
+      memory_working_set_bytes: number;
+      memory_limit_bytes: number;
+      io_read_bytes_per_second: number;
+      io_write_bytes_per_second: number;
+      threads: number;
+      runqueue: Percentiles;
+      oom_kills: number;
+    }[];
+    interfaces: {
+      interface: string;
+      rx_bytes_per_second: number;
+      tx_bytes_per_second: number;
+      rx_dropped: number;
+      tx_dropped: number;
+    }[];
+  };
+  sockops?: {
+    sockets: number;
+    redirected_bytes_per_second: number;
+    redirected_bytes_total: number;
+    redirect_errors: number;
+  };
+}
+
 export type KupodEvent =
+  | SummaryEvent
   | GrpcEvent
   | GrpcStatsEvent
   | SockopsStatsEvent

@@ -101,6 +101,7 @@ const DEFAULTS: MonitorOptions = {
   otlpEndpoint: "",
   output: "text",
   duration: 0,
+  interval: 5,
   verbosity: "normal",
 };
 
@@ -128,6 +129,8 @@ const VALUE_FLAGS: [string, string, keyof MonitorOptions, unknown][] = [
   ["cgroup", "/sys/fs/cgroup/kubepods.slice", "cgroup", "/sys/fs/cgroup/kubepods.slice"],
   ["netns", "cni-5f2c9a", "netns", "cni-5f2c9a"],
   ["otlp-endpoint", "http://otel.tracing:4318", "otlpEndpoint", "http://otel.tracing:4318"],
+  ["interval", "0", "interval", 0],
+  ["interval", "2.5", "interval", 2.5],
   ["output", "json", "output", "json"],
   ["duration", "20", "duration", 20],
   ["duration", "0.5", "duration", 0.5],

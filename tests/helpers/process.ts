@@ -157,13 +157,15 @@ export function freePort(): number {
 
 /**
  * kupod with `args`; unless the test picks its own, the metrics endpoint gets a free local
- * port so that runs never collide on the default one.
+ * port so that runs never collide on the default one, and no summaries are printed: tests of
+ * events read stdout as events only (tests/summary_test.ts asks for summaries).
  */
 export function kupodChild(args: string[]): Child {
   const own = args.some((a) => a.startsWith("--exporter-port"));
   const extra = own
     ? []
     : ["--exporter-address", "127.0.0.1", "--exporter-port", String(freePort())];
+  if (!args.some((a) => a.startsWith("--interval"))) extra.push("--interval", "0");
   return new Child(`${ROOT}kupod`, [...args, ...extra]);
 }
 
