@@ -1,7 +1,8 @@
 /**
  * The live view behind the exporter's port: GET / (the page, everything inline: it works offline),
- * GET /api/summary (the whole run so far, JSON) and GET /api/events (server-sent events: one
- * summary of the last second each second, only while a page listens).
+ * GET /api/summary (the whole run so far, JSON) and GET /api/events (server-sent events: each
+ * second a summary of the last WINDOW_MS, only while a page listens). A window longer than the
+ * tick keeps rates steady and percentiles meaningful at a few requests a second.
  */
 
 import type { SummaryEvent } from "../probes/events.ts";
@@ -9,12 +10,14 @@ import { LIVE_PAGE } from "./live_page.ts";
 import { type Reading, summarize, type SummarySource } from "./summary.ts";
 
 const TICK_MS = 1000;
+const WINDOW_MS = 10_000;
 const encoder = new TextEncoder();
 
 export class LiveView {
   #listeners = new Set<ReadableStreamDefaultController<Uint8Array>>();
   #timer: ReturnType<typeof setInterval> | undefined;
-  #previous: Reading | undefined;
+  /** Readings of the last WINDOW_MS, oldest first: the window starts at the first. */
+  #readings: Reading[] = [];
 
   /** `refresh` asks the probes for fresh counts (they arrive in `source` synchronously). */
   constructor(readonly source: SummarySource, readonly refresh: () => void) {}
@@ -82,15 +85,20 @@ export class LiveView {
     if (!this.#listeners.size) {
       clearInterval(this.#timer);
       this.#timer = undefined;
-      this.#previous = undefined;
+      this.#readings = [];
     }
   }
 
   #tick(): void {
     this.refresh();
     const now = this.source.reading();
-    const summary = summarize(this.#previous ?? this.source.started, now, "interval");
-    this.#previous = now;
+    const readings = this.#readings;
+    while (readings.length > 1 && now.at - readings[1].at >= WINDOW_MS) readings.shift();
+    const from = readings.length && now.at - readings[0].at <= WINDOW_MS
+      ? readings[0]
+      : this.source.started;
+    readings.push(now);
+    const summary = summarize(from, now, "interval");
     const message = encoder.encode(`data: ${JSON.stringify(summary)}\n\n`);
     for (const c of this.#listeners) {
       try {

@@ -40,7 +40,7 @@ th { color:var(--dim); font-weight:500; font-size:12px; }
 .kv div small { display:block; color:var(--dim); font-size:12px; }
 .bad { color:var(--bad); }
 svg.spark { width:100%; height:46px; display:block; margin-top:8px; }
-svg.spark polyline { fill:none; stroke:var(--acc); stroke-width:1.5; }
+svg.spark polyline { fill:none; stroke:var(--acc); stroke-width:1.5; vector-effect:non-scaling-stroke; }
 .empty { color:var(--dim); }
 `;
 
@@ -96,12 +96,13 @@ function spark(key, value) {
   if (points.length > 120) points.shift();
   history.set(key, points);
   const max = Math.max(1, ...points);
+  const step = 120 / (Math.max(points.length, 60) - 1);
   const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
   svg.setAttribute("class", "spark");
   svg.setAttribute("viewBox", "0 0 120 46");
   svg.setAttribute("preserveAspectRatio", "none");
   const line = document.createElementNS("http://www.w3.org/2000/svg", "polyline");
-  line.setAttribute("points", points.map((v, i) => (i + 120 - points.length) + "," + (44 - 42 * v / max)).join(" "));
+  line.setAttribute("points", points.map((v, i) => (i * step).toFixed(1) + "," + (44 - 42 * v / max).toFixed(1)).join(" "));
   svg.append(line);
   return svg;
 }
@@ -110,14 +111,14 @@ const PATH_IN = ${JSON.stringify(PATH_IN)};
 const PATH_OUT = ${JSON.stringify(PATH_OUT)};
 const PATH_END = ${JSON.stringify(PATH_END)};
 
-function leg(s, order, title) {
+function leg(s, order, title, arrows) {
   const seen = new Map(s.hooks.map((x) => [x.hook, x]));
   const hops = new Map(s.hops.map((x) => [x.from + ">" + x.to, x]));
   const shown = order.filter((k) => seen.has(k));
   if (!shown.length) return [];
   const row = h("div", { class: "path" });
   shown.forEach((k, i) => {
-    if (i > 0) {
+    if (i > 0 && arrows) {
       const hop = hops.get(shown[i - 1] + ">" + k);
       row.append(h("div", { class: "hop", "data-hop": shown[i - 1] + ">" + k }, hop ? pct(hop) : ""));
     }
@@ -131,8 +132,9 @@ function leg(s, order, title) {
 let span = 1;
 function render(e) {
   span = e.window_seconds || 1;
-  $("who").textContent = (e.namespace ? e.namespace + "/" : "") + (e.pod || "target");
-  $("at").textContent = e.ts.slice(11, 19);
+  $("who").textContent = e.pod ? (e.namespace ? e.namespace + "/" : "") + e.pod
+    : e.stack && e.stack.interface ? "pod behind " + e.stack.interface : "target";
+  $("at").textContent = e.ts.slice(11, 19) + ", rates over the last " + Math.round(span) + " s";
   if (e.stack) {
     const s = e.stack, n = s.nic;
     fill("path",
@@ -140,9 +142,9 @@ function render(e) {
         h("div", {}, h("small", {}, "interface"), s.interface || "-"),
         h("div", {}, h("small", {}, "from pod"), num(n.rx_packets_per_second) + " pkt/s " + bytes(n.rx_bytes_per_second, "/s"), " · ", total("nic:rx", n.rx_packets_total)),
         h("div", {}, h("small", {}, "to pod"), num(n.tx_packets_per_second) + " pkt/s " + bytes(n.tx_bytes_per_second, "/s"), " · ", total("nic:tx", n.tx_packets_total))),
-      ...leg(s, PATH_IN, "into the pod (p50 / p99 per hop)"),
-      ...leg(s, PATH_OUT, "out of the pod"),
-      ...leg(s, PATH_END, "where packets ended"),
+      ...leg(s, PATH_IN, "into the pod (p50 / p99 per hop; device hooks count both ways)", true),
+      ...leg(s, PATH_OUT, "out of the pod", true),
+      ...leg(s, PATH_END, "where packets ended", false),
       spark("nic", n.rx_packets_per_second + n.tx_packets_per_second));
     fill("drops", s.drops.length
       ? table(["reason", "last window", "total"], s.drops.map((d) => [d.reason, num(d.packets), total("drop:" + d.reason, d.packets_total)]))

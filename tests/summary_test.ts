@@ -249,3 +249,65 @@ Deno.test("summary: text blocks on stdout; none with --quiet or --interval 0", a
   assertEquals((await run(["--interval", "1", "--quiet"])).filter(summaryLine), [], "--quiet");
   assertEquals((await run(["--interval", "0"])).filter(summaryLine), [], "--interval 0");
 });
+
+Deno.test("summary: HTTP routes and gRPC methods summed over statuses, errors counted", () => {
+  const bounds = [0.005, 0.01, 0.025];
+  const h = (counts: number[]) => ({
+    bounds,
+    counts,
+    sum: 0,
+    count: counts.reduce((a, b) => a + b, 0),
+  });
+  const size = h([0, 0, 0, 0]);
+  const route = (status: number, error: string, counts: number[]) => ({
+    container: "app",
+    side: "server" as const,
+    method: "GET",
+    route: "/users/*",
+    status,
+    error,
+    duration: h(counts),
+    request_bytes: size,
+    response_bytes: size,
+  });
+  const at = (ms: number, ok: number[], failed: number[], closed: number[]): Reading => ({
+    at: ms,
+    stats: {
+      http: {
+        ts: "2026-01-01T00:00:00Z",
+        type: "http_stats",
+        series: [route(200, "", ok), route(503, "", failed), route(0, "no_response", closed)],
+      },
+      grpc: {
+        ts: "2026-01-01T00:00:00Z",
+        type: "grpc_stats",
+        unknown_method_calls: 2,
+        series: [0, 14].map((grpc_status) => ({
+          container: "app",
+          side: "client" as const,
+          service: "shop.Cart",
+          method: "Add",
+          grpc_status,
+          duration: h(grpc_status ? [0, 0, 3, 0] : [5, 0, 0, 0]),
+        })),
+      },
+    },
+  });
+  const s = summarize(
+    at(0, [10, 0, 0, 0], [0, 0, 0, 0], [0, 0, 0, 0]),
+    at(1000, [10, 80, 0, 0], [0, 0, 8, 0], [0, 0, 0, 2]),
+    "interval",
+  );
+  const r = s.http!.routes[0];
+  assertEquals(s.http!.routes.length, 1, "one row for the route, whatever the status");
+  assertEquals([r.requests_per_second, r.requests_total, r.errors], [90, 100, 10]);
+  // 80 of 90 in (5, 10] ms: the median is inside that bucket
+  assertEquals(Math.round(r.latency.p50_seconds * 1e6), 7813);
+  const g = s.grpc!.methods[0];
+  assertEquals([g.calls_total, g.errors, g.calls_per_second], [8, 0, 0], "no calls in the window");
+  assertEquals(s.grpc!.unknown_method_calls, 0);
+  const text = summaryLines(s).join("\n");
+  assert(/http +container +side +request/.test(text), text);
+  assert(/app +server +GET \/users\/\* +90 +10 +7\.81ms/.test(text), text);
+  assert(/grpc +no calls/.test(text), text);
+});
