@@ -38,6 +38,8 @@ interface PanelSpec {
   content?: string;
   /** Stacked series (parts of one whole). */
   stack?: boolean;
+  /** A table's value columns, named: Grafana calls them "Value" or "Value #<refId>". */
+  columns?: Record<string, string>;
 }
 
 interface RowSpec {
@@ -387,6 +389,7 @@ const SPECS: DashboardSpec[] = [
               instant: true,
             }],
             "short",
+            { columns: { Value: "connections" } },
           ),
           ts(
             "Retransmits and resets/s",
@@ -633,6 +636,7 @@ const SPECS: DashboardSpec[] = [
               instant: true,
             }],
             "short",
+            { columns: { Value: "packets" } },
           ),
           ts(
             "veth bytes/s",
@@ -926,6 +930,7 @@ const SPECS: DashboardSpec[] = [
               },
             ],
             "bytes",
+            { columns: { "Value #A": "usage", "Value #B": "limit" } },
           ),
           ts(
             "OOM kills",
@@ -1247,7 +1252,7 @@ function transformations(p: PanelSpec): Json[] {
     { id: "merge", options: {} },
     {
       id: "organize",
-      options: { excludeByName: { Time: true }, indexByName: {}, renameByName: {} },
+      options: { excludeByName: { Time: true }, indexByName: {}, renameByName: p.columns ?? {} },
     },
   ];
 }

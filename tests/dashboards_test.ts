@@ -10,6 +10,8 @@
  */
 
 import { parse as parseYaml } from "yaml";
+import { serviceName } from "../exporters/otlp.ts";
+import type { TcpCloseEvent } from "../probes/events.ts";
 import { dashboards } from "../scripts/gen_dashboards.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import {
@@ -147,6 +149,39 @@ Deno.test("dashboards: the structural check names each kind of breakage", () => 
   );
 });
 
+Deno.test("dashboards: the Jaeger link searches the pod's traces in the dashboard's time range", () => {
+  const withLink = [...committed()].filter(([, d]) =>
+    ((d.links ?? []) as Json[]).some((l) => l.title === "Traces in Jaeger")
+  );
+  assertEquals(withLink.map(([f]) => f).sort(), [
+    "kupod-http-grpc.json",
+    "kupod-pod-overview.json",
+    "kupod-sockets-sidecar.json",
+  ]);
+  for (const [file, d] of withLink) {
+    const link = ((d.links ?? []) as Json[]).find((l) => l.title === "Traces in Jaeger")!;
+    const url = new URL(substitute(String(link.url), {
+      jaeger: "http://jaeger.example:16686",
+      namespace: "shop",
+      pod: "web-0",
+      __from: "1700000000000",
+      __to: "1700000360000",
+    }));
+    const q = url.searchParams;
+    assertEquals(url.pathname, "/search", file);
+    // the service of the pod's inbound connection traces; Jaeger takes µs
+    const inbound = { pod: "web-0", direction: "inbound" } as TcpCloseEvent;
+    assertEquals(
+      [q.get("service"), q.get("start"), q.get("end"), JSON.parse(q.get("tags")!)],
+      [serviceName(inbound), "1700000000000000", "1700000360000000", {
+        "k8s.namespace.name": "shop",
+        "k8s.pod.name": "web-0",
+      }],
+      file,
+    );
+  }
+});
+
 Deno.test("dashboards: the provisioning files provide the dashboards folder and a Prometheus", () => {
   const providers = parseYaml(Deno.readTextFileSync(`${DIR}provisioning/dashboards.yaml`)) as {
     apiVersion: number;
@@ -177,8 +212,8 @@ const GRPC_CALLS = 30;
 
 /**
  * Queries (panel title and refId) that return series of zeros here, and why: nothing in this
- * test makes the kernel retransmit, throttle or OOM-kill, nor a veth err. Every other query must
- * show some of the traffic.
+ * test makes TCP retransmit or reset, the kernel throttle or OOM-kill, or the veth fail. Every
+ * other query must show some of the traffic.
  */
 const ZERO_HERE: Record<string, string> = {
   "CPU throttling A": "no CPU quota on the test pod",
