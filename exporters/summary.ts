@@ -339,6 +339,7 @@ function httpSummary(
       (s) => s.status >= 500 || s.error !== "",
     );
     return {
+      spent: all.sum,
       container,
       side,
       method,
@@ -349,7 +350,15 @@ function httpSummary(
       latency: bucketPercentiles(all),
     };
   });
-  return { routes: routes.sort((x, y) => y.requests_per_second - x.requests_per_second) };
+  return { routes: bySpentTime(routes) };
+}
+
+/**
+ * Rows ordered by the time requests spent in them over the window, the busiest and the slowest
+ * first (a slow endpoint stays visible beside a busy fast one); the order key is dropped.
+ */
+function bySpentTime<R extends { spent: number }>(rows: R[]): Omit<R, "spent">[] {
+  return rows.sort((x, y) => y.spent - x.spent).map(({ spent: _, ...row }) => row);
 }
 
 function grpcSummary(
@@ -366,6 +375,7 @@ function grpcSummary(
     const all = windowBuckets(series, before, id, (s) => s.duration);
     const failed = windowBuckets(series, before, id, (s) => s.duration, (s) => s.grpc_status !== 0);
     return {
+      spent: all.sum,
       container,
       side,
       service,
@@ -377,7 +387,7 @@ function grpcSummary(
     };
   });
   return {
-    methods: methods.sort((x, y) => y.calls_per_second - x.calls_per_second),
+    methods: bySpentTime(methods),
     unknown_method_calls: b.unknown_method_calls - (a?.unknown_method_calls ?? 0),
   };
 }

@@ -56,7 +56,9 @@ function more(total: number): string[] {
 
 /** The lines of a summary block, without trailing newlines. */
 export function summaryLines(e: SummaryEvent): string[] {
-  const who = e.namespace && e.pod ? `${e.namespace}/${e.pod}` : e.pod || "target";
+  const who = e.namespace && e.pod
+    ? `${e.namespace}/${e.pod}`
+    : e.pod || (e.stack?.interface ? `pod behind ${e.stack.interface}` : "target");
   const span = e.window === "run"
     ? `whole run, ${e.window_seconds.toFixed(1)} s`
     : `last ${e.window_seconds.toFixed(1)} s`;

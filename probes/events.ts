@@ -420,6 +420,7 @@ export interface SummaryEvent extends EventBase {
     drops: { reason: string; packets: number; packets_total: number }[];
   };
   http?: {
+    /** Ordered by the time requests spent in each over the window. */
     routes: {
       container: string;
       side: "server" | "client";
@@ -433,6 +434,7 @@ export interface SummaryEvent extends EventBase {
     }[];
   };
   grpc?: {
+    /** Ordered by the time calls spent in each over the window. */
     methods: {
       container: string;
       side: "server" | "client";

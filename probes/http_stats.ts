@@ -7,8 +7,17 @@
 import type { BucketCounts, HttpCounts, HttpStatsEvent } from "./events.ts";
 import type { HttpExchange } from "./http1.ts";
 
-/** OpenTelemetry's advised bounds for http.server/client.request.duration, in seconds. */
+/**
+ * Seconds: OpenTelemetry's advised bounds for http.server/client.request.duration, which begin at
+ * 5 ms, with five below them: a pod's own hops (sidecar to service on loopback) take well under a
+ * millisecond, and without them every such request falls in one bucket.
+ */
 export const DURATION_BOUNDS = [
+  0.0001,
+  0.00025,
+  0.0005,
+  0.001,
+  0.0025,
   0.005,
   0.01,
   0.025,
