@@ -40,6 +40,8 @@ interface PanelSpec {
   stack?: boolean;
   /** A table's value columns, named: Grafana calls them "Value" or "Value #<refId>". */
   columns?: Record<string, string>;
+  /** One copy of the panel per value of this variable, side by side. */
+  repeat?: string;
 }
 
 interface RowSpec {
@@ -59,10 +61,17 @@ interface DashboardSpec {
   vars: PodVar[];
   /** Adds the Jaeger link and its URL variable. */
   traces?: boolean;
+  /** Adds the `hop` variable: the pod's hops ("<from> → <to>"), for a panel per hop. */
+  hops?: boolean;
   rows: RowSpec[];
 }
 
 const DS = { type: "prometheus", uid: "${datasource}" };
+/** The pod's series of `metric` with a `hop` label "<from> → <to>". */
+const HOP_JOIN = (metric: string, range = "") =>
+  `label_join(${
+    range ? `rate(${metric}{${POD}}[${range}])` : `${metric}{${POD}}`
+  }, "hop", " → ", "from", "to")`;
 const RI = "$__rate_interval";
 /** The pod's series. */
 const POD = 'namespace="$namespace", pod="$pod"';
@@ -550,6 +559,7 @@ const SPECS: DashboardSpec[] = [
       "The pod's packets through the network stack: packets per hook, time per hop, drops, the veth.",
     anchor: "kupod_stack_packets_total",
     vars: ["namespace", "pod"],
+    hops: true,
     rows: [
       {
         title: "Hooks and hops",
@@ -612,6 +622,26 @@ const SPECS: DashboardSpec[] = [
               legend: "{{from}} → {{to}}",
             }],
             "s",
+          ),
+        ],
+      },
+      {
+        title: "Per hop",
+        panels: [
+          panel(
+            "Hop $hop",
+            "heatmap",
+            8,
+            8,
+            "Timed packets per second by the time this hop took (one panel per selected hop).",
+            [{
+              // the hop's buckets: those whose joined label equals the selected one
+              expr: `sum by (le) (${HOP_JOIN("kupod_stack_hop_latency_seconds_bucket", RI)} ` +
+                `and on (hop) label_replace(vector(1), "hop", "$hop", "", ""))`,
+              legend: "{{le}}",
+            }],
+            "s",
+            { repeat: "hop" },
           ),
         ],
       },
@@ -1100,6 +1130,28 @@ function variables(spec: DashboardSpec): Json[] {
       );
     }
   }
+  if (spec.hops) {
+    // a hop is two labels: joined into one, listed from the query's result text by the regex
+    const def = `query_result(count by (hop) (${
+      HOP_JOIN("kupod_stack_hop_latency_seconds_count")
+    }))`;
+    list.push({
+      name: "hop",
+      label: "Hop",
+      type: "query",
+      datasource: DS,
+      definition: def,
+      query: { query: def, refId: "PrometheusVariableQueryEditor-VariableQuery" },
+      current: {},
+      hide: 0,
+      includeAll: true,
+      multi: true,
+      options: [],
+      refresh: 2,
+      regex: '/hop="([^"]+)"/',
+      sort: 1,
+    });
+  }
   if (spec.traces) {
     list.push({
       name: "jaeger",
@@ -1293,6 +1345,7 @@ function layout(rows: RowSpec[]): Json[] {
         const t = transformations(p);
         if (t.length) json.transformations = t;
       }
+      if (p.repeat) Object.assign(json, { repeat: p.repeat, repeatDirection: "h", maxPerRow: 3 });
       json.options = panelOptions(p);
       out.push(json);
       x += p.w;

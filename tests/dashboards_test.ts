@@ -356,16 +356,38 @@ async function value(prom: ServerProcess, q: string): Promise<number | undefined
   return (await promQuery(prom, q))[0]?.value;
 }
 
-/** What a `label_values(selector, label)` variable lists: Prometheus's label values API. */
-async function labelValues(prom: ServerProcess, query: string): Promise<string[]> {
-  const m = /^label_values\((.+),\s*(\w+)\)$/.exec(query);
-  assert(m, `not a label_values query: ${query}`);
-  const res = await fetch(
-    `${prom.url}/api/v1/label/${m[2]}/values?match[]=${encodeURIComponent(m[1])}`,
-  );
-  const body = await res.json() as { status: string; data: string[]; error?: string };
+/**
+ * What a query variable lists, as Grafana makes the list: `label_values(selector, label)` from
+ * Prometheus's label values API; `query_result(expr)` from each result of the instant query as
+ * the text `{label="value",...} value time`, taken through the variable's regex.
+ */
+async function variableValues(prom: ServerProcess, v: Json, query: string): Promise<string[]> {
+  const labels = /^label_values\((.+),\s*(\w+)\)$/.exec(query);
+  if (labels) {
+    const res = await fetch(
+      `${prom.url}/api/v1/label/${labels[2]}/values?match[]=${encodeURIComponent(labels[1])}`,
+    );
+    const body = await res.json() as { status: string; data: string[]; error?: string };
+    assert(body.status === "success", `${query}: ${body.error}`);
+    return body.data.sort();
+  }
+  const result = /^query_result\((.+)\)$/.exec(query);
+  assert(result, `neither label_values nor query_result: ${query}`);
+  const res = await fetch(`${prom.url}/api/v1/query?query=${encodeURIComponent(result[1])}`);
+  const body = await res.json() as {
+    status: string;
+    error?: string;
+    data: { result: { metric: Record<string, string>; value: [number, string] }[] };
+  };
   assert(body.status === "success", `${query}: ${body.error}`);
-  return body.data;
+  const regex = /^\/(.*)\/([a-z]*)$/.exec(String(v.regex ?? ""));
+  assert(regex, `${v.name}: a query_result variable needs a /regex/`);
+  const re = new RegExp(regex[1], regex[2]);
+  const texts = body.data.result.map((r) =>
+    `{${Object.entries(r.metric).map(([k, x]) => `${k}="${x}"`).join(",")}} ` +
+    `${r.value[1]} ${r.value[0] * 1000}`
+  );
+  return [...new Set(texts.map((t) => re.exec(t)?.[1]).filter((x) => x !== undefined))].sort();
 }
 
 /** An instant query's samples (values as Prometheus prints them, NaN included), or its error. */
@@ -441,28 +463,48 @@ Deno.test("dashboards: every panel query returns data from a real kupod run over
 
     const builtIns = { __rate_interval: windowLength, __range: windowLength, __interval: "1s" };
     const failures: string[] = [];
+    const lists: Record<string, string[]> = {};
     for (const [file, d] of committed()) {
       // the variables as Grafana fills them: each list from the one before
       const values: Record<string, string> = { ...builtIns };
       for (const v of variablesOf(d)) {
         if (v.type !== "query") continue;
         const name = String(v.name);
-        const listed = (await labelValues(prom, substitute(variableQuery(v), values))).sort();
-        const want = name === "namespace" ? [NAMESPACE] : name === "pod" ? [POD] : ["app", "proxy"];
-        assertEquals(listed, want, `${file}: variable ${name}`);
+        const listed = await variableValues(prom, v, substitute(variableQuery(v), values));
+        lists[name] = listed;
+        if (name === "hop") {
+          assert(listed.length >= 3, `${file}: hops ${listed}`);
+          assert(listed.every((h) => / → /.test(h)), `${file}: hops ${listed}`);
+        } else {
+          const want = name === "namespace"
+            ? [NAMESPACE]
+            : name === "pod"
+            ? [POD]
+            : ["app", "proxy"];
+          assertEquals(listed, want, `${file}: variable ${name}`);
+        }
         // multi-value variables reach Prometheus as Grafana's regex of the selected values
         values[name] = v.multi ? `(${listed.join("|")})` : listed[0];
       }
       for (const q of panelQueries(d)) {
-        const expr = substitute(q.expr, values);
-        const left = referencedVariables(expr);
-        assertEquals(left, [], `${file} "${q.panel}" ${q.refId}: variables left in ${expr}`);
-        const r = await instant(prom, expr);
+        // a repeated panel: one copy per value, each with that value alone
+        const copies = q.repeat ? lists[q.repeat].map((x) => ({ [q.repeat!]: x })) : [{}];
+        const results: (number[] | string)[] = [];
+        let expr = "";
+        for (const copy of copies) {
+          expr = substitute(q.expr, { ...values, ...copy });
+          const left = referencedVariables(expr);
+          assertEquals(left, [], `${file} "${q.panel}" ${q.refId}: variables left in ${expr}`);
+          results.push(await instant(prom, expr));
+        }
         const what = `${file} "${q.panel}" ${q.refId}`;
-        if (typeof r === "string") failures.push(`${what}: error ${r}: ${expr}`);
-        else if (!r.length) failures.push(`${what}: no series: ${expr}`);
-        else if (!r.some(Number.isFinite)) failures.push(`${what}: only NaN: ${expr}`);
-        else if (!r.some((v) => v > 0) && !ZERO_HERE[`${q.panel} ${q.refId}`]) {
+        const samples = results.filter((r) => typeof r !== "string") as number[][];
+        const error = results.find((r) => typeof r === "string");
+        if (error !== undefined) failures.push(`${what}: error ${error}: ${expr}`);
+        else if (samples.some((r) => !r.length)) failures.push(`${what}: no series: ${expr}`);
+        else if (samples.some((r) => !r.some(Number.isFinite))) {
+          failures.push(`${what}: only NaN: ${expr}`);
+        } else if (!samples.flat().some((v) => v > 0) && !ZERO_HERE[`${q.panel} ${q.refId}`]) {
           failures.push(`${what}: only zeros, the traffic did not reach it: ${expr}`);
         }
       }

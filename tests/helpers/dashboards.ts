@@ -67,6 +67,8 @@ export interface PanelQuery {
   refId: string;
   expr: string;
   instant: boolean;
+  /** The variable the panel is repeated for, one copy per value. */
+  repeat?: string;
 }
 
 /** Every query of every panel. */
@@ -78,6 +80,7 @@ export function panelQueries(d: Json): PanelQuery[] {
       refId: String(t.refId),
       expr: String(t.expr ?? ""),
       instant: t.instant === true,
+      ...(p.repeat ? { repeat: String(p.repeat) } : {}),
     }))
   );
 }
@@ -139,6 +142,12 @@ export function dashboardProblems(d: Json): string[] {
     if (!PANEL_TYPES.has(String(p.type))) say(`${where}: unknown type ${p.type}`);
     if (!title) say(`${where}: no title`);
     uses.push([where, title]);
+    if (p.repeat !== undefined) {
+      const v = defined.get(String(p.repeat));
+      uses.push([where, `$${p.repeat}`]);
+      // Grafana repeats only for variables that can hold several values
+      if (v && !v.multi && !v.includeAll) say(`${where}: repeats for single-valued $${p.repeat}`);
+    }
     const g = p.gridPos as Record<string, number> | undefined;
     const ints = g && ["x", "y", "w", "h"].every((k) => Number.isInteger(g[k]));
     if (!g || !ints || g.x < 0 || g.y < 0 || g.w < 1 || g.h < 1 || g.x + g.w > 24) {
