@@ -142,9 +142,13 @@ Deno.test("dashboards: the structural check names each kind of breakage", () => 
     /variable pod has a saved value/,
   );
   assertFlags(
-    broken((
-      d,
-    ) => ((d.templating as Json).list = variablesOf(d).filter((v) => v.name !== "datasource"))),
+    broken((_, ps) => (firstQuery(ps)[0].repeat = "pod")),
+    /repeats for single-valued \$pod/,
+  );
+  assertFlags(
+    broken((d) => {
+      (d.templating as Json).list = variablesOf(d).filter((v) => v.name !== "datasource");
+    }),
     /no datasource variable/,
   );
 });
