@@ -67,16 +67,16 @@ interface DashboardSpec {
 }
 
 const DS = { type: "prometheus", uid: "${datasource}" };
-/** The pod's series of `metric` with a `hop` label "<from> → <to>". */
-const HOP_JOIN = (metric: string, range = "") =>
-  `label_join(${
-    range ? `rate(${metric}{${POD}}[${range}])` : `${metric}{${POD}}`
-  }, "hop", " → ", "from", "to")`;
 const RI = "$__rate_interval";
 /** The pod's series. */
 const POD = 'namespace="$namespace", pod="$pod"';
 /** The selected containers' series of the pod. */
 const CTR = `${POD}, container=~"$container"`;
+/** The pod's series of `metric` with a `hop` label "<from> → <to>". */
+const HOP_JOIN = (metric: string, range = "") =>
+  `label_join(${
+    range ? `rate(${metric}{${POD}}[${range}])` : `${metric}{${POD}}`
+  }, "hop", " → ", "from", "to")`;
 
 const rate = (metric: string, sel: string, by = "") =>
   `sum${by ? ` by (${by})` : ""} (rate(${metric}{${sel}}[${RI}]))`;
