@@ -11,6 +11,8 @@ export const LIBBPF_SYMBOLS = {
   libbpf_set_print: { parameters: ["function"], result: "pointer" },
   // int libbpf_strerror(int err, char *buf, size_t size)
   libbpf_strerror: { parameters: ["i32", "buffer", "usize"], result: "i32" },
+  // const char *libbpf_version_string(void)
+  libbpf_version_string: { parameters: [], result: "pointer" },
   // int libbpf_num_possible_cpus(void)
   libbpf_num_possible_cpus: { parameters: [], result: "i32" },
   // int libbpf_probe_bpf_prog_type(enum bpf_prog_type, const void *opts)
@@ -158,6 +160,7 @@ const LIBBPF_CANDIDATES = [
 ];
 
 let libbpfLib: Deno.DynamicLibrary<typeof LIBBPF_SYMBOLS> | undefined;
+let libbpfPath = "";
 let libcLib: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;
 
 /** libbpf's symbols; opened on first use. */
@@ -169,6 +172,7 @@ export function libbpf(): Deno.DynamicLibrary<typeof LIBBPF_SYMBOLS>["symbols"] 
     for (const path of candidates) {
       try {
         libbpfLib = Deno.dlopen(path, LIBBPF_SYMBOLS);
+        libbpfPath = path;
         break;
       } catch (e) {
         failures.push(`${path}: ${(e as Error).message.split("\n")[0]}`);
@@ -182,6 +186,19 @@ export function libbpf(): Deno.DynamicLibrary<typeof LIBBPF_SYMBOLS>["symbols"] 
     }
   }
   return libbpfLib.symbols;
+}
+
+/**
+ * The libbpf in use, as `kupod version` shows it: its version and the path it was opened by
+ * (a release names its bundled copy in KUPOD_LIBBPF); the error line when none loads.
+ */
+export function libbpfVersion(): string {
+  try {
+    const v = readCString(libbpf().libbpf_version_string());
+    return `${v.replace(/^v/, "")} (${libbpfPath})`;
+  } catch (e) {
+    return `not loaded: ${(e as Error).message}`;
+  }
 }
 
 /** libc's symbols; opened on first use. */

@@ -8,6 +8,7 @@ import { KupodError, UsageError } from "../base/errors.ts";
 import { runMonitor } from "./monitor.ts";
 import { parseArgs } from "./parse.ts";
 import { versionText } from "../base/version.ts";
+import { libbpfVersion } from "../bpf/ffi.ts";
 
 const encoder = new TextEncoder();
 
@@ -24,7 +25,7 @@ export async function main(args: string[]): Promise<number> {
         print(Deno.stdout, command.text);
         return 0;
       case "version":
-        print(Deno.stdout, versionText());
+        print(Deno.stdout, versionText(libbpfVersion()));
         return 0;
       case "completion":
         print(Deno.stdout, completionScript(command.shell));
