@@ -1092,7 +1092,6 @@ function variables(spec: DashboardSpec): Json[] {
     label: "Data source",
     type: "datasource",
     query: "prometheus",
-    current: {},
     hide: 0,
     includeAll: false,
     multi: false,
@@ -1107,9 +1106,7 @@ function variables(spec: DashboardSpec): Json[] {
     label,
     type: "query",
     datasource: DS,
-    definition: def,
     query: { query: def, refId: "PrometheusVariableQueryEditor-VariableQuery" },
-    current: {},
     hide: 0,
     includeAll: multi,
     multi,
@@ -1140,9 +1137,7 @@ function variables(spec: DashboardSpec): Json[] {
       label: "Hop",
       type: "query",
       datasource: DS,
-      definition: def,
       query: { query: def, refId: "PrometheusVariableQueryEditor-VariableQuery" },
-      current: {},
       hide: 0,
       includeAll: true,
       multi: true,
@@ -1158,7 +1153,6 @@ function variables(spec: DashboardSpec): Json[] {
       label: "Jaeger UI",
       type: "textbox",
       query: "http://localhost:16686",
-      current: {},
       hide: 0,
       options: [],
     });
@@ -1229,6 +1223,9 @@ function panelOptions(p: PanelSpec): Json {
         justifyMode: "auto",
         orientation: "auto",
         textMode: "auto",
+        wideLayout: true,
+        showPercentChange: false,
+        percentChangeColorMode: "standard",
       };
     case "bargauge":
       return {
@@ -1242,6 +1239,7 @@ function panelOptions(p: PanelSpec): Json {
         minVizHeight: 16,
         minVizWidth: 8,
         maxVizHeight: 300,
+        legend: { showLegend: false, displayMode: "list", placement: "bottom", calcs: [] },
       };
     case "heatmap":
       return {
@@ -1259,13 +1257,14 @@ function panelOptions(p: PanelSpec): Json {
         filterValues: { le: 1e-9 },
         legend: { show: true },
         rowsFrame: { layout: "auto" },
+        showValue: "never",
         tooltip: { mode: "single", yHistogram: true, showColorScale: false },
         yAxis: { axisPlacement: "left", reverse: false, unit: p.unit },
       };
     case "table":
-      return { showHeader: true, cellHeight: "sm", footer: { show: false, reducer: ["sum"] } };
+      return { showHeader: true, cellHeight: "sm", frameIndex: 0 };
     case "text":
-      return { mode: "markdown", content: p.content ?? "", code: { language: "plaintext" } };
+      return { mode: "markdown", content: p.content ?? "" };
   }
 }
 
