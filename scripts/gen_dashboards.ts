@@ -72,6 +72,8 @@ const RI = "$__rate_interval";
 const POD = 'namespace="$namespace", pod="$pod"';
 /** The selected containers' series of the pod. */
 const CTR = `${POD}, container=~"$container"`;
+/** The same under cAdvisor's names: without its pod-level series (container=""), as kubelets have. */
+const CAD = `${CTR}, container!=""`;
 /** The pod's series of `metric` with a `hop` label "<from> → <to>". */
 const HOP_JOIN = (metric: string, range = "") =>
   `label_join(${
@@ -284,7 +286,7 @@ const SPECS: DashboardSpec[] = [
             8,
             "CPU time used per second.",
             [{
-              expr: rate("container_cpu_usage_seconds_total", CTR, "container"),
+              expr: rate("container_cpu_usage_seconds_total", CAD, "container"),
               legend: "{{container}}",
             }],
             "short",
@@ -295,7 +297,7 @@ const SPECS: DashboardSpec[] = [
             8,
             "Memory in use minus inactive file pages.",
             [{
-              expr: `sum by (container) (container_memory_working_set_bytes{${CTR}})`,
+              expr: `sum by (container) (container_memory_working_set_bytes{${CAD}})`,
               legend: "{{container}}",
             }],
             "bytes",
@@ -862,7 +864,7 @@ const SPECS: DashboardSpec[] = [
             8,
             "CPU time used per second.",
             [{
-              expr: rate("container_cpu_usage_seconds_total", CTR, "container"),
+              expr: rate("container_cpu_usage_seconds_total", CAD, "container"),
               legend: "{{container}}",
             }],
             "short",
@@ -874,11 +876,11 @@ const SPECS: DashboardSpec[] = [
             "CPU time per second in user and kernel mode.",
             [
               {
-                expr: rate("container_cpu_user_seconds_total", CTR, "container"),
+                expr: rate("container_cpu_user_seconds_total", CAD, "container"),
                 legend: "user {{container}}",
               },
               {
-                expr: rate("container_cpu_system_seconds_total", CTR, "container"),
+                expr: rate("container_cpu_system_seconds_total", CAD, "container"),
                 legend: "system {{container}}",
               },
             ],
@@ -890,11 +892,11 @@ const SPECS: DashboardSpec[] = [
             "Throttled time per second, and enforcement periods per second throttled (a CPU quota's cost).",
             [
               {
-                expr: rate("container_cpu_cfs_throttled_seconds_total", CTR, "container"),
+                expr: rate("container_cpu_cfs_throttled_seconds_total", CAD, "container"),
                 legend: "throttled s/s {{container}}",
               },
               {
-                expr: rate("container_cpu_cfs_throttled_periods_total", CTR, "container"),
+                expr: rate("container_cpu_cfs_throttled_periods_total", CAD, "container"),
                 legend: "throttled periods/s {{container}}",
               },
             ],
@@ -924,7 +926,7 @@ const SPECS: DashboardSpec[] = [
             8,
             "Memory in use minus inactive file pages (what the kubelet evicts on).",
             [{
-              expr: `sum by (container) (container_memory_working_set_bytes{${CTR}})`,
+              expr: `sum by (container) (container_memory_working_set_bytes{${CAD}})`,
               legend: "{{container}}",
             }],
             "bytes",
@@ -936,11 +938,11 @@ const SPECS: DashboardSpec[] = [
             "Anonymous memory and page cache.",
             [
               {
-                expr: `sum by (container) (container_memory_rss{${CTR}})`,
+                expr: `sum by (container) (container_memory_rss{${CAD}})`,
                 legend: "rss {{container}}",
               },
               {
-                expr: `sum by (container) (container_memory_cache{${CTR}})`,
+                expr: `sum by (container) (container_memory_cache{${CAD}})`,
                 legend: "cache {{container}}",
               },
             ],
@@ -953,9 +955,9 @@ const SPECS: DashboardSpec[] = [
             8,
             "Usage (page cache included) and limit per container; a limit of 0 is none.",
             [
-              { expr: `sum by (container) (container_memory_usage_bytes{${CTR}})`, instant: true },
+              { expr: `sum by (container) (container_memory_usage_bytes{${CAD}})`, instant: true },
               {
-                expr: `max by (container) (container_spec_memory_limit_bytes{${CTR}})`,
+                expr: `max by (container) (container_spec_memory_limit_bytes{${CAD}})`,
                 instant: true,
               },
             ],
@@ -968,7 +970,7 @@ const SPECS: DashboardSpec[] = [
             "Processes killed by the OOM killer: the cgroup's count, and the victims kupod saw.",
             [
               {
-                expr: `sum by (container) (increase(container_oom_events_total{${CTR}}[${RI}]))`,
+                expr: `sum by (container) (increase(container_oom_events_total{${CAD}}[${RI}]))`,
                 legend: "cgroup {{container}}",
               },
               {
@@ -983,7 +985,7 @@ const SPECS: DashboardSpec[] = [
             "Threads",
             12,
             "Threads per container.",
-            [{ expr: `sum by (container) (container_threads{${CTR}})`, legend: "{{container}}" }],
+            [{ expr: `sum by (container) (container_threads{${CAD}})`, legend: "{{container}}" }],
             "short",
           ),
         ],
@@ -1049,11 +1051,11 @@ const SPECS: DashboardSpec[] = [
             "Bytes read from and written to block devices.",
             [
               {
-                expr: rate("container_fs_reads_bytes_total", CTR, "container, device"),
+                expr: rate("container_fs_reads_bytes_total", CAD, "container, device"),
                 legend: "read {{container}} {{device}}",
               },
               {
-                expr: rate("container_fs_writes_bytes_total", CTR, "container, device"),
+                expr: rate("container_fs_writes_bytes_total", CAD, "container, device"),
                 legend: "write {{container}} {{device}}",
               },
             ],
@@ -1065,11 +1067,11 @@ const SPECS: DashboardSpec[] = [
             "Reads and writes completed on block devices.",
             [
               {
-                expr: rate("container_fs_reads_total", CTR, "container, device"),
+                expr: rate("container_fs_reads_total", CAD, "container, device"),
                 legend: "read {{container}} {{device}}",
               },
               {
-                expr: rate("container_fs_writes_total", CTR, "container, device"),
+                expr: rate("container_fs_writes_total", CAD, "container, device"),
                 legend: "write {{container}} {{device}}",
               },
             ],
