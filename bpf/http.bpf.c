@@ -6,9 +6,10 @@
  * which would slow every task of the node.
  *
  * A socket is followed once one of its reads or writes starts with an HTTP
- * start line (a method or "HTTP/") or the HTTP/2 preface; a socket that shows none in its first
- * MAX_MISSES calls is left alone for good, so other protocols cost one
- * storage lookup per call. Of a followed socket, every call is a record: a
+ * start line (a method or "HTTP/"), the HTTP/2 preface, or HTTP/2 frames (a
+ * connection opened before kupod started: gRPC channels live long); a socket
+ * that shows none in its first MAX_MISSES calls is left alone for good, so
+ * other protocols cost one storage lookup per call. Of a followed socket, every call is a record: a
  * call that starts a message carries its head (up to head_max bytes: the
  * start line and headers), so do the next calls while the headers may go
  * on; a call inside a body carries HTTP_PREFIX bytes (chunk framing) and its
@@ -110,6 +111,83 @@ static __always_inline __u32 first_word(const struct payload *p, __u32 len)
 	}
 	bpf_probe_read_user(&w, sizeof(w), base);
 	return w;
+}
+
+#define H2_FRAME_HEADER 9
+#define H2_SYNC_MAX_FRAME 16384 /* SETTINGS_MAX_FRAME_SIZE's default, what peers mostly keep */
+
+/* Flags each frame type defines (RFC 9113 6), DATA through CONTINUATION. */
+static const __u8 h2_flags[10] = {0x09, 0x2d, 0, 0, 0x01, 0x0c, 0x01, 0, 0, 0x04};
+
+/*
+ * The payload length of the HTTP/2 frame whose header is `h`, or -1 when the
+ * bytes cannot be one that may start a call: a known type with its defined
+ * flags and the stream and length its type requires, not a CONTINUATION.
+ */
+static __always_inline int h2_frame(const __u8 *h)
+{
+	__u32 n = (__u32)h[0] << 16 | (__u32)h[1] << 8 | h[2];
+	__u8 type = h[3], flags = h[4];
+	bool stream = (h[5] & 0x7f) | h[6] | h[7] | h[8];
+
+	if (h[5] & 0x80 || type >= 9 || n > H2_SYNC_MAX_FRAME || (flags & ~h2_flags[type]))
+		return -1;
+	switch (type) {
+	case 0: /* DATA */
+	case 1: /* HEADERS */
+		return stream ? n : -1;
+	case 2: /* PRIORITY */
+		return stream && n == 5 ? n : -1;
+	case 3: /* RST_STREAM */
+		return stream && n == 4 ? n : -1;
+	case 4: /* SETTINGS */
+		return !stream && n % 6 == 0 && (!(flags & 1) || !n) ? n : -1;
+	case 5: /* PUSH_PROMISE */
+		return stream && n >= 4 ? n : -1;
+	case 6: /* PING */
+		return !stream && n == 8 ? n : -1;
+	case 7: /* GOAWAY */
+		return !stream && n >= 8 ? n : -1;
+	default: /* WINDOW_UPDATE */
+		return n == 4 ? n : -1;
+	}
+}
+
+/*
+ * Whether a call of `len` bytes is HTTP/2 frames from its first byte: a
+ * well-formed frame header whose frame fits in the call, and the next header
+ * well-formed too where the first segment holds it. Calls of a connection
+ * joined midway that start on a frame boundary pass (writes do: peers write
+ * whole frames); user space checks the framing of every byte before it
+ * believes them, so a false match costs records, never a wrong call.
+ */
+static __always_inline bool h2_frames(const struct payload *p, __u32 len)
+{
+	const __u8 *base = p->buf;
+	__u8 h[H2_FRAME_HEADER];
+	struct iovec v;
+	__u64 seg = len;
+	int n;
+
+	if (len < H2_FRAME_HEADER)
+		return false;
+	if (p->kind == PAYLOAD_IOV) {
+		if (!p->iovcnt || bpf_probe_read_user(&v, sizeof(v), p->iov))
+			return false;
+		base = v.iov_base;
+		seg = v.iov_len < len ? v.iov_len : len;
+	}
+	if (seg < H2_FRAME_HEADER || bpf_probe_read_user(h, sizeof(h), base))
+		return false;
+	n = h2_frame(h);
+	if (n < 0 || len < H2_FRAME_HEADER + n)
+		return false;
+	if (len == H2_FRAME_HEADER + n || seg < 2 * H2_FRAME_HEADER + n)
+		return true;
+	if (bpf_probe_read_user(h, sizeof(h), base + H2_FRAME_HEADER + n))
+		return false;
+	/* a CONTINUATION may follow HEADERS */
+	return h2_frame(h) >= 0 || (h[3] == 9 && !(h[5] & 0x80));
 }
 
 /* The walk over an iovec array, one bpf_loop step per iovec. */
@@ -260,7 +338,7 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	payload_of_current(&p);
 	word = p.kind != PAYLOAD_NONE ? first_word(&p, len) : 0;
 	start = start_line(word);
-	if (hs->verdict == VERDICT_UNKNOWN && word == PREFACE)
+	if (hs->verdict == VERDICT_UNKNOWN && (word == PREFACE || (!start && h2_frames(&p, len))))
 		hs->verdict = VERDICT_H2;
 	if (hs->verdict == VERDICT_UNKNOWN) {
 		if (!start) {

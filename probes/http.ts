@@ -16,6 +16,7 @@ import { connId } from "./conn_id.ts";
 import type { EventSink, GrpcEvent, HttpEvent, TcpEndpoints } from "./events.ts";
 import { type Chunk, Http1Conn, type HttpExchange } from "./http1.ts";
 import { type H2Call, H2Conn } from "./h2/conn.ts";
+import { DEFAULT_MAX_FRAME, plausibleStart } from "./h2/frames.ts";
 import { GrpcStats } from "./grpc_stats.ts";
 import { foldRoute, RouteTable } from "./http_route.ts";
 import { HttpStats } from "./http_stats.ts";
@@ -59,7 +60,7 @@ export interface HttpProbeOptions {
   ringBytes?: number;
 }
 
-/** The connection's parser: HTTP/1.x, or HTTP/2 once its first bytes are the client preface. */
+/** The connection's parser: HTTP/1.x, or HTTP/2 (its preface, or frames joined midway). */
 type Parser = { h1: Http1Conn; h2?: undefined } | { h1?: undefined; h2: H2Conn };
 
 interface Conn {
@@ -166,7 +167,7 @@ export class HttpProbe implements Probe {
       head: headLen ? bytes.subarray(headAt, headAt + headLen) : EMPTY,
       tail: tailNew > 0 ? bytes.subarray(tailAt, tailAt + tailNew) : EMPTY,
     };
-    conn.parser ??= chunk.head.length ? parserFor(chunk.head, this.#previewBytes) : undefined;
+    conn.parser ??= chunk.head.length ? parserFor(chunk, this.#previewBytes) : undefined;
     if (conn.parser?.h2) this.#reportCalls(conn, conn.parser.h2.push(chunk));
     else if (conn.parser) this.#report(conn, conn.parser.h1.push(chunk));
   }
@@ -325,10 +326,15 @@ export class HttpProbe implements Probe {
 
 const PREFACE_START = [0x50, 0x52, 0x49, 0x20]; // "PRI "
 
-/** The parser for a connection whose first captured bytes are `head`. */
-function parserFor(head: Uint8Array, previewMax: number): Parser {
-  const h2 = PREFACE_START.every((b, i) => head[i] === b);
-  return h2 ? { h2: new H2Conn() } : { h1: new Http1Conn({ previewMax }) };
+/**
+ * The parser for a connection whose first captured call is `first`: HTTP/2 from its preface, or
+ * from whole frames (a connection that was open before the capture began: its side is then
+ * decided by the first request, see H2Conn), else HTTP/1.x.
+ */
+function parserFor(first: Chunk, previewMax: number): Parser {
+  const preface = PREFACE_START.every((b, i) => first.head[i] === b);
+  if (preface || plausibleStart(first, DEFAULT_MAX_FRAME) >= 0) return { h2: new H2Conn() };
+  return { h1: new Http1Conn({ previewMax }) };
 }
 
 /** A plain HTTP/2 request as an HTTP exchange. */

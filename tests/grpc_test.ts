@@ -110,3 +110,83 @@ Deno.test("grpc: unary (sequential and concurrent), streaming kinds and a failur
   }
   assertEquals(await waitNoKupodPrograms(), []);
 });
+
+Deno.test("grpc: a channel opened before kupod started: calls counted exactly, methods unknown until the table shows them", async () => {
+  {
+    await using pod = await createTestPod();
+    await using server = inContainer(pod, pod.container("app"), [
+      "/usr/bin/python3",
+      PEER,
+      "server",
+    ]);
+    const port = (await server.waitForLine(/^listening \d+/)).split(" ")[1];
+    const K = 5, N = 20;
+    await using client = inContainer(pod, pod.container("proxy"), [
+      "/usr/bin/python3",
+      PEER,
+      "later",
+      port,
+      String(K),
+      String(N),
+    ], { stdin: true });
+    await client.waitForLine(/^paused$/);
+    const exporter = freePort();
+    await using kupod = await startKupod([
+      "monitor",
+      "user",
+      "grpc",
+      "--veth",
+      pod.hostVeth,
+      "--output",
+      "json",
+      "--exporter-address",
+      "127.0.0.1",
+      "--exporter-port",
+      String(exporter),
+    ]);
+    await client.writeLine("go");
+    await client.waitForLine(/^done$/);
+    const calls = () =>
+      kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) =>
+        JSON.parse(l) as GrpcEvent
+      );
+    const want = 2 * (N + 2);
+    for (let i = 0; i < 100 && calls().length < want; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const evs = calls();
+    for (const side of ["server", "client"]) {
+      const mine = evs.filter((e) => e.side === side);
+      assertEquals(mine.length, N + 2, `${side}: every call after the start, none before`);
+      // C-core indexed /test.Echo/Unary before kupod saw the channel: never guessed
+      const unary = mine.slice(0, N);
+      assert(
+        unary.every((e) => e.service === "unknown" && e.method === "unknown"),
+        `${side}: the old method stays unknown`,
+      );
+      // so is the "grpc-status: 0" of the trailers, which C-core indexed on the first call:
+      // complete calls with the status not known (-1), known to be gRPC by their framing
+      assert(
+        unary.every((e) =>
+          e.grpc_status === -1 && e.kind === "unary" && e.outcome === "complete" &&
+          e.request_messages === 1 && e.response_messages === 1
+        ),
+        `${side}: statuses`,
+      );
+      // methods first sent after the start are in the table kupod rebuilt; a status too
+      assertEquals(
+        mine.slice(N).map((e) => [e.service, e.method, e.grpc_status, e.response_messages]),
+        [["test.Echo", "ServerStream", -1, 5], ["test.Echo", "Fail", 5, 0]],
+        side,
+      );
+    }
+    const m = parseExposition(await (await fetch(`http://127.0.0.1:${exporter}/metrics`)).text());
+    assertEquals(
+      m.get(seriesKey("kupod_grpc_unknown_method_calls_total", { namespace: "", pod: "" })),
+      2 * N,
+      "calls with the method unknown, both sides",
+    );
+  }
+  assertEquals(await waitNoKupodPrograms(), []);
+});

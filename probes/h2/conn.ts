@@ -224,12 +224,28 @@ class Messages {
     }
   }
 
+  /** Every byte so far was whole messages: none bad, lost or cut off. */
+  whole(): boolean {
+    return !this.bad && !this.lost && this.need === 0 && this.pfx === 0;
+  }
+
   /** n bytes not captured */
   gap(n: number): void {
     if (this.lost || this.bad) return;
     if (this.pfx === 0 && this.need >= n) this.need -= n;
     else this.lost = true;
   }
+}
+
+/**
+ * A stream whose headers are all unknown (a connection joined midway, its HPACK entries from
+ * before) is gRPC by its shape: both directions' DATA is whole length-prefixed messages, at
+ * least one, and the response ended with trailers after its head. Other bodies fail the
+ * message framing at their first byte or length.
+ */
+function grpcShaped(x: Stream): boolean {
+  return !x.respOther && x.req.whole() && x.resp.whole() && x.req.count + x.resp.count > 0 &&
+    x.respHeads >= 2 && x.respEnded;
 }
 
 class Stream {
@@ -245,6 +261,10 @@ class Stream {
   /** a final (non-1xx) response head was seen */
   respFinal = false;
   respGrpc = false;
+  /** the response's content-type was seen and is not gRPC's */
+  respOther = false;
+  /** response header blocks: head, then trailers */
+  respHeads = 0;
   grpcStatus = -1;
   grpcMessage = "";
   reqBytes = 0;
@@ -578,8 +598,12 @@ export class H2Conn {
         x.status = f.status;
         x.respFinal = true;
       }
-      if (f.ctSeen && isGrpc(f.contentType)) x.respGrpc = true;
+      if (f.ctSeen) {
+        if (isGrpc(f.contentType)) x.respGrpc = true;
+        else x.respOther = true;
+      }
     }
+    x.respHeads++;
     if (f.grpcStatus >= 0) x.grpcStatus = f.grpcStatus;
     if (f.grpcMessage !== "") x.grpcMessage = f.grpcMessage;
     if (endStream) {
@@ -672,7 +696,7 @@ export class H2Conn {
   private call(x: Stream, outcome: H2Call["outcome"], ts: bigint): H2Call {
     const grpc = x.contentType !== ""
       ? isGrpc(x.contentType)
-      : x.ctUnknown && (x.respGrpc || x.grpcStatus >= 0);
+      : x.ctUnknown && (x.respGrpc || x.grpcStatus >= 0 || grpcShaped(x));
     let service = "", rpcMethod = "";
     if (x.pathUnknown) rpcMethod = "unknown";
     else if (grpc) [service, rpcMethod] = grpcRoute(x.path);

@@ -19,8 +19,13 @@ export function inContainerArgs(pod: TestPod, c: TestContainer, args: string[]):
   return ["sh", "-c", `${join}; exec ip netns exec ${pod.netns} "$@"`, "sh", ...args];
 }
 
-/** `args` as a process of the container (see inContainerArgs). */
-export function inContainer(pod: TestPod, c: TestContainer, args: string[]): Child {
+/** `args` as a process of the container (see inContainerArgs); `stdin` pipes its input. */
+export function inContainer(
+  pod: TestPod,
+  c: TestContainer,
+  args: string[],
+  opts: { stdin?: boolean } = {},
+): Child {
   const [cmd, ...rest] = inContainerArgs(pod, c, args);
-  return new Child(cmd, rest);
+  return new Child(cmd, rest, opts);
 }
