@@ -222,14 +222,25 @@ export class BpfProgram {
     return new Link(p, what);
   }
 
-  /** Uprobe on `symbol` (or at `offset`) of `binary`; pid -1 = every process. */
+  /**
+   * Uprobe on `symbol` (or at `offset`) of `binary`; pid -1 = every process. `cookie` is what
+   * bpf_get_attach_cookie() returns in the program.
+   */
   attachUprobe(
-    opts: { binary: string; symbol?: string; offset?: number; pid?: number; retprobe?: boolean },
+    opts: {
+      binary: string;
+      symbol?: string;
+      offset?: number;
+      pid?: number;
+      retprobe?: boolean;
+      cookie?: bigint;
+    },
   ): Link {
     const buf = new Uint8Array(UPROBE_OPTS.size);
     const v = new DataView(buf.buffer);
     v.setBigUint64(UPROBE_OPTS.sz, BigInt(UPROBE_OPTS.size), true);
     v.setUint8(UPROBE_OPTS.retprobe, opts.retprobe ? 1 : 0);
+    v.setBigUint64(UPROBE_OPTS.bpf_cookie, opts.cookie ?? 0n, true);
     const symbol = opts.symbol ? cstr(opts.symbol) : null;
     if (symbol) {
       v.setBigUint64(

@@ -14,7 +14,8 @@ export type ObjectName =
   | "sockops"
   | "loadgen"
   | "features"
-  | "features_storage";
+  | "features_storage"
+  | "grpc_go";
 
 const cache = new Map<ObjectName, Uint8Array<ArrayBuffer>>();
 
