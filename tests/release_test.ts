@@ -11,7 +11,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
-import { Child, freePort, ROOT } from "./helpers/process.ts";
+import { Child, freePort } from "./helpers/process.ts";
 import {
   assertStackGone,
   exporterUrl,
@@ -23,45 +23,11 @@ import {
   stopAndWait,
 } from "./helpers/stack.ts";
 import { count, eventsAfter, N } from "./helpers/traffic.ts";
+import { buildId, buildRelease, releaseFile as release } from "../scripts/release/build.ts";
 import { Stranger } from "../scripts/release/stranger.ts";
 import { VERSION } from "../base/version.ts";
 
-const FILE = `${ROOT}dist/kupod-linux-${Deno.build.arch}`;
 const MAX_BYTES = 60 * 1000 * 1000;
-
-async function buildRelease(args: string[]): Promise<void> {
-  const out = await new Deno.Command(`${ROOT}scripts/build-release`, {
-    args,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder();
-  assert(out.success, `build-release: ${text.decode(out.stderr)}${text.decode(out.stdout)}`);
-}
-
-let built: Promise<string> | undefined;
-/** The release file of this run: built once for every test of this file. */
-function release(): Promise<string> {
-  built ??= (async () => {
-    const given = Deno.env.get("KUPOD_RELEASE_FILE");
-    if (given) return given;
-    await buildRelease([]);
-    return FILE;
-  })();
-  return built;
-}
-
-/** The build id ("<version>-<hash>") a release file's trailer names: its cache directory. */
-async function buildId(file: string): Promise<string> {
-  using f = await Deno.open(file);
-  const size = (await f.stat()).size;
-  const trailer = new Uint8Array(128);
-  await f.seek(size - 128, Deno.SeekMode.Start);
-  let got = 0;
-  while (got < 128) got += (await f.read(trailer.subarray(got)))!;
-  assertEquals(new TextDecoder().decode(trailer.subarray(0, 8)), "KUPODSX1");
-  return new TextDecoder().decode(trailer.subarray(56, 120)).replace(/\0+$/, "");
-}
 
 /** kupod from the release file in the stranger's namespace, with a free local exporter port. */
 function strangerKupod(s: Stranger, args: string[], name?: string): Child {
