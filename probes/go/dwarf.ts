@@ -1,0 +1,459 @@
+/**
+ * A DWARF 4 reader for what the Go uprobes need from a binary's debug info: struct layouts
+ * (member offsets, sizes) by type name, and where a function's arguments are at its first
+ * instruction (the registers of Go's register ABI, from the parameters' location lists).
+ * Only the DIEs that can answer that are kept.
+ */
+
+import { ElfFile } from "./elf.ts";
+
+const TAG = {
+  compileUnit: 0x11,
+  subprogram: 0x2e,
+  formalParameter: 0x05,
+  structureType: 0x13,
+  member: 0x0d,
+  typedef: 0x16,
+  pointerType: 0x0f,
+  baseType: 0x24,
+} as const;
+const KEPT = new Set<number>(Object.values(TAG));
+
+const AT = {
+  name: 0x03,
+  byteSize: 0x0b,
+  memberLocation: 0x38,
+  type: 0x49,
+  location: 0x02,
+  lowPc: 0x11,
+  variableParameter: 0x4b,
+} as const;
+
+const DW_OP_REG0 = 0x50;
+const DW_OP_REGX = 0x90;
+const DW_OP_PIECE = 0x93;
+const DW_OP_PLUS_UCONST = 0x23;
+
+export class DwarfError extends Error {
+  override name = "DwarfError";
+}
+
+type Value = number | bigint | string | Uint8Array | boolean;
+
+export interface Die {
+  offset: number;
+  tag: number;
+  attrs: Map<number, Value>;
+  children: Die[];
+}
+
+/** One register-held part of an argument at function entry (DWARF register numbers). */
+export interface ArgPiece {
+  reg: number;
+  size: number;
+}
+
+interface Abbrev {
+  tag: number;
+  children: boolean;
+  specs: [attr: number, form: number, implicit?: bigint][];
+}
+
+class Reader {
+  pos: number;
+  readonly v: DataView;
+  constructor(readonly b: Uint8Array, pos = 0) {
+    this.pos = pos;
+    this.v = new DataView(b.buffer, b.byteOffset, b.byteLength);
+  }
+  u8(): number {
+    return this.b[this.pos++];
+  }
+  u16(): number {
+    const x = this.v.getUint16(this.pos, true);
+    this.pos += 2;
+    return x;
+  }
+  u32(): number {
+    const x = this.v.getUint32(this.pos, true);
+    this.pos += 4;
+    return x;
+  }
+  u64(): bigint {
+    const x = this.v.getBigUint64(this.pos, true);
+    this.pos += 8;
+    return x;
+  }
+  uleb(): bigint {
+    let x = 0n, shift = 0n, b;
+    do {
+      b = this.b[this.pos++];
+      x |= BigInt(b & 0x7f) << shift;
+      shift += 7n;
+    } while (b & 0x80);
+    return x;
+  }
+  sleb(): bigint {
+    let x = 0n, shift = 0n, b;
+    do {
+      b = this.b[this.pos++];
+      x |= BigInt(b & 0x7f) << shift;
+      shift += 7n;
+    } while (b & 0x80);
+    return b & 0x40 ? x - (1n << shift) : x;
+  }
+  ulebN(): number {
+    return Number(this.uleb());
+  }
+  cstr(): string {
+    const end = this.b.indexOf(0, this.pos);
+    const s = new TextDecoder().decode(this.b.subarray(this.pos, end));
+    this.pos = end + 1;
+    return s;
+  }
+  bytes(n: number): Uint8Array {
+    const s = this.b.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return s;
+  }
+}
+
+export class Dwarf {
+  /** Named top-level types and functions, by name (the first of a name). */
+  readonly #named = new Map<string, Die>();
+  readonly #byOffset = new Map<number, Die>();
+  readonly #loc: Uint8Array | undefined;
+  /** The Go toolchain that compiled the first unit ("go1.19.8"), if it says. */
+  readonly producer: string;
+
+  private constructor(
+    info: Uint8Array,
+    abbrev: Uint8Array,
+    str: Uint8Array | undefined,
+    loc: Uint8Array | undefined,
+  ) {
+    this.#loc = loc;
+    this.producer = "";
+    const r = new Reader(info);
+    const abbrevCache = new Map<number, Map<number, Abbrev>>();
+    while (r.pos < info.length) {
+      const unitStart = r.pos;
+      let length = r.u32();
+      let offsetSize = 4;
+      if (length === 0xffffffff) {
+        length = Number(r.u64());
+        offsetSize = 8;
+      }
+      const end = r.pos + length;
+      const version = r.u16();
+      let addrSize: number, abbrevOff: number;
+      if (version >= 5) {
+        r.u8(); // unit type
+        addrSize = r.u8();
+        abbrevOff = offsetSize === 8 ? Number(r.u64()) : r.u32();
+      } else {
+        abbrevOff = offsetSize === 8 ? Number(r.u64()) : r.u32();
+        addrSize = r.u8();
+      }
+      if (version < 2 || version > 5) {
+        throw new DwarfError(`DWARF version ${version} is not supported`);
+      }
+      let abbrevs = abbrevCache.get(abbrevOff);
+      if (!abbrevs) abbrevCache.set(abbrevOff, abbrevs = parseAbbrevs(abbrev, abbrevOff));
+      const stack: Die[] = [];
+      while (r.pos < end) {
+        const at = r.pos;
+        const code = r.ulebN();
+        if (code === 0) {
+          stack.pop();
+          continue;
+        }
+        const a = abbrevs.get(code);
+        if (!a) throw new DwarfError(`unknown abbreviation ${code} at 0x${at.toString(16)}`);
+        const keep = KEPT.has(a.tag);
+        const attrs = new Map<number, Value>();
+        for (const [attr, form, implicit] of a.specs) {
+          const v = readForm(r, form, { unitStart, offsetSize, addrSize, version, str, implicit });
+          if (keep) attrs.set(attr, v);
+        }
+        const die: Die = { offset: at, tag: a.tag, attrs, children: [] };
+        const parent = stack[stack.length - 1];
+        if (keep) {
+          this.#byOffset.set(at, die);
+          if (a.tag === TAG.compileUnit && !this.producer) {
+            const p = attrs.get(0x25);
+            if (typeof p === "string") this.producer = p;
+          }
+          if (parent && (parent.tag === TAG.structureType || parent.tag === TAG.subprogram)) {
+            parent.children.push(die);
+          } else {
+            const name = attrs.get(AT.name);
+            // a function's abstract copy (inlined elsewhere) has no code: its concrete one wins
+            const prev = typeof name === "string" ? this.#named.get(name) : undefined;
+            if (
+              typeof name === "string" &&
+              (!prev || (prev.tag === TAG.subprogram && !prev.attrs.has(AT.lowPc)))
+            ) this.#named.set(name, die);
+          }
+        }
+        if (a.children) stack.push(keep ? die : { offset: at, tag: a.tag, attrs, children: [] });
+      }
+      r.pos = end;
+    }
+  }
+
+  /** Reads the DWARF of an ELF file; throws DwarfError when it has none (a stripped binary). */
+  static async read(elf: ElfFile): Promise<Dwarf> {
+    const info = await elf.sectionData(".debug_info");
+    const abbrev = await elf.sectionData(".debug_abbrev");
+    if (!info || !abbrev) {
+      throw new DwarfError(
+        `${elf.path} has no DWARF debug info (built with -ldflags=-w or stripped)`,
+      );
+    }
+    return new Dwarf(
+      info,
+      abbrev,
+      await elf.sectionData(".debug_str"),
+      await elf.sectionData(".debug_loc"),
+    );
+  }
+
+  /** The struct type named `name`; throws when the binary has none. */
+  struct(name: string): Die {
+    const d = this.#named.get(name);
+    if (!d || d.tag !== TAG.structureType) {
+      throw new DwarfError(`no struct type ${name} in the DWARF`);
+    }
+    return d;
+  }
+
+  hasStruct(name: string): boolean {
+    return this.#named.get(name)?.tag === TAG.structureType;
+  }
+
+  /** Byte size of a struct. */
+  size(struct: Die): number {
+    const s = struct.attrs.get(AT.byteSize);
+    if (typeof s !== "bigint" && typeof s !== "number") {
+      throw new DwarfError(`${nameOf(struct)} has no size`);
+    }
+    return Number(s);
+  }
+
+  /** The member `name` of a struct: its offset and its type's DIE. */
+  member(struct: Die, name: string): { offset: number; type: Die } {
+    const m = struct.children.find((c) => c.tag === TAG.member && c.attrs.get(AT.name) === name);
+    if (!m) throw new DwarfError(`struct ${nameOf(struct)} has no member ${name}`);
+    return { offset: memberOffset(m), type: this.#typeOf(m) };
+  }
+
+  /** Offset of a path of members (`a.b.c`) inside struct `name`, each step inside the previous. */
+  offsetOf(name: string, path: string): number {
+    let struct = this.struct(name);
+    let offset = 0;
+    const steps = path.split(".");
+    steps.forEach((step, i) => {
+      const m = this.member(struct, step);
+      offset += m.offset;
+      if (i < steps.length - 1) struct = this.#resolveStruct(m.type);
+    });
+    return offset;
+  }
+
+  #typeOf(d: Die): Die {
+    const ref = d.attrs.get(AT.type);
+    const t = typeof ref === "number" ? this.#byOffset.get(ref) : undefined;
+    if (!t) throw new DwarfError(`${nameOf(d)}: its type is not in the DWARF`);
+    return t;
+  }
+
+  #resolveStruct(t: Die): Die {
+    for (let i = 0; i < 8 && t.tag === TAG.typedef; i++) t = this.#typeOf(t);
+    if (t.tag !== TAG.structureType) throw new DwarfError(`${nameOf(t)} is not a struct`);
+    return t;
+  }
+
+  /** The function named `name` (a Go symbol name: "pkg.(*T).m"); throws when absent. */
+  function(name: string): Die {
+    const d = this.#named.get(name);
+    if (!d || d.tag !== TAG.subprogram) throw new DwarfError(`no function ${name} in the DWARF`);
+    return d;
+  }
+
+  /** Names of a function's input parameters, in order (the receiver first). */
+  parameters(fn: Die): string[] {
+    return fn.children
+      .filter((c) => c.tag === TAG.formalParameter && !c.attrs.get(AT.variableParameter))
+      .map((c) => String(c.attrs.get(AT.name)));
+  }
+
+  /**
+   * The registers that hold argument `param` of `fn` at its first instruction, one per piece
+   * (a slice is three), from the argument's location list. Throws when the argument is not in
+   * registers there (Go before 1.17 passes arguments on the stack).
+   */
+  argRegisters(fn: Die, param: string): ArgPiece[] {
+    const p = fn.children.find((c) =>
+      c.tag === TAG.formalParameter && c.attrs.get(AT.name) === param &&
+      !c.attrs.get(AT.variableParameter)
+    );
+    const fname = nameOf(fn);
+    if (!p) throw new DwarfError(`${fname} has no parameter ${param}`);
+    const low = fn.attrs.get(AT.lowPc);
+    const loc = p.attrs.get(AT.location);
+    if (typeof low !== "bigint") throw new DwarfError(`${fname} has no entry address`);
+    let expr: Uint8Array | undefined;
+    if (loc instanceof Uint8Array) expr = loc;
+    else if (typeof loc === "number" || typeof loc === "bigint") {
+      expr = this.#locAt(Number(loc), low);
+    }
+    if (!expr) throw new DwarfError(`${fname}: no location of ${param} at its entry`);
+    const pieces = registerPieces(expr);
+    if (!pieces) {
+      throw new DwarfError(
+        `${fname}: ${param} is not in registers at entry (Go's register ABI needs Go 1.17+)`,
+      );
+    }
+    return pieces;
+  }
+
+  /** The expression of location list `offset` (.debug_loc) that covers address `pc`. */
+  #locAt(offset: number, pc: bigint): Uint8Array | undefined {
+    if (!this.#loc) throw new DwarfError("location lists (.debug_loc) are missing");
+    const r = new Reader(this.#loc, offset);
+    let base = 0n;
+    for (;;) {
+      const begin = r.u64(), end = r.u64();
+      if (begin === 0n && end === 0n) return undefined;
+      if (begin === 0xffffffffffffffffn) {
+        base = end;
+        continue;
+      }
+      const expr = r.bytes(r.u16());
+      if (pc >= base + begin && pc < base + end) return expr;
+    }
+  }
+}
+
+function nameOf(d: Die): string {
+  const n = d.attrs.get(AT.name);
+  return typeof n === "string" ? n : `DIE 0x${d.offset.toString(16)}`;
+}
+
+function memberOffset(m: Die): number {
+  const loc = m.attrs.get(AT.memberLocation);
+  if (typeof loc === "bigint" || typeof loc === "number") return Number(loc);
+  if (loc instanceof Uint8Array && loc[0] === DW_OP_PLUS_UCONST) return new Reader(loc, 1).ulebN();
+  throw new DwarfError(`member ${nameOf(m)} has no offset`);
+}
+
+/** Register pieces of a location expression (DW_OP_reg*, DW_OP_piece); undefined if other. */
+function registerPieces(expr: Uint8Array): ArgPiece[] | undefined {
+  const r = new Reader(expr);
+  const out: ArgPiece[] = [];
+  while (r.pos < expr.length) {
+    const op = r.u8();
+    let reg: number;
+    if (op >= DW_OP_REG0 && op < DW_OP_REG0 + 32) reg = op - DW_OP_REG0;
+    else if (op === DW_OP_REGX) reg = r.ulebN();
+    else return undefined;
+    let size = 0;
+    if (r.pos < expr.length) {
+      if (r.u8() !== DW_OP_PIECE) return undefined;
+      size = r.ulebN();
+    }
+    out.push({ reg, size });
+  }
+  return out.length ? out : undefined;
+}
+
+function parseAbbrevs(b: Uint8Array, offset: number): Map<number, Abbrev> {
+  const r = new Reader(b, offset);
+  const out = new Map<number, Abbrev>();
+  for (;;) {
+    const code = r.ulebN();
+    if (code === 0) return out;
+    const tag = r.ulebN();
+    const children = r.u8() === 1;
+    const specs: Abbrev["specs"] = [];
+    for (;;) {
+      const attr = r.ulebN(), form = r.ulebN();
+      if (attr === 0 && form === 0) break;
+      specs.push(form === 0x21 ? [attr, form, r.sleb()] : [attr, form]);
+    }
+    out.set(code, { tag, children, specs });
+  }
+}
+
+interface FormCtx {
+  unitStart: number;
+  offsetSize: number;
+  addrSize: number;
+  version: number;
+  str: Uint8Array | undefined;
+  implicit?: bigint;
+}
+
+/** One attribute value; references become .debug_info offsets (numbers), addresses bigints. */
+function readForm(r: Reader, form: number, c: FormCtx): Value {
+  const off = () => (c.offsetSize === 8 ? Number(r.u64()) : r.u32());
+  switch (form) {
+    case 0x01: // addr
+      return c.addrSize === 8 ? r.u64() : BigInt(r.u32());
+    case 0x03: // block2
+      return r.bytes(r.u16());
+    case 0x04: // block4
+      return r.bytes(r.u32());
+    case 0x05: // data2
+      return BigInt(r.u16());
+    case 0x06: // data4
+      return BigInt(r.u32());
+    case 0x07: // data8
+      return r.u64();
+    case 0x08: // string
+      return r.cstr();
+    case 0x09: // block
+    case 0x18: // exprloc
+      return r.bytes(r.ulebN());
+    case 0x0a: // block1
+      return r.bytes(r.u8());
+    case 0x0b: // data1
+      return BigInt(r.u8());
+    case 0x0c: // flag
+      return r.u8() !== 0;
+    case 0x0d: // sdata
+      return r.sleb();
+    case 0x0e: { // strp
+      const at = off();
+      if (!c.str) throw new DwarfError("DW_FORM_strp without .debug_str");
+      return new Reader(c.str, at).cstr();
+    }
+    case 0x0f: // udata
+      return r.uleb();
+    case 0x10: // ref_addr
+      return c.version === 2 ? (c.addrSize === 8 ? Number(r.u64()) : r.u32()) : off();
+    case 0x11: // ref1
+      return c.unitStart + r.u8();
+    case 0x12: // ref2
+      return c.unitStart + r.u16();
+    case 0x13: // ref4
+      return c.unitStart + r.u32();
+    case 0x14: // ref8
+      return c.unitStart + Number(r.u64());
+    case 0x15: // ref_udata
+      return c.unitStart + r.ulebN();
+    case 0x16: // indirect
+      return readForm(r, r.ulebN(), c);
+    case 0x17: // sec_offset: a location list offset (a number, as references)
+      return off();
+    case 0x19: // flag_present
+      return true;
+    case 0x20: // ref_sig8
+      return r.u64();
+    case 0x21: // implicit_const
+      return c.implicit ?? 0n;
+    default:
+      throw new DwarfError(`DWARF form 0x${form.toString(16)} is not supported`);
+  }
+}

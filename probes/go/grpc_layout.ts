@@ -1,0 +1,176 @@
+/**
+ * What the grpc-go uprobes (bpf/grpc_go.bpf.c) need to know about one binary, read from its
+ * ELF symbols and DWARF: which functions to probe, the registers their arguments arrive in,
+ * and the offsets of every struct field the programs follow. Nothing is assumed about a
+ * grpc-go or Go version: a binary whose DWARF lacks something is refused with the reason.
+ */
+
+import { Dwarf, DwarfError } from "./dwarf.ts";
+import { ElfError, ElfFile } from "./elf.ts";
+
+const TRANSPORT = "google.golang.org/grpc/internal/transport";
+const HTTP2 = "golang.org/x/net/http2";
+const HPACK = "golang.org/x/net/http2/hpack";
+
+/** Decoded request headers of a stream a server received. */
+export const SERVER_SYMBOL = `${TRANSPORT}.(*http2Server).operateHeaders`;
+/** Headers a connection writes: with :path, a client's request. */
+export const CLIENT_SYMBOL = `${TRANSPORT}.(*loopyWriter).writeHeader`;
+
+/** The itab of net.Conn for these types: its hash is the type's, the same in every process. */
+const TCP_ITABS = ["go:itab.*net.TCPConn,net.Conn", "go.itab.*net.TCPConn,net.Conn"];
+const TLS_ITABS = ["go:itab.*crypto/tls.Conn,net.Conn", "go.itab.*crypto/tls.Conn,net.Conn"];
+
+/**
+ * The fields of `struct grpc_go_conf` (bpf/grpc_go.h) in order, each a __u32 (the order is
+ * checked against the object's BTF in tests/grpc_go_test.ts).
+ */
+export const CONF_FIELDS = [
+  "srv_t_reg",
+  "srv_frame_reg",
+  "srv_conn_off",
+  "mhf_headers_off",
+  "mhf_fields_off",
+  "hf_stream_id_off",
+  "cli_l_reg",
+  "cli_stream_reg",
+  "cli_hf_ptr_reg",
+  "cli_hf_len_reg",
+  "loopy_framer_off",
+  "framer_writer_off",
+  "bufw_conn_off",
+  "slice_ptr_off",
+  "slice_len_off",
+  "field_size",
+  "field_name_off",
+  "field_value_off",
+  "str_ptr_off",
+  "str_len_off",
+  "iface_tab_off",
+  "iface_data_off",
+  "itab_hash_off",
+  "tcp_hash",
+  "tcp_fd_off",
+  "netfd_sysfd_off",
+  "tls_hash",
+  "tls_conn_off",
+] as const;
+
+export type ConfField = typeof CONF_FIELDS[number];
+export type GrpcGoConf = Record<ConfField, number>;
+
+export interface GrpcGoLayout {
+  path: string;
+  /** The Go toolchain of the binary ("go1.19.8"), from its DWARF. */
+  goVersion: string;
+  /** Whether the binary serves gRPC (SERVER_SYMBOL) and makes calls (CLIENT_SYMBOL). */
+  server: boolean;
+  client: boolean;
+  conf: GrpcGoConf;
+}
+
+export class GoLayoutError extends Error {
+  override name = "GoLayoutError";
+}
+
+/** Whether the ELF file is a Go program (its build info section or version symbol). */
+export function isGoBinary(elf: ElfFile): boolean {
+  return !!elf.section(".go.buildinfo") || elf.symbols(["runtime.buildVersion"]).size > 0;
+}
+
+/** Which of the probed functions the binary has (none: it does not use grpc-go's HTTP/2). */
+export function grpcSymbols(elf: ElfFile): { server: boolean; client: boolean } {
+  const s = elf.symbols([SERVER_SYMBOL, CLIENT_SYMBOL]);
+  return { server: s.has(SERVER_SYMBOL), client: s.has(CLIENT_SYMBOL) };
+}
+
+/**
+ * The layout of a grpc-go binary. Throws GoLayoutError with the reason when it is not one, or
+ * when its DWARF does not say all the programs need (stripped, Go before 1.17, an unknown
+ * grpc-go).
+ */
+export async function readGrpcGoLayout(path: string): Promise<GrpcGoLayout> {
+  let elf: ElfFile;
+  try {
+    elf = ElfFile.open(path);
+  } catch (e) {
+    throw new GoLayoutError(`${path}: ${(e as Error).message}`);
+  }
+  using _ = elf;
+  if (!isGoBinary(elf)) throw new GoLayoutError(`${path} is not a Go program`);
+  const has = grpcSymbols(elf);
+  if (!has.server && !has.client) throw new GoLayoutError(`${path} does not use grpc-go`);
+  try {
+    const d = await Dwarf.read(elf);
+    const conf = Object.fromEntries(CONF_FIELDS.map((f) => [f, 0])) as GrpcGoConf;
+    const reg = (fn: string, param: string, pieces = 1) => {
+      const p = d.argRegisters(d.function(fn), param);
+      if (p.length !== pieces) {
+        throw new DwarfError(`${fn}: ${param} is in ${p.length} registers, not ${pieces}`);
+      }
+      return p;
+    };
+    const field = `${HPACK}.HeaderField`;
+    const slice = `[]${field}`;
+    Object.assign(conf, {
+      slice_ptr_off: d.offsetOf(slice, "array"),
+      slice_len_off: d.offsetOf(slice, "len"),
+      field_size: d.size(d.struct(field)),
+      field_name_off: d.offsetOf(field, "Name"),
+      field_value_off: d.offsetOf(field, "Value"),
+      str_ptr_off: d.offsetOf("string", "str"),
+      str_len_off: d.offsetOf("string", "len"),
+      iface_tab_off: d.offsetOf("runtime.iface", "tab"),
+      iface_data_off: d.offsetOf("runtime.iface", "data"),
+      tcp_fd_off: d.offsetOf("net.TCPConn", "conn.fd"),
+      netfd_sysfd_off: d.offsetOf("net.netFD", "pfd.Sysfd"),
+    });
+    // runtime.itab became internal/abi.ITab in Go 1.22
+    const itab = d.hasStruct("runtime.itab")
+      ? d.offsetOf("runtime.itab", "hash")
+      : d.offsetOf("internal/abi.ITab", "Hash");
+    conf.itab_hash_off = itab;
+    const itabHash = (names: string[]) => {
+      const sym = [...elf.symbols(names).values()][0];
+      if (!sym) return 0;
+      return new DataView(elf.readAddress(sym.value + BigInt(itab), 4).buffer).getUint32(0, true);
+    };
+    conf.tcp_hash = itabHash(TCP_ITABS);
+    if (!conf.tcp_hash) throw new GoLayoutError(`${path} has no net.Conn itab of *net.TCPConn`);
+    conf.tls_hash = itabHash(TLS_ITABS);
+    if (conf.tls_hash) conf.tls_conn_off = d.offsetOf("crypto/tls.Conn", "conn");
+    if (has.server) {
+      conf.srv_t_reg = reg(SERVER_SYMBOL, "t")[0].reg;
+      conf.srv_frame_reg = reg(SERVER_SYMBOL, "frame")[0].reg;
+      conf.srv_conn_off = d.offsetOf(`${TRANSPORT}.http2Server`, "conn");
+      conf.mhf_headers_off = d.offsetOf(`${HTTP2}.MetaHeadersFrame`, "HeadersFrame");
+      conf.mhf_fields_off = d.offsetOf(`${HTTP2}.MetaHeadersFrame`, "Fields");
+      conf.hf_stream_id_off = d.offsetOf(`${HTTP2}.HeadersFrame`, "FrameHeader.StreamID");
+    }
+    if (has.client) {
+      conf.cli_l_reg = reg(CLIENT_SYMBOL, "l")[0].reg;
+      conf.cli_stream_reg = reg(CLIENT_SYMBOL, "streamID")[0].reg;
+      const hf = reg(CLIENT_SYMBOL, "hf", 3);
+      conf.cli_hf_ptr_reg = hf[0].reg;
+      conf.cli_hf_len_reg = hf[1].reg;
+      conf.loopy_framer_off = d.offsetOf(`${TRANSPORT}.loopyWriter`, "framer");
+      conf.framer_writer_off = d.offsetOf(`${TRANSPORT}.framer`, "writer");
+      conf.bufw_conn_off = d.offsetOf(`${TRANSPORT}.bufWriter`, "conn");
+    }
+    const version = /go\d+(\.\d+)*/.exec(d.producer)?.[0] ?? "";
+    return { path, goVersion: version, ...has, conf };
+  } catch (e) {
+    if (e instanceof DwarfError || e instanceof ElfError) {
+      throw new GoLayoutError(`${path}: ${e.message}`);
+    }
+    throw e;
+  }
+}
+
+/** The conf as the bytes of a `struct grpc_go_conf` map value. */
+export function confBytes(conf: GrpcGoConf): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(CONF_FIELDS.length * 4);
+  const v = new DataView(out.buffer);
+  CONF_FIELDS.forEach((f, i) => v.setUint32(i * 4, conf[f], true));
+  return out;
+}

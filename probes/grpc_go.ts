@@ -1,0 +1,315 @@
+/**
+ * Exact gRPC methods of Go processes, read inside the process (bpf/grpc_go.bpf.c): the target's
+ * grpc-go binaries get entry uprobes on the functions that hold a stream's decoded headers, and
+ * each stream's :path is kept under (kernel socket, stream id, side) — the key under which the
+ * HTTP probe knows the same call. A call whose :path the capture could not decode (a connection
+ * opened before kupod started: its HPACK table was never seen) gets its method from here, or
+ * stays unknown; nothing is guessed.
+ *
+ * Binaries are found among the target's processes (/proc/<pid>/exe), read once per file
+ * (dev, inode) and probed once: a uprobe is on the file, for every process that runs it, and
+ * the in-kernel target filter keeps other processes out. New processes are looked for on
+ * retarget and every `rescanMs`.
+ */
+
+import type { BpfObject } from "../bpf/object.ts";
+import type { Attachment } from "../bpf/link.ts";
+import { u32Key } from "../bpf/map.ts";
+import {
+  decodeGrpcGoEvent,
+  GRPC_GO_EVENT_LAYOUT as L,
+  GRPC_GO_EVENT_SIZE,
+  RODATA,
+} from "../bpf/gen/grpc_go.ts";
+import { cgroupDir, cgroupMounts, cgroupProcs } from "../k8s/cgroupfs.ts";
+import { pidsByNetns } from "../k8s/proc.ts";
+import type { Target } from "../k8s/target.ts";
+import {
+  CLIENT_SYMBOL,
+  confBytes,
+  type GrpcGoLayout,
+  readGrpcGoLayout,
+  SERVER_SYMBOL,
+} from "./go/grpc_layout.ts";
+import { ProbeObject } from "./probe_object.ts";
+
+/** The programs' names in bpftool (BPF program names are cut at 15 characters). */
+export const GRPC_GO_PROGRAMS = ["kupod_go_srv", "kupod_go_cli"] as const;
+const TARGET_PROGRAMS = ["kupod_fork", "kupod_exit"];
+
+/** Binaries probed at once (the size of the kernel's layout map, GRPC_GO_MAX_BINARIES). */
+const MAX_BINARIES = 64;
+/** Streams remembered; the least recently recorded go first beyond it. */
+const MAX_STREAMS = 16384;
+const SIDE_CLIENT = 1;
+
+export type GrpcSide = "server" | "client";
+
+/** One stream's exact :path, as a grpc-go process handled it. */
+export interface GoStream {
+  sockId: bigint;
+  streamId: number;
+  side: GrpcSide;
+  /** "/pkg.Service/Method" (up to 128 bytes; `truncated` when longer) */
+  path: string;
+  truncated: boolean;
+  pid: number;
+  /** The connection's fd in that process, -1 when its type was not a TCP connection. */
+  fd: number;
+  container: number;
+  tsNs: bigint;
+}
+
+/** What became of one executable file. */
+export interface GoBinary {
+  /** "/proc/<pid>/exe" of the process it was first found in. */
+  path: string;
+  pid: number;
+  /** Why it is not probed (not Go, no grpc-go, no DWARF, ...); undefined when probed. */
+  skipped?: string;
+  layout?: GrpcGoLayout;
+  /** The symbols attached. */
+  symbols: string[];
+}
+
+export interface GrpcGoOptions {
+  /** Ring size in bytes (default 1 MiB). */
+  ringBytes?: number;
+  /** How often the target's processes are looked at again for new binaries (default 2000 ms). */
+  rescanMs?: number;
+  /** Streams remembered (default 16384). */
+  maxStreams?: number;
+  /** Told of every stream record, as it is read. */
+  onStream?: (s: GoStream) => void;
+  /** Told of every binary found (probed or skipped with its reason). */
+  onBinary?: (b: GoBinary) => void;
+}
+
+function streamKey(sockId: bigint, streamId: number, side: GrpcSide): string {
+  return `${sockId.toString(16)}/${streamId}/${side}`;
+}
+
+export class GrpcGoProbe implements AsyncDisposable {
+  readonly #object: ProbeObject;
+  #target: Target;
+  readonly #opts: GrpcGoOptions;
+  readonly #maxStreams: number;
+  readonly #streams = new Map<string, GoStream>();
+  /** By "dev:inode" of the executable. */
+  readonly #binaries = new Map<string, GoBinary>();
+  /** Pids already looked at, with the file they ran. */
+  readonly #seenPids = new Map<number, string>();
+  readonly #links: Attachment[] = [];
+  #records = 0;
+  #timer: ReturnType<typeof setInterval> | undefined;
+  #scanning: Promise<void> = Promise.resolve();
+  #stopped = false;
+  reading: Promise<void> = Promise.resolve();
+
+  private constructor(target: Target, opts: GrpcGoOptions) {
+    this.#target = target;
+    this.#opts = opts;
+    this.#maxStreams = opts.maxStreams ?? MAX_STREAMS;
+    this.#object = ProbeObject.open({
+      object: "grpc_go",
+      target,
+      rodataLayout: RODATA,
+      ringBytes: opts.ringBytes ?? 1 << 20,
+      // the uprobes attach per binary, as binaries are found
+      attach: (obj: BpfObject) => TARGET_PROGRAMS.map((p) => obj.program(p).attach()),
+      onSample: (view, offset) => this.#record(view, offset),
+    });
+  }
+
+  /**
+   * Loads the programs and probes the Go binaries the target runs now; resolves once those are
+   * attached, so a stream started after it is seen.
+   */
+  static async start(target: Target, opts: GrpcGoOptions = {}): Promise<GrpcGoProbe> {
+    const probe = new GrpcGoProbe(target, opts);
+    try {
+      probe.reading = probe.#object.read();
+      await probe.rescan();
+    } catch (e) {
+      await probe.stop();
+      throw e;
+    }
+    probe.#timer = setInterval(() => void probe.rescan(), opts.rescanMs ?? 2000);
+    return probe;
+  }
+
+  #record(view: DataView, at: number): void {
+    if (view.byteLength - at < GRPC_GO_EVENT_SIZE) return;
+    const e = decodeGrpcGoEvent(view, at);
+    const len = Math.min(view.getUint16(at + L.path_len.offset, true), L.path.size);
+    const s: GoStream = {
+      sockId: e.sock_id,
+      streamId: e.stream_id,
+      side: e.side === SIDE_CLIENT ? "client" : "server",
+      path: e.path.slice(0, len),
+      truncated: e.truncated !== 0,
+      pid: e.pid,
+      fd: e.fd,
+      container: e.container,
+      tsNs: e.ts_ns,
+    };
+    this.#records++;
+    if (s.sockId) {
+      const key = streamKey(s.sockId, s.streamId, s.side);
+      this.#streams.delete(key); // a socket address reused by a new connection: the newest wins
+      if (this.#streams.size >= this.#maxStreams) {
+        this.#streams.delete(this.#streams.keys().next().value!);
+      }
+      this.#streams.set(key, s);
+    }
+    this.#opts.onStream?.(s);
+  }
+
+  /**
+   * The exact :path ("/pkg.Service/Method") of stream `streamId` on the connection whose kernel
+   * socket is `sockId` (the HTTP probe's sock_id), as the Go process on `side` handled it;
+   * undefined when no grpc-go process of the target recorded it (or it was longer than 128
+   * bytes). Records already in the ring are read first, so a call that ended is found.
+   */
+  pathFor(sockId: bigint, streamId: number, side: GrpcSide): string | undefined {
+    const key = streamKey(sockId, streamId, side);
+    let s = this.#streams.get(key);
+    if (!s && !this.#stopped) {
+      this.#object.ring?.drain();
+      s = this.#streams.get(key);
+    }
+    return s && !s.truncated ? s.path : undefined;
+  }
+
+  /** pathFor as gRPC's service and method ("pkg.Service", "Method"); undefined when unknown. */
+  methodFor(
+    sockId: bigint,
+    streamId: number,
+    side: GrpcSide,
+  ): { service: string; method: string } | undefined {
+    const path = this.pathFor(sockId, streamId, side);
+    return path === undefined ? undefined : splitGrpcPath(path);
+  }
+
+  /** Looks at the target's processes for Go binaries not seen yet, and probes them. */
+  rescan(): Promise<void> {
+    // one scan at a time: a binary is read and attached once
+    this.#scanning = this.#scanning.then(() => this.#scan()).catch(() => {});
+    return this.#scanning;
+  }
+
+  async #scan(): Promise<void> {
+    if (this.#stopped) return;
+    const pids = targetPids(this.#target);
+    for (const pid of [...this.#seenPids.keys()]) if (!pids.has(pid)) this.#seenPids.delete(pid);
+    for (const pid of pids) {
+      const exe = `/proc/${pid}/exe`;
+      let id: string;
+      try {
+        const st = Deno.statSync(exe);
+        id = `${st.dev}:${st.ino}`;
+      } catch {
+        continue; // exited, or a kernel thread
+      }
+      if (this.#seenPids.get(pid) === id) continue;
+      this.#seenPids.set(pid, id);
+      if (this.#binaries.has(id)) continue;
+      const b: GoBinary = { path: exe, pid, symbols: [] };
+      this.#binaries.set(id, b);
+      try {
+        b.layout = await readGrpcGoLayout(exe);
+        if (this.#stopped) return;
+        this.#attach(b);
+      } catch (e) {
+        // not grpc-go (GoLayoutError), or the kernel refused the uprobe: said, not fatal
+        b.skipped = e instanceof Error ? e.message : String(e);
+      }
+      this.#opts.onBinary?.(b);
+    }
+  }
+
+  #attach(b: GoBinary): void {
+    const index = [...this.#binaries.values()].filter((x) => x.symbols.length).length;
+    if (index >= MAX_BINARIES) throw new Error(`more than ${MAX_BINARIES} grpc-go binaries`);
+    const layout = b.layout!;
+    this.#object.object.map("grpc_go_confs").update(u32Key(index), confBytes(layout.conf));
+    const sides: [boolean, string, string][] = [
+      [layout.server, GRPC_GO_PROGRAMS[0], SERVER_SYMBOL],
+      [layout.client, GRPC_GO_PROGRAMS[1], CLIENT_SYMBOL],
+    ];
+    for (const [on, program, symbol] of sides) {
+      if (!on) continue;
+      this.#links.push(
+        this.#object.object.program(program).attachUprobe({
+          binary: b.path,
+          symbol,
+          cookie: BigInt(index),
+        }),
+      );
+      b.symbols.push(symbol);
+    }
+  }
+
+  /** Every executable looked at, probed or not (and why not). */
+  binaries(): GoBinary[] {
+    return [...this.#binaries.values()];
+  }
+
+  /** Follows a changed target: the kernel filter, then its processes. */
+  retarget(target: Target): void {
+    this.#target = target;
+    this.#object.retarget(target);
+    void this.rescan();
+  }
+
+  stats(): { records: number; streams: number; lost: bigint } {
+    return { records: this.#records, streams: this.#streams.size, lost: this.#object.lost() };
+  }
+
+  /** Detaches every uprobe, drains the ring, releases the object. */
+  async stop(): Promise<void> {
+    if (this.#stopped) return;
+    this.#stopped = true;
+    clearInterval(this.#timer);
+    await this.#scanning;
+    await this.#object.close(() => {
+      for (const l of this.#links.splice(0).reverse()) l[Symbol.dispose]();
+    });
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.stop();
+  }
+}
+
+/** "/pkg.Service/Method" → service and method; undefined for a path of another shape. */
+export function splitGrpcPath(path: string): { service: string; method: string } | undefined {
+  const k = path.lastIndexOf("/");
+  if (path[0] !== "/" || k <= 1 || k >= path.length - 1) return undefined;
+  return { service: path.slice(1, k), method: path.slice(k + 1) };
+}
+
+/**
+ * The target's processes now: its containers' pids and what their cgroup v2 directories hold,
+ * and for a pod found by its network namespace every process in it.
+ */
+export function targetPids(target: Target): Set<number> {
+  const pids = new Set<number>();
+  let v2 = "";
+  try {
+    v2 = cgroupMounts().v2;
+  } catch {
+    // no mountinfo: pids only
+  }
+  for (const c of target.containers) {
+    for (const p of c.pids) pids.add(p);
+    if (v2 && c.cgroupPath) {
+      for (const p of cgroupProcs(cgroupDir(v2, c.cgroupPath))) pids.add(p);
+    }
+  }
+  if ((target.kind === "netns" || target.kind === "veth") && target.netnsInode) {
+    for (const p of pidsByNetns().get(target.netnsInode) ?? []) pids.add(p);
+  }
+  pids.delete(Deno.pid);
+  return pids;
+}
