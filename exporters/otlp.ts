@@ -1,6 +1,7 @@
 /**
  * Traces over OTLP/HTTP: each `tcp_close` event becomes one trace (see otlp_spans.ts), each
- * `http` event one span (otlp_http_spans.ts); spans are batched (every second or 512 spans) and POSTed as protobuf
+ * `http` event one span (otlp_http_spans.ts), each `grpc` event one span
+ * (otlp_grpc_spans.ts); spans are batched (every second or 512 spans) and POSTed as protobuf
  * (`application/x-protobuf`) to `<endpoint>/v1/traces`. A failed send is retried once when
  * the receiver may recover (connection refused or reset, 429, 5xx); a batch that still fails
  * is reported through `onError` as a one-line KupodError and dropped. The sink never throws.
@@ -19,6 +20,7 @@
 import { KupodError, UsageError } from "../base/errors.ts";
 import type { EventSink, KupodEvent } from "../probes/events.ts";
 import { type TraceCodec, traceCodec } from "./otlp_proto.ts";
+import { grpcSpan } from "./otlp_grpc_spans.ts";
 import { httpSpan } from "./otlp_http_spans.ts";
 import { connectionSpans, type IdSource, randomId, type SpanData } from "./otlp_spans.ts";
 
@@ -139,10 +141,14 @@ export class OtlpSpans implements EventSink, AsyncDisposable {
   }
 
   event(e: KupodEvent): void {
-    if ((e.type !== "tcp_close" && e.type !== "http") || this.#closed) return;
+    if ((e.type !== "tcp_close" && e.type !== "http" && e.type !== "grpc") || this.#closed) return;
     let spans: SpanData[];
     try {
-      spans = e.type === "http" ? [httpSpan(e, this.#newId)] : connectionSpans(e, this.#newId);
+      spans = e.type === "http"
+        ? [httpSpan(e, this.#newId)]
+        : e.type === "grpc"
+        ? [grpcSpan(e, this.#newId)]
+        : connectionSpans(e, this.#newId);
     } catch (err) {
       this.#report(`OTLP: connection ${e.conn_id} skipped: ${message(err)}`, err);
       return;

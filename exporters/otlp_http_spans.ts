@@ -7,6 +7,7 @@
 
 import type { HttpEvent } from "../probes/events.ts";
 import {
+  hexBytes,
   type IdSource,
   int,
   type KeyValue,
@@ -16,13 +17,6 @@ import {
   SpanKind,
   str,
 } from "./otlp_spans.ts";
-
-function hexBytes(hex: string): Uint8Array {
-  return Uint8Array.from(
-    { length: hex.length / 2 },
-    (_, i) => parseInt(hex.slice(2 * i, 2 * i + 2), 16),
-  );
-}
 
 /** The span of one request. Throws a KupodError when the event's time is not RFC 3339. */
 export function httpSpan(e: HttpEvent, newId: IdSource = randomId): SpanData {

@@ -169,6 +169,14 @@ function connectionAttributes(e: TcpCloseEvent): KeyValue[] {
   return attrs;
 }
 
+/** Bytes of a hex string (a trace or span id from a traceparent). */
+export function hexBytes(hex: string): Uint8Array {
+  return Uint8Array.from(
+    { length: hex.length / 2 },
+    (_, i) => parseInt(hex.slice(2 * i, 2 * i + 2), 16),
+  );
+}
+
 export function str(key: string, value: string): KeyValue {
   return { key, value: { stringValue: value } };
 }

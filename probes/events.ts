@@ -232,6 +232,13 @@ export interface GrpcEvent extends EventBase, TcpEndpoints {
   request_bytes: number;
   response_bytes: number;
   outcome: "complete" | "reset" | "closed";
+  /** The request's :authority, user-agent and grpc-timeout (seconds), where sent and known. */
+  authority?: string;
+  user_agent?: string;
+  timeout_seconds?: number;
+  /** From the request's W3C traceparent or grpc-trace-bin. */
+  trace_id?: string;
+  parent_span_id?: string;
 }
 
 /** gRPC calls of one container, side, service, method and status. */

@@ -207,6 +207,14 @@ export class HttpProbe implements Probe {
         response_bytes: c.responseBytes,
         outcome: c.outcome,
       };
+      if (c.authority) e.authority = c.authority;
+      if (c.userAgent) e.user_agent = c.userAgent;
+      if (c.timeoutSeconds >= 0) e.timeout_seconds = c.timeoutSeconds;
+      if (c.traceparent) {
+        const [, traceId, parentId] = c.traceparent.split("-");
+        e.trace_id = traceId;
+        e.parent_span_id = parentId;
+      }
       this.#sink.event(e);
     }
   }
@@ -350,7 +358,7 @@ function h2Exchange(c: H2Call): HttpExchange {
     requestBodyBytes: c.requestBytes,
     responseBodyBytes: c.responseBytes,
     contentType: "",
-    traceparent: "",
+    traceparent: c.traceparent,
     outcome: c.outcome === "reset" ? "closed" : c.outcome,
     credentials: false,
   };

@@ -9,6 +9,8 @@
  * header values become strings, and state is bounded by the options.
  */
 
+import { traceparent } from "./trace_context.ts";
+
 export interface Chunk {
   /** "in": bytes the watched process received; "out": bytes it sent. */
   dir: "in" | "out";
@@ -65,10 +67,9 @@ export interface Http1Options {
   maxPipelined?: number;
 }
 
-const CR = 13, LF = 10, SP = 32, HTAB = 9, COLON = 58, COMMA = 44, SEMI = 59, DASH = 45;
+const CR = 13, LF = 10, SP = 32, HTAB = 9, COLON = 58, COMMA = 44, SEMI = 59;
 const TARGET_MAX = 512;
 const CONTENT_TYPE_MAX = 128;
-const TRACEPARENT_MAX = 512;
 /** Captured chunks without a request line before a connection is judged not HTTP/1. */
 const UNSYNCED_LIMIT = 32;
 /** A chunk-size line (extensions included) longer than this is not framing. */
@@ -79,7 +80,6 @@ const CHUNK_DIGITS_MAX = 13;
 const LENGTH_DIGITS_MAX = 15;
 const NO_LENGTH = -1, BAD_LENGTH = -2;
 
-const ASCII = new TextDecoder();
 const ascii = (s: string) => Uint8Array.from(s, (ch) => ch.charCodeAt(0));
 
 const METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
@@ -389,33 +389,6 @@ function hasUpper(s: string): boolean {
     if (ch >= 65 && ch <= 90) return true;
   }
   return false;
-}
-
-const isLowerHex = (x: number) => isDigit(x) || (x >= 97 && x <= 102);
-
-function hexRun(b: Uint8Array, s: number, e: number): boolean {
-  for (let i = s; i < e; i++) if (!isLowerHex(b[i])) return false;
-  return true;
-}
-
-function zeroRun(b: Uint8Array, s: number, e: number): boolean {
-  for (let i = s; i < e; i++) if (b[i] !== 48) return false;
-  return true;
-}
-
-/** The value when it is a valid W3C traceparent (version-traceid-parentid-flags), else "". */
-function traceparent(b: Uint8Array, s: number, e: number): string {
-  const n = e - s;
-  if (n < 55 || n > TRACEPARENT_MAX) return "";
-  if (b[s + 2] !== DASH || b[s + 35] !== DASH || b[s + 52] !== DASH) return "";
-  if (!hexRun(b, s, s + 2) || !hexRun(b, s + 3, s + 35)) return "";
-  if (!hexRun(b, s + 36, s + 52) || !hexRun(b, s + 53, s + 55)) return "";
-  if (b[s] === 102 && b[s + 1] === 102) return ""; // version ff is forbidden
-  // version 00 has exactly these fields; later versions may append "-..."
-  if (n > 55 && ((b[s] === 48 && b[s + 1] === 48) || b[s + 55] !== DASH)) return "";
-  if (zeroRun(b, s + 3, s + 35) || zeroRun(b, s + 36, s + 52)) return "";
-  // unique per request; when all validated ASCII, the UTF-8 decoder makes the string cheapest
-  return n === 55 ? ASCII.decode(b.subarray(s, e)) : latin1(b, s, e);
 }
 
 function hexValue(x: number): number {

@@ -12,6 +12,7 @@ import { createTestPod } from "./helpers/pod.ts";
 import { inContainer } from "./helpers/pod_exec.ts";
 import { freePort, ROOT, startKupod } from "./helpers/process.ts";
 import { parseExposition, seriesKey } from "./helpers/prom.ts";
+import { startOtlpReceiver } from "./fixtures/otlp_receiver.ts";
 
 /** Debian's python3, which python3-grpcio (scripts/setup) installs into. */
 const PEER = `${ROOT}tests/fixtures/grpc_peer.py`;
@@ -187,6 +188,77 @@ Deno.test("grpc: a channel opened before kupod started: calls counted exactly, m
       2 * N,
       "calls with the method unknown, both sides",
     );
+  }
+  assertEquals(await waitNoKupodPrograms(), []);
+});
+
+Deno.test("grpc: a span per call joins the caller's trace from traceparent or grpc-trace-bin; authority, user agent, deadline", async () => {
+  {
+    await using pod = await createTestPod();
+    await using server = inContainer(pod, pod.container("app"), [
+      "/usr/bin/python3",
+      PEER,
+      "server",
+    ]);
+    const port = (await server.waitForLine(/^listening \d+/)).split(" ")[1];
+    const receiver = startOtlpReceiver();
+    try {
+      await using kupod = await startKupod([
+        "monitor",
+        "user",
+        "grpc",
+        "--veth",
+        pod.hostVeth,
+        "--output",
+        "json",
+        "--otlp-endpoint",
+        receiver.url,
+      ]);
+      const traceId = "4bf92f3577b34da6a3ce929d0e0e4736", parent = "00f067aa0ba902b7";
+      await using client = inContainer(pod, pod.container("proxy"), [
+        "/usr/bin/python3",
+        PEER,
+        "traced",
+        port,
+        traceId,
+        parent,
+      ]);
+      assertEquals((await client.wait()).code, 0, client.stderr.join("\n"));
+      const calls = () =>
+        kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) =>
+          JSON.parse(l) as GrpcEvent
+        );
+      for (let i = 0; i < 100 && calls().length < 6; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      const evs = calls();
+      assertEquals(evs.length, 6, "three calls, both sides");
+      for (const e of evs) {
+        assertEquals(e.authority, `127.0.0.1:${port}`);
+        assert(e.user_agent?.startsWith("grpc-python/"), `user agent ${e.user_agent}`);
+        // the 5 s deadline as the client sent it (C-core rounds it up to its unit)
+        assert(e.timeout_seconds! > 4 && e.timeout_seconds! < 5.5, `timeout ${e.timeout_seconds}`);
+      }
+      assertEquals(
+        evs.map((e) => [e.trace_id, e.parent_span_id]).filter(([t]) => t).length,
+        4,
+        "the traceparent and the grpc-trace-bin call, both sides",
+      );
+      const spans = await receiver.waitForSpans(6);
+      assertEquals(spans.length, 6);
+      assert(spans.every((s) => s.name === "test.Echo/Unary"), spans.map((s) => s.name).join());
+      const joined = spans.filter((s) => s.traceId === traceId);
+      assertEquals(joined.length, 4);
+      assert(joined.every((s) => s.parentSpanId === parent), "children of the caller's span");
+      assertEquals(spans.map((s) => s.kind).sort(), [2, 2, 2, 3, 3, 3]); // SERVER, CLIENT
+      for (const s of spans) {
+        assertEquals(s.attributes["rpc.system"], "grpc");
+        assertEquals(s.attributes["rpc.service"], "test.Echo");
+        assertEquals(s.attributes["rpc.grpc.status_code"], 0n);
+      }
+    } finally {
+      await receiver.close();
+    }
   }
   assertEquals(await waitNoKupodPrograms(), []);
 });

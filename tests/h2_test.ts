@@ -467,6 +467,9 @@ Deno.test("h2: a unary gRPC call, server side", () => {
     scheme: "http",
     authority: "localhost:50051",
     contentType: "application/grpc",
+    userAgent: "grpc-go/1.62.0",
+    timeoutSeconds: -1,
+    traceparent: "",
     errorCode: -1,
     truncated: false,
   })]);
@@ -950,6 +953,9 @@ function conversation(r: Rand, side: "server" | "client"): Conversation {
         scheme: "http",
         authority,
         contentType: ct,
+        userAgent: "",
+        timeoutSeconds: -1,
+        traceparent: "",
         errorCode: reset ? 8 : -1,
         truncated: false,
       };
@@ -1000,6 +1006,9 @@ function conversation(r: Rand, side: "server" | "client"): Conversation {
         scheme: "https",
         authority: "api.example",
         contentType: reqBody ? "application/json" : "",
+        userAgent: "",
+        timeoutSeconds: -1,
+        traceparent: "",
         errorCode: reset ? 8 : -1,
         truncated: false,
       };

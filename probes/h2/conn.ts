@@ -24,6 +24,7 @@ import {
   SETTINGS_MAX_FRAME_SIZE,
 } from "./frames.ts";
 import { type HeaderField, HpackDecoder } from "./hpack.ts";
+import { grpcTimeoutSeconds, grpcTraceBin, traceparent } from "../trace_context.ts";
 
 export interface H2Call {
   /** "server": the watched process received the request; "client": it sent it. */
@@ -68,6 +69,12 @@ export interface H2Call {
   scheme: string;
   authority: string;
   contentType: string;
+  /** the request's user-agent (up to 128 chars), "" if none or unknown */
+  userAgent: string;
+  /** the request's grpc-timeout in seconds, -1 if none */
+  timeoutSeconds: number;
+  /** the request's trace context as a W3C traceparent (from traceparent or grpc-trace-bin) */
+  traceparent: string;
   /** RST_STREAM or GOAWAY error code, -1 if none (or not captured) */
   errorCode: number;
   /** frames or header blocks of the call went by uncaptured: counts are lower bounds, fields
@@ -133,6 +140,11 @@ const N_AUTHORITY = ascii(":authority");
 const N_GRPC_STATUS = ascii("grpc-status");
 const N_CONTENT_TYPE = ascii("content-type");
 const N_GRPC_MESSAGE = ascii("grpc-message");
+const N_USER_AGENT = ascii("user-agent");
+const N_GRPC_TIMEOUT = ascii("grpc-timeout");
+const N_TRACEPARENT = ascii("traceparent");
+const N_GRPC_TRACE_BIN = ascii("grpc-trace-bin");
+const USER_AGENT_MAX = 128;
 
 /** b[p..] starts with name (names are lower case in HTTP/2). */
 function named(b: Uint8Array, p: number, name: Uint8Array): boolean {
@@ -253,6 +265,9 @@ class Stream {
   path = "";
   scheme = "";
   authority = "";
+  userAgent = "";
+  timeoutSeconds = -1;
+  traceparent = "";
   contentType = "";
   pathUnknown = false;
   /** the request's content-type could not be known */
@@ -289,6 +304,9 @@ class Fields {
   scheme = "";
   authority = "";
   contentType = "";
+  userAgent = "";
+  timeoutSeconds = -1;
+  traceparent = "";
   status = 0;
   grpcStatus = -1;
   grpcMessage = "";
@@ -302,6 +320,8 @@ class Fields {
   reset(): void {
     this.method = this.path = this.scheme = "";
     this.authority = this.contentType = this.grpcMessage = "";
+    this.userAgent = this.traceparent = "";
+    this.timeoutSeconds = -1;
     this.status = 0;
     this.grpcStatus = -1;
     this.pathSeen = this.ctSeen = false;
@@ -495,10 +515,13 @@ export class H2Conn {
         if (named(n, ns, N_AUTHORITY)) {
           f.authority = text(v, vs, ve, AUTHORITY_MAX);
           f.pseudo = true;
+        } else if (named(n, ns, N_USER_AGENT)) {
+          f.userAgent = text(v, vs, ve, USER_AGENT_MAX);
         }
         break;
       case 11:
         if (named(n, ns, N_GRPC_STATUS)) f.grpcStatus = decimal(v, vs, ve);
+        else if (named(n, ns, N_TRACEPARENT)) f.traceparent ||= traceparent(v, vs, ve);
         break;
       case 12:
         if (named(n, ns, N_CONTENT_TYPE)) {
@@ -506,6 +529,14 @@ export class H2Conn {
           f.ctSeen = true;
         } else if (named(n, ns, N_GRPC_MESSAGE)) {
           f.grpcMessage = text(v, vs, ve, GRPC_MESSAGE_MAX);
+        } else if (named(n, ns, N_GRPC_TIMEOUT)) {
+          f.timeoutSeconds = grpcTimeoutSeconds(v, vs, ve);
+        }
+        break;
+      case 14:
+        // W3C traceparent wins where both came
+        if (named(n, ns, N_GRPC_TRACE_BIN) && !f.traceparent) {
+          f.traceparent = grpcTraceBin(v, vs, ve);
         }
         break;
     }
@@ -574,6 +605,9 @@ export class H2Conn {
     x.path = f.path;
     x.scheme = f.scheme;
     x.authority = f.authority;
+    x.userAgent = f.userAgent;
+    x.timeoutSeconds = f.timeoutSeconds;
+    x.traceparent = f.traceparent;
     x.contentType = f.contentType;
     x.pathUnknown = !f.pathSeen && unsure;
     x.ctUnknown = !f.ctSeen && unsure;
@@ -726,6 +760,9 @@ export class H2Conn {
       grpcMessage: x.grpcMessage,
       scheme: x.scheme,
       authority: x.authority,
+      userAgent: x.userAgent,
+      timeoutSeconds: x.timeoutSeconds,
+      traceparent: x.traceparent,
       contentType: x.contentType,
       errorCode: x.errorCode,
       truncated: x.truncated || (grpc && (x.req.lost || x.resp.lost)),
