@@ -1,12 +1,13 @@
 /**
  * gRPC metrics with OpenTelemetry's RPC semantic-convention names and attributes as Prometheus
  * spells them (`rpc.server.duration` → `rpc_server_duration_seconds`, `rpc.system`,
- * `rpc.service`, `rpc.method`, `rpc.grpc.status_code`), plus kupod's pod labels and the count of
- * calls whose method could not be known. Shown from the last `grpc_stats`.
+ * `rpc.service`, `rpc.method`, `rpc.grpc.status_code`; `rpc.server.request.size` →
+ * `rpc_server_request_size_bytes`, per message), plus kupod's pod labels and the count of calls
+ * whose method could not be known. Shown from the last `grpc_stats`.
  */
 
 import type * as Prom from "prom-client";
-import type { GrpcStatsEvent } from "../probes/events.ts";
+import type { BucketCounts, GrpcCounts, GrpcStatsEvent } from "../probes/events.ts";
 import { BucketHistogram, type BucketSeries, shownCounter } from "./shown_metrics.ts";
 
 /** Registers the gRPC metrics; `latest` gives the last grpc_stats (or none yet). */
@@ -15,7 +16,7 @@ export function registerGrpcMetrics(
   latest: () => GrpcStatsEvent | undefined,
 ): void {
   for (const side of ["server", "client"] as const) {
-    const series = (): BucketSeries[] => {
+    const series = (pick: (s: GrpcCounts) => BucketCounts) => (): BucketSeries[] => {
       const e = latest();
       if (!e) return [];
       return e.series.filter((s) => s.side === side).map((s) => ({
@@ -28,16 +29,26 @@ export function registerGrpcMetrics(
           rpc_method: s.method,
           rpc_grpc_status_code: s.grpc_status < 0 ? "" : String(s.grpc_status),
         },
-        h: s.duration,
+        h: pick(s),
       }));
     };
+    const calls = side === "server" ? "served" : "made";
     registry.registerMetric(
       new BucketHistogram(
         `rpc_${side}_duration_seconds`,
-        `Duration of gRPC calls ${side === "server" ? "served" : "made"} by the container.`,
-        series,
+        `Duration of gRPC calls ${calls} by the container.`,
+        series((s) => s.duration),
       ) as never,
     );
+    for (const dir of ["request", "response"] as const) {
+      registry.registerMetric(
+        new BucketHistogram(
+          `rpc_${side}_${dir}_size_bytes`,
+          `Size of the ${dir} messages of gRPC calls ${calls} by the container (as sent: compressed if they were).`,
+          series((s) => s[`${dir}_message_bytes`]),
+        ) as never,
+      );
+    }
   }
   shownCounter(
     [registry],

@@ -5,6 +5,8 @@
 
 import type { BucketCounts, Log2Counts, Percentiles } from "../probes/events.ts";
 
+export { addBuckets, buckets as emptyBuckets } from "../probes/buckets.ts";
+
 /**
  * The q-quantile (0..1) of log2 slots in seconds: slot i holds values in [2^i, 2^(i+1)) units,
  * interpolated linearly inside the slot as Prometheus does inside a bucket. 0 when empty.
@@ -68,13 +70,6 @@ export function log2Delta(to: Log2Counts, from: Log2Counts | undefined): Log2Cou
   };
 }
 
-/** Adds `h` into `into` (same bounds). */
-export function addBuckets(into: BucketCounts, h: BucketCounts): void {
-  into.count += h.count;
-  into.sum += h.sum;
-  h.counts.forEach((n, i) => (into.counts[i] = (into.counts[i] ?? 0) + n));
-}
-
 /** `to - from` of two readings of one running histogram; `from` absent counts as empty. */
 export function bucketDelta(to: BucketCounts, from: BucketCounts | undefined): BucketCounts {
   if (!from) return to;
@@ -84,9 +79,4 @@ export function bucketDelta(to: BucketCounts, from: BucketCounts | undefined): B
     sum: to.sum - from.sum,
     counts: to.counts.map((n, i) => n - (from.counts[i] ?? 0)),
   };
-}
-
-/** An empty histogram with `bounds`. */
-export function emptyBuckets(bounds: readonly number[]): BucketCounts {
-  return { bounds, counts: new Array(bounds.length + 1).fill(0), sum: 0, count: 0 };
 }

@@ -249,6 +249,9 @@ export interface GrpcCounts {
   method: string;
   grpc_status: number;
   duration: BucketCounts;
+  /** Sizes of the messages (their length prefixes: as sent, compressed if they were). */
+  request_message_bytes: BucketCounts;
+  response_message_bytes: BucketCounts;
 }
 
 /** What the probe counted of gRPC since it started (cumulative); metrics come from these. */

@@ -1,12 +1,12 @@
 /**
  * gRPC counts of the user-space probe, aggregated as calls complete: one series per container,
- * side, service, method and grpc-status, with a duration histogram. Reported as cumulative
- * `grpc_stats` events.
+ * side, service, method and grpc-status, with histograms of the duration and of the sizes of
+ * the request and response messages. Reported as cumulative `grpc_stats` events.
  */
 
+import { addBuckets, buckets, DURATION_BOUNDS, observe, SIZE_BOUNDS } from "./buckets.ts";
 import type { GrpcCounts, GrpcStatsEvent } from "./events.ts";
 import type { H2Call } from "./h2/conn.ts";
-import { DURATION_BOUNDS } from "./http_stats.ts";
 
 /** Series beyond this many are folded into method "other". */
 const MAX_SERIES = 2000;
@@ -32,21 +32,15 @@ export class GrpcStats {
         service,
         method,
         grpc_status: c.grpcStatus,
-        duration: {
-          bounds: DURATION_BOUNDS,
-          counts: new Array(DURATION_BOUNDS.length + 1).fill(0),
-          sum: 0,
-          count: 0,
-        },
+        duration: buckets(DURATION_BOUNDS),
+        request_message_bytes: buckets(SIZE_BOUNDS),
+        response_message_bytes: buckets(SIZE_BOUNDS),
       };
       this.#series.set(key, s);
     }
-    const d = Number(c.endNs - c.startNs) * 1e-9;
-    let i = 0;
-    while (i < DURATION_BOUNDS.length && d > DURATION_BOUNDS[i]) i++;
-    s.duration.counts[i]++;
-    s.duration.sum += d;
-    s.duration.count++;
+    observe(s.duration, Number(c.endNs - c.startNs) * 1e-9);
+    if (c.requestSizes) addBuckets(s.request_message_bytes, c.requestSizes);
+    if (c.responseSizes) addBuckets(s.response_message_bytes, c.responseSizes);
   }
 
   get size(): number {

@@ -108,6 +108,19 @@ Deno.test("grpc: unary (sequential and concurrent), streaming kinds and a failur
       m.get(seriesKey("kupod_grpc_unknown_method_calls_total", { namespace: "", pod: "" })),
       0,
     );
+    // every message's size, both sides: N-10 "hello i", 10 of 100+i bytes, "s", "a".."d",
+    // "1".."3", "?" asked; the same echoed, five 2-byte stream messages, "abcd", "1".."3"
+    const sum = (name: string) =>
+      [...m].filter(([k]) => k.startsWith(`${name}{`)).reduce((n, [, v]) => n + v, 0);
+    const hello = Array.from({ length: N - 10 }, (_, i) => `hello ${i}`.length)
+      .reduce((a, b) => a + b, 0);
+    const big = Array.from({ length: 10 }, (_, i) => 100 + i).reduce((a, b) => a + b, 0);
+    for (const side of ["server", "client"]) {
+      assertEquals(sum(`rpc_${side}_request_size_bytes_count`), N + 9, `${side} requests`);
+      assertEquals(sum(`rpc_${side}_request_size_bytes_sum`), hello + big + 1 + 4 + 3 + 1);
+      assertEquals(sum(`rpc_${side}_response_size_bytes_count`), N + 9, `${side} responses`);
+      assertEquals(sum(`rpc_${side}_response_size_bytes_sum`), hello + big + 10 + 4 + 3);
+    }
   }
   assertEquals(await waitNoKupodPrograms(), []);
 });

@@ -6,6 +6,7 @@ import { type H2Call, H2Conn } from "../probes/h2/conn.ts";
 import { type HeaderField, HpackDecoder, STATIC_TABLE } from "../probes/h2/hpack.ts";
 import { EOS, HUFFMAN_CODES, HUFFMAN_LENGTHS, huffmanDecode } from "../probes/h2/huffman.ts";
 import { PREFACE } from "../probes/h2/frames.ts";
+import { SIZE_BOUNDS } from "../probes/buckets.ts";
 import examples from "./fixtures/h2/rfc7541_examples.json" with { type: "json" };
 
 type Dir = "in" | "out";
@@ -472,6 +473,13 @@ Deno.test("h2: a unary gRPC call, server side", () => {
     traceparent: "",
     errorCode: -1,
     truncated: false,
+    requestSizes: { bounds: SIZE_BOUNDS, counts: [1, ...new Array(11).fill(0)], sum: 7, count: 1 },
+    responseSizes: {
+      bounds: SIZE_BOUNDS,
+      counts: [1, ...new Array(11).fill(0)],
+      sum: 12,
+      count: 1,
+    },
   })]);
   assert(!conn.notH2);
   assertEquals(conn.close(5n), []);
@@ -1067,13 +1075,24 @@ Deno.test("h2: random conversations, fully captured, in random pieces", () => {
     const { conn, calls } = run(r, conv, side, pick(r, [3, 40, 700, 5000]), Infinity);
     assert(!conn.notH2, `iteration ${it}`);
     assertEquals(
-      calls.map(({ startNs: _s, endNs: _e, ...rest }) => sortedKeys(rest)).sort((a, b) =>
-        (a.streamId as number) - (b.streamId as number)
-      ),
+      calls.map(({ startNs: _s, endNs: _e, requestSizes: _q, responseSizes: _p, ...rest }) =>
+        sortedKeys(rest)
+      ).sort((a, b) => (a.streamId as number) - (b.streamId as number)),
       conv.calls.map(sortedKeys),
       `iteration ${it}`,
     );
     assert(calls.every((c) => c.startNs <= c.endNs), `iteration ${it}`);
+    // message sizes: one per message, together the DATA bytes less a 5-byte prefix each
+    for (const c of calls.filter((c) => c.grpc)) {
+      for (
+        const [sizes, n, bytes] of [
+          [c.requestSizes, c.requestMessages, c.requestBytes],
+          [c.responseSizes, c.responseMessages, c.responseBytes],
+        ] as const
+      ) {
+        assertEquals([sizes?.count ?? 0, sizes?.sum ?? 0], [n, bytes - 5 * n], `iteration ${it}`);
+      }
+    }
   }
 });
 

@@ -289,6 +289,8 @@ Deno.test("summary: HTTP routes and gRPC methods summed over statuses, errors co
           method: "Add",
           grpc_status,
           duration: h(grpc_status ? [0, 0, 3, 0] : [5, 0, 0, 0]),
+          request_message_bytes: size,
+          response_message_bytes: size,
         })),
       },
     },

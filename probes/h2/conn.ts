@@ -24,6 +24,8 @@ import {
   SETTINGS_MAX_FRAME_SIZE,
 } from "./frames.ts";
 import { type HeaderField, HpackDecoder } from "./hpack.ts";
+import { buckets, observe, SIZE_BOUNDS } from "../buckets.ts";
+import type { BucketCounts } from "../events.ts";
 import { grpcTimeoutSeconds, grpcTraceBin, traceparent } from "../trace_context.ts";
 
 export interface H2Call {
@@ -52,6 +54,9 @@ export interface H2Call {
   /** gRPC length-prefixed messages begun (0 for non-gRPC) */
   requestMessages: number;
   responseMessages: number;
+  /** sizes of the gRPC messages whose length prefix was captured (none for non-gRPC) */
+  requestSizes?: BucketCounts;
+  responseSizes?: BucketCounts;
   /** DATA payload bytes without padding */
   requestBytes: number;
   responseBytes: number;
@@ -197,6 +202,8 @@ function grpcRoute(path: string): readonly [string, string] {
 /** gRPC length-prefixed messages (1-byte flags, 4-byte big-endian length) of one direction. */
 class Messages {
   count = 0;
+  /** lengths of the messages whose prefix was read, made on the first */
+  sizes: BucketCounts | undefined;
   /** a prefix went by uncaptured: count is a lower bound from here */
   lost = false;
   /** not gRPC message framing */
@@ -231,6 +238,7 @@ class Messages {
         if (++this.pfx === 5) {
           this.need = this.plen;
           this.pfx = 0;
+          observe(this.sizes ??= buckets(SIZE_BOUNDS), this.plen);
         }
       }
     }
@@ -752,6 +760,8 @@ export class H2Conn {
       endNs: ts,
       requestMessages: reqMsgs,
       responseMessages: respMsgs,
+      ...(grpc && x.req.sizes && { requestSizes: x.req.sizes }),
+      ...(grpc && x.resp.sizes && { responseSizes: x.resp.sizes }),
       requestBytes: x.reqBytes,
       responseBytes: x.respBytes,
       kind,
