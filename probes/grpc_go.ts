@@ -165,6 +165,11 @@ export class GrpcGoProbe implements AsyncDisposable {
     this.#opts.onStream?.(s);
   }
 
+  /** Reads what the ring holds now (records of streams that already started). */
+  readPending(): void {
+    if (!this.#stopped) this.#object.ring?.drain();
+  }
+
   /**
    * The exact :path ("/pkg.Service/Method") of stream `streamId` on the connection whose kernel
    * socket is `sockId` (the HTTP probe's sock_id), as the Go process on `side` handled it;
@@ -174,8 +179,8 @@ export class GrpcGoProbe implements AsyncDisposable {
   pathFor(sockId: bigint, streamId: number, side: GrpcSide): string | undefined {
     const key = streamKey(sockId, streamId, side);
     let s = this.#streams.get(key);
-    if (!s && !this.#stopped) {
-      this.#object.ring?.drain();
+    if (!s) {
+      this.readPending();
       s = this.#streams.get(key);
     }
     return s && !s.truncated ? s.path : undefined;

@@ -115,6 +115,10 @@ export class ElfFile implements Disposable {
     return await inflate(raw.subarray(12), size);
   }
 
+  hasSymbolTable(): boolean {
+    return this.sections.some((s) => s.type === SHT_SYMTAB);
+  }
+
   /** The symbols of .symtab whose names are in `names` (the first of each name). */
   symbols(names: Iterable<string>): Map<string, ElfSymbol> {
     const wanted = new Set(names);
@@ -186,7 +190,10 @@ export function cString(bytes: Uint8Array, at: number): string {
 }
 
 /** Inflates a zlib stream of known decompressed size. */
-async function inflate(data: Uint8Array<ArrayBuffer>, size: number): Promise<Uint8Array<ArrayBuffer>> {
+async function inflate(
+  data: Uint8Array<ArrayBuffer>,
+  size: number,
+): Promise<Uint8Array<ArrayBuffer>> {
   const out = new Uint8Array(size);
   let at = 0;
   const stream = new Blob([data]).stream().pipeThrough(new DecompressionStream("deflate"));

@@ -98,6 +98,11 @@ export async function readGrpcGoLayout(path: string): Promise<GrpcGoLayout> {
   }
   using _ = elf;
   if (!isGoBinary(elf)) throw new GoLayoutError(`${path} is not a Go program`);
+  if (!elf.hasSymbolTable()) {
+    throw new GoLayoutError(
+      `${path} has no symbol table (stripped): its functions cannot be found`,
+    );
+  }
   const has = grpcSymbols(elf);
   if (!has.server && !has.client) throw new GoLayoutError(`${path} does not use grpc-go`);
   try {

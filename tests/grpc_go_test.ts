@@ -1,0 +1,377 @@
+/**
+ * The grpc-go uprobes with real grpc-go code: a server and a client built here from
+ * tests/fixtures/grpc_go with Debian's golang-go and golang-google-grpc-dev (GOPATH mode,
+ * offline), run as processes of a test pod's containers. The client opens one channel and uses
+ * it before the probe starts, so the probe never sees that connection's HPACK state; the calls
+ * after it starts must come with their exact methods from both processes, on the kernel socket
+ * the socket probe knows the connection by. The layout read from DWARF is checked against
+ * readelf's own reading of the same binary.
+ */
+
+import { readBtf } from "../scripts/gen_decoders.ts";
+import { resolveVeth } from "../k8s/local.ts";
+import { connId } from "../probes/conn_id.ts";
+import type { KupodEvent, TcpEvent } from "../probes/events.ts";
+import { GoLayoutError, readGrpcGoLayout } from "../probes/go/grpc_layout.ts";
+import { CONF_FIELDS, type GrpcGoConf } from "../probes/go/grpc_layout.ts";
+import { type GoStream, GRPC_GO_PROGRAMS, GrpcGoProbe } from "../probes/grpc_go.ts";
+import { SocketProbe } from "../probes/socket.ts";
+import { assert, assertEquals } from "./helpers/assert.ts";
+import { kupodPrograms } from "./helpers/bpf_state.ts";
+import { createTestPod } from "./helpers/pod.ts";
+import { inContainer, inContainerArgs } from "./helpers/pod_exec.ts";
+import { Child, ROOT } from "./helpers/process.ts";
+
+const FIXTURES = `${ROOT}tests/fixtures/grpc_go`;
+/** Calls before the probe starts, and after. */
+const K = 4;
+const N = 7;
+
+interface Built extends AsyncDisposable {
+  server: string;
+  client: string;
+}
+
+/** Builds the fixtures into a temp dir (removed on dispose), with extra `go build` flags. */
+async function buildFixtures(flags: string[] = []): Promise<Built> {
+  const dir = await Deno.makeTempDir({ prefix: "kupod-grpc-go-" });
+  try {
+    await Deno.mkdir(`${dir}/src`);
+    await Deno.symlink(FIXTURES, `${dir}/src/kupodtest`);
+    for (const name of ["server", "client"]) {
+      const out = await new Deno.Command("go", {
+        args: ["build", ...flags, "-o", `${dir}/${name}`, `kupodtest/${name}`],
+        cwd: `${dir}/src/kupodtest`,
+        env: { GOPATH: `${dir}:/usr/share/gocode`, GO111MODULE: "off", GOFLAGS: "" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      if (!out.success) {
+        throw new Error(`go build ${name}: ${new TextDecoder().decode(out.stderr)}`);
+      }
+    }
+  } catch (e) {
+    await Deno.remove(dir, { recursive: true });
+    throw e;
+  }
+  return {
+    server: `${dir}/server`,
+    client: `${dir}/client`,
+    [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
+  };
+}
+
+interface Call {
+  method: string;
+  code: number;
+  replies: number;
+}
+
+/** The socket's inode behind fd `fd` of process `pid`. */
+function socketInode(pid: number, fd: number): number {
+  const link = Deno.readLinkSync(`/proc/${pid}/fd/${fd}`);
+  const m = /^socket:\[(\d+)\]$/.exec(link);
+  assert(m, `fd ${fd} of ${pid} is ${link}, not a socket`);
+  return Number(m[1]);
+}
+
+/** Local and remote ports of the IPv4 TCP socket with inode `ino`, as `pid`'s netns lists it. */
+function tcpPorts(pid: number, ino: number): [number, number] {
+  for (const line of Deno.readTextFileSync(`/proc/${pid}/net/tcp`).split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (Number(f[9]) === ino) {
+      return [parseInt(f[1].split(":")[1], 16), parseInt(f[2].split(":")[1], 16)];
+    }
+  }
+  throw new Error(`no TCP socket with inode ${ino} in ${pid}'s netns`);
+}
+
+Deno.test("grpc_go: a channel used before the probe started: exact methods of the next N calls from server and client, on the connection's socket", async () => {
+  await using bins = await buildFixtures();
+  {
+    await using pod = await createTestPod();
+    const target0 = await resolveVeth(pod.hostVeth);
+    const sockEvents: KupodEvent[] = [];
+    // the socket probe sees the connection open: the join key is checked against its sock_id
+    await using _sockets = SocketProbe.start(target0, {
+      event: (e) => sockEvents.push(e),
+      flush: () => {},
+    });
+    await using server = inContainer(pod, pod.container("app"), [bins.server, "127.0.0.1:0"]);
+    const port = Number((await server.waitForLine(/^listening \d+/)).split(" ")[1]);
+    const [cmd, ...args] = inContainerArgs(pod, pod.container("proxy"), [
+      bins.client,
+      `127.0.0.1:${port}`,
+      String(K),
+      String(N),
+    ]);
+    await using client = new Child(cmd, args, { stdin: true });
+    const connected = JSON.parse(await client.waitForLine(/"event":"connected"/));
+    const before = JSON.parse(await client.waitForLine(/"event":"before"/)) as { calls: Call[] };
+    assertEquals(before.calls.length, K);
+    const accepted = JSON.parse(await server.waitForLine(/"event":"accepted"/));
+
+    const streams: GoStream[] = [];
+    // processes are found through the target, as kupod would: the pod's netns now holds them
+    const target = await resolveVeth(pod.hostVeth);
+    await using probe = await GrpcGoProbe.start(target, { onStream: (s) => streams.push(s) });
+    {
+      const probed = probe.binaries().filter((b) => b.symbols.length);
+      assertEquals(
+        probed.map((b) => [b.pid, b.layout?.server, b.layout?.client]).sort(),
+        [[client.pid, false, true], [server.pid, true, true]].sort(),
+        JSON.stringify(probe.binaries().map((b) => [b.path, b.skipped])),
+      );
+      await client.writeLine("go");
+      const after = JSON.parse(await client.waitForLine(/"event":"after"/)) as {
+        calls: Call[];
+        dials: number;
+      };
+      assertEquals(after.dials, 1, "one channel, one connection");
+      assertEquals(
+        after.calls.map((c) => c.code),
+        after.calls.map((c) => c.method.endsWith("/Fail") ? 5 : 0),
+      );
+      // records are committed before the calls end; pathFor reads what the ring holds
+      probe.readPending();
+      const methods = after.calls.map((c) => c.method);
+      // grpc-go opens client streams with odd ids from 1: the first call after the probe is 2K+1
+      const ids = methods.map((_, i) => 2 * (K + i) + 1);
+      for (
+        const [side, pid, fd] of [
+          ["server", server.pid, accepted.fd],
+          ["client", client.pid, connected.fd],
+        ] as const
+      ) {
+        const mine = streams.filter((s) => s.side === side);
+        assertEquals(mine.map((s) => s.path), methods, `${side} paths`);
+        assertEquals(mine.map((s) => s.streamId), ids, `${side} stream ids`);
+        assert(mine.every((s) => s.pid === pid && s.fd === fd), `${side}: pid ${pid}, fd ${fd}`);
+        assert(mine.every((s) => s.sockId === mine[0].sockId && s.sockId !== 0n), `${side} sock`);
+        // the fd is this connection's socket: the pod's loopback between the two ports
+        const [local, remote] = tcpPorts(pid, socketInode(pid, fd));
+        const clientPort = Number(connected.local.split(":").pop());
+        assertEquals(side === "server" ? [local, remote] : [remote, local], [port, clientPort]);
+        // the join key is the kernel socket the socket probe reported the connection under
+        const opened = sockEvents.filter((e): e is TcpEvent =>
+          e.type === (side === "server" ? "tcp_accept" : "tcp_connect") &&
+          (e as TcpEvent).sport === local && (e as TcpEvent).dport === remote
+        );
+        assertEquals(opened.map((e) => e.conn_id), [connId(mine[0].sockId)], `${side} conn_id`);
+        // the lookup the HTTP probe makes: exact for every stream after the start, never guessed
+        for (const [i, id] of ids.entries()) {
+          assertEquals(probe.pathFor(mine[0].sockId, id, side), methods[i]);
+          const [service, method] = methods[i].slice(1).split("/");
+          assertEquals(probe.methodFor(mine[0].sockId, id, side), { service, method });
+        }
+        for (let id = 1; id < 2 * K; id += 2) {
+          assertEquals(probe.pathFor(mine[0].sockId, id, side), undefined, "before the start");
+        }
+      }
+      assertEquals(streams.length, 2 * N, "one record per stream and side");
+      assertEquals(probe.stats().lost, 0n);
+      await client.writeLine("done");
+      assertEquals((await client.wait()).code, 0, client.stderr.join("\n"));
+      assert(
+        (await kupodPrograms()).filter((p) => (GRPC_GO_PROGRAMS as readonly string[]).includes(p))
+          .length >= 2,
+        "programs loaded while running",
+      );
+    }
+  }
+  // every uprobe link and program of this probe is gone (other tests may load their own)
+  const left = await kupodPrograms();
+  assertEquals(left.filter((p) => (GRPC_GO_PROGRAMS as readonly string[]).includes(p)), []);
+});
+
+// ---------------------------------------------------------------------------------------------
+// The layout against readelf's reading of the same DWARF
+
+interface TextDie {
+  offset: number;
+  depth: number;
+  tag: string;
+  attrs: Record<string, string>;
+}
+
+async function readelf(path: string, what: string): Promise<string> {
+  const out = await new Deno.Command("readelf", {
+    args: [`--debug-dump=${what}`, "-W", path],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert(out.success, new TextDecoder().decode(out.stderr));
+  return new TextDecoder().decode(out.stdout);
+}
+
+/** The DIEs of `readelf --debug-dump=info`, in order. */
+function parseDies(text: string): TextDie[] {
+  const dies: TextDie[] = [];
+  for (const line of text.split("\n")) {
+    const head = /^\s*<(\d+)><([0-9a-f]+)>: Abbrev Number: \d+ \((DW_TAG_\w+)\)/.exec(line);
+    if (head) {
+      dies.push({ depth: Number(head[1]), offset: parseInt(head[2], 16), tag: head[3], attrs: {} });
+      continue;
+    }
+    const attr = /^\s*<[0-9a-f]+>\s+(DW_AT_\w+)\s*:\s*(.*)$/.exec(line);
+    // newer readelf names the form first: "(string) net.TCPConn"
+    if (attr && dies.length) {
+      dies[dies.length - 1].attrs[attr[1]] = attr[2].trim().replace(/^\(\w+\) /, "");
+    }
+  }
+  return dies;
+}
+
+class TextDwarf {
+  readonly #dies: TextDie[];
+  readonly #index = new Map<number, number>();
+  constructor(dies: TextDie[]) {
+    this.#dies = dies;
+    dies.forEach((d, i) => this.#index.set(d.offset, i));
+  }
+  #children(i: number): TextDie[] {
+    const out = [];
+    const depth = this.#dies[i].depth;
+    for (let j = i + 1; j < this.#dies.length && this.#dies[j].depth > depth; j++) {
+      if (this.#dies[j].depth === depth + 1) out.push(this.#dies[j]);
+    }
+    return out;
+  }
+  #find(tag: string, name: string): number {
+    const i = this.#dies.findIndex((d) =>
+      d.tag === tag && d.attrs.DW_AT_name === name &&
+      (tag !== "DW_TAG_subprogram" || d.attrs.DW_AT_low_pc)
+    );
+    assert(i >= 0, `readelf: no ${tag} ${name}`);
+    return i;
+  }
+  size(struct: string): number {
+    return Number(this.#dies[this.#find("DW_TAG_structure_type", struct)].attrs.DW_AT_byte_size);
+  }
+  offsetOf(struct: string, path: string): number {
+    let i = this.#find("DW_TAG_structure_type", struct);
+    let off = 0;
+    for (const step of path.split(".")) {
+      const m = this.#children(i).find((c) =>
+        c.tag === "DW_TAG_member" && c.attrs.DW_AT_name === step
+      );
+      assert(m, `readelf: ${struct} has no ${step}`);
+      off += Number(m.attrs.DW_AT_data_member_location);
+      let t = this.#index.get(parseInt(/<0x([0-9a-f]+)>/.exec(m.attrs.DW_AT_type)![1], 16))!;
+      while (this.#dies[t].tag === "DW_TAG_typedef") {
+        t = this.#index.get(
+          parseInt(/<0x([0-9a-f]+)>/.exec(this.#dies[t].attrs.DW_AT_type)![1], 16),
+        )!;
+      }
+      i = t;
+    }
+    return off;
+  }
+  /** Registers (DWARF numbers) of a parameter at the function's entry, from the loc dump. */
+  registers(fn: string, param: string, loc: string): number[] {
+    const i = this.#find("DW_TAG_subprogram", fn);
+    const low = BigInt(this.#dies[i].attrs.DW_AT_low_pc);
+    const p = this.#children(i).find((c) =>
+      c.tag === "DW_TAG_formal_parameter" && c.attrs.DW_AT_name === param
+    );
+    assert(p, `readelf: ${fn} has no ${param}`);
+    const list = /^0x([0-9a-f]+)/.exec(p.attrs.DW_AT_location)![1].padStart(8, "0");
+    const lines = loc.split("\n");
+    let at = lines.findIndex((l) => l.trim().startsWith(`${list} `));
+    assert(at >= 0, `readelf: no location list ${list}`);
+    for (; at < lines.length; at++) {
+      const m = /^\s*[0-9a-f]+ ([0-9a-f]{16}) ([0-9a-f]{16}) \((.*)\)$/.exec(lines[at]);
+      if (!m || m[3] === "base address") continue;
+      if (BigInt(`0x${m[1]}`) === low) {
+        return [...m[3].matchAll(/DW_OP_reg(\d+)/g)].map((r) => Number(r[1]));
+      }
+    }
+    throw new Error(`readelf: ${fn} ${param}: no entry location`);
+  }
+}
+
+Deno.test("grpc_go: the layout read from DWARF is readelf's, for server and client", async () => {
+  await using bins = await buildFixtures();
+  const T = "google.golang.org/grpc/internal/transport";
+  const SRV = `${T}.(*http2Server).operateHeaders`, CLI = `${T}.(*loopyWriter).writeHeader`;
+  for (const bin of [bins.server, bins.client]) {
+    const layout = await readGrpcGoLayout(bin);
+    assertEquals(layout.goVersion.startsWith("go1."), true, layout.goVersion);
+    const d = new TextDwarf(parseDies(await readelf(bin, "info")));
+    const loc = await readelf(bin, "loc");
+    const HF = "golang.org/x/net/http2/hpack.HeaderField";
+    const want: Partial<GrpcGoConf> = {
+      slice_ptr_off: d.offsetOf(`[]${HF}`, "array"),
+      slice_len_off: d.offsetOf(`[]${HF}`, "len"),
+      field_size: d.size(HF),
+      field_name_off: d.offsetOf(HF, "Name"),
+      field_value_off: d.offsetOf(HF, "Value"),
+      str_ptr_off: d.offsetOf("string", "str"),
+      str_len_off: d.offsetOf("string", "len"),
+      iface_tab_off: d.offsetOf("runtime.iface", "tab"),
+      iface_data_off: d.offsetOf("runtime.iface", "data"),
+      itab_hash_off: d.offsetOf("runtime.itab", "hash"),
+      tcp_fd_off: d.offsetOf("net.TCPConn", "conn.fd"),
+      netfd_sysfd_off: d.offsetOf("net.netFD", "pfd.Sysfd"),
+      cli_l_reg: d.registers(CLI, "l", loc)[0],
+      cli_stream_reg: d.registers(CLI, "streamID", loc)[0],
+      cli_hf_ptr_reg: d.registers(CLI, "hf", loc)[0],
+      cli_hf_len_reg: d.registers(CLI, "hf", loc)[1],
+      loopy_framer_off: d.offsetOf(`${T}.loopyWriter`, "framer"),
+      framer_writer_off: d.offsetOf(`${T}.framer`, "writer"),
+      bufw_conn_off: d.offsetOf(`${T}.bufWriter`, "conn"),
+    };
+    if (layout.server) {
+      Object.assign(want, {
+        srv_t_reg: d.registers(SRV, "t", loc)[0],
+        srv_frame_reg: d.registers(SRV, "frame", loc)[0],
+        srv_conn_off: d.offsetOf(`${T}.http2Server`, "conn"),
+        mhf_headers_off: d.offsetOf("golang.org/x/net/http2.MetaHeadersFrame", "HeadersFrame"),
+        mhf_fields_off: d.offsetOf("golang.org/x/net/http2.MetaHeadersFrame", "Fields"),
+        hf_stream_id_off: d.offsetOf("golang.org/x/net/http2.HeadersFrame", "FrameHeader.StreamID"),
+      });
+    }
+    const got = Object.fromEntries(
+      Object.keys(want).map((k) => [k, layout.conf[k as keyof GrpcGoConf]]),
+    );
+    assertEquals(got, want as Record<string, number>, bin);
+    assert(layout.conf.tcp_hash !== 0, "the *net.TCPConn itab's hash");
+    assertEquals(layout.conf.tls_hash, 0, "no TLS in the fixtures");
+  }
+  assertEquals((await readGrpcGoLayout(bins.server)).server, true);
+  assertEquals((await readGrpcGoLayout(bins.client)).server, false);
+});
+
+Deno.test("grpc_go: binaries without what the probes need are refused with the reason", async () => {
+  const refused = async (path: string, reason: RegExp) => {
+    try {
+      await readGrpcGoLayout(path);
+    } catch (e) {
+      assert(e instanceof GoLayoutError, String(e));
+      assert(reason.test(e.message), e.message);
+      return;
+    }
+    throw new Error(`${path} was not refused`);
+  };
+  await refused("/bin/true", /is not a Go program/);
+  await refused("/nonexistent/kupod", /No such file|not found/i);
+  {
+    await using noDwarf = await buildFixtures(["-ldflags=-w"]);
+    await refused(noDwarf.server, /no DWARF debug info/);
+  }
+  {
+    await using stripped = await buildFixtures(["-ldflags=-s -w"]);
+    await refused(stripped.server, /no symbol table \(stripped\)/);
+  }
+});
+
+Deno.test("grpc_go: struct grpc_go_conf is the u32 fields the layout writes, in order", async () => {
+  const btf = await readBtf(`${ROOT}bpf/.output/grpc_go.bpf.o`);
+  const conf = btf.types.find((t) => t.kind === "STRUCT" && t.name === "grpc_go_conf");
+  assert(conf?.members, "struct grpc_go_conf in the object's BTF");
+  assertEquals(conf.size, CONF_FIELDS.length * 4);
+  assertEquals(
+    conf.members.map((m) => [m.name, m.bits_offset, btf.get(m.type_id).name]),
+    CONF_FIELDS.map((f, i) => [f, i * 32, "__u32"]),
+  );
+});
