@@ -834,6 +834,20 @@ const SPECS: DashboardSpec[] = [
             "reqps",
           ),
           ts(
+            "Request message size by method",
+            12,
+            "Sizes of the request messages of served calls (as sent: compressed if they were).",
+            p50p99("rpc_server_request_size_bytes", CTR, RPC, "{{rpc_service}}/{{rpc_method}}"),
+            "bytes",
+          ),
+          ts(
+            "Response message size by method",
+            12,
+            "Sizes of the response messages of served calls.",
+            p50p99("rpc_server_response_size_bytes", CTR, RPC, "{{rpc_service}}/{{rpc_method}}"),
+            "bytes",
+          ),
+          ts(
             "Calls with an unknown method/s",
             12,
             "gRPC calls whose method could not be known (headers compressed against a table never seen).",
