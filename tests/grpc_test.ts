@@ -275,3 +275,109 @@ Deno.test("grpc: a span per call joins the caller's trace from traceparent or gr
   }
   assertEquals(await waitNoKupodPrograms(), []);
 });
+
+/** nginx as a gRPC sidecar: h2c on `port`, every call passed to the service at `upstream`. */
+function grpcProxyConf(dir: string, port: number, upstream: string): string {
+  return `daemon off;
+master_process off;
+pid ${dir}/nginx.pid;
+error_log stderr warn;
+events { worker_connections 256; }
+http {
+    access_log off;
+    client_body_temp_path ${dir}/body;
+    proxy_temp_path ${dir}/proxy;
+    fastcgi_temp_path ${dir}/fastcgi;
+    uwsgi_temp_path ${dir}/uwsgi;
+    scgi_temp_path ${dir}/scgi;
+    server {
+        listen 127.0.0.1:${port} http2;
+        location / { grpc_pass grpc://127.0.0.1:${upstream}; }
+    }
+}
+`;
+}
+
+Deno.test("grpc: h2c through an nginx grpc_pass sidecar, both legs, exact", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "kupod-grpc-proxy-" });
+  try {
+    await using pod = await createTestPod();
+    await using server = inContainer(pod, pod.container("app"), [
+      "/usr/bin/python3",
+      PEER,
+      "server",
+    ]);
+    const upstream = (await server.waitForLine(/^listening \d+/)).split(" ")[1];
+    const port = 18443;
+    await Deno.writeTextFile(`${dir}/nginx.conf`, grpcProxyConf(dir, port, upstream));
+    await using proxy = inContainer(pod, pod.container("proxy"), [
+      "nginx",
+      "-p",
+      `${dir}/`,
+      "-c",
+      `${dir}/nginx.conf`,
+      "-e",
+      "stderr",
+    ]);
+    for (let i = 0; i < 50; i++) {
+      const probe = new Deno.Command("ip", {
+        args: ["netns", "exec", pod.netns, "bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/${port}`],
+        stderr: "null",
+      });
+      if ((await probe.output()).success) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await using kupod = await startKupod([
+      "monitor",
+      "user",
+      "grpc",
+      "--veth",
+      pod.hostVeth,
+      "--output",
+      "json",
+    ]);
+    const N = 20;
+    // the caller is a process of the service's container: its calls go out through the sidecar
+    await using client = inContainer(pod, pod.container("app"), [
+      "/usr/bin/python3",
+      PEER,
+      "client",
+      String(port),
+      String(N),
+    ]);
+    assertEquals((await client.wait()).code, 0, `${client.stderr.join("\n")} ${proxy.stderr}`);
+    const calls = () =>
+      kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) =>
+        JSON.parse(l) as GrpcEvent
+      );
+    const want = 4 * (N + 4);
+    for (let i = 0; i < 100 && calls().length < want; i++) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const evs = calls();
+    // app calls nginx, nginx calls app: each call four times, once per leg and side
+    for (
+      const [role, side] of [
+        ["service", "client"],
+        ["sidecar", "server"],
+        ["sidecar", "client"],
+        ["service", "server"],
+      ]
+    ) {
+      const leg = evs.filter((e) => e.role === role && e.side === side);
+      const by = (m: string) => leg.filter((e) => e.method === m).map((e) => e.grpc_status);
+      assertEquals(leg.length, N + 4, `${role} ${side}`);
+      assert(leg.every((e) => e.service === "test.Echo"), `${role} ${side}: service`);
+      assertEquals(by("Unary"), new Array(N).fill(0), `${role} ${side}: unary`);
+      assertEquals(
+        ["ServerStream", "ClientStream", "Bidi", "Fail"].map(by),
+        [[0], [0], [0], [5]],
+        `${role} ${side}: the other kinds`,
+      );
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+  assertEquals(await waitNoKupodPrograms(), []);
+});
