@@ -191,9 +191,13 @@ export const MONITOR_FLAGS: readonly FlagSpec[] = [
   str(
     "grpcimagename",
     "grpcImageName",
-    "Image of the container to watch for gRPC; empty discovers it",
+    "Image of the containers whose gRPC calls to watch; empty watches every container",
   ),
-  str("grpcpod", "grpcPod", "Pod to watch for gRPC calls; empty discovers it"),
+  str(
+    "grpcpod",
+    "grpcPod",
+    "Pod whose gRPC calls to watch, if not the run's target; empty is the target",
+  ),
   str("imagename", "imageName", "Image of the container to watch for HTTP; empty discovers it"),
   str("jaeger-agent", "jaegerAgent", "Jaeger agent to send spans to, as host:port; empty is off", {
     check: hostPort,

@@ -45,20 +45,62 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
       loopback: opts.stackLoopback,
     }),
   resources: (target, sink) => ResourcesProbe.start(target, sink),
-  // one capture serves both: `user all` runs it once, with both parsers reporting
-  http: (target, sink, opts) => userProbe(target, sink, opts),
-  grpc: (target, sink, opts) => userProbe(target, sink, opts),
+  // one capture serves both when they watch the same target: `user all` runs it once
+  http: (target, sink, opts) =>
+    userProbe(target, sink, opts, {
+      http: true,
+      grpc: opts.probes.includes("grpc") && !grpcTargetRequest(opts),
+    }),
+  grpc: (target, sink, opts) => userProbe(target, sink, opts, { http: false, grpc: true }),
 };
 
-/** The user-space probe (HTTP and gRPC from one capture) for the probes the command names. */
-function userProbe(target: Target, sink: EventSink, opts: MonitorOptions): Probe {
+/** The user-space probe (HTTP and gRPC from one capture), reporting what `report` names. */
+function userProbe(
+  target: Target,
+  sink: EventSink,
+  opts: MonitorOptions,
+  report: { http: boolean; grpc: boolean },
+): Probe {
   return HttpProbe.start(target, sink, {
-    http: opts.probes.includes("http"),
-    grpc: opts.probes.includes("grpc"),
+    ...report,
     previewBytes: opts.httpPreview,
     // --quiet prints no request lines: without spans, the probe only counts
     requestEvents: opts.verbosity !== "quiet" || spansWanted(opts),
   });
+}
+
+/**
+ * What the gRPC probe watches when --grpcpod or --grpcimagename sets it apart from the run's
+ * target (`monitor user all --pod web --grpcpod orders`): that pod, or the run's pod with only
+ * the containers of that image (and their sidecars). Undefined when gRPC watches the run's target.
+ */
+function grpcTargetRequest(opts: MonitorOptions): TargetRequest | undefined {
+  return grpcOnly(opts) ? undefined : grpcRequestOf(opts);
+}
+
+/** `monitor user grpc`: the run's target is the gRPC one. */
+const grpcOnly = (opts: MonitorOptions) => opts.probes.length === 1 && opts.probes[0] === "grpc";
+
+/** The run's target: the target flags, or --grpcpod/--grpcimagename's for `user grpc`. */
+function runRequestOf(opts: MonitorOptions): TargetRequest {
+  return (grpcOnly(opts) && grpcRequestOf(opts)) || targetRequestOf(opts);
+}
+
+/** The target --grpcpod and --grpcimagename name, undefined without them. */
+function grpcRequestOf(opts: MonitorOptions): TargetRequest | undefined {
+  if (!opts.probes.includes("grpc") || (!opts.grpcPod && !opts.grpcImageName)) return undefined;
+  const request = targetRequestOf(opts);
+  if (!opts.grpcPod) return { ...request, imageName: opts.grpcImageName };
+  return {
+    ...request,
+    pod: opts.grpcPod,
+    podLabel: "",
+    veth: "",
+    netns: "",
+    cgroup: "",
+    pid: 0,
+    imageName: opts.grpcImageName,
+  };
 }
 
 /** What to watch, from the target flags. */
@@ -110,7 +152,7 @@ function runnable(opts: MonitorOptions, log: Logger): ProbeName[] {
 export async function runMonitor(opts: MonitorOptions): Promise<void> {
   const log = new Logger(opts.output, opts.verbosity);
   const names = runnable(opts, log);
-  const request = targetRequestOf(opts);
+  const request = runRequestOf(opts);
   requireTarget(request);
   const report = preflight();
   log.preflight(`kernel ${report.kernel}, BTF ${report.btf}, tracefs ${report.tracefs}`);
@@ -122,21 +164,33 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   using resolution = await resolveTarget(request, (line) => log.preflight(line));
   const target = resolution.target;
   for (const line of describeTarget(target)) log.info(line);
+  const grpcRequest = grpcTargetRequest(opts);
+  using grpcResolution = grpcRequest
+    ? await resolveTarget(grpcRequest, (line) => log.preflight(line))
+    : undefined;
+  if (grpcResolution) {
+    for (const line of describeTarget(grpcResolution.target)) log.info(`gRPC: ${line}`);
+  }
 
   await using outputs = await Outputs.open(opts, target, log);
   const probes: Probe[] = [];
+  /** Probes that follow the gRPC target rather than the run's. */
+  const grpcProbes: Probe[] = [];
   const stop = stopTrigger(opts.duration);
   let failure: unknown;
-  let watch: TargetWatch | undefined;
+  const watches: TargetWatch[] = [];
   try {
     // attached before any readiness line: traffic sent on "started" must be seen
     const spanSource = connectionSpans(names, target, outputs);
     if (spanSource) probes.push(spanSource);
     for (const name of names) {
-      if (name === "grpc" && names.includes("http")) continue; // the http probe's capture has it
+      const own = name === "grpc" && grpcResolution;
+      // the http probe's capture has gRPC, unless gRPC watches another target
+      if (name === "grpc" && names.includes("http") && !own) continue;
       let probe: Probe;
       try {
-        probe = PROBES[name]!(target, outputs, opts);
+        probe = PROBES[name]!(own ? grpcResolution.target : target, outputs, opts);
+        if (own) grpcProbes.push(probe);
       } catch (e) {
         // `all` runs what applies to the target; a probe asked for by name must run
         if (e instanceof NoPodNetwork && names.length > 1) {
@@ -160,24 +214,30 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
     for (const probe of probes) if (probe !== spanSource) log.ready(probe.readyLine);
     outputs.watch(probes);
     for (const line of outputs.readyLines()) log.ready(line);
-    watch = resolution.watch((next, why) => {
+    const follow = (followers: Probe[], prefix: string) => (next: Target, why: string) => {
       // applied before it is announced: scripts act on the announcement
-      for (const probe of probes) {
+      for (const probe of followers) {
         try {
           probe.retarget(next);
         } catch (e) {
           log.warn(`${probe.name}: ${e instanceof Error ? e.message : e}`);
         }
       }
-      log.info(`target changed: ${why}`);
-      for (const line of describeTarget(next)) log.info(line);
-    }, (e) => log.warn(`following the target: ${e instanceof Error ? e.message : e}`));
+      log.info(`${prefix}target changed: ${why}`);
+      for (const line of describeTarget(next)) log.info(`${prefix}${line}`);
+    };
+    const lost = (e: unknown) =>
+      log.warn(`following the target: ${e instanceof Error ? e.message : e}`);
+    watches.push(
+      resolution.watch(follow(probes.filter((p) => !grpcProbes.includes(p)), ""), lost),
+    );
+    if (grpcResolution) watches.push(grpcResolution.watch(follow(grpcProbes, "gRPC: "), lost));
     await Promise.race([stop.promise, ...probes.map((p) => p.reading)]);
   } catch (e) {
     failure = e;
   }
   stop.dispose();
-  await watch?.stop();
+  for (const watch of watches) await watch.stop();
   for (const probe of probes.reverse()) {
     try {
       await probe.stop();
