@@ -100,30 +100,43 @@ static __always_inline __u64 sock_of_fd(__s32 fd)
 	return (__u64)BPF_CORE_READ(sock, sk);
 }
 
+/* The type hash and data pointer of the interface value at `iface`; false when nil. */
+static __always_inline bool iface_of(const struct grpc_go_conf *c, __u64 iface, __u32 *hash,
+				     __u64 *data)
+{
+	__u64 tab = read_u64(iface + c->iface_tab_off);
+
+	*data = read_u64(iface + c->iface_data_off);
+	*hash = 0;
+	if (!tab || !*data)
+		return false;
+	bpf_probe_read_user(hash, sizeof(*hash),
+			    (const void *)(read_u64(tab + c->itab_type_off) + c->type_hash_off));
+	return true;
+}
+
 /*
- * The fd of the net.Conn interface value at `iface`: a *net.TCPConn, or a *tls.Conn whose
- * conn is one. -1 for any other type: its layout is not known, so nothing is guessed.
+ * The fd of the net.Conn interface value at `iface`: a *net.TCPConn, possibly inside up to two
+ * known wrappers. -1 for any other type: its layout is not known, so nothing is guessed.
  */
 static __always_inline __s32 conn_fd(const struct grpc_go_conf *c, __u64 iface)
 {
-	__u64 tab = read_u64(iface + c->iface_tab_off);
-	__u64 data = read_u64(iface + c->iface_data_off);
-	__u32 hash = 0;
+	__u64 data;
+	__u32 hash;
 
-	if (!tab || !data)
-		return -1;
-	bpf_probe_read_user(&hash, sizeof(hash), (const void *)(tab + c->itab_hash_off));
-	if (c->tls_hash && hash == c->tls_hash) {
-		iface = data + c->tls_conn_off;
-		tab = read_u64(iface + c->iface_tab_off);
-		data = read_u64(iface + c->iface_data_off);
-		if (!tab || !data)
+	for (int i = 0; i < 3; i++) {
+		if (!iface_of(c, iface, &hash, &data))
 			return -1;
-		bpf_probe_read_user(&hash, sizeof(hash), (const void *)(tab + c->itab_hash_off));
+		if (c->tcp_hash && hash == c->tcp_hash)
+			return (__s32)read_u64(read_u64(data + c->tcp_fd_off) + c->netfd_sysfd_off);
+		if (c->wrap1_hash && hash == c->wrap1_hash)
+			iface = data + c->wrap1_off;
+		else if (c->wrap2_hash && hash == c->wrap2_hash)
+			iface = data + c->wrap2_off;
+		else
+			return -1;
 	}
-	if (!c->tcp_hash || hash != c->tcp_hash)
-		return -1;
-	return (__s32)read_u64(read_u64(data + c->tcp_fd_off) + c->netfd_sysfd_off);
+	return -1;
 }
 
 /*

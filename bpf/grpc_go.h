@@ -55,13 +55,20 @@ struct grpc_go_conf {
 	__u32 str_len_off;
 	__u32 iface_tab_off;
 	__u32 iface_data_off;
-	__u32 itab_hash_off;
-	/* the connection: *net.TCPConn, or a *tls.Conn around one */
+	__u32 itab_type_off;     /* itab._type: the dynamic type (an itab made at run time has no hash) */
+	__u32 type_hash_off;     /* _type.hash */
+	/*
+	 * The connection: a *net.TCPConn, or up to two wrappers around one, each known by its
+	 * type hash and the offset of the interface it wraps (*tls.Conn: conn; grpc's TLS
+	 * *credentials.syscallConn: sysConn, the raw connection). A hash of 0: not in the binary.
+	 */
 	__u32 tcp_hash;          /* type hash of *net.TCPConn (its net.Conn itab's) */
 	__u32 tcp_fd_off;        /* TCPConn.conn.fd (*netFD) */
 	__u32 netfd_sysfd_off;   /* netFD.pfd.Sysfd (int) */
-	__u32 tls_hash;          /* type hash of *tls.Conn (0: not in the binary) */
-	__u32 tls_conn_off;      /* tls.Conn.conn (net.Conn) */
+	__u32 wrap1_hash;
+	__u32 wrap1_off;
+	__u32 wrap2_hash;
+	__u32 wrap2_off;
 };
 
 #endif

@@ -31,6 +31,7 @@ import {
   readGrpcGoLayout,
   SERVER_SYMBOL,
 } from "./go/grpc_layout.ts";
+import type { H2Call } from "./h2/conn.ts";
 import { ProbeObject } from "./probe_object.ts";
 
 /** The programs' names in bpftool (BPF program names are cut at 15 characters). */
@@ -285,6 +286,21 @@ export class GrpcGoProbe implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.stop();
   }
+}
+
+/**
+ * For the HTTP probe's gRPC calls: the exact service and method of `call`, seen on the
+ * connection whose kernel socket is `sockId` (the HTTP record's sock_id), when its :path could
+ * not be decoded (`pathUnknown`) and a grpc-go process of the target handled the stream;
+ * undefined otherwise (the call keeps "unknown").
+ */
+export function exactGrpcMethod(
+  go: GrpcGoProbe | undefined,
+  sockId: bigint,
+  call: Pick<H2Call, "pathUnknown" | "streamId" | "side">,
+): { service: string; method: string } | undefined {
+  if (!go || !call.pathUnknown) return undefined;
+  return go.methodFor(sockId, call.streamId, call.side);
 }
 
 /** "/pkg.Service/Method" → service and method; undefined for a path of another shape. */

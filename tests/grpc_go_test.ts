@@ -14,7 +14,12 @@ import { connId } from "../probes/conn_id.ts";
 import type { KupodEvent, TcpEvent } from "../probes/events.ts";
 import { GoLayoutError, readGrpcGoLayout } from "../probes/go/grpc_layout.ts";
 import { CONF_FIELDS, type GrpcGoConf } from "../probes/go/grpc_layout.ts";
-import { type GoStream, GRPC_GO_PROGRAMS, GrpcGoProbe } from "../probes/grpc_go.ts";
+import {
+  exactGrpcMethod,
+  type GoStream,
+  GRPC_GO_PROGRAMS,
+  GrpcGoProbe,
+} from "../probes/grpc_go.ts";
 import { SocketProbe } from "../probes/socket.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { kupodPrograms } from "./helpers/bpf_state.ts";
@@ -86,8 +91,13 @@ function tcpPorts(pid: number, ino: number): [number, number] {
   throw new Error(`no TCP socket with inode ${ino} in ${pid}'s netns`);
 }
 
-Deno.test("grpc_go: a channel used before the probe started: exact methods of the next N calls from server and client, on the connection's socket", async () => {
+/**
+ * A channel used K times before the probe starts, then N times: the N calls, and only those,
+ * with their exact methods from both processes, on the connection's socket.
+ */
+async function channelBeforeStart(tls: boolean): Promise<void> {
   await using bins = await buildFixtures();
+  const mode = tls ? ["tls"] : [];
   {
     await using pod = await createTestPod();
     const target0 = await resolveVeth(pod.hostVeth);
@@ -97,13 +107,18 @@ Deno.test("grpc_go: a channel used before the probe started: exact methods of th
       event: (e) => sockEvents.push(e),
       flush: () => {},
     });
-    await using server = inContainer(pod, pod.container("app"), [bins.server, "127.0.0.1:0"]);
+    await using server = inContainer(pod, pod.container("app"), [
+      bins.server,
+      "127.0.0.1:0",
+      ...mode,
+    ]);
     const port = Number((await server.waitForLine(/^listening \d+/)).split(" ")[1]);
     const [cmd, ...args] = inContainerArgs(pod, pod.container("proxy"), [
       bins.client,
       `127.0.0.1:${port}`,
       String(K),
       String(N),
+      ...mode,
     ]);
     await using client = new Child(cmd, args, { stdin: true });
     const connected = JSON.parse(await client.waitForLine(/"event":"connected"/));
@@ -163,6 +178,15 @@ Deno.test("grpc_go: a channel used before the probe started: exact methods of th
           assertEquals(probe.pathFor(mine[0].sockId, id, side), methods[i]);
           const [service, method] = methods[i].slice(1).split("/");
           assertEquals(probe.methodFor(mine[0].sockId, id, side), { service, method });
+          assertEquals(
+            exactGrpcMethod(probe, mine[0].sockId, { pathUnknown: true, streamId: id, side }),
+            { service, method },
+          );
+          assertEquals(
+            exactGrpcMethod(probe, mine[0].sockId, { pathUnknown: false, streamId: id, side }),
+            undefined,
+            "a decoded path stays the capture's",
+          );
         }
         for (let id = 1; id < 2 * K; id += 2) {
           assertEquals(probe.pathFor(mine[0].sockId, id, side), undefined, "before the start");
@@ -182,7 +206,13 @@ Deno.test("grpc_go: a channel used before the probe started: exact methods of th
   // every uprobe link and program of this probe is gone (other tests may load their own)
   const left = await kupodPrograms();
   assertEquals(left.filter((p) => (GRPC_GO_PROGRAMS as readonly string[]).includes(p)), []);
-});
+}
+
+Deno.test("grpc_go: a channel used before the probe started: exact methods of the next N calls from server and client, on the connection's socket", () =>
+  channelBeforeStart(false));
+
+Deno.test("grpc_go: the same over TLS, where the captured bytes are encrypted", () =>
+  channelBeforeStart(true));
 
 // ---------------------------------------------------------------------------------------------
 // The layout against readelf's reading of the same DWARF
@@ -310,7 +340,8 @@ Deno.test("grpc_go: the layout read from DWARF is readelf's, for server and clie
       str_len_off: d.offsetOf("string", "len"),
       iface_tab_off: d.offsetOf("runtime.iface", "tab"),
       iface_data_off: d.offsetOf("runtime.iface", "data"),
-      itab_hash_off: d.offsetOf("runtime.itab", "hash"),
+      itab_type_off: d.offsetOf("runtime.itab", "_type"),
+      type_hash_off: d.offsetOf("runtime._type", "hash"),
       tcp_fd_off: d.offsetOf("net.TCPConn", "conn.fd"),
       netfd_sysfd_off: d.offsetOf("net.netFD", "pfd.Sysfd"),
       cli_l_reg: d.registers(CLI, "l", loc)[0],
@@ -336,7 +367,12 @@ Deno.test("grpc_go: the layout read from DWARF is readelf's, for server and clie
     );
     assertEquals(got, want as Record<string, number>, bin);
     assert(layout.conf.tcp_hash !== 0, "the *net.TCPConn itab's hash");
-    assertEquals(layout.conf.tls_hash, 0, "no TLS in the fixtures");
+    // the fixtures speak TLS too: crypto/tls's connection and grpc's wrapper around it
+    assertEquals([layout.conf.wrap1_off, layout.conf.wrap2_off], [
+      d.offsetOf("crypto/tls.Conn", "conn"),
+      d.offsetOf("google.golang.org/grpc/internal/credentials.syscallConn", "sysConn"),
+    ]);
+    assert(layout.conf.wrap1_hash && layout.conf.wrap2_hash, "wrapper hashes");
   }
   assertEquals((await readGrpcGoLayout(bins.server)).server, true);
   assertEquals((await readGrpcGoLayout(bins.client)).server, false);

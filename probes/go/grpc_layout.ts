@@ -17,9 +17,21 @@ export const SERVER_SYMBOL = `${TRANSPORT}.(*http2Server).operateHeaders`;
 /** Headers a connection writes: with :path, a client's request. */
 export const CLIENT_SYMBOL = `${TRANSPORT}.(*loopyWriter).writeHeader`;
 
-/** The itab of net.Conn for these types: its hash is the type's, the same in every process. */
-const TCP_ITABS = ["go:itab.*net.TCPConn,net.Conn", "go.itab.*net.TCPConn,net.Conn"];
-const TLS_ITABS = ["go:itab.*crypto/tls.Conn,net.Conn", "go.itab.*crypto/tls.Conn,net.Conn"];
+/**
+ * Connections that wrap another, with the member holding the wrapped one: crypto/tls's, and
+ * grpc's TLS connection (credentials.syscallConn, whose sysConn is the raw *net.TCPConn; its
+ * package moved in grpc-go 1.26).
+ */
+const WRAPPERS = [
+  { type: "crypto/tls.Conn", member: "conn" },
+  { type: "google.golang.org/grpc/internal/credentials.syscallConn", member: "sysConn" },
+  { type: "google.golang.org/grpc/credentials/internal.syscallConn", member: "sysConn" },
+];
+
+/** The net.Conn itab of *type: its hash is the type's, the same in every process. */
+function itabNames(type: string): string[] {
+  return [`go:itab.*${type},net.Conn`, `go.itab.*${type},net.Conn`];
+}
 
 /**
  * The fields of `struct grpc_go_conf` (bpf/grpc_go.h) in order, each a __u32 (the order is
@@ -48,12 +60,15 @@ export const CONF_FIELDS = [
   "str_len_off",
   "iface_tab_off",
   "iface_data_off",
-  "itab_hash_off",
+  "itab_type_off",
+  "type_hash_off",
   "tcp_hash",
   "tcp_fd_off",
   "netfd_sysfd_off",
-  "tls_hash",
-  "tls_conn_off",
+  "wrap1_hash",
+  "wrap1_off",
+  "wrap2_hash",
+  "wrap2_off",
 ] as const;
 
 export type ConfField = typeof CONF_FIELDS[number];
@@ -130,20 +145,32 @@ export async function readGrpcGoLayout(path: string): Promise<GrpcGoLayout> {
       tcp_fd_off: d.offsetOf("net.TCPConn", "conn.fd"),
       netfd_sysfd_off: d.offsetOf("net.netFD", "pfd.Sysfd"),
     });
-    // runtime.itab became internal/abi.ITab in Go 1.22
-    const itab = d.hasStruct("runtime.itab")
+    // runtime.itab and runtime._type became internal/abi.ITab (Go 1.22) and .Type (Go 1.21)
+    const oldItab = d.hasStruct("runtime.itab");
+    const itab = oldItab
       ? d.offsetOf("runtime.itab", "hash")
       : d.offsetOf("internal/abi.ITab", "Hash");
-    conf.itab_hash_off = itab;
+    conf.itab_type_off = oldItab
+      ? d.offsetOf("runtime.itab", "_type")
+      : d.offsetOf("internal/abi.ITab", "Type");
+    conf.type_hash_off = d.hasStruct("runtime._type")
+      ? d.offsetOf("runtime._type", "hash")
+      : d.offsetOf("internal/abi.Type", "Hash");
+    // a static itab (the compiler's) carries its type's hash: the value to compare with
     const itabHash = (names: string[]) => {
       const sym = [...elf.symbols(names).values()][0];
       if (!sym) return 0;
       return new DataView(elf.readAddress(sym.value + BigInt(itab), 4).buffer).getUint32(0, true);
     };
-    conf.tcp_hash = itabHash(TCP_ITABS);
+    conf.tcp_hash = itabHash(itabNames("net.TCPConn"));
     if (!conf.tcp_hash) throw new GoLayoutError(`${path} has no net.Conn itab of *net.TCPConn`);
-    conf.tls_hash = itabHash(TLS_ITABS);
-    if (conf.tls_hash) conf.tls_conn_off = d.offsetOf("crypto/tls.Conn", "conn");
+    const wrappers = WRAPPERS.map((w) => ({ ...w, hash: itabHash(itabNames(w.type)) }))
+      .filter((w) => w.hash);
+    if (wrappers.length > 2) throw new GoLayoutError(`${path}: more than two connection wrappers`);
+    wrappers.forEach((w, i) => {
+      conf[i ? "wrap2_hash" : "wrap1_hash"] = w.hash;
+      conf[i ? "wrap2_off" : "wrap1_off"] = d.offsetOf(w.type, w.member);
+    });
     if (has.server) {
       conf.srv_t_reg = reg(SERVER_SYMBOL, "t")[0].reg;
       conf.srv_frame_reg = reg(SERVER_SYMBOL, "frame")[0].reg;
