@@ -36,6 +36,11 @@ function strangerKupod(s: Stranger, args: string[], name?: string): Child {
   return new Child(cmd, argv);
 }
 
+/** Names in the stranger's /var/cache/kupod, sorted. */
+function cacheEntries(s: Stranger): string[] {
+  return [...Deno.readDirSync(s.cache)].map((e) => e.name).sort();
+}
+
 /** Shared libraries a process has mapped, by path. */
 async function mappedLibraries(pid: number): Promise<string[]> {
   const maps = await Deno.readTextFile(`/proc/${pid}/maps`);
@@ -49,6 +54,8 @@ Deno.test("release: the file alone runs version and --help, unpacks once into a 
   assert(size <= MAX_BYTES, `${file}: ${size} bytes, more than ${MAX_BYTES}`);
   const id = await buildId(file);
   await using s = await Stranger.copy(file);
+  // what a first start killed mid-unpack leaves: the next first start clears it
+  await Deno.mkdir(`${s.cache}/.unpack-${id}-Xy12ab/app`, { recursive: true, mode: 0o700 });
 
   const first = await s.run(["version"]);
   assertEquals(first.code, 0, first.stderr);
@@ -63,8 +70,8 @@ Deno.test("release: the file alone runs version and --help, unpacks once into a 
   assertEquals(lines[3], `libbpf 1.1 (/var/cache/kupod/${id}/lib/libbpf.so.1)`);
   assert(lines[4].startsWith("deno "), lines[4]);
 
-  // root's cache: /var/cache/kupod/<version>-<hash>, private to root
-  assertEquals([...Deno.readDirSync(s.cache)].map((e) => e.name), [id]);
+  // root's cache: /var/cache/kupod/<version>-<hash>, private to root, with the unpack's lock
+  assertEquals(cacheEntries(s), [`.${id}.lock`, id]);
   for (const dir of [s.cache, `${s.cache}/${id}`]) {
     const st = await Deno.stat(dir);
     assertEquals([st.uid, st.mode! & 0o777], [0, 0o700], dir);
@@ -160,7 +167,11 @@ Deno.test("release: a damaged file is refused in one line and unpacks nothing", 
     r.stderr,
     "Error: this kupod file is damaged (payload SHA-256 does not match): download it again\n",
   );
-  assertEquals([...Deno.readDirSync(s.cache)], [], "nothing unpacked, no temporary left");
+  assertEquals(
+    cacheEntries(s).filter((n) => !n.endsWith(".lock")),
+    [],
+    "nothing unpacked, no temporary left",
+  );
 
   await Deno.writeFile(copy, bytes.subarray(0, bytes.length - 4096));
   const cut = await s.run(["version"]);
@@ -190,7 +201,7 @@ Deno.test("release: two versions side by side, each started twice at once, do no
     assert(r.stdout.startsWith(`kupod ${v}\n`), r.stdout);
     assert(r.stdout.includes(`/var/cache/kupod/${ids[i % 2]}/lib/libbpf.so.1`), r.stdout);
   });
-  assertEquals([...Deno.readDirSync(s.cache)].map((e) => e.name).sort(), [...ids].sort());
+  assertEquals(cacheEntries(s), [...ids.map((id) => `.${id}.lock`), ...ids].sort());
 
   // and both run at once
   const monitors = [undefined, "kupod-side"].map((name) =>

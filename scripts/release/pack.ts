@@ -264,10 +264,10 @@ try {
     app.copy(`lib/${name}`, `${opt.libs}/${name}`);
   }
   app.parts.push(record(0, "", 0, 0));
-  headXz = await xzCached(
-    head.bytes() as Uint8Array<ArrayBuffer>,
-    opt.denort ? "compiled" : "runtime",
-  );
+  // a compiled kupod changes with every build: only Deno itself is worth keeping compressed
+  headXz = opt.denort
+    ? await run("xz", [...XZ_ARGS, "-c"], head.bytes())
+    : await xzCached(head.bytes() as Uint8Array<ArrayBuffer>, "runtime");
   appXz = await run("xz", [...XZ_ARGS, "-c"], app.bytes());
 } finally {
   Deno.removeSync(staging, { recursive: true });

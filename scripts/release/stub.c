@@ -4,16 +4,18 @@
  *
  * File layout: [this program][payload][trailer, TRAILER_SIZE bytes]. The
  * trailer names the payload's offset, size, SHA-256 and an id
- * "<version>-<hash>". On the first start the payload's hash is checked, then
- * it is unpacked into a private temporary directory beside the cache entry and
- * renamed into place, so concurrent first starts never see half a tree. Later
- * starts only read a small stamp (no re-hashing of ~30 MB) and exec the runtime.
+ * "<version>-<hash>". On the first start (under a lock per id) the payload's
+ * hash is checked, then it is unpacked into a private temporary directory
+ * beside the cache entry and renamed into place, so no start ever sees half a
+ * tree. Later starts only read a small stamp (no re-hashing of ~30 MB) and exec
+ * the runtime.
  *
  * Static (glibc + liblzma) so that a node needs nothing but the kernel.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
 #include <ftw.h>
 #include <limits.h>
 #include <lzma.h>
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -385,10 +388,48 @@ static void unpack(int fd, const struct trailer *t, int dirfd)
 		damaged("archive ends early");
 }
 
+/*
+ * Holds <root>/.<id>.lock until exec (the descriptor closes on exec): concurrent first starts
+ * of one file wait for one unpack instead of each doing it.
+ */
+static void lock_id(const char *root, const char *id)
+{
+	char path[PATH_MAX];
+	if ((size_t)snprintf(path, sizeof path, "%s/.%s.lock", root, id) >= sizeof path)
+		die("path too long");
+	int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (fd < 0)
+		die("cannot open %s: %s", path, strerror(errno));
+	while (flock(fd, LOCK_EX) < 0)
+		if (errno != EINTR)
+			die("cannot lock %s: %s", path, strerror(errno));
+}
+
+/* Temporaries of this id that an interrupted first start left (we hold the lock: none is live). */
+static void remove_leftovers(const char *root, const char *id)
+{
+	char prefix[128], path[PATH_MAX];
+	snprintf(prefix, sizeof prefix, ".unpack-%s-", id);
+	DIR *d = opendir(root);
+	if (!d)
+		return;
+	for (struct dirent *e; (e = readdir(d));) {
+		if (strncmp(e->d_name, prefix, strlen(prefix)) == 0) {
+			path_join(path, root, e->d_name);
+			rm_tree(path);
+		}
+	}
+	closedir(d);
+}
+
 /* Unpacks the payload into <root>/<id> unless a concurrent start got there first. */
 static void install(int fd, const struct trailer *t, const char *root, const char *dir,
 		    const char *sha_hex)
 {
+	lock_id(root, t->id);
+	if (ready(dir, sha_hex))
+		return;
+	remove_leftovers(root, t->id);
 	verify(fd, t);
 	if ((size_t)snprintf(g_tmp, sizeof g_tmp, "%s/.unpack-%s-XXXXXX", root, t->id) >=
 	    sizeof g_tmp)
