@@ -7,9 +7,9 @@
  *
  * - (*http2Server).operateHeaders(t, frame, ...): a stream's request headers,
  *   decoded; frame.HeadersFrame.StreamID and frame.Fields.
- * - (*loopyWriter).writeHeader(l, streamID, endStream, hf, onWrite): headers
- *   being written; those with :path are a client's request (a server writes
- *   only responses and trailers).
+ * - (*loopyWriter).originateStream(l, str[, hdr]): a client opens stream
+ *   str.id with the header fields of its header frame. Only clients call it,
+ *   so a server pays for one probe per call.
  *
  * Go passes arguments in registers (Go 1.17+ on amd64 and arm64); which ones,
  * and every struct offset, come from the binary's DWARF by the attach cookie
@@ -243,15 +243,23 @@ int kupod_go_cli(struct pt_regs *ctx)
 	const struct grpc_go_conf *c;
 	struct grpc_go_event e = {};
 	__u64 r[GO_REGS];
-	__u64 l;
+	__u64 str, hdr, l;
 
 	if (!start(&c, ctx, &e))
 		return 0;
 	go_regs(ctx, r);
-	if (!find_path(c, go_arg(r, c->cli_hf_ptr_reg), go_arg(r, c->cli_hf_len_reg), &e))
+	str = go_arg(r, c->cli_str_reg);
+	if (c->cli_hdr_reg < GO_REGS)
+		hdr = go_arg(r, c->cli_hdr_reg);
+	else
+		hdr = read_u64(read_u64(read_u64(str + c->outstream_itl_off) + c->itemlist_head_off) +
+			       c->itemnode_it_off + c->eface_data_off);
+	if (!find_path(c, read_u64(hdr + c->hdr_hf_off + c->slice_ptr_off),
+		       read_u64(hdr + c->hdr_hf_off + c->slice_len_off), &e))
 		return 0;
 	e.side = GRPC_GO_SIDE_CLIENT;
-	e.stream_id = (__u32)go_arg(r, c->cli_stream_reg);
+	bpf_probe_read_user(&e.stream_id, sizeof(e.stream_id),
+			    (const void *)(str + c->outstream_id_off));
 	l = go_arg(r, c->cli_l_reg);
 	e.fd = conn_fd(c, read_u64(read_u64(l + c->loopy_framer_off) + c->framer_writer_off) +
 				  c->bufw_conn_off);

@@ -6,6 +6,8 @@
 #define GRPC_GO_MAX_FIELDS 16 /* header fields searched for :path */
 #define GRPC_GO_MAX_BINARIES 64
 
+#define GRPC_GO_NO_REG 0xffffffff
+
 #define GRPC_GO_SIDE_SERVER 0
 #define GRPC_GO_SIDE_CLIENT 1
 
@@ -37,11 +39,20 @@ struct grpc_go_conf {
 	__u32 mhf_headers_off;   /* MetaHeadersFrame.HeadersFrame (*HeadersFrame) */
 	__u32 mhf_fields_off;    /* MetaHeadersFrame.Fields ([]hpack.HeaderField) */
 	__u32 hf_stream_id_off;  /* HeadersFrame.FrameHeader.StreamID */
-	/* (*loopyWriter).writeHeader(l, streamID, endStream, hf, onWrite) */
+	/*
+	 * (*loopyWriter).originateStream(l, str[, hdr]): a client opens a stream. Without an hdr
+	 * argument (grpc-go before 1.55) the header frame is the one item queued on the stream:
+	 * str.itl.head.it.
+	 */
 	__u32 cli_l_reg;
-	__u32 cli_stream_reg;
-	__u32 cli_hf_ptr_reg;
-	__u32 cli_hf_len_reg;
+	__u32 cli_str_reg;
+	__u32 cli_hdr_reg;       /* GRPC_GO_NO_REG: no hdr argument */
+	__u32 outstream_id_off;  /* outStream.id */
+	__u32 outstream_itl_off; /* outStream.itl (*itemList) */
+	__u32 itemlist_head_off; /* itemList.head (*itemNode) */
+	__u32 itemnode_it_off;   /* itemNode.it (interface{}) */
+	__u32 eface_data_off;
+	__u32 hdr_hf_off;        /* headerFrame.hf ([]hpack.HeaderField) */
 	__u32 loopy_framer_off;  /* loopyWriter.framer (*framer) */
 	__u32 framer_writer_off; /* framer.writer (*bufWriter) */
 	__u32 bufw_conn_off;     /* bufWriter.conn (net.Conn) */

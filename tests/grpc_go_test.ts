@@ -323,7 +323,7 @@ class TextDwarf {
 Deno.test("grpc_go: the layout read from DWARF is readelf's, for server and client", async () => {
   await using bins = await buildFixtures();
   const T = "google.golang.org/grpc/internal/transport";
-  const SRV = `${T}.(*http2Server).operateHeaders`, CLI = `${T}.(*loopyWriter).writeHeader`;
+  const SRV = `${T}.(*http2Server).operateHeaders`, CLI = `${T}.(*loopyWriter).originateStream`;
   for (const bin of [bins.server, bins.client]) {
     const layout = await readGrpcGoLayout(bin);
     assertEquals(layout.goVersion.startsWith("go1."), true, layout.goVersion);
@@ -345,9 +345,14 @@ Deno.test("grpc_go: the layout read from DWARF is readelf's, for server and clie
       tcp_fd_off: d.offsetOf("net.TCPConn", "conn.fd"),
       netfd_sysfd_off: d.offsetOf("net.netFD", "pfd.Sysfd"),
       cli_l_reg: d.registers(CLI, "l", loc)[0],
-      cli_stream_reg: d.registers(CLI, "streamID", loc)[0],
-      cli_hf_ptr_reg: d.registers(CLI, "hf", loc)[0],
-      cli_hf_len_reg: d.registers(CLI, "hf", loc)[1],
+      cli_str_reg: d.registers(CLI, "str", loc)[0],
+      cli_hdr_reg: 0xffffffff, // grpc-go 1.33: the header frame is queued on the stream
+      outstream_id_off: d.offsetOf(`${T}.outStream`, "id"),
+      outstream_itl_off: d.offsetOf(`${T}.outStream`, "itl"),
+      itemlist_head_off: d.offsetOf(`${T}.itemList`, "head"),
+      itemnode_it_off: d.offsetOf(`${T}.itemNode`, "it"),
+      eface_data_off: d.offsetOf("runtime.eface", "data"),
+      hdr_hf_off: d.offsetOf(`${T}.headerFrame`, "hf"),
       loopy_framer_off: d.offsetOf(`${T}.loopyWriter`, "framer"),
       framer_writer_off: d.offsetOf(`${T}.framer`, "writer"),
       bufw_conn_off: d.offsetOf(`${T}.bufWriter`, "conn"),

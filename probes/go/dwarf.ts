@@ -261,6 +261,13 @@ export class Dwarf {
     return offset;
   }
 
+  /** Whether member `name` of struct `struct` is a pointer. */
+  isPointer(struct: string, name: string): boolean {
+    let t = this.member(this.struct(struct), name).type;
+    for (let i = 0; i < 8 && t.tag === TAG.typedef; i++) t = this.#typeOf(t);
+    return t.tag === TAG.pointerType;
+  }
+
   #typeOf(d: Die): Die {
     const ref = d.attrs.get(AT.type);
     const t = typeof ref === "number" ? this.#byOffset.get(ref) : undefined;

@@ -14,8 +14,10 @@ const HPACK = "golang.org/x/net/http2/hpack";
 
 /** Decoded request headers of a stream a server received. */
 export const SERVER_SYMBOL = `${TRANSPORT}.(*http2Server).operateHeaders`;
-/** Headers a connection writes: with :path, a client's request. */
-export const CLIENT_SYMBOL = `${TRANSPORT}.(*loopyWriter).writeHeader`;
+/** A client opens a stream: its id and its header fields. */
+export const CLIENT_SYMBOL = `${TRANSPORT}.(*loopyWriter).originateStream`;
+/** CONF's cli_hdr_reg when the function has no hdr argument (GRPC_GO_NO_REG). */
+const NO_REG = 0xffffffff;
 
 /**
  * Connections that wrap another, with the member holding the wrapped one: crypto/tls's, and
@@ -45,9 +47,14 @@ export const CONF_FIELDS = [
   "mhf_fields_off",
   "hf_stream_id_off",
   "cli_l_reg",
-  "cli_stream_reg",
-  "cli_hf_ptr_reg",
-  "cli_hf_len_reg",
+  "cli_str_reg",
+  "cli_hdr_reg",
+  "outstream_id_off",
+  "outstream_itl_off",
+  "itemlist_head_off",
+  "itemnode_it_off",
+  "eface_data_off",
+  "hdr_hf_off",
   "loopy_framer_off",
   "framer_writer_off",
   "bufw_conn_off",
@@ -180,11 +187,26 @@ export async function readGrpcGoLayout(path: string): Promise<GrpcGoLayout> {
       conf.hf_stream_id_off = d.offsetOf(`${HTTP2}.HeadersFrame`, "FrameHeader.StreamID");
     }
     if (has.client) {
+      const fn = d.function(CLIENT_SYMBOL);
       conf.cli_l_reg = reg(CLIENT_SYMBOL, "l")[0].reg;
-      conf.cli_stream_reg = reg(CLIENT_SYMBOL, "streamID")[0].reg;
-      const hf = reg(CLIENT_SYMBOL, "hf", 3);
-      conf.cli_hf_ptr_reg = hf[0].reg;
-      conf.cli_hf_len_reg = hf[1].reg;
+      conf.cli_str_reg = reg(CLIENT_SYMBOL, "str")[0].reg;
+      conf.cli_hdr_reg = d.parameters(fn).includes("hdr")
+        ? reg(CLIENT_SYMBOL, "hdr")[0].reg
+        : NO_REG;
+      conf.outstream_id_off = d.offsetOf(`${TRANSPORT}.outStream`, "id");
+      if (conf.cli_hdr_reg === NO_REG) {
+        // the programs follow these as pointers: a layout where one is not is refused
+        for (const [s, m] of [["outStream", "itl"], ["itemList", "head"]]) {
+          if (!d.isPointer(`${TRANSPORT}.${s}`, m)) {
+            throw new DwarfError(`${TRANSPORT}.${s}.${m} is not a pointer`);
+          }
+        }
+        conf.outstream_itl_off = d.offsetOf(`${TRANSPORT}.outStream`, "itl");
+        conf.itemlist_head_off = d.offsetOf(`${TRANSPORT}.itemList`, "head");
+        conf.itemnode_it_off = d.offsetOf(`${TRANSPORT}.itemNode`, "it");
+        conf.eface_data_off = d.offsetOf("runtime.eface", "data");
+      }
+      conf.hdr_hf_off = d.offsetOf(`${TRANSPORT}.headerFrame`, "hf");
       conf.loopy_framer_off = d.offsetOf(`${TRANSPORT}.loopyWriter`, "framer");
       conf.framer_writer_off = d.offsetOf(`${TRANSPORT}.framer`, "writer");
       conf.bufw_conn_off = d.offsetOf(`${TRANSPORT}.bufWriter`, "conn");
