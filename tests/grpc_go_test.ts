@@ -22,7 +22,7 @@ import {
 } from "../probes/grpc_go.ts";
 import { SocketProbe } from "../probes/socket.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { kupodPrograms } from "./helpers/bpf_state.ts";
+import { bpftoolJson, kupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod } from "./helpers/pod.ts";
 import { inContainer, inContainerArgs } from "./helpers/pod_exec.ts";
 import { Child, ROOT } from "./helpers/process.ts";
@@ -133,8 +133,8 @@ async function channelBeforeStart(tls: boolean): Promise<void> {
     {
       const probed = probe.binaries().filter((b) => b.symbols.length);
       assertEquals(
-        probed.map((b) => [b.pid, b.layout?.server, b.layout?.client]).sort(),
-        [[client.pid, false, true], [server.pid, true, true]].sort(),
+        probed.map((b) => [[...b.pids], b.layout?.server, b.layout?.client]).sort(),
+        [[[client.pid], false, true], [[server.pid], true, true]].sort(),
         JSON.stringify(probe.binaries().map((b) => [b.path, b.skipped])),
       );
       await client.writeLine("go");
@@ -213,6 +213,62 @@ Deno.test("grpc_go: a channel used before the probe started: exact methods of th
 
 Deno.test("grpc_go: the same over TLS, where the captured bytes are encrypted", () =>
   channelBeforeStart(true));
+
+/** Ids of the BPF links of this probe's uprobe programs (bpftool's view, not the probe's). */
+async function goLinks(): Promise<number[]> {
+  const progs = await bpftoolJson(["prog", "show"]) as { id: number; name?: string }[];
+  const ids = new Set(
+    progs.filter((p) => (GRPC_GO_PROGRAMS as readonly string[]).includes(p.name ?? "")).map((p) =>
+      p.id
+    ),
+  );
+  const links = await bpftoolJson(["link", "show"]) as { id: number; prog_id: number }[];
+  return links.filter((l) => ids.has(l.prog_id)).map((l) => l.id);
+}
+
+Deno.test("grpc_go: probing only the processes asked for, and letting a binary go with its last process", async () => {
+  await using bins = await buildFixtures();
+  await using pod = await createTestPod();
+  const server = inContainer(pod, pod.container("app"), [bins.server, "127.0.0.1:0"]);
+  try {
+    const port = Number((await server.waitForLine(/^listening \d+/)).split(" ")[1]);
+    const streams: GoStream[] = [];
+    await using probe = await GrpcGoProbe.start(await resolveVeth(pod.hostVeth), {
+      scan: "asked",
+      onStream: (s) => streams.push(s),
+    });
+    assertEquals(probe.binaries().length, 0, "nothing probed before asked");
+    assertEquals((await goLinks()).length, 0);
+    const b = await probe.probePid(server.pid);
+    assertEquals([b?.layout?.server, b?.symbols.length], [true, 2], b?.skipped);
+    assertEquals((await goLinks()).length, 2);
+    {
+      const [cmd, ...args] = inContainerArgs(pod, pod.container("proxy"), [
+        bins.client,
+        `127.0.0.1:${port}`,
+        "0",
+        "3",
+      ]);
+      await using client = new Child(cmd, args, { stdin: true });
+      await client.writeLine("go");
+      await client.waitForLine(/"event":"after"/);
+      probe.readPending();
+      // the client was not asked for: only the server's side of its calls
+      assertEquals(streams.map((s) => [s.side, s.pid, s.path.split("/")[2]]), [
+        ["server", server.pid, "Unary"],
+        ["server", server.pid, "ServerStream"],
+        ["server", server.pid, "Fail"],
+      ]);
+    }
+    server.kill("SIGKILL");
+    await server.wait();
+    await probe.rescan();
+    assertEquals(probe.binaries().length, 0, "its last process is gone");
+    assertEquals((await goLinks()).length, 0, "its uprobes with it");
+  } finally {
+    await server[Symbol.asyncDispose]();
+  }
+});
 
 // ---------------------------------------------------------------------------------------------
 // The layout against readelf's reading of the same DWARF
