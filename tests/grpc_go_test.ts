@@ -12,6 +12,7 @@ import { readBtf } from "../scripts/gen_decoders.ts";
 import { resolveVeth } from "../k8s/local.ts";
 import { connId } from "../probes/conn_id.ts";
 import type { KupodEvent, TcpEvent } from "../probes/events.ts";
+import { ElfFile } from "../probes/go/elf.ts";
 import { GoLayoutError, readGrpcGoLayout } from "../probes/go/grpc_layout.ts";
 import { CONF_FIELDS, type GrpcGoConf } from "../probes/go/grpc_layout.ts";
 import {
@@ -95,8 +96,12 @@ function tcpPorts(pid: number, ino: number): [number, number] {
  * A channel used K times before the probe starts, then N times: the N calls, and only those,
  * with their exact methods from both processes, on the connection's socket.
  */
-async function channelBeforeStart(tls: boolean): Promise<void> {
-  await using bins = await buildFixtures();
+async function channelBeforeStart(tls: boolean, buildFlags: string[] = []): Promise<void> {
+  await using bins = await buildFixtures(buildFlags);
+  if (buildFlags.includes("-buildmode=pie")) {
+    using elf = ElfFile.open(bins.server);
+    assertEquals(elf.type, 3, "ET_DYN");
+  }
   const mode = tls ? ["tls"] : [];
   {
     await using pod = await createTestPod();
@@ -213,6 +218,9 @@ Deno.test("grpc_go: a channel used before the probe started: exact methods of th
 
 Deno.test("grpc_go: the same over TLS, where the captured bytes are encrypted", () =>
   channelBeforeStart(true));
+
+Deno.test("grpc_go: the same with position-independent binaries", () =>
+  channelBeforeStart(false, ["-buildmode=pie"]));
 
 /** Ids of the BPF links of this probe's uprobe programs (bpftool's view, not the probe's). */
 async function goLinks(): Promise<number[]> {
