@@ -20,7 +20,11 @@
 #include "stack_sample.h"
 
 #define NO_HOOK 255
-#define TC_ACT_OK 0
+/*
+ * An observer's verdict: on tcx, TCX_NEXT runs the programs after kupod's (TCX_PASS would end the
+ * chain and skip, say, a CNI's policy program); on a cls_bpf filter, the next filter.
+ */
+#define TC_ACT_UNSPEC (-1)
 #define NF_ACCEPT 1
 #define IPPROTO_ICMPV6 58
 #define IFF_LOOPBACK 0x8
@@ -466,7 +470,7 @@ static __always_inline int on_tc(struct __sk_buff *ctx, __u32 hook)
 	struct sk_buff *skb = bpf_cast_to_kern_ctx(ctx);
 
 	seen(skb, hook, true, false, false, host_netns, ctx->ifindex, ctx->len, 0);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 /* Host-side veth ingress: packets from the pod (rx). */

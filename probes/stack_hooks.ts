@@ -8,7 +8,8 @@ import { cstr, libc } from "../bpf/ffi.ts";
 import { type Attachment, disposeAll } from "../bpf/link.ts";
 import { u32Key } from "../bpf/map.ts";
 import { inNetns, netnsPath } from "../bpf/netns.ts";
-import type { BpfObject } from "../bpf/object.ts";
+import type { BpfObject, BpfProgram } from "../bpf/object.ts";
+import { BpfError } from "../bpf/errors.ts";
 import { TcHook } from "../bpf/tc.ts";
 import { KupodError } from "../base/errors.ts";
 import type { Target } from "../k8s/target.ts";
@@ -18,6 +19,12 @@ const NF_HOOKS = [0, 1, 2, 3, 4];
 const NF_FAMILIES = ["ipv4", "ipv6"] as const;
 /** Before conntrack (-200) and the iptables tables, after defragmentation (-400). */
 const NF_PRIORITY = -300;
+/**
+ * The kernel takes one BPF program per netfilter hook and priority (EBUSY for a second): another
+ * kupod watching the same pod takes the next priority below, still before conntrack.
+ */
+const NF_PRIORITIES = 16;
+const EBUSY = 16;
 
 /** The target has no pod network to observe (a host-network process without a veth). */
 export class NoPodNetwork extends KupodError {
@@ -124,9 +131,7 @@ export class PodHooks implements Attachment {
         const nf = obj.program("kupod_stk_nf");
         inNetns(where.podNetns, () => {
           for (const family of NF_FAMILIES) {
-            for (const hook of NF_HOOKS) {
-              owned.push(nf.attachNetfilter({ family, hook, priority: NF_PRIORITY }));
-            }
+            for (const hook of NF_HOOKS) owned.push(attachFreePriority(nf, family, hook));
           }
         });
       }
@@ -164,5 +169,20 @@ function attachVeth(obj: BpfObject, ifindex: number): Attachment[] {
   } catch (e) {
     disposeAll(owned);
     throw e;
+  }
+}
+
+/** The netfilter link at the first priority from NF_PRIORITY down that no other program holds. */
+function attachFreePriority(
+  nf: BpfProgram,
+  family: typeof NF_FAMILIES[number],
+  hook: number,
+): Attachment {
+  for (let i = 0;; i++) {
+    try {
+      return nf.attachNetfilter({ family, hook, priority: NF_PRIORITY - i });
+    } catch (e) {
+      if (!(e instanceof BpfError && e.errno === EBUSY) || i + 1 >= NF_PRIORITIES) throw e;
+    }
   }
 }
