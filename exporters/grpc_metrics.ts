@@ -6,13 +6,13 @@
  * whose method could not be known. Shown from the last `grpc_stats`.
  */
 
-import type * as Prom from "prom-client";
+import type { Registry } from "./registry.ts";
 import type { BucketCounts, GrpcCounts, GrpcStatsEvent } from "../probes/events.ts";
 import { BucketHistogram, type BucketSeries, shownCounter } from "./shown_metrics.ts";
 
 /** Registers the gRPC metrics; `latest` gives the last grpc_stats (or none yet). */
 export function registerGrpcMetrics(
-  registry: Prom.Registry,
+  registry: Registry,
   latest: () => GrpcStatsEvent | undefined,
 ): void {
   for (const side of ["server", "client"] as const) {
@@ -33,25 +33,25 @@ export function registerGrpcMetrics(
       }));
     };
     const calls = side === "server" ? "served" : "made";
-    registry.registerMetric(
+    registry.register(
       new BucketHistogram(
         `rpc_${side}_duration_seconds`,
         `Duration of gRPC calls ${calls} by the container.`,
         series((s) => s.duration),
-      ) as never,
+      ),
     );
     for (const dir of ["request", "response"] as const) {
-      registry.registerMetric(
+      registry.register(
         new BucketHistogram(
           `rpc_${side}_${dir}_size_bytes`,
           `Size of the ${dir} messages of gRPC calls ${calls} by the container (as sent: compressed if they were).`,
           series((s) => s[`${dir}_message_bytes`]),
-        ) as never,
+        ),
       );
     }
   }
   shownCounter(
-    [registry],
+    registry,
     "kupod_grpc_unknown_method_calls_total",
     "gRPC calls whose method could not be known (headers compressed against a table never seen).",
     ["namespace", "pod"],

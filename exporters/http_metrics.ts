@@ -5,13 +5,13 @@
  * `http_stats`, the probe's running totals.
  */
 
-import type * as Prom from "prom-client";
+import type { Registry } from "./registry.ts";
 import type { BucketCounts, HttpCounts, HttpStatsEvent } from "../probes/events.ts";
 import { BucketHistogram, type BucketSeries } from "./shown_metrics.ts";
 
 /** Registers the HTTP metrics; `latest` gives the last http_stats (or none yet). */
 export function registerHttpMetrics(
-  registry: Prom.Registry,
+  registry: Registry,
   latest: () => HttpStatsEvent | undefined,
 ): void {
   const series = (side: HttpCounts["side"], pick: (s: HttpCounts) => BucketCounts) => () => {
@@ -31,7 +31,7 @@ export function registerHttpMetrics(
     }));
   };
   const add = (name: string, help: string, s: () => BucketSeries[]) =>
-    registry.registerMetric(new BucketHistogram(name, help, s) as never);
+    registry.register(new BucketHistogram(name, help, s));
   for (const side of ["server", "client"] as const) {
     const who = side === "server" ? "served by" : "made by";
     add(

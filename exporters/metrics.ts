@@ -35,25 +35,20 @@
  * ```
  */
 
-// prom-client's parts, not its index: the index also loads the cluster aggregator and the default
-// process metrics with the Node modules they need (~7 MB of resident memory for nothing used here)
-// (the parts ship no types of their own: they are the index's classes)
-import type * as Prom from "prom-client";
-import counterClass from "prom-client/lib/counter.js";
-import gaugeClass from "prom-client/lib/gauge.js";
-import registryClass from "prom-client/lib/registry.js";
-
-const Counter = counterClass as unknown as typeof Prom.Counter;
-const Gauge = gaugeClass as unknown as typeof Prom.Gauge;
-const Registry = registryClass as unknown as typeof Prom.Registry;
-type Registry = Prom.Registry;
 import { VERSION } from "../base/version.ts";
 import type { ProbeName } from "../probes/probe.ts";
 import { registerGrpcMetrics } from "./grpc_metrics.ts";
 import { registerHttpMetrics } from "./http_metrics.ts";
 import { registerResourcesMetrics } from "./resources_metrics.ts";
 import { registerSockopsMetrics } from "./sockops_metrics.ts";
-import { addLog2, Log2Histogram, type Log2Series, shownCounter } from "./shown_metrics.ts";
+import { Registry } from "./registry.ts";
+import {
+  addLog2,
+  Log2Histogram,
+  type Log2Series,
+  shownCounter,
+  shownGauge,
+} from "./shown_metrics.ts";
 import type {
   EventSink,
   GrpcStatsEvent,
@@ -83,7 +78,7 @@ type PodLabels = Record<PodLabel, string>;
 
 /** The metrics of one kupod run, fed by probe events; an {@link EventSink}. */
 export class KupodMetrics implements EventSink, ExpositionSource {
-  /** The prom-client registry holding every kupod metric (and nothing else). */
+  /** The registry holding every kupod metric (and nothing else). */
   readonly registry: Registry = new Registry();
 
   /** The socket probe's kernel counts of connections, as last reported. */
@@ -105,41 +100,37 @@ export class KupodMetrics implements EventSink, ExpositionSource {
 
   /** `build` overrides the kupod_build_info labels (kupod's VERSION, this Deno's version). */
   constructor(build: { version?: string; deno?: string } = {}) {
-    const registers = [this.registry];
-    this.#tcpMetrics(registers);
-    this.#stackMetrics(registers);
-    registerHttpMetrics(this.registry, () => this.#http);
-    registerResourcesMetrics(this.registry, () => this.#resources);
-    registerSockopsMetrics(this.registry, () => this.#sockops);
-    registerGrpcMetrics(this.registry, () => this.#grpc);
+    const registry = this.registry;
+    this.#tcpMetrics(registry);
+    this.#stackMetrics(registry);
+    registerHttpMetrics(registry, () => this.#http);
+    registerResourcesMetrics(registry, () => this.#resources);
+    registerSockopsMetrics(registry, () => this.#sockops);
+    registerGrpcMetrics(registry, () => this.#grpc);
 
     const stats = this.#probeStats;
-    new Counter<"probe">({
-      name: "kupod_events_total",
-      help: "Events decoded by a probe and handed to the sinks.",
-      labelNames: ["probe"],
-      registers,
-      collect() {
-        this.reset();
-        for (const [probe, s] of stats) this.inc({ probe }, s.events);
-      },
-    });
-    new Counter<"probe">({
-      name: "kupod_events_lost_total",
-      help: "Events of a probe the kernel dropped because its ring buffer was full.",
-      labelNames: ["probe"],
-      registers,
-      collect() {
-        this.reset();
-        for (const [probe, s] of stats) this.inc({ probe }, s.lost);
-      },
-    });
-    new Gauge<"version" | "deno">({
-      name: "kupod_build_info",
-      help: "Always 1; labelled with the kupod version and the Deno runtime running it.",
-      labelNames: ["version", "deno"],
-      registers,
-    }).set({ version: build.version ?? VERSION, deno: build.deno ?? Deno.version.deno }, 1);
+    shownCounter(
+      registry,
+      "kupod_events_total",
+      "Events decoded by a probe and handed to the sinks.",
+      ["probe"],
+      () => [...stats].map(([probe, s]) => [{ probe }, s.events]),
+    );
+    shownCounter(
+      registry,
+      "kupod_events_lost_total",
+      "Events of a probe the kernel dropped because its ring buffer was full.",
+      ["probe"],
+      () => [...stats].map(([probe, s]) => [{ probe }, s.lost]),
+    );
+    const info = { version: build.version ?? VERSION, deno: build.deno ?? Deno.version.deno };
+    shownGauge(
+      registry,
+      "kupod_build_info",
+      "Always 1; labelled with the kupod version and the Deno runtime running it.",
+      ["version", "deno"],
+      () => [[info, 1]],
+    );
   }
 
   get contentType(): string {
@@ -180,7 +171,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   }
 
   /** Socket metrics: shown from the last tcp_stats and sidecar_stats (the kernel's totals). */
-  #tcpMetrics(registers: Registry[]): void {
+  #tcpMetrics(registry: Registry): void {
     const conns = () => this.#tcp?.connections ?? [];
     const labels = (c: TcpCounts) => ({ ...podLabels(this.#tcp!), container: c.container });
     const counter = <L extends string>(
@@ -188,7 +179,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       help: string,
       labelNames: readonly L[],
       values: () => [Record<L, string>, number][],
-    ) => shownCounter(registers, name, help, labelNames, values);
+    ) => shownCounter(registry, name, help, labelNames, values);
     const perContainer = (pick: (c: TcpCounts) => number) => () => {
       // inbound and outbound are one series here
       const sums = new Map<string, [PodLabels, number]>();
@@ -247,7 +238,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       return [...sums.values()];
     };
     const log2 = (name: string, help: string, exps: [number, number], series: () => Log2Series[]) =>
-      this.registry.registerMetric(new Log2Histogram(name, help, exps, series) as never);
+      registry.register(new Log2Histogram(name, help, exps, series));
     // µs slots: 8 µs (same host) .. ~1 s (a congested long path)
     log2(
       "kupod_tcp_rtt_seconds",
@@ -283,7 +274,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
   }
 
   /** Stack metrics: shown from the last stack_stats, which holds the kernel's running totals. */
-  #stackMetrics(registers: Registry[]): void {
+  #stackMetrics(registry: Registry): void {
     const latest = () => this.#stack;
     const shown = <L extends string>(
       name: string,
@@ -292,7 +283,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       values: (e: StackStatsEvent) => [Record<L, string>, number][],
     ) => {
       const e = () => latest();
-      shownCounter(registers, name, help, labelNames, () => (e() ? values(e()!) : []));
+      shownCounter(registry, name, help, labelNames, () => (e() ? values(e()!) : []));
     };
     const pod = (e: StackStatsEvent) => ({ namespace: e.namespace ?? "", pod: e.pod ?? "" });
     shown(
@@ -336,7 +327,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       ["namespace", "pod"],
       (e) => [[pod(e), e.vanished]],
     );
-    registers[0].registerMetric(
+    registry.register(
       new Log2Histogram(
         "kupod_stack_hop_latency_seconds",
         "Time a packet of the pod takes from one hook of the network stack to the next (sampled packets).",
@@ -349,7 +340,7 @@ export class KupodMetrics implements EventSink, ExpositionSource {
             unit_seconds: 1e-9,
             slots: h.slots,
           })),
-      ) as never,
+      ),
     );
   }
 

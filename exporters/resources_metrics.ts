@@ -6,7 +6,7 @@
  * share one network namespace) and carry `container=""`, as cAdvisor's do.
  */
 
-import type * as Prom from "prom-client";
+import type { Registry } from "./registry.ts";
 import { deviceName } from "../k8s/cgroup_usage.ts";
 import type { ContainerResources, InterfaceCounts, ResourcesStatsEvent } from "../probes/events.ts";
 import { Log2Histogram, shownCounter, shownGauge } from "./shown_metrics.ts";
@@ -15,10 +15,9 @@ type Labels = Record<string, string>;
 
 /** Registers the resources metrics; `latest` gives the last resources_stats (or none yet). */
 export function registerResourcesMetrics(
-  registry: Prom.Registry,
+  registry: Registry,
   latest: () => ResourcesStatsEvent | undefined,
 ): void {
-  const registers = [registry];
   const pod = (e: ResourcesStatsEvent) => ({ namespace: e.namespace ?? "", pod: e.pod ?? "" });
   const perContainer = (pick: (c: ContainerResources) => number) => (): [Labels, number][] => {
     const e = latest();
@@ -26,9 +25,9 @@ export function registerResourcesMetrics(
   };
   const names: string[] = ["namespace", "pod", "container"];
   const counter = (name: string, help: string, pick: (c: ContainerResources) => number) =>
-    shownCounter(registers, name, help, names, perContainer(pick));
+    shownCounter(registry, name, help, names, perContainer(pick));
   const gauge = (name: string, help: string, pick: (c: ContainerResources) => number) =>
-    shownGauge(registers, name, help, names, perContainer(pick));
+    shownGauge(registry, name, help, names, perContainer(pick));
 
   counter(
     "container_cpu_usage_seconds_total",
@@ -101,28 +100,28 @@ export function registerResourcesMetrics(
   };
   const ioNames = [...names, "device"];
   shownCounter(
-    registers,
+    registry,
     "container_fs_reads_bytes_total",
     "Bytes read from the device.",
     ioNames,
     io((d) => d.read_bytes),
   );
   shownCounter(
-    registers,
+    registry,
     "container_fs_writes_bytes_total",
     "Bytes written to the device.",
     ioNames,
     io((d) => d.write_bytes),
   );
   shownCounter(
-    registers,
+    registry,
     "container_fs_reads_total",
     "Reads completed on the device.",
     ioNames,
     io((d) => d.reads),
   );
   shownCounter(
-    registers,
+    registry,
     "container_fs_writes_total",
     "Writes completed on the device.",
     ioNames,
@@ -140,28 +139,28 @@ export function registerResourcesMetrics(
     const field = (what: string) => `${prefix}_${what}` as keyof InterfaceCounts;
     const of = (what: string) => (i: InterfaceCounts) => i[field(what)] as number;
     shownCounter(
-      registers,
+      registry,
       `container_network_${dir}_bytes_total`,
       `Bytes ${dir}d by the pod's interface.`,
       netNames,
       net(of("bytes")),
     );
     shownCounter(
-      registers,
+      registry,
       `container_network_${dir}_packets_total`,
       `Packets ${dir}d by the pod's interface.`,
       netNames,
       net(of("packets")),
     );
     shownCounter(
-      registers,
+      registry,
       `container_network_${dir}_errors_total`,
       `Errors while the pod's interface ${dir}d.`,
       netNames,
       net(of("errors")),
     );
     shownCounter(
-      registers,
+      registry,
       `container_network_${dir}_packets_dropped_total`,
       `Packets dropped while the pod's interface ${dir}d.`,
       netNames,
@@ -170,7 +169,7 @@ export function registerResourcesMetrics(
   }
 
   // ns slots: 1 µs .. ~4 s
-  registry.registerMetric(
+  registry.register(
     new Log2Histogram(
       "kupod_container_runqueue_latency_seconds",
       "Time the container's threads waited on a run queue, from wake-up or preemption to running.",
@@ -184,6 +183,6 @@ export function registerResourcesMetrics(
           }))
           : [];
       },
-    ) as never,
+    ),
   );
 }

@@ -3,36 +3,46 @@
  * counters and histograms that show them as they are at each collection.
  */
 
-import type * as Prom from "prom-client";
-import counterClass from "prom-client/lib/counter.js";
-import gaugeClass from "prom-client/lib/gauge.js";
 import type { BucketCounts, Log2Counts } from "../probes/events.ts";
+import type { MetricFamily, Registry, Sample } from "./registry.ts";
 
-const Counter = counterClass as unknown as typeof Prom.Counter;
-const Gauge = gaugeClass as unknown as typeof Prom.Gauge;
-type Registry = Prom.Registry;
+type Values<L extends string> = () => [Record<L, string>, number][];
+
+/**
+ * Samples of `values` with exactly the labels `labelNames`, in that order (one missing is ""),
+ * those with the same labels combined by `merge`.
+ */
+function shown<L extends string>(
+  name: string,
+  labelNames: readonly L[],
+  values: Values<L>,
+  merge: (a: number, b: number) => number,
+): () => Sample[] {
+  return () => {
+    const byLabels = new Map<string, Sample>();
+    for (const [given, value] of values()) {
+      const labels = Object.fromEntries(labelNames.map((k) => [k, given[k] ?? ""]));
+      const key = JSON.stringify(labels);
+      const seen = byLabels.get(key);
+      byLabels.set(key, { name, labels, value: seen ? merge(seen.value, value) : value });
+    }
+    return [...byLabels.values()];
+  };
+}
 
 /**
  * A counter showing running totals counted elsewhere (the kernel): `values` gives every series'
- * current total at each collection.
+ * current total at each collection (series given twice add up).
  */
 export function shownCounter<L extends string>(
-  registers: Registry[],
+  registry: Registry,
   name: string,
   help: string,
   labelNames: readonly L[],
-  values: () => [Record<L, string>, number][],
+  values: Values<L>,
 ): void {
-  new Counter<L>({
-    name,
-    help,
-    labelNames,
-    registers,
-    collect() {
-      this.reset();
-      for (const [labels, n] of values()) this.inc(labels as never, n);
-    },
-  });
+  const samples = shown(name, labelNames, values, (a, b) => a + b);
+  registry.register({ name, help, type: "counter", samples });
 }
 
 export interface Log2Series extends Log2Counts {
@@ -52,48 +62,29 @@ export interface BucketSeries {
 }
 
 /**
- * A histogram with fixed bounds whose buckets arrive as running totals (prom-client's Histogram
- * takes single observations only): rendered in the shape the registry prints.
+ * A histogram with fixed bounds whose buckets arrive as running totals: rendered as Prometheus
+ * cumulative buckets, sum and count.
  */
-export class BucketHistogram {
+export class BucketHistogram implements MetricFamily {
   readonly type = "histogram";
-  readonly aggregator = "sum";
   constructor(
     readonly name: string,
     readonly help: string,
     readonly series: () => BucketSeries[],
   ) {}
 
-  get() {
-    const values = [];
+  *samples(): Iterable<Sample> {
     for (const { labels, h } of this.series()) {
       let below = 0;
       for (let i = 0; i < h.bounds.length; i++) {
         below += h.counts[i];
-        values.push({
-          metricName: `${this.name}_bucket`,
-          labels: { ...labels, le: h.bounds[i] },
-          value: below,
-        });
+        yield { name: `${this.name}_bucket`, labels: { ...labels, le: h.bounds[i] }, value: below };
       }
-      values.push({
-        metricName: `${this.name}_bucket`,
-        labels: { ...labels, le: "+Inf" },
-        value: h.count,
-      });
-      values.push({ metricName: `${this.name}_sum`, labels, value: h.sum });
-      values.push({ metricName: `${this.name}_count`, labels, value: h.count });
+      yield { name: `${this.name}_bucket`, labels: { ...labels, le: "+Inf" }, value: h.count };
+      yield { name: `${this.name}_sum`, labels, value: h.sum };
+      yield { name: `${this.name}_count`, labels, value: h.count };
     }
-    return {
-      name: this.name,
-      help: this.help,
-      type: this.type,
-      aggregator: this.aggregator,
-      values,
-    };
   }
-
-  reset(): void {}
 }
 
 /**
@@ -136,20 +127,12 @@ function log2Buckets(s: Log2Series, ks: number[]): BucketSeries {
 
 /** A gauge showing values read elsewhere: `values` gives every series at each collection. */
 export function shownGauge<L extends string>(
-  registers: Registry[],
+  registry: Registry,
   name: string,
   help: string,
   labelNames: readonly L[],
-  values: () => [Record<L, string>, number][],
+  values: Values<L>,
 ): void {
-  new Gauge<L>({
-    name,
-    help,
-    labelNames,
-    registers,
-    collect() {
-      this.reset();
-      for (const [labels, n] of values()) this.set(labels as never, n);
-    },
-  });
+  const samples = shown(name, labelNames, values, (_, b) => b);
+  registry.register({ name, help, type: "gauge", samples });
 }

@@ -1,15 +1,14 @@
 /** The sockops redirection's metrics, shown from the last `sockops_stats`. */
 
-import type * as Prom from "prom-client";
+import type { Registry } from "./registry.ts";
 import type { SockopsStatsEvent } from "../probes/events.ts";
 import { shownCounter, shownGauge } from "./shown_metrics.ts";
 
 /** Registers the sockops metrics; `latest` gives the last sockops_stats (or none yet). */
 export function registerSockopsMetrics(
-  registry: Prom.Registry,
+  registry: Registry,
   latest: () => SockopsStatsEvent | undefined,
 ): void {
-  const registers = [registry];
   const labels = ["namespace", "pod", "container"];
   const pod = (e: SockopsStatsEvent) => ({ namespace: e.namespace ?? "", pod: e.pod ?? "" });
   const per = (pick: (c: SockopsStatsEvent["containers"][number]) => number) => () => {
@@ -22,7 +21,7 @@ export function registerSockopsMetrics(
       : [];
   };
   shownGauge(
-    registers,
+    registry,
     "kupod_sockops_sockets",
     "Sockets of the pod's local connections in the redirection map now.",
     labels,
@@ -32,14 +31,14 @@ export function registerSockopsMetrics(
     },
   );
   shownCounter(
-    registers,
+    registry,
     "kupod_sockops_redirected_bytes_total",
     "Bytes a container sent straight to the peer socket (sk_msg redirect), skipping the stack.",
     labels,
     per((c) => c.redirected_bytes),
   );
   shownCounter(
-    registers,
+    registry,
     "kupod_sockops_redirect_errors_total",
     "Sends of a redirected socket whose peer was not in the map: they took the normal path.",
     labels,

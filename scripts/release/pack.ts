@@ -17,7 +17,7 @@ const ROOT = new URL("../../", import.meta.url).pathname;
 /** The folders kupod runs from; the rest of the repository (tests, bench, scripts) stays out. */
 const PROGRAM_DIRS = ["base", "bpf", "cli", "exporters", "k8s", "probes"];
 /** The npm packages kupod imports at run time (package.json's others are tooling). */
-const RUNTIME_PACKAGES = ["@opentelemetry/otlp-transformer", "prom-client", "yaml"];
+const RUNTIME_PACKAGES = ["@opentelemetry/otlp-transformer", "yaml"];
 const XZ_ARGS = ["-6", "-T2", "--check=crc64"];
 
 const { values: opt } = parseArgs({
