@@ -146,6 +146,8 @@ export const LIBC_SYMBOLS = {
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   // long sysconf(int name)
   sysconf: { parameters: ["i32"], result: "i64" },
+  // int malloc_trim(size_t pad): gives the freed heap back to the system
+  malloc_trim: { parameters: ["usize"], result: "i32" },
   // pid_t getppid(void): drives the load generator object in tests and bench
   getppid: { parameters: [], result: "i32" },
 } as const satisfies Deno.ForeignLibraryInterface;

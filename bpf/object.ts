@@ -152,6 +152,9 @@ export class BpfObject implements Disposable {
     this.#beforeLoad("load");
     check(`load BPF object ${this.name}`, () => libbpf().bpf_object__load(this.#object));
     this.#loaded = true;
+    // libbpf parsed the kernel's BTF to relocate (tens of MB) and freed it: without a trim the
+    // freed pages stay resident for the agent's life
+    libc().malloc_trim(0n);
   }
 
   #beforeLoad(what: string): void {

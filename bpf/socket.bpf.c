@@ -58,6 +58,8 @@
 #define RESET_SENT 1
 #define RESET_RECEIVED 2
 
+/* Send tcp_accept/tcp_connect events (not with --quiet); conn_stats count them anyway. */
+const volatile bool open_events = true;
 /* Send a tcp_close event per connection (--verbose, spans); conn_stats count them anyway. */
 const volatile bool close_events = false;
 /* Send a sidecar_timing event per request (--verbose); sidecar_stats count them anyway. */
@@ -238,6 +240,8 @@ static __always_inline void opened(__u32 kind, struct sock *sk, const struct con
 
 	if (s)
 		s->opened += 1;
+	if (!open_events)
+		return;
 	e = conn_event(kind, sk, c);
 	if (e)
 		event_submit(e);

@@ -33,6 +33,8 @@ type ProbeFactory = (target: Target, sink: EventSink, opts: MonitorOptions) => P
 const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
   socket: (target, sink, opts) =>
     SocketProbe.start(target, sink, {
+      // --quiet prints no connection lines: the kernel's counters are all that is read
+      openEvents: opts.verbosity !== "quiet",
       // spans are made from closes
       closeEvents: opts.verbosity === "verbose" || spansWanted(opts),
       timingEvents: opts.verbosity === "verbose",
@@ -266,7 +268,7 @@ function connectionSpans(names: ProbeName[], target: Target, outputs: Outputs): 
     },
     flush: () => spans.flush(),
   };
-  return SocketProbe.start(target, closesOnly, { closeEvents: true });
+  return SocketProbe.start(target, closesOnly, { openEvents: false, closeEvents: true });
 }
 
 /** Resolves on the first stop signal or when `durationSec` (if > 0) has passed. */

@@ -85,6 +85,8 @@ function log2Counts(h: Log2Hist, unitSeconds: number): Log2Counts {
 
 export interface SocketProbeOptions {
   ringBytes?: number;
+  /** tcp_accept and tcp_connect events (default); the kernel's counters count anyway. */
+  openEvents?: boolean;
   /** One tcp_close event per connection (--verbose, spans); the kernel's counters count anyway. */
   closeEvents?: boolean;
   /** One sidecar_timing event per request (--verbose); the kernel's histograms count anyway. */
@@ -115,13 +117,16 @@ export class SocketProbe implements Probe {
       target,
       rodataLayout: RODATA,
       rodata: {
+        open_events: opts.openEvents ?? true,
         close_events: opts.closeEvents ?? false,
         timing_events: opts.timingEvents ?? false,
       },
       // the ring is resident memory (mapped twice for wrap-around): 2 MiB holds ~0.1 s of 20k new
       // connections/s (3 events each through a sidecar); a close and a timing per request need more
       ringBytes: opts.ringBytes ??
-        (opts.closeEvents || opts.timingEvents ? 1 << 22 : 1 << 21),
+        (opts.closeEvents || opts.timingEvents ? 1 << 22 : opts.openEvents === false
+          ? 1 << 16 // retransmits and resets only
+          : 1 << 21),
       attach,
       onSample: (view, offset) => {
         const e = this.#toEvent(decodeSockEvent(view, offset));

@@ -224,10 +224,11 @@ export const RODATA = {
   filter_by_netns: { offset: 10, size: 1 },
   require_netns: { offset: 11, size: 1 },
   follow_children: { offset: 12, size: 1 },
-  close_events: { offset: 13, size: 1 },
-  timing_events: { offset: 14, size: 1 },
+  open_events: { offset: 13, size: 1 },
+  close_events: { offset: 14, size: 1 },
+  timing_events: { offset: 15, size: 1 },
 } as const;
-export const RODATA_SIZE = 15;
+export const RODATA_SIZE = 16;
 
 const utf8 = new TextDecoder();
 
