@@ -81,8 +81,9 @@ export const RODATA = {
   require_netns: { offset: 11, size: 1 },
   follow_children: { offset: 12, size: 1 },
   head_max: { offset: 16, size: 4 },
+  h2_flags: { offset: 20, size: 10 },
 } as const;
-export const RODATA_SIZE = 20;
+export const RODATA_SIZE = 30;
 
 const utf8 = new TextDecoder();
 
