@@ -233,7 +233,7 @@ export class GrpcGoProbe implements AsyncDisposable {
     return id ? this.#binaries.get(id) : undefined;
   }
 
-  async #scan(): Promise<void> {
+  #scan(): void {
     if (this.#stopped) return;
     let pids = targetPids(this.#target);
     if (this.#opts.scan === "asked") {
@@ -267,7 +267,7 @@ export class GrpcGoProbe implements AsyncDisposable {
       const b: GoBinary = { path: exe, pids: new Set([pid]), symbols: [] };
       this.#binaries.set(id, b);
       try {
-        b.layout = await readGrpcGoLayout(exe);
+        b.layout = readGrpcGoLayout(exe);
         if (this.#stopped) return;
         this.#attach(b);
       } catch (e) {

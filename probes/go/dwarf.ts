@@ -2,7 +2,11 @@
  * A DWARF 4 reader for what the Go uprobes need from a binary's debug info: struct layouts
  * (member offsets, sizes) by type name, and where a function's arguments are at its first
  * instruction (the registers of Go's register ABI, from the parameters' location lists).
- * Only the DIEs that can answer that are kept.
+ *
+ * Memory stays near the size of the sections: one pass finds the top-level DIEs of the names
+ * asked for (decoding nothing else), and DIEs are parsed when asked for, by offset. A Go
+ * binary's DWARF holds some hundred thousand DIEs; keeping them all as objects cost ~120 MB
+ * for a 10 MB binary.
  */
 
 import { ElfFile } from "./elf.ts";
@@ -17,10 +21,10 @@ const TAG = {
   pointerType: 0x0f,
   baseType: 0x24,
 } as const;
-const KEPT = new Set<number>(Object.values(TAG));
 
 const AT = {
   name: 0x03,
+  producer: 0x25,
   byteSize: 0x0b,
   memberLocation: 0x38,
   type: 0x49,
@@ -111,6 +115,10 @@ class Reader {
     this.pos = end + 1;
     return s;
   }
+  /** Moves `n` bytes on (a length read just before). */
+  skip(n: number): void {
+    this.pos += n;
+  }
   bytes(n: number): Uint8Array {
     const s = this.b.subarray(this.pos, this.pos + n);
     this.pos += n;
@@ -118,26 +126,41 @@ class Reader {
   }
 }
 
+/** A unit's header: what reading a DIE inside it needs. */
+interface Unit {
+  start: number;
+  end: number;
+  /** Offset of its first DIE. */
+  dies: number;
+  abbrevs: Map<number, Abbrev>;
+  ctx: FormCtx;
+}
+
 export class Dwarf {
-  /** Named top-level types and functions, by name (the first of a name). */
-  readonly #named = new Map<string, Die>();
-  readonly #byOffset = new Map<number, Die>();
+  readonly #info: Uint8Array;
   readonly #loc: Uint8Array | undefined;
-  /** The Go toolchain that compiled the first unit ("go1.19.8"), if it says. */
-  readonly producer: string;
+  readonly #units: Unit[] = [];
+  /** Top-level DIEs of the names asked for, by name. */
+  readonly #named = new Map<string, number>();
+  readonly #dies = new Map<number, Die>();
+  /** The producer of the first unit ("Go cmd/compile go1.19.8; regabi"), "" if none. */
+  readonly producer: string = "";
 
   private constructor(
     info: Uint8Array,
     abbrev: Uint8Array,
     str: Uint8Array | undefined,
     loc: Uint8Array | undefined,
+    names: ReadonlySet<string>,
   ) {
+    this.#info = info;
     this.#loc = loc;
-    this.producer = "";
     const r = new Reader(info);
     const abbrevCache = new Map<number, Map<number, Abbrev>>();
+    /** A function's abstract copy (inlined elsewhere) has no code: its concrete one wins. */
+    const abstract = new Set<string>();
     while (r.pos < info.length) {
-      const unitStart = r.pos;
+      const start = r.pos;
       let length = r.u32();
       let offsetSize = 4;
       if (length === 0xffffffff) {
@@ -160,52 +183,65 @@ export class Dwarf {
       }
       let abbrevs = abbrevCache.get(abbrevOff);
       if (!abbrevs) abbrevCache.set(abbrevOff, abbrevs = parseAbbrevs(abbrev, abbrevOff));
-      const stack: Die[] = [];
+      const unit: Unit = {
+        start,
+        end,
+        dies: r.pos,
+        abbrevs,
+        ctx: { unitStart: start, offsetSize, addrSize, version, str },
+      };
+      this.#units.push(unit);
+      let depth = 0;
       while (r.pos < end) {
         const at = r.pos;
         const code = r.ulebN();
         if (code === 0) {
-          stack.pop();
+          depth--;
           continue;
         }
         const a = abbrevs.get(code);
         if (!a) throw new DwarfError(`unknown abbreviation ${code} at 0x${at.toString(16)}`);
-        const keep = KEPT.has(a.tag);
-        const attrs = new Map<number, Value>();
-        for (const [attr, form, implicit] of a.specs) {
-          const v = readForm(r, form, { unitStart, offsetSize, addrSize, version, str, implicit });
-          if (keep) attrs.set(attr, v);
-        }
-        const die: Die = { offset: at, tag: a.tag, attrs, children: [] };
-        const parent = stack[stack.length - 1];
-        if (keep) {
-          this.#byOffset.set(at, die);
-          if (a.tag === TAG.compileUnit && !this.producer) {
-            const p = attrs.get(0x25);
-            if (typeof p === "string") this.producer = p;
+        const wanted = (depth === 1 && (a.tag === TAG.structureType || a.tag === TAG.subprogram)) ||
+          (depth === 0 && a.tag === TAG.compileUnit && !this.producer);
+        if (!wanted) {
+          for (const [, form] of a.specs) skipForm(r, form, unit.ctx);
+        } else {
+          let name: Value | undefined, producer: Value | undefined, code_ = false;
+          for (const [attr, form, implicit] of a.specs) {
+            if (attr === AT.name || attr === AT.producer) {
+              const v = readForm(r, form, { ...unit.ctx, implicit });
+              if (attr === AT.name) name = v;
+              else producer = v;
+            } else {
+              if (attr === AT.lowPc) code_ = true;
+              skipForm(r, form, unit.ctx);
+            }
           }
-          if (parent && (parent.tag === TAG.structureType || parent.tag === TAG.subprogram)) {
-            parent.children.push(die);
-          } else {
-            const name = attrs.get(AT.name);
-            // a function's abstract copy (inlined elsewhere) has no code: its concrete one wins
-            const prev = typeof name === "string" ? this.#named.get(name) : undefined;
-            if (
-              typeof name === "string" &&
-              (!prev || (prev.tag === TAG.subprogram && !prev.attrs.has(AT.lowPc)))
-            ) this.#named.set(name, die);
+          if (a.tag === TAG.compileUnit) {
+            if (typeof producer === "string") this.producer = producer;
+          } else if (typeof name === "string" && names.has(name)) {
+            const seen = this.#named.has(name);
+            if (!seen || (a.tag === TAG.subprogram && code_ && abstract.has(name))) {
+              this.#named.set(name, at);
+              if (a.tag === TAG.subprogram && !code_) abstract.add(name);
+              else abstract.delete(name);
+            }
           }
         }
-        if (a.children) stack.push(keep ? die : { offset: at, tag: a.tag, attrs, children: [] });
+        if (a.children) depth++;
       }
       r.pos = end;
     }
   }
 
-  /** Reads the DWARF of an ELF file; throws DwarfError when it has none (a stripped binary). */
-  static async read(elf: ElfFile): Promise<Dwarf> {
-    const info = await elf.sectionData(".debug_info");
-    const abbrev = await elf.sectionData(".debug_abbrev");
+  /**
+   * Reads the DWARF of an ELF file, finding the types and functions named `names` (the only
+   * ones struct() and function() can then give); throws DwarfError when it has none (a
+   * stripped binary).
+   */
+  static read(elf: ElfFile, names: Iterable<string>): Dwarf {
+    const info = elf.sectionData(".debug_info");
+    const abbrev = elf.sectionData(".debug_abbrev");
     if (!info || !abbrev) {
       throw new DwarfError(
         `${elf.path} has no DWARF debug info (built with -ldflags=-w or stripped)`,
@@ -214,22 +250,69 @@ export class Dwarf {
     return new Dwarf(
       info,
       abbrev,
-      await elf.sectionData(".debug_str"),
-      await elf.sectionData(".debug_loc"),
+      elf.sectionData(".debug_str"),
+      elf.sectionData(".debug_loc"),
+      new Set(names),
     );
+  }
+
+  /** The DIE at `offset` with its children (one level), parsed once. */
+  #die(offset: number): Die {
+    let d = this.#dies.get(offset);
+    if (d) return d;
+    const unit = this.#units.find((u) => offset >= u.dies && offset < u.end);
+    if (!unit) throw new DwarfError(`no DIE at 0x${offset.toString(16)}`);
+    const r = new Reader(this.#info, offset);
+    const one = this.#parseOne(r, unit);
+    if (!one) throw new DwarfError(`no DIE at 0x${offset.toString(16)}`);
+    d = one;
+    if (one.hasChildren) {
+      // its children, each parsed; grandchildren skipped
+      let depth = 0;
+      for (;;) {
+        const at = r.pos;
+        const c = this.#parseOne(r, unit);
+        if (!c) {
+          if (depth-- === 0) break;
+          continue;
+        }
+        if (depth === 0) d.children.push({ ...c, offset: at });
+        if (c.hasChildren) depth++;
+      }
+    }
+    this.#dies.set(offset, d);
+    return d;
+  }
+
+  /** One DIE's tag and attributes at the reader's position; undefined for a null entry. */
+  #parseOne(r: Reader, unit: Unit): (Die & { hasChildren: boolean }) | undefined {
+    const at = r.pos;
+    const code = r.ulebN();
+    if (code === 0) return undefined;
+    const a = unit.abbrevs.get(code);
+    if (!a) throw new DwarfError(`unknown abbreviation ${code} at 0x${at.toString(16)}`);
+    const attrs = new Map<number, Value>();
+    for (const [attr, form, implicit] of a.specs) {
+      attrs.set(attr, readForm(r, form, { ...unit.ctx, implicit }));
+    }
+    return { offset: at, tag: a.tag, attrs, children: [], hasChildren: a.children };
+  }
+
+  #lookup(name: string, tag: number, what: string): Die {
+    const at = this.#named.get(name);
+    const d = at === undefined ? undefined : this.#die(at);
+    if (!d || d.tag !== tag) throw new DwarfError(`no ${what} ${name} in the DWARF`);
+    return d;
   }
 
   /** The struct type named `name`; throws when the binary has none. */
   struct(name: string): Die {
-    const d = this.#named.get(name);
-    if (!d || d.tag !== TAG.structureType) {
-      throw new DwarfError(`no struct type ${name} in the DWARF`);
-    }
-    return d;
+    return this.#lookup(name, TAG.structureType, "struct type");
   }
 
   hasStruct(name: string): boolean {
-    return this.#named.get(name)?.tag === TAG.structureType;
+    const at = this.#named.get(name);
+    return at !== undefined && this.#die(at).tag === TAG.structureType;
   }
 
   /** Byte size of a struct. */
@@ -270,9 +353,8 @@ export class Dwarf {
 
   #typeOf(d: Die): Die {
     const ref = d.attrs.get(AT.type);
-    const t = typeof ref === "number" ? this.#byOffset.get(ref) : undefined;
-    if (!t) throw new DwarfError(`${nameOf(d)}: its type is not in the DWARF`);
-    return t;
+    if (typeof ref !== "number") throw new DwarfError(`${nameOf(d)}: its type is not in the DWARF`);
+    return this.#die(ref);
   }
 
   #resolveStruct(t: Die): Die {
@@ -283,9 +365,7 @@ export class Dwarf {
 
   /** The function named `name` (a Go symbol name: "pkg.(*T).m"); throws when absent. */
   function(name: string): Die {
-    const d = this.#named.get(name);
-    if (!d || d.tag !== TAG.subprogram) throw new DwarfError(`no function ${name} in the DWARF`);
-    return d;
+    return this.#lookup(name, TAG.subprogram, "function");
   }
 
   /** Names of a function's input parameters, in order (the receiver first). */
@@ -462,5 +542,65 @@ function readForm(r: Reader, form: number, c: FormCtx): Value {
       return c.implicit ?? 0n;
     default:
       throw new DwarfError(`DWARF form 0x${form.toString(16)} is not supported`);
+  }
+}
+
+/** Moves past one attribute value without decoding it. */
+function skipForm(r: Reader, form: number, c: FormCtx): void {
+  switch (form) {
+    case 0x01: // addr
+      r.pos += c.addrSize;
+      return;
+    case 0x03: // block2
+      r.skip(r.u16());
+      return;
+    case 0x04: // block4
+      r.skip(r.u32());
+      return;
+    case 0x05: // data2
+    case 0x12: // ref2
+      r.pos += 2;
+      return;
+    case 0x06: // data4
+    case 0x13: // ref4
+      r.pos += 4;
+      return;
+    case 0x07: // data8
+    case 0x14: // ref8
+    case 0x20: // ref_sig8
+      r.pos += 8;
+      return;
+    case 0x08: // string
+      r.pos = r.b.indexOf(0, r.pos) + 1;
+      return;
+    case 0x09: // block
+    case 0x18: // exprloc
+      r.skip(r.ulebN());
+      return;
+    case 0x0a: // block1
+      r.skip(r.u8());
+      return;
+    case 0x0b: // data1
+    case 0x0c: // flag
+    case 0x11: // ref1
+      r.pos += 1;
+      return;
+    case 0x0d: // sdata
+    case 0x0f: // udata
+    case 0x15: // ref_udata
+      while (r.b[r.pos++] & 0x80);
+      return;
+    case 0x0e: // strp
+    case 0x17: // sec_offset
+      r.pos += c.offsetSize;
+      return;
+    case 0x10: // ref_addr
+      r.pos += c.version === 2 ? c.addrSize : c.offsetSize;
+      return;
+    case 0x19: // flag_present
+    case 0x21: // implicit_const
+      return;
+    default:
+      readForm(r, form, c);
   }
 }

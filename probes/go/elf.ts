@@ -4,6 +4,8 @@
  * binary costs its section headers, its symbol table and the sections asked for.
  */
 
+import { inflateSync } from "node:zlib";
+
 const SHF_COMPRESSED = 0x800;
 const SHT_SYMTAB = 2;
 const SHT_NOBITS = 8;
@@ -96,7 +98,7 @@ export class ElfFile implements Disposable {
    * A section's bytes, decompressed when compressed (SHF_COMPRESSED with zlib, or a Go-style
    * `.zdebug_*` section with a "ZLIB" header); undefined when the binary has no such section.
    */
-  async sectionData(name: string): Promise<Uint8Array<ArrayBuffer> | undefined> {
+  sectionData(name: string): Uint8Array<ArrayBuffer> | undefined {
     const plain = this.section(name);
     if (plain) {
       const raw = this.#readRaw(plain);
@@ -105,14 +107,14 @@ export class ElfFile implements Disposable {
       if (v.getUint32(0, true) !== ELFCOMPRESS_ZLIB) {
         throw new ElfError(`${this.path}: ${name} uses an unknown compression`);
       }
-      return await inflate(raw.subarray(24), Number(v.getBigUint64(8, true)));
+      return inflate(raw.subarray(24), Number(v.getBigUint64(8, true)));
     }
     const z = name.startsWith(".debug_") ? this.section(".z" + name.slice(1)) : undefined;
     if (!z) return undefined;
     const raw = this.#readRaw(z);
     if (cString(raw.subarray(0, 4), 0) !== "ZLIB") return raw;
     const size = Number(new DataView(raw.buffer).getBigUint64(4, false));
-    return await inflate(raw.subarray(12), size);
+    return inflate(raw.subarray(12), size);
   }
 
   hasSymbolTable(): boolean {
@@ -189,21 +191,12 @@ export function cString(bytes: Uint8Array, at: number): string {
   return new TextDecoder().decode(bytes.subarray(at, end));
 }
 
-/** Inflates a zlib stream of known decompressed size. */
-async function inflate(
-  data: Uint8Array<ArrayBuffer>,
-  size: number,
-): Promise<Uint8Array<ArrayBuffer>> {
-  const out = new Uint8Array(size);
-  let at = 0;
-  const stream = new Blob([data]).stream().pipeThrough(new DecompressionStream("deflate"));
-  for await (const chunk of stream) {
-    if (at + chunk.length > size) {
-      throw new ElfError("compressed section larger than its header says");
-    }
-    out.set(chunk, at);
-    at += chunk.length;
-  }
-  if (at !== size) throw new ElfError(`compressed section: ${at} of ${size} bytes`);
-  return out;
+/**
+ * Inflates a zlib stream of known decompressed size. node:zlib does it in one native call; a
+ * DecompressionStream's chunks, each its own buffer, grew the agent by twice the output.
+ */
+function inflate(data: Uint8Array<ArrayBuffer>, size: number): Uint8Array<ArrayBuffer> {
+  const out = inflateSync(data, { maxOutputLength: size });
+  if (out.length !== size) throw new ElfError(`compressed section: ${out.length} of ${size} bytes`);
+  return new Uint8Array(out.buffer, out.byteOffset, out.length) as Uint8Array<ArrayBuffer>;
 }

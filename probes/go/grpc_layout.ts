@@ -30,6 +30,29 @@ const WRAPPERS = [
   { type: "google.golang.org/grpc/credentials/internal.syscallConn", member: "sysConn" },
 ];
 
+/** The types and functions read from the DWARF (only these are looked for). */
+const DWARF_NAMES = [
+  SERVER_SYMBOL,
+  CLIENT_SYMBOL,
+  `${HPACK}.HeaderField`,
+  `[]${HPACK}.HeaderField`,
+  "string",
+  "runtime.iface",
+  "runtime.eface",
+  "runtime.itab",
+  "runtime._type",
+  "internal/abi.ITab",
+  "internal/abi.Type",
+  "net.TCPConn",
+  "net.netFD",
+  `${TRANSPORT}.http2Server`,
+  `${HTTP2}.MetaHeadersFrame`,
+  `${HTTP2}.HeadersFrame`,
+  ...["outStream", "itemList", "itemNode", "headerFrame", "loopyWriter", "framer", "bufWriter"]
+    .map((t) => `${TRANSPORT}.${t}`),
+  ...WRAPPERS.map((w) => w.type),
+];
+
 /** The net.Conn itab of *type: its hash is the type's, the same in every process. */
 function itabNames(type: string): string[] {
   return [`go:itab.*${type},net.Conn`, `go.itab.*${type},net.Conn`];
@@ -100,18 +123,12 @@ export function isGoBinary(elf: ElfFile): boolean {
   return !!elf.section(".go.buildinfo") || elf.symbols(["runtime.buildVersion"]).size > 0;
 }
 
-/** Which of the probed functions the binary has (none: it does not use grpc-go's HTTP/2). */
-export function grpcSymbols(elf: ElfFile): { server: boolean; client: boolean } {
-  const s = elf.symbols([SERVER_SYMBOL, CLIENT_SYMBOL]);
-  return { server: s.has(SERVER_SYMBOL), client: s.has(CLIENT_SYMBOL) };
-}
-
 /**
  * The layout of a grpc-go binary. Throws GoLayoutError with the reason when it is not one, or
  * when its DWARF does not say all the programs need (stripped, Go before 1.17, an unknown
  * grpc-go).
  */
-export async function readGrpcGoLayout(path: string): Promise<GrpcGoLayout> {
+export function readGrpcGoLayout(path: string): GrpcGoLayout {
   let elf: ElfFile;
   try {
     elf = ElfFile.open(path);
@@ -125,10 +142,16 @@ export async function readGrpcGoLayout(path: string): Promise<GrpcGoLayout> {
       `${path} has no symbol table (stripped): its functions cannot be found`,
     );
   }
-  const has = grpcSymbols(elf);
+  // one pass over the symbol table for every name needed
+  const syms = elf.symbols([
+    SERVER_SYMBOL,
+    CLIENT_SYMBOL,
+    ...["net.TCPConn", ...WRAPPERS.map((w) => w.type)].flatMap(itabNames),
+  ]);
+  const has = { server: syms.has(SERVER_SYMBOL), client: syms.has(CLIENT_SYMBOL) };
   if (!has.server && !has.client) throw new GoLayoutError(`${path} does not use grpc-go`);
   try {
-    const d = await Dwarf.read(elf);
+    const d = Dwarf.read(elf, DWARF_NAMES);
     const conf = Object.fromEntries(CONF_FIELDS.map((f) => [f, 0])) as GrpcGoConf;
     const reg = (fn: string, param: string, pieces = 1) => {
       const p = d.argRegisters(d.function(fn), param);
@@ -165,7 +188,7 @@ export async function readGrpcGoLayout(path: string): Promise<GrpcGoLayout> {
       : d.offsetOf("internal/abi.Type", "Hash");
     // a static itab (the compiler's) carries its type's hash: the value to compare with
     const itabHash = (names: string[]) => {
-      const sym = [...elf.symbols(names).values()][0];
+      const sym = names.map((n) => syms.get(n)).find((s) => s);
       if (!sym) return 0;
       return new DataView(elf.readAddress(sym.value + BigInt(itab), 4).buffer).getUint32(0, true);
     };
