@@ -3,7 +3,8 @@
 #define KUPOD_GRPC_GO_H
 
 #define GRPC_GO_PATH_MAX 128 /* bytes of :path copied */
-#define GRPC_GO_MAX_FIELDS 16 /* header fields searched for :path */
+/* Header fields searched for :path; pseudo-headers come first (RFC 9113 8.3), so it is early. */
+#define GRPC_GO_MAX_FIELDS 16
 #define GRPC_GO_MAX_BINARIES 64
 
 #define GRPC_GO_NO_REG 0xffffffff
