@@ -284,3 +284,25 @@ Deno.test("http: spans join the caller's trace; previews only without credential
       await receiver.close();
     }
   }));
+
+Deno.test("http: through a haproxy sidecar, keep-alive both sides: each request once per leg, exact", async () => {
+  await using pod = await createTestPod({
+    containers: [
+      { name: "proxy", kind: "haproxy-proxy", port: 8080 },
+      { name: "app", kind: "http", port: 9090 },
+    ],
+    upstreamKeepAlive: true,
+  });
+  await using kupod = await startKupod(httpJson(pod));
+  const run = await httpGet(pod.podIP, 8080, { count: N, keepAlive: true, path: "/carts/42" });
+  assertEquals(run.replies.map((r) => r.status), new Array(N).fill(200));
+  const evs = await eventsWhen(kupod, 3 * N);
+  const l = legs(pod, evs);
+  assertEquals([l.proxyServer.length, l.proxyClient.length, l.appServer.length], [N, N, N]);
+  assert(
+    evs.every((e) => e.route === "/carts/*" && e.status === 200 && e.response_bytes === 1024),
+    JSON.stringify(evs[0]),
+  );
+  assert(l.proxyServer.every((e) => e.comm === "haproxy"), "haproxy serves");
+  assertEquals(await waitNoKupodPrograms(), []);
+});

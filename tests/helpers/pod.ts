@@ -38,8 +38,13 @@ export { podBody } from "../fixtures/pod/body.ts";
 export type { QosClass } from "./pod_cgroup.ts";
 
 export type ContainerRole = "sidecar" | "service";
-/** "http": the fixture HTTP server; "nginx-proxy": nginx proxying to the pod's HTTP server. */
-export type ContainerKind = "http" | "nginx-proxy";
+/**
+ * "http": the fixture HTTP server; "nginx-proxy" and "haproxy-proxy": nginx or haproxy proxying
+ * to the pod's HTTP server.
+ */
+export type ContainerKind = "http" | "nginx-proxy" | "haproxy-proxy";
+
+const isProxy = (kind: ContainerKind) => kind !== "http";
 
 export interface TestContainerOptions {
   name: string;
@@ -267,10 +272,12 @@ class Container implements TestContainer {
     this.name = o.name;
     this.kind = o.kind;
     this.port = o.port;
-    this.role = o.role ?? (o.kind === "nginx-proxy" ? "sidecar" : "service");
+    this.role = o.role ?? (isProxy(o.kind) ? "sidecar" : "service");
     this.image = o.image ??
       (o.kind === "nginx-proxy"
         ? "docker.io/library/nginx:1.22"
+        : o.kind === "haproxy-proxy"
+        ? "docker.io/library/haproxy:2.6"
         : "registry.example/kupod/http-service:1.0");
     this.bodySize = o.bodySize ?? 1024;
   }
@@ -352,9 +359,9 @@ class PodImpl implements TestPod {
     if (names.size !== this.containers.length) throw new Error("container names must be unique");
     const service = this.containers.find((c) => c.kind === "http");
     (opts.containers ?? DEFAULT_CONTAINERS).forEach((o, i) => {
-      if (o.kind !== "nginx-proxy") return;
+      if (!isProxy(o.kind)) return;
       const up = o.upstreamPort ?? service?.port;
-      if (!up) throw new Error(`${o.name}: nginx-proxy needs upstreamPort or an http container`);
+      if (!up) throw new Error(`${o.name}: ${o.kind} needs upstreamPort or an http container`);
       this.containers[i].upstreamPort = up;
     });
     const paths = podCgroupPaths(this.uid, this.qosClass, opts.cgroupRoot);
@@ -459,6 +466,19 @@ class PodImpl implements TestPod {
     const dir = `${this.#tmp}/${c.name}`;
     await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
     const ka = this.#upstreamKeepAlive;
+    if (c.kind === "haproxy-proxy") {
+      await Deno.writeTextFile(
+        `${dir}/haproxy.cfg`,
+        await fillTemplate("haproxy.cfg.tmpl", {
+          PORT: String(c.port),
+          BIND_IPV6: this.#ipv6 ? `bind [::]:${c.port} v6only` : "# IPv4 only",
+          UPSTREAM_PORT: String(c.upstreamPort),
+          // idle upstream connections shared by every client, or one per request
+          UPSTREAM_MODE: ka ? "http-reuse always" : "option http-server-close",
+        }),
+      );
+      return ["haproxy", "-db", "-f", `${dir}/haproxy.cfg`];
+    }
     const values: Record<string, string> = {
       DIR: dir,
       PORT: String(c.port),
@@ -470,12 +490,7 @@ class PodImpl implements TestPod {
       UPSTREAM_HTTP_VERSION: ka ? "1.1" : "1.0",
       UPSTREAM_CONNECTION: ka ? "" : "close",
     };
-    const template = await Deno.readTextFile(`${ROOT}tests/fixtures/pod/nginx.conf.tmpl`);
-    const conf = template.replace(/\{\{(\w+)\}\}/g, (_, k: string) => {
-      if (!(k in values)) throw new Error(`nginx.conf.tmpl: unknown {{${k}}}`);
-      return values[k];
-    });
-    await Deno.writeTextFile(`${dir}/nginx.conf`, conf);
+    await Deno.writeTextFile(`${dir}/nginx.conf`, await fillTemplate("nginx.conf.tmpl", values));
     return ["nginx", "-p", `${dir}/`, "-c", `${dir}/nginx.conf`, "-e", "stderr"];
   }
 
@@ -683,4 +698,13 @@ export async function createTestPod(opts: TestPodOptions = {}): Promise<TestPod>
     throw e;
   }
   return pod;
+}
+
+/** tests/fixtures/pod/`name` with its {{KEY}} placeholders filled in from `values`. */
+async function fillTemplate(name: string, values: Record<string, string>): Promise<string> {
+  const template = await Deno.readTextFile(`${ROOT}tests/fixtures/pod/${name}`);
+  return template.replace(/\{\{(\w+)\}\}/g, (_, k: string) => {
+    if (!(k in values)) throw new Error(`${name}: unknown {{${k}}}`);
+    return values[k];
+  });
 }
