@@ -1,12 +1,13 @@
 /**
  * What an operator pays: the whole command line (`./kupod monitor <command> --veth <pod>`)
- * started before and stopped after each "on" window, under wrk's keep-alive load through the
- * test pod's nginx sidecar, against adjacent "off" windows (ABBA order). Prints the throughput
- * ratio's median with its 90% interval, the agent's CPU per 10k requests/s, its peak RSS and
- * the events it reported lost.
+ * started before and stopped after each "on" window, under wrk's load through the test pod's
+ * sidecar (nginx or haproxy, keep-alive to the service), against adjacent "off" windows (ABBA
+ * order). The load is keep-alive, or one connection per request with --close. Prints the
+ * throughput ratio's median with its 90% interval, the agent's CPU per 10k requests/s, its peak
+ * RSS and the events it reported lost.
  *
  *   deno task bench:ab [--rounds N] [--seconds N] [--connections N] -- user http
- *   deno task bench:ab -- kernel all        # any monitor command; --veth is added
+ *   deno task bench:ab --sidecar haproxy --close -- kernel all   # any monitor command; --veth is added
  */
 
 import {
@@ -28,6 +29,7 @@ import {
   waitIdle,
 } from "./overhead.ts";
 import { vmBytes } from "./socket_proc.ts";
+import type { TestContainerOptions } from "../tests/helpers/pod.ts";
 
 const DEFAULTS = { rounds: 16, seconds: 5, connections: 32 };
 
@@ -43,11 +45,34 @@ interface Run {
   otherCores: number;
 }
 
+const SIDECARS = ["nginx", "haproxy"] as const;
+
 function options() {
   const dash = Deno.args.indexOf("--");
   const command = dash < 0 ? [] : Deno.args.slice(dash + 1);
   if (!command.length) throw new UsageError("give the monitor command after --, e.g. -- user http");
-  return { ...parseOptions(DEFAULTS, dash < 0 ? Deno.args : Deno.args.slice(0, dash)), command };
+  const args = dash < 0 ? [...Deno.args] : Deno.args.slice(0, dash);
+  const close = args.includes("--close");
+  const at = args.indexOf("--sidecar");
+  const sidecar = at < 0 ? "nginx" : args[at + 1];
+  if (!SIDECARS.includes(sidecar as typeof SIDECARS[number])) {
+    throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
+  }
+  const numeric = args.filter((a, i) => a !== "--close" && i !== at && i !== at + 1);
+  return { ...parseOptions(DEFAULTS, numeric), command, close, sidecar };
+}
+
+/** The bench pod: the sidecar asked for in front of the service, keep-alive between them. */
+function podOf(opts: ReturnType<typeof options>) {
+  const proxy: TestContainerOptions = {
+    name: "proxy",
+    kind: opts.sidecar === "haproxy" ? "haproxy-proxy" : "nginx-proxy",
+    port: 8080,
+  };
+  return {
+    containers: [proxy, { name: "app", kind: "http" as const, port: 9090 }],
+    upstreamKeepAlive: true,
+  };
 }
 
 const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, pod) => {
@@ -59,8 +84,9 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
   let started = 0; // a round run again must not find the readiness line of its first try
   console.log(`./kupod ${args.join(" ")}`);
   console.log(
-    `wrk -t1 -c${opts.connections} keep-alive through nginx, ${opts.rounds} rounds of ` +
-      `${opts.seconds} s windows`,
+    `wrk -t1 -c${opts.connections} ${
+      opts.close ? "a connection per request" : "keep-alive"
+    } through ${opts.sidecar}, ${opts.rounds} rounds of ${opts.seconds} s windows`,
   );
   const run = async (mode: "off" | "on", round: number): Promise<Run> => {
     await waitIdle(runner, pids);
@@ -71,7 +97,11 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
       pids,
       kupod?.proc.pid,
       () =>
-        runWrk(runner, url, { connections: opts.connections, seconds: opts.seconds, close: false }),
+        runWrk(runner, url, {
+          connections: opts.connections,
+          seconds: opts.seconds,
+          close: opts.close,
+        }),
     );
     const rssBytes = kupod ? vmBytes(kupod.proc.pid, "VmHWM") : 0;
     const lost = kupod ? await stopKupod(kupod, probe, false) : 0;
@@ -105,6 +135,6 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
   );
   console.log(`rounds: ${ratio.rounds.map((x) => f(x, 3)).join(" ")}`);
   noteOtherLoad(runs.map((r) => r.otherCores), runs.map((r) => r.stealCores), redone);
-});
+}, podOf);
 
 Deno.exit(code);

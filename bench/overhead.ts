@@ -4,7 +4,7 @@
  * stopped after an "on" run; wrk; and the formatting of their reports.
  */
 
-import { createTestPod, type TestPod } from "../tests/helpers/pod.ts";
+import { createTestPod, type TestPod, type TestPodOptions } from "../tests/helpers/pod.ts";
 import { freePort } from "../tests/helpers/process.ts";
 import {
   type BpfProg,
@@ -145,6 +145,7 @@ export async function benchMain<O>(
   tools: string[],
   options: () => O,
   body: (runner: Runner, opts: O, pod: TestPod) => Promise<void>,
+  podOptions: (opts: O) => TestPodOptions = () => ({ upstreamKeepAlive: true }),
 ): Promise<number> {
   let opts: O;
   try {
@@ -175,7 +176,7 @@ export async function benchMain<O>(
   for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, onSignal);
   let failed = false;
   try {
-    const pod = await createTestPod({ upstreamKeepAlive: true });
+    const pod = await createTestPod(podOptions(opts));
     runner.defer(() => pod.dispose());
     await body(runner, opts, pod);
   } catch (e) {
