@@ -16,6 +16,7 @@ import { connId } from "./conn_id.ts";
 import type { EventSink, GrpcEvent, HttpEvent, TcpEndpoints } from "./events.ts";
 import { type Chunk, Http1Conn, type HttpExchange } from "./http1.ts";
 import { type H2Call, H2Conn } from "./h2/conn.ts";
+import { exactGrpcMethod, GrpcGoProbe } from "./grpc_go.ts";
 import { DEFAULT_MAX_FRAME, plausibleStart } from "./h2/frames.ts";
 import { GrpcStats } from "./grpc_stats.ts";
 import { foldRoute, RouteTable } from "./http_route.ts";
@@ -64,6 +65,8 @@ export interface HttpProbeOptions {
 type Parser = { h1: Http1Conn; h2?: undefined } | { h1?: undefined; h2: H2Conn };
 
 interface Conn {
+  /** The kernel socket (the records' sock_id). */
+  sockId: bigint;
   parser: Parser | undefined;
   container: number;
   who: Attribution & { pid: number; comm: string };
@@ -77,6 +80,12 @@ interface Conn {
 export class HttpProbe implements Probe {
   readonly name: "http" | "grpc";
   readonly readyLine: string;
+  /** grpc-go processes' own headers, for calls the capture could not decode (started on need). */
+  #go: GrpcGoProbe | undefined;
+  #goStarting: Promise<void> | undefined;
+  #goFailure: string | undefined;
+  readonly #goAsked = new Set<number>();
+  #stopping = false;
   readonly #http: boolean;
   readonly #grpc: boolean;
   readonly #grpcStats = new GrpcStats();
@@ -180,14 +189,22 @@ export class HttpProbe implements Probe {
   /** gRPC calls as grpc events and counts; plain HTTP/2 requests as HTTP. */
   #reportCalls(conn: Conn, calls: H2Call[]): void {
     for (const c of calls) {
-      if (!c.grpc) {
+      // a stream a grpc-go process reported is gRPC, whatever its headers let the capture see
+      const exact = this.#grpc ? exactGrpcMethod(this.#go, conn.sockId, c) : undefined;
+      if (this.#grpc && c.pathUnknown && !exact) this.#askGo(conn.who.pid);
+      if (!c.grpc && !exact) {
         if (this.#http) this.#report(conn, [h2Exchange(c)]);
         continue;
       }
       if (!this.#grpc) continue;
-      const service = c.pathUnknown ? "unknown" : c.service || "unknown";
-      const method = c.pathUnknown ? "unknown" : c.rpcMethod || "unknown";
-      this.#grpcStats.add(conn.who.container ?? "", c, service, method);
+      const service = exact?.service ?? (c.pathUnknown ? "unknown" : c.service || "unknown");
+      const method = exact?.method ?? (c.pathUnknown ? "unknown" : c.rpcMethod || "unknown");
+      this.#grpcStats.add(
+        conn.who.container ?? "",
+        exact ? { ...c, pathUnknown: false } : c,
+        service,
+        method,
+      );
       if (!this.#requestEvents) continue;
       this.#events++;
       const e: GrpcEvent = {
@@ -239,6 +256,7 @@ export class HttpProbe implements Probe {
     let routes = this.#routes.get(container);
     if (!routes) this.#routes.set(container, routes = new RouteTable(this.#maxRoutes));
     const conn: Conn = {
+      sockId,
       parser: undefined,
       container,
       lastTarget: "",
@@ -314,6 +332,32 @@ export class HttpProbe implements Probe {
   retarget(target: Target): void {
     this.#target = target;
     this.#object.retarget(target);
+    this.#go?.retarget(target);
+  }
+
+  /**
+   * A gRPC call of process `pid` came with its :path unknown (a connection older than kupod):
+   * if the process is grpc-go, its own decoded headers are read with uprobes from now on. Only
+   * such processes pay for the uprobes (a trap per call); the uprobe probe starts on first need.
+   */
+  #askGo(pid: number): void {
+    if (!pid || this.#goAsked.has(pid) || this.#stopping) return;
+    this.#goAsked.add(pid);
+    this.#goStarting ??= GrpcGoProbe.start(this.#target, { scan: "asked" }).then(
+      (go) => {
+        this.#go = go;
+      },
+      (e) => {
+        // the calls keep "unknown": what the capture could not decode is never guessed
+        this.#goFailure = e instanceof Error ? e.message : String(e);
+      },
+    );
+    void this.#goStarting.then(() => this.#go?.probePid(pid)).catch(() => {});
+  }
+
+  /** Why grpc-go processes could not be asked for their headers, if they could not. */
+  get goFailure(): string | undefined {
+    return this.#goFailure;
   }
 
   stats(): ProbeStats {
@@ -322,9 +366,12 @@ export class HttpProbe implements Probe {
 
   /** Detaches, drains the ring, ends what the connections still hold, reports the counts. */
   async stop(): Promise<void> {
+    this.#stopping = true;
     clearInterval(this.#timer);
     await this.#object.close();
     this.reportCounters();
+    await this.#goStarting;
+    await this.#go?.stop();
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -260,12 +260,13 @@ class Messages {
 /**
  * A stream whose headers are all unknown (a connection joined midway, its HPACK entries from
  * before) is gRPC by its shape: both directions' DATA is whole length-prefixed messages, at
- * least one, and the response ended with trailers after its head. Other bodies fail the
- * message framing at their first byte or length.
+ * least one, and the response ended with trailers after its head, or was trailers alone (gRPC's
+ * "Trailers-Only" error response) to a request of messages. Other bodies fail the message
+ * framing at their first byte or length.
  */
 function grpcShaped(x: Stream): boolean {
-  return !x.respOther && x.req.whole() && x.resp.whole() && x.req.count + x.resp.count > 0 &&
-    x.respHeads >= 2 && x.respEnded;
+  if (x.respOther || !x.respEnded || !x.req.whole() || !x.resp.whole()) return false;
+  return x.resp.count > 0 ? x.respHeads >= 2 : x.req.count > 0 && x.respHeads === 1;
 }
 
 class Stream {
