@@ -58,7 +58,7 @@ function options() {
   if (!SIDECARS.includes(sidecar as typeof SIDECARS[number])) {
     throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
   }
-  const numeric = args.filter((a, i) => a !== "--close" && i !== at && i !== at + 1);
+  const numeric = args.filter((a, i) => a !== "--close" && (at < 0 || (i !== at && i !== at + 1)));
   return { ...parseOptions(DEFAULTS, numeric), command, close, sidecar };
 }
 
