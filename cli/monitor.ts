@@ -4,6 +4,7 @@
  * attached.
  */
 
+import { libc } from "../bpf/ffi.ts";
 import { featureReport, preflight } from "../bpf/preflight.ts";
 import { describeTarget, requireTarget, resolveTarget } from "../k8s/resolve.ts";
 import type { TargetWatch } from "../k8s/poll.ts";
@@ -216,6 +217,8 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
     for (const probe of probes) if (probe !== spanSource) log.ready(probe.readyLine);
     outputs.watch(probes);
     for (const line of outputs.readyLines()) log.ready(line);
+    // starting freed much (compiling modules on a cold cache, libbpf's relocations): give it back
+    libc().malloc_trim(0n);
     const follow = (followers: Probe[], prefix: string) => (next: Target, why: string) => {
       // applied before it is announced: scripts act on the announcement
       for (const probe of followers) {

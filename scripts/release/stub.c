@@ -26,6 +26,7 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "sha256.h"
@@ -46,6 +47,8 @@ struct trailer {
 
 /* A temporary directory to remove if the unpack fails. */
 static char g_tmp[PATH_MAX];
+/* This start unpacked the tree (and still holds the lock): it warms Deno's cache too. */
+static int g_installed;
 
 static int rm_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -451,6 +454,7 @@ static void install(int fd, const struct trailer *t, const char *root, const cha
 	close(dirfd);
 	if (rename(g_tmp, dir) == 0) {
 		g_tmp[0] = 0;
+		g_installed = 1;
 		return;
 	}
 	if (errno != EEXIST && errno != ENOTEMPTY)
@@ -469,7 +473,30 @@ static void install(int fd, const struct trailer *t, const char *root, const cha
 	if (rename(dir, stale) < 0 || rename(g_tmp, dir) < 0)
 		die("cannot replace %s: %s", dir, strerror(errno));
 	g_tmp[0] = 0;
+	g_installed = 1;
 	rm_tree(stale);
+}
+
+/*
+ * Compiles kupod's modules into Deno's cache once, at the unpack: a run that compiles them
+ * itself keeps ~10 MB of that work resident for its life (measured: 84 against 76 MB under
+ * load). Deno's cache is keyed by the modules' paths, so this runs where the tree now lies. A
+ * failure costs only that memory: the run compiles what it lacks.
+ */
+static void warm(const char *deno, const char *config, const char *main_ts)
+{
+	pid_t pid = fork();
+	if (pid == 0) {
+		int null = open("/dev/null", O_WRONLY);
+		if (null >= 0) {
+			dup2(null, 1);
+			dup2(null, 2);
+		}
+		execl(deno, deno, "cache", "--quiet", "--config", config, main_ts, (char *)NULL);
+		_exit(127);
+	}
+	if (pid > 0)
+		waitpid(pid, NULL, 0);
 }
 
 int main(int argc, char **argv)
@@ -504,6 +531,8 @@ int main(int argc, char **argv)
 	setenv("DENO_NO_UPDATE_CHECK", "1", 1);
 	/* The same runtime flags as the repository's ./kupod launcher (see there for why). */
 	setenv("MALLOC_ARENA_MAX", "2", 0);
+	if (g_installed && !t.compiled)
+		warm(deno, config, main_ts);
 	const char *fixed[] = { deno,	  "run",       "--quiet", "--no-prompt", "--allow-all",
 				"--v8-flags=--max-semi-space-size=2", "--cached-only",
 				"--config", config, main_ts };
