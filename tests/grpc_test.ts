@@ -8,24 +8,48 @@
 import type { GrpcEvent } from "../probes/events.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
-import { createTestPod } from "./helpers/pod.ts";
+import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { inContainer } from "./helpers/pod_exec.ts";
-import { freePort, ROOT, startKupod } from "./helpers/process.ts";
+import { type Child, freePort, ROOT, startKupod } from "./helpers/process.ts";
 import { parseExposition, seriesKey } from "./helpers/prom.ts";
 import { startOtlpReceiver } from "./fixtures/otlp_receiver.ts";
 
-/** Debian's python3, which python3-grpcio (scripts/setup) installs into. */
 const PEER = `${ROOT}tests/fixtures/grpc_peer.py`;
+/** Debian's python3, which python3-grpcio (scripts/setup) installs into. */
+const PYTHON = "/usr/bin/python3";
+
+/** tests/fixtures/grpc_peer.py with `args`, as a process of the pod's `container`. */
+function peer(pod: TestPod, container: string, args: string[], opts: { stdin?: boolean } = {}) {
+  return inContainer(pod, pod.container(container), [PYTHON, PEER, ...args], opts);
+}
+
+/** The gRPC server in the pod's service container, once it listens, and its port. */
+async function grpcServer(pod: TestPod): Promise<{ server: Child; port: string }> {
+  const server = peer(pod, "app", ["server"]);
+  try {
+    return { server, port: (await server.waitForLine(/^listening \d+/)).split(" ")[1] };
+  } catch (e) {
+    await server[Symbol.asyncDispose]();
+    throw e;
+  }
+}
+
+/** The grpc events kupod printed once `n` arrived (or 10 s passed), and any extra soon after. */
+async function grpcEvents(kupod: Child, n: number): Promise<GrpcEvent[]> {
+  const calls = () =>
+    kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) => JSON.parse(l) as GrpcEvent);
+  for (let i = 0; i < 100 && calls().length < n; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  return calls();
+}
 
 Deno.test("grpc: unary (sequential and concurrent), streaming kinds and a failure, both sides", async () => {
   {
     await using pod = await createTestPod();
-    await using server = inContainer(pod, pod.container("app"), [
-      "/usr/bin/python3",
-      PEER,
-      "server",
-    ]);
-    const port = (await server.waitForLine(/^listening \d+/)).split(" ")[1];
+    const { server, port } = await grpcServer(pod);
+    await using _server = server;
     const exporter = freePort();
     await using kupod = await startKupod([
       "monitor",
@@ -41,25 +65,10 @@ Deno.test("grpc: unary (sequential and concurrent), streaming kinds and a failur
       String(exporter),
     ]);
     const N = 30;
-    await using client = inContainer(pod, pod.container("proxy"), [
-      "/usr/bin/python3",
-      PEER,
-      "client",
-      port,
-      String(N),
-    ]);
+    await using client = peer(pod, "proxy", ["client", port, String(N)]);
     const status = await client.wait();
     assertEquals(status.code, 0, client.stderr.join("\n"));
-    const calls = () =>
-      kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) =>
-        JSON.parse(l) as GrpcEvent
-      );
-    const want = 2 * (N + 4);
-    for (let i = 0; i < 100 && calls().length < want; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    await new Promise((r) => setTimeout(r, 300));
-    const evs = calls();
+    const evs = await grpcEvents(kupod, 2 * (N + 4));
     const server_ = evs.filter((e) => e.side === "server"),
       client_ = evs.filter((e) => e.side === "client");
     assertEquals([server_.length, client_.length], [N + 4, N + 4], JSON.stringify(evs.slice(0, 3)));
@@ -128,21 +137,10 @@ Deno.test("grpc: unary (sequential and concurrent), streaming kinds and a failur
 Deno.test("grpc: a channel opened before kupod started: calls counted exactly, methods unknown until the table shows them", async () => {
   {
     await using pod = await createTestPod();
-    await using server = inContainer(pod, pod.container("app"), [
-      "/usr/bin/python3",
-      PEER,
-      "server",
-    ]);
-    const port = (await server.waitForLine(/^listening \d+/)).split(" ")[1];
+    const { server, port } = await grpcServer(pod);
+    await using _server = server;
     const K = 5, N = 20;
-    await using client = inContainer(pod, pod.container("proxy"), [
-      "/usr/bin/python3",
-      PEER,
-      "later",
-      port,
-      String(K),
-      String(N),
-    ], { stdin: true });
+    await using client = peer(pod, "proxy", ["later", port, String(K), String(N)], { stdin: true });
     await client.waitForLine(/^paused$/);
     const exporter = freePort();
     await using kupod = await startKupod([
@@ -160,16 +158,7 @@ Deno.test("grpc: a channel opened before kupod started: calls counted exactly, m
     ]);
     await client.writeLine("go");
     await client.waitForLine(/^done$/);
-    const calls = () =>
-      kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) =>
-        JSON.parse(l) as GrpcEvent
-      );
-    const want = 2 * (N + 2);
-    for (let i = 0; i < 100 && calls().length < want; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    await new Promise((r) => setTimeout(r, 300));
-    const evs = calls();
+    const evs = await grpcEvents(kupod, 2 * (N + 2));
     for (const side of ["server", "client"]) {
       const mine = evs.filter((e) => e.side === side);
       assertEquals(mine.length, N + 2, `${side}: every call after the start, none before`);
@@ -208,12 +197,8 @@ Deno.test("grpc: a channel opened before kupod started: calls counted exactly, m
 Deno.test("grpc: a span per call joins the caller's trace from traceparent or grpc-trace-bin; authority, user agent, deadline", async () => {
   {
     await using pod = await createTestPod();
-    await using server = inContainer(pod, pod.container("app"), [
-      "/usr/bin/python3",
-      PEER,
-      "server",
-    ]);
-    const port = (await server.waitForLine(/^listening \d+/)).split(" ")[1];
+    const { server, port } = await grpcServer(pod);
+    await using _server = server;
     const receiver = startOtlpReceiver();
     try {
       await using kupod = await startKupod([
@@ -228,23 +213,9 @@ Deno.test("grpc: a span per call joins the caller's trace from traceparent or gr
         receiver.url,
       ]);
       const traceId = "4bf92f3577b34da6a3ce929d0e0e4736", parent = "00f067aa0ba902b7";
-      await using client = inContainer(pod, pod.container("proxy"), [
-        "/usr/bin/python3",
-        PEER,
-        "traced",
-        port,
-        traceId,
-        parent,
-      ]);
+      await using client = peer(pod, "proxy", ["traced", port, traceId, parent]);
       assertEquals((await client.wait()).code, 0, client.stderr.join("\n"));
-      const calls = () =>
-        kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) =>
-          JSON.parse(l) as GrpcEvent
-        );
-      for (let i = 0; i < 100 && calls().length < 6; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
-      const evs = calls();
+      const evs = await grpcEvents(kupod, 6);
       assertEquals(evs.length, 6, "three calls, both sides");
       for (const e of evs) {
         assertEquals(e.authority, `127.0.0.1:${port}`);
@@ -302,12 +273,8 @@ Deno.test("grpc: h2c through an nginx grpc_pass sidecar, both legs, exact", asyn
   const dir = await Deno.makeTempDir({ prefix: "kupod-grpc-proxy-" });
   try {
     await using pod = await createTestPod();
-    await using server = inContainer(pod, pod.container("app"), [
-      "/usr/bin/python3",
-      PEER,
-      "server",
-    ]);
-    const upstream = (await server.waitForLine(/^listening \d+/)).split(" ")[1];
+    const { server, port: upstream } = await grpcServer(pod);
+    await using _server = server;
     const port = 18443;
     await Deno.writeTextFile(`${dir}/nginx.conf`, grpcProxyConf(dir, port, upstream));
     await using proxy = inContainer(pod, pod.container("proxy"), [
@@ -338,24 +305,9 @@ Deno.test("grpc: h2c through an nginx grpc_pass sidecar, both legs, exact", asyn
     ]);
     const N = 20;
     // the caller is a process of the service's container: its calls go out through the sidecar
-    await using client = inContainer(pod, pod.container("app"), [
-      "/usr/bin/python3",
-      PEER,
-      "client",
-      String(port),
-      String(N),
-    ]);
+    await using client = peer(pod, "app", ["client", String(port), String(N)]);
     assertEquals((await client.wait()).code, 0, `${client.stderr.join("\n")} ${proxy.stderr}`);
-    const calls = () =>
-      kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) =>
-        JSON.parse(l) as GrpcEvent
-      );
-    const want = 4 * (N + 4);
-    for (let i = 0; i < 100 && calls().length < want; i++) {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-    await new Promise((r) => setTimeout(r, 300));
-    const evs = calls();
+    const evs = await grpcEvents(kupod, 4 * (N + 4));
     // app calls nginx, nginx calls app: each call four times, once per leg and side
     for (
       const [role, side] of [
