@@ -41,8 +41,9 @@ trap 'echo "Error: the namespace setup failed at line $LINENO" >&2' ERR
 if printenv KUPOD_STRANGER_TRACE >/dev/null; then set -x; fi
 work="$1"
 shift
-priv="$work/ip"
-mkdir -p "$priv"
+# one directory per run: runs that share a work dir start at once, and a running ip cannot be
+# overwritten (cp unlinks and recreates it, racing the other run)
+priv="$(mktemp -d "$work/ip.XXXXXX")"
 ipbin="$(readlink -f "$(command -v ip)")"
 cp "$ipbin" "$priv/ip"
 for lib in libbpf.so.1 libelf.so.1 libz.so.1; do
