@@ -5,27 +5,15 @@
 
 import type { BucketCounts, Log2Counts, Percentiles } from "../probes/events.ts";
 
-export { addBuckets, buckets as emptyBuckets } from "../probes/buckets.ts";
+import { log2Quantile } from "../probes/buckets.ts";
 
-/**
- * The q-quantile (0..1) of log2 slots in seconds: slot i holds values in [2^i, 2^(i+1)) units,
- * interpolated linearly inside the slot as Prometheus does inside a bucket. 0 when empty.
- */
-export function log2Quantile(h: Log2Counts, q: number): number {
-  const total = h.slots.reduce((a, b) => a + b, 0);
-  if (!total) return 0;
-  const rank = q * total;
-  let below = 0;
-  for (let i = 0; i < h.slots.length; i++) {
-    const n = h.slots[i];
-    if (n && below + n >= rank) {
-      const lo = i === 0 ? 0 : 2 ** i;
-      return (lo + (2 ** (i + 1) - lo) * (rank - below) / n) * h.unit_seconds;
-    }
-    below += n;
-  }
-  return 2 ** h.slots.length * h.unit_seconds;
-}
+export {
+  addBuckets,
+  addLog2,
+  buckets as emptyBuckets,
+  log2Delta,
+  log2Quantile,
+} from "../probes/buckets.ts";
 
 /**
  * The q-quantile of fixed-bound buckets (counts[i] ≤ bounds[i], the last +Inf), interpolated
@@ -56,17 +44,6 @@ export function bucketPercentiles(h: BucketCounts): Percentiles {
     count: h.count,
     p50_seconds: bucketQuantile(h, 0.5),
     p99_seconds: bucketQuantile(h, 0.99),
-  };
-}
-
-/** `to - from` of two readings of one running histogram; `from` absent counts as empty. */
-export function log2Delta(to: Log2Counts, from: Log2Counts | undefined): Log2Counts {
-  if (!from) return to;
-  return {
-    count: to.count - from.count,
-    sum_seconds: to.sum_seconds - from.sum_seconds,
-    unit_seconds: to.unit_seconds,
-    slots: to.slots.map((n, i) => n - (from.slots[i] ?? 0)),
   };
 }
 

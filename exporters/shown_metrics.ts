@@ -49,12 +49,7 @@ export interface Log2Series extends Log2Counts {
   labels: Record<string, string>;
 }
 
-/** Adds histogram `h` into `into` (same unit). */
-export function addLog2(into: Log2Series, h: Log2Counts): void {
-  into.count += h.count;
-  into.sum_seconds += h.sum_seconds;
-  h.slots.forEach((n, i) => (into.slots[i] = (into.slots[i] ?? 0) + n));
-}
+export { addLog2 } from "../probes/buckets.ts";
 
 export interface BucketSeries {
   labels: Record<string, string>;

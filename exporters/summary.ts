@@ -20,6 +20,7 @@ import type {
 } from "../probes/events.ts";
 import {
   addBuckets,
+  addLog2,
   bucketDelta,
   bucketPercentiles,
   emptyBuckets,
@@ -179,7 +180,7 @@ type SocketSummary = NonNullable<SummaryEvent["socket"]>;
 
 function socketSummary(a: Stats, b: Stats, seconds: number): SocketSummary {
   const byContainer = new Map<string, SocketSummary["containers"][number]>();
-  const rtts = new Map<string, Log2Counts[]>();
+  const rtts = new Map<string, Log2Counts>();
   const before = new Map(
     (a.tcp?.connections ?? []).map((c) => [`${c.container}\0${c.direction}`, c]),
   );
@@ -215,11 +216,12 @@ function socketSummary(a: Stats, b: Stats, seconds: number): SocketSummary {
     );
     row.retransmits += c.retransmits - (p?.retransmits ?? 0);
     row.resets += c.resets - (p?.resets ?? 0);
-    rtts.set(c.container, [...(rtts.get(c.container) ?? []), log2Delta(c.rtt, p?.rtt)]);
+    const rtt = log2Delta(c.rtt, p?.rtt);
+    const both = rtts.get(c.container);
+    if (both) addLog2(both, rtt);
+    else rtts.set(c.container, { ...rtt, slots: [...rtt.slots] });
   }
-  for (const [container, parts] of rtts) {
-    byContainer.get(container)!.rtt = log2Percentiles(parts.reduce(sumLog2));
-  }
+  for (const [container, rtt] of rtts) byContainer.get(container)!.rtt = log2Percentiles(rtt);
   const sidecarsBefore = new Map((a.sidecars?.sidecars ?? []).map((s) => [s.container, s]));
   const sidecars = (b.sidecars?.sidecars ?? []).map((s) => {
     const p = sidecarsBefore.get(s.container);
@@ -233,18 +235,6 @@ function socketSummary(a: Stats, b: Stats, seconds: number): SocketSummary {
     };
   });
   return { containers: [...byContainer.values()], sidecars };
-}
-
-function sumLog2(x: Log2Counts, y: Log2Counts): Log2Counts {
-  return {
-    count: x.count + y.count,
-    sum_seconds: x.sum_seconds + y.sum_seconds,
-    unit_seconds: x.unit_seconds,
-    slots: Array.from(
-      { length: Math.max(x.slots.length, y.slots.length) },
-      (_, i) => (x.slots[i] ?? 0) + (y.slots[i] ?? 0),
-    ),
-  };
 }
 
 function stackSummary(
@@ -298,7 +288,12 @@ function grouped<S, K extends string>(
   key: (s: S) => K,
 ): Map<K, S[]> {
   const groups = new Map<K, S[]>();
-  for (const s of series) groups.set(key(s), [...(groups.get(key(s)) ?? []), s]);
+  for (const s of series) {
+    const k = key(s);
+    const group = groups.get(k);
+    if (group) group.push(s);
+    else groups.set(k, [s]);
+  }
   return groups;
 }
 

@@ -1,9 +1,10 @@
 /**
- * Fixed-bound histograms the user-space probes count into (BucketCounts: counts[i] are the
- * observations ≤ bounds[i], not cumulative, the last slot +Inf), and their bounds.
+ * The probes' histograms: fixed-bound ones the user-space probes count into (BucketCounts:
+ * counts[i] are the observations ≤ bounds[i], not cumulative, the last slot +Inf), with their
+ * bounds, and the log2 slots the kernel counts (Log2Counts): sums, differences, quantiles.
  */
 
-import type { BucketCounts } from "./events.ts";
+import type { BucketCounts, Log2Counts } from "./events.ts";
 
 /**
  * Seconds: OpenTelemetry's advised bounds for http.server/client.request.duration, which begin at
@@ -54,4 +55,42 @@ export function addBuckets(into: BucketCounts, h: BucketCounts): void {
   into.count += h.count;
   into.sum += h.sum;
   h.counts.forEach((n, i) => (into.counts[i] = (into.counts[i] ?? 0) + n));
+}
+
+/** Adds `h` into `into` (same unit). */
+export function addLog2(into: Log2Counts, h: Log2Counts): void {
+  into.count += h.count;
+  into.sum_seconds += h.sum_seconds;
+  h.slots.forEach((n, i) => (into.slots[i] = (into.slots[i] ?? 0) + n));
+}
+
+/** `to - from` of two readings of one running histogram; `from` absent counts as empty. */
+export function log2Delta(to: Log2Counts, from: Log2Counts | undefined): Log2Counts {
+  if (!from) return to;
+  return {
+    count: to.count - from.count,
+    sum_seconds: to.sum_seconds - from.sum_seconds,
+    unit_seconds: to.unit_seconds,
+    slots: to.slots.map((n, i) => n - (from.slots[i] ?? 0)),
+  };
+}
+
+/**
+ * The q-quantile (0..1) of log2 slots in seconds: slot i holds values in [2^i, 2^(i+1)) units,
+ * interpolated linearly inside the slot as Prometheus does inside a bucket. 0 when empty.
+ */
+export function log2Quantile(h: Log2Counts, q: number): number {
+  const total = h.slots.reduce((a, b) => a + b, 0);
+  if (!total) return 0;
+  const rank = q * total;
+  let below = 0;
+  for (let i = 0; i < h.slots.length; i++) {
+    const n = h.slots[i];
+    if (n && below + n >= rank) {
+      const lo = i === 0 ? 0 : 2 ** i;
+      return (lo + (2 ** (i + 1) - lo) * (rank - below) / n) * h.unit_seconds;
+    }
+    below += n;
+  }
+  return 2 ** h.slots.length * h.unit_seconds;
 }

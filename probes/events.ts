@@ -304,7 +304,7 @@ export interface ResourcesEvent extends EventBase {
   net_tx_bytes_per_second: number;
   io_read_bytes_per_second: number;
   io_write_bytes_per_second: number;
-  /** Time from runnable to running, 99th percentile over the interval (upper bound of its log2 slot). */
+  /** Time from runnable to running, 99th percentile over the interval (inside its log2 slot). */
   runqueue_p99_seconds: number;
   threads: number;
 }

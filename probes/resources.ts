@@ -18,6 +18,7 @@ import { readCgroupUsage } from "../k8s/cgroup_usage.ts";
 import { readNetUsage } from "../k8s/net_usage.ts";
 import { attribution, type Target } from "../k8s/target.ts";
 import { bootNsToRfc3339 } from "./clock.ts";
+import { log2Delta, log2Quantile } from "./buckets.ts";
 import type {
   ContainerResources,
   EventSink,
@@ -62,19 +63,6 @@ function log2Counts(h: Log2Hist): Log2Counts {
     unit_seconds: NS,
     slots: h.slots.map(Number),
   };
-}
-
-/** The upper bound of the log2 slot holding the 99th percentile of `now` minus `before`. */
-function p99Seconds(now: Log2Counts, before: Log2Counts | undefined): number {
-  const slots = now.slots.map((n, i) => n - (before?.slots[i] ?? 0));
-  const total = slots.reduce((a, b) => a + b, 0);
-  if (!total) return 0;
-  let seen = 0;
-  for (let i = 0; i < slots.length; i++) {
-    seen += slots[i];
-    if (seen >= 0.99 * total) return 2 ** (i + 1) * now.unit_seconds;
-  }
-  return 0;
 }
 
 export class ResourcesProbe implements Probe {
@@ -238,7 +226,7 @@ export class ResourcesProbe implements Probe {
         net_tx_bytes_per_second: tx,
         io_read_bytes_per_second: rate(io(b, "read_bytes"), io(c, "read_bytes")),
         io_write_bytes_per_second: rate(io(b, "write_bytes"), io(c, "write_bytes")),
-        runqueue_p99_seconds: p99Seconds(c.runqueue, b?.runqueue),
+        runqueue_p99_seconds: log2Quantile(log2Delta(c.runqueue, b?.runqueue), 0.99),
         threads: c.threads,
       };
     });
