@@ -19,7 +19,10 @@ export class LiveView {
   /** Readings of the last WINDOW_MS, oldest first: the window starts at the first. */
   #readings: Reading[] = [];
 
-  /** `refresh` asks the probes for fresh counts (they arrive in `source` synchronously). */
+  /**
+   * `refresh` asks the probes for fresh counts (they arrive in `source` synchronously), for the
+   * whole-run answers; the stream uses what the probes reported on their own.
+   */
   constructor(readonly source: SummarySource, readonly refresh: () => void) {}
 
   /** The response for `path`, or undefined when the path is not the view's. */
@@ -90,7 +93,7 @@ export class LiveView {
   }
 
   #tick(): void {
-    this.refresh();
+    // the probes report their counts every second by themselves: a tick only reads them
     const now = this.source.reading();
     const readings = this.#readings;
     while (readings.length > 1 && now.at - readings[1].at >= WINDOW_MS) readings.shift();
