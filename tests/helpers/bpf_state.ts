@@ -1,11 +1,16 @@
 /** What kupod may leave in the kernel, read with bpftool so the check does not trust kupod's code. */
 
 export async function bpftoolJson(args: string[]): Promise<unknown> {
-  const out = await new Deno.Command("bpftool", { args: ["-j", ...args] }).output();
-  if (!out.success) {
-    throw new Error(`bpftool ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  // a listing fails now and then when an object it walks is freed under it (another run ending):
+  // asked again, it answers
+  for (let attempt = 1;; attempt++) {
+    const out = await new Deno.Command("bpftool", { args: ["-j", ...args] }).output();
+    if (out.success) return JSON.parse(new TextDecoder().decode(out.stdout).trim() || "[]");
+    if (attempt === 3) {
+      throw new Error(`bpftool ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+    }
+    await new Promise((r) => setTimeout(r, 100));
   }
-  return JSON.parse(new TextDecoder().decode(out.stdout).trim() || "[]");
 }
 
 /** Names of loaded BPF programs that are kupod's (all are named kupod_*). */
