@@ -40,11 +40,20 @@ export type { QosClass } from "./pod_cgroup.ts";
 export type ContainerRole = "sidecar" | "service";
 /**
  * "http": the fixture HTTP server; "nginx-proxy" and "haproxy-proxy": nginx or haproxy proxying
- * to the pod's HTTP server.
+ * to the pod's HTTP server; "grpc-go": the grpc-go fixture server (tests/fixtures/grpc_go/server,
+ * built by the caller, see `binary`); "nginx-grpc-proxy": nginx passing gRPC to it (grpc_pass,
+ * HTTP/2 on both legs).
  */
-export type ContainerKind = "http" | "nginx-proxy" | "haproxy-proxy";
+export type ContainerKind =
+  | "http"
+  | "nginx-proxy"
+  | "haproxy-proxy"
+  | "grpc-go"
+  | "nginx-grpc-proxy";
 
-const isProxy = (kind: ContainerKind) => kind !== "http";
+const isProxy = (kind: ContainerKind) => kind.endsWith("-proxy");
+/** The kind of service a proxy kind passes to by default. */
+const upstreamKind = (kind: ContainerKind) => kind === "nginx-grpc-proxy" ? "grpc-go" : "http";
 
 export interface TestContainerOptions {
   name: string;
@@ -57,8 +66,13 @@ export interface TestContainerOptions {
   role?: ContainerRole;
   /** http: bytes of every reply (default 1024). */
   bodySize?: number;
-  /** nginx-proxy: the port of the service at 127.0.0.1 (default: the first http container's). */
+  /**
+   * Proxies: the port of the service at 127.0.0.1 (default: the first http container's, for
+   * nginx-grpc-proxy the first grpc-go container's).
+   */
   upstreamPort?: number;
+  /** grpc-go: the server binary built from tests/fixtures/grpc_go/server (required). */
+  binary?: string;
 }
 
 export interface TestPodOptions {
@@ -257,6 +271,7 @@ class Container implements TestContainer {
   readonly kind: ContainerKind;
   readonly port: number;
   readonly bodySize: number;
+  readonly binary: string;
   upstreamPort = 0;
   imageID = "";
   id = "";
@@ -274,12 +289,16 @@ class Container implements TestContainer {
     this.port = o.port;
     this.role = o.role ?? (isProxy(o.kind) ? "sidecar" : "service");
     this.image = o.image ??
-      (o.kind === "nginx-proxy"
+      (o.kind === "nginx-proxy" || o.kind === "nginx-grpc-proxy"
         ? "docker.io/library/nginx:1.22"
         : o.kind === "haproxy-proxy"
         ? "docker.io/library/haproxy:2.6"
+        : o.kind === "grpc-go"
+        ? "registry.example/kupod/grpc-service:1.0"
         : "registry.example/kupod/http-service:1.0");
     this.bodySize = o.bodySize ?? 1024;
+    this.binary = o.binary ?? "";
+    if (o.kind === "grpc-go" && !this.binary) throw new Error(`${o.name}: grpc-go needs binary`);
   }
 
   get runtimeId(): string {
@@ -357,11 +376,11 @@ class PodImpl implements TestPod {
     this.containers = (opts.containers ?? DEFAULT_CONTAINERS).map((o) => new Container(o));
     const names = new Set(this.containers.map((c) => c.name));
     if (names.size !== this.containers.length) throw new Error("container names must be unique");
-    const service = this.containers.find((c) => c.kind === "http");
     (opts.containers ?? DEFAULT_CONTAINERS).forEach((o, i) => {
       if (!isProxy(o.kind)) return;
-      const up = o.upstreamPort ?? service?.port;
-      if (!up) throw new Error(`${o.name}: ${o.kind} needs upstreamPort or an http container`);
+      const kind = upstreamKind(o.kind);
+      const up = o.upstreamPort ?? this.containers.find((c) => c.kind === kind)?.port;
+      if (!up) throw new Error(`${o.name}: ${o.kind} needs upstreamPort or a ${kind} container`);
       this.containers[i].upstreamPort = up;
     });
     const paths = podCgroupPaths(this.uid, this.qosClass, opts.cgroupRoot);
@@ -463,6 +482,7 @@ class PodImpl implements TestPod {
         c.name,
       ];
     }
+    if (c.kind === "grpc-go") return [c.binary, `0.0.0.0:${c.port}`];
     const dir = `${this.#tmp}/${c.name}`;
     await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
     const ka = this.#upstreamKeepAlive;
@@ -483,6 +503,7 @@ class PodImpl implements TestPod {
       DIR: dir,
       PORT: String(c.port),
       LISTEN_IPV6: this.#ipv6 ? `listen [::]:${c.port};` : "# IPv4 only",
+      LISTEN_IPV6_HTTP2: this.#ipv6 ? `listen [::]:${c.port} http2;` : "# IPv4 only",
       UPSTREAM_PORT: String(c.upstreamPort),
       // idle upstream connections kept per worker: more than the bench's 32 concurrent clients,
       // so that keep-alive load reuses upstream connections instead of closing the surplus
@@ -490,7 +511,8 @@ class PodImpl implements TestPod {
       UPSTREAM_HTTP_VERSION: ka ? "1.1" : "1.0",
       UPSTREAM_CONNECTION: ka ? "" : "close",
     };
-    await Deno.writeTextFile(`${dir}/nginx.conf`, await fillTemplate("nginx.conf.tmpl", values));
+    const template = c.kind === "nginx-grpc-proxy" ? "nginx_grpc.conf.tmpl" : "nginx.conf.tmpl";
+    await Deno.writeTextFile(`${dir}/nginx.conf`, await fillTemplate(template, values));
     return ["nginx", "-p", `${dir}/`, "-c", `${dir}/nginx.conf`, "-e", "stderr"];
   }
 
@@ -520,7 +542,8 @@ class PodImpl implements TestPod {
 
   async #waitReady(c: Container, child: Child): Promise<void> {
     const deadline = Date.now() + this.#readyMs;
-    const workers = c.kind === "nginx-proxy" ? 2 : 1; // nginx: master and its one worker
+    // nginx: master and its one worker
+    const workers = c.kind === "nginx-proxy" || c.kind === "nginx-grpc-proxy" ? 2 : 1;
     for (;;) {
       if (c.exited) {
         const status = await child.process.status;
