@@ -1,13 +1,19 @@
 /**
  * What an operator pays: the whole command line (`./kupod monitor <command> --veth <pod>`)
- * started before and stopped after each "on" window, under wrk's load through the test pod's
- * sidecar (nginx or haproxy, keep-alive to the service), against adjacent "off" windows (ABBA
- * order). The load is keep-alive, or one connection per request with --close. Prints the
- * throughput ratio's median with its 90% interval, the agent's CPU per 10k requests/s, its peak
- * RSS and the events it reported lost.
+ * started before and stopped after each "on" window, under a load through the test pod's
+ * sidecar, against adjacent "off" windows (ABBA order). Prints the throughput ratio's median
+ * with its 90% interval, the agent's CPU per 10k requests (or calls) per second, its peak RSS
+ * and the events it reported lost.
+ *
+ * The load is wrk through nginx or haproxy (keep-alive to the service), keep-alive or one
+ * connection per request with --close, run for each window; or with --load grpc unary gRPC calls
+ * from a grpc-go client (bench/grpc_load.ts) over a few channels, through an nginx grpc_pass
+ * sidecar to a grpc-go service, one continuous load whose calls are counted at each window's
+ * bounds.
  *
  *   deno task bench:ab [--rounds N] [--seconds N] [--connections N] -- user http
  *   deno task bench:ab --sidecar haproxy --close -- kernel all   # any monitor command; --veth is added
+ *   deno task bench:ab --load grpc [--channels N] [--inflight N] -- user grpc
  */
 
 import {
@@ -22,16 +28,21 @@ import {
   pairedRatio,
   pairedRounds,
   parseOptions,
+  type Runner,
   runWrk,
+  sleep,
+  softirqThreads,
   startKupod,
   stopKupod,
   UsageError,
   waitIdle,
 } from "./overhead.ts";
+import { buildGrpcGo, GrpcLoad } from "./grpc_load.ts";
 import { vmBytes } from "./socket_proc.ts";
-import type { TestContainerOptions } from "../tests/helpers/pod.ts";
+import type { TestContainerOptions, TestPod, TestPodOptions } from "../tests/helpers/pod.ts";
 
-const DEFAULTS = { rounds: 16, seconds: 5, connections: 32 };
+const HTTP_DEFAULTS = { rounds: 16, seconds: 5, connections: 32 };
+const GRPC_DEFAULTS = { rounds: 16, seconds: 5, channels: 4, inflight: 32 };
 
 interface Run {
   mode: "off" | "on";
@@ -46,6 +57,15 @@ interface Run {
 }
 
 const SIDECARS = ["nginx", "haproxy"] as const;
+const LOADS = ["http", "grpc"] as const;
+
+/** The value of `--name value` (or undefined), taken out of `args`. */
+function take(args: string[], name: string): string | undefined {
+  const at = args.indexOf(name);
+  if (at < 0) return undefined;
+  const [, value] = args.splice(at, 2);
+  return value;
+}
 
 function options() {
   const dash = Deno.args.indexOf("--");
@@ -53,17 +73,41 @@ function options() {
   if (!command.length) throw new UsageError("give the monitor command after --, e.g. -- user http");
   const args = dash < 0 ? [...Deno.args] : Deno.args.slice(0, dash);
   const close = args.includes("--close");
-  const at = args.indexOf("--sidecar");
-  const sidecar = at < 0 ? "nginx" : args[at + 1];
+  if (close) args.splice(args.indexOf("--close"), 1);
+  const sidecar = take(args, "--sidecar") ?? "nginx";
   if (!SIDECARS.includes(sidecar as typeof SIDECARS[number])) {
     throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
   }
-  const numeric = args.filter((a, i) => a !== "--close" && (at < 0 || (i !== at && i !== at + 1)));
-  return { ...parseOptions(DEFAULTS, numeric), command, close, sidecar };
+  const load = take(args, "--load") ?? "http";
+  if (load === "grpc") {
+    if (sidecar !== "nginx" || close) {
+      throw new UsageError("--load grpc goes through nginx (grpc_pass), keep-alive");
+    }
+    const o = parseOptions(GRPC_DEFAULTS, args);
+    return { ...o, connections: 0, command, close, sidecar, load } as const;
+  }
+  if (load !== "http") throw new UsageError(`--load must be one of ${LOADS.join(", ")}`);
+  const o = parseOptions(HTTP_DEFAULTS, args);
+  return { ...o, channels: 0, inflight: 0, command, close, sidecar, load } as const;
 }
 
-/** The bench pod: the sidecar asked for in front of the service, keep-alive between them. */
-function podOf(opts: ReturnType<typeof options>) {
+type Options = ReturnType<typeof options>;
+
+/**
+ * The bench pod: the sidecar asked for in front of the service, keep-alive between them; for
+ * gRPC the fixtures built first, the service being the grpc-go server.
+ */
+async function podOf(opts: Options): Promise<TestPodOptions> {
+  if (opts.load === "grpc") {
+    const { server } = await buildGrpcGo();
+    return {
+      containers: [
+        { name: "proxy", kind: "nginx-grpc-proxy", port: 8080 },
+        { name: "app", kind: "grpc-go", port: 9090, binary: server },
+      ],
+      upstreamKeepAlive: true,
+    };
+  }
   const proxy: TestContainerOptions = {
     name: "proxy",
     kind: opts.sidecar === "haproxy" ? "haproxy-proxy" : "nginx-proxy",
@@ -75,40 +119,93 @@ function podOf(opts: ReturnType<typeof options>) {
   };
 }
 
-const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, pod) => {
+/** The load of the runs: one window's rate, and the processes whose CPU it is. */
+interface Load {
+  /** "req" or "calls", for the report. */
+  unit: string;
+  describe: string;
+  pids: number[];
+  window(): Promise<number>;
+}
+
+function wrkLoad(runner: Runner, opts: Options, pod: TestPod): Load {
   const url = `http://${pod.podIP}:${pod.container("proxy").port}/`;
+  return {
+    unit: "req",
+    describe: `wrk -t1 -c${opts.connections} ${
+      opts.close ? "a connection per request" : "keep-alive"
+    } through ${opts.sidecar}, ${opts.rounds} rounds of ${opts.seconds} s windows`,
+    pids: [],
+    window: async () =>
+      (await runWrk(runner, url, {
+        connections: opts.connections,
+        seconds: opts.seconds,
+        close: opts.close,
+      })).rps,
+  };
+}
+
+/**
+ * The gRPC load, started now and stopped at cleanup; the softirq threads count as its own
+ * (it runs between windows too, so their share of its network work must not look like another
+ * process's load).
+ */
+async function grpcLoad(runner: Runner, opts: Options, pod: TestPod): Promise<Load> {
+  const { loadclient } = await buildGrpcGo();
+  const addr = `${pod.podIP}:${pod.container("proxy").port}`;
+  const client = await GrpcLoad.start(loadclient, addr, opts);
+  runner.defer(() => client.stop());
+  return {
+    unit: "calls",
+    describe: `grpc-go unary calls, ${opts.inflight} in flight over ${opts.channels} channels ` +
+      `through nginx grpc_pass (one load for the whole bench), ${opts.rounds} rounds of ${opts.seconds} s windows`,
+    pids: [client.pid, ...softirqThreads()],
+    window: async () => {
+      const a = await client.count();
+      await sleep(opts.seconds * 1000);
+      runner.check();
+      const b = await client.count();
+      if (b.errors > a.errors) {
+        throw new Error(`${b.errors - a.errors} gRPC calls failed: ${client.stderr}`);
+      }
+      if (b.calls === a.calls) throw new Error(`no gRPC call completed: ${client.stderr}`);
+      return (b.calls - a.calls) / (b.seconds - a.seconds);
+    },
+  };
+}
+
+/**
+ * The pattern of the probe names whose lost events stopKupod counts: the probe named last in
+ * the command, or any probe for a command naming a group.
+ */
+function lostProbe(command: string[]): string {
+  const last = command.at(-1)!;
+  return ["all", "user", "kernel"].includes(last) ? "[\\w-]+" : last;
+}
+
+const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, pod) => {
   const args = ["monitor", ...opts.command, "--veth", pod.hostVeth, "--quiet"];
-  const probe = opts.command.at(-1)!;
-  const pids = pod.containers.flatMap((c) => c.pids());
+  const probe = lostProbe(opts.command);
+  const load = opts.load === "grpc"
+    ? await grpcLoad(runner, opts, pod)
+    : wrkLoad(runner, opts, pod);
+  const pids = [...pod.containers.flatMap((c) => c.pids()), ...load.pids];
   const runs: Run[] = [];
   let started = 0; // a round run again must not find the readiness line of its first try
   console.log(`./kupod ${args.join(" ")}`);
-  console.log(
-    `wrk -t1 -c${opts.connections} ${
-      opts.close ? "a connection per request" : "keep-alive"
-    } through ${opts.sidecar}, ${opts.rounds} rounds of ${opts.seconds} s windows`,
-  );
+  console.log(load.describe);
   const run = async (mode: "off" | "on", round: number): Promise<Run> => {
     await waitIdle(runner, pids);
     const kupod = mode === "on"
       ? await startKupod(runner, args, await runner.tempPath(`kupod-${++started}.out`))
       : undefined;
-    const m = await measure(
-      pids,
-      kupod?.proc.pid,
-      () =>
-        runWrk(runner, url, {
-          connections: opts.connections,
-          seconds: opts.seconds,
-          close: opts.close,
-        }),
-    );
+    const m = await measure(pids, kupod?.proc.pid, load.window);
     const rssBytes = kupod ? vmBytes(kupod.proc.pid, "VmHWM") : 0;
     const lost = kupod ? await stopKupod(kupod, probe, false) : 0;
     const r: Run = {
       mode,
       round,
-      rps: m.value.rps,
+      rps: m.value,
       kupodCpu: m.kupodCpu,
       wall: m.wall,
       rssBytes,
@@ -117,19 +214,25 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
       otherCores: m.otherCores,
     };
     runs.push(r);
-    console.error(`  round ${round} ${mode}: ${f(r.rps, 0)} req/s`);
+    console.error(`  round ${round} ${mode}: ${f(r.rps, 0)} ${load.unit}/s`);
     return r;
   };
   const redone = await pairedRounds(opts.rounds, run, (gone) => dropRuns(runs, gone));
   const ratio = pairedRatio(runs, (r) => r.rps);
   const on = runs.filter((r) => r.mode === "on");
+  const off = runs.filter((r) => r.mode === "off");
   const cpuPer10k = on.map((r) => (r.kupodCpu / r.wall) / (r.rps / 10_000));
   console.log("");
   console.log(
     `throughput on/off: ${f(ratio.ratio, 3)}${interval(ratio.interval, 3)} (median, 90% interval)`,
   );
   console.log(
-    `agent CPU per 10k req/s: ${f(median(cpuPer10k), 3)} cores; peak RSS ${
+    `${load.unit}/s off: ${f(median(off.map((r) => r.rps)), 0)} (median); on: ${
+      f(median(on.map((r) => r.rps)), 0)
+    }`,
+  );
+  console.log(
+    `agent CPU per 10k ${load.unit}/s: ${f(median(cpuPer10k), 3)} cores; peak RSS ${
       f(Math.max(...on.map((r) => r.rssBytes)) / MB, 1)
     } MB; events lost ${on.reduce((n, r) => n + r.lost, 0)}`,
   );

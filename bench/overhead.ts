@@ -145,7 +145,9 @@ export async function benchMain<O>(
   tools: string[],
   options: () => O,
   body: (runner: Runner, opts: O, pod: TestPod) => Promise<void>,
-  podOptions: (opts: O) => TestPodOptions = () => ({ upstreamKeepAlive: true }),
+  podOptions: (opts: O) => TestPodOptions | Promise<TestPodOptions> = () => ({
+    upstreamKeepAlive: true,
+  }),
 ): Promise<number> {
   let opts: O;
   try {
@@ -176,7 +178,7 @@ export async function benchMain<O>(
   for (const sig of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(sig, onSignal);
   let failed = false;
   try {
-    const pod = await createTestPod(podOptions(opts));
+    const pod = await createTestPod(await podOptions(opts));
     runner.defer(() => pod.dispose());
     await body(runner, opts, pod);
   } catch (e) {
