@@ -3,12 +3,15 @@
  * Stack probe: one packet followed through the pod's network path, from
  * tracepoints, TC on the host-side veth and netfilter hooks in the pod's
  * netns. A packet is keyed by its skb address (the same skb crosses the veth
- * pair, bpf/stack_pkts.h). Every packet is counted at every hook; for sampled
- * packets (bpf/stack_sample.h) each hook also stores when it saw the packet,
- * and the next hook adds the time between them to the histogram of that hop.
- * Counts per hook, per hop and per drop reason stay in per-CPU maps that user
- * space reads periodically; only packets sampled by rodata sample_every reach
- * the ring.
+ * pair, bpf/stack_pkts.h). TC and drops stay attached for the whole run and
+ * count every packet at the pod's boundary; the path's hooks are attached
+ * only while a path window is open (probes/stack_window.ts, POD_WINDOW), and
+ * packets are followed only then, counted at every hook. For sampled packets
+ * (bpf/stack_sample.h) each hook also stores when it saw the packet, and the
+ * next hook adds the time between them to the histogram of that hop. Counts
+ * per hook, per hop and per drop reason stay in per-CPU maps that user space
+ * reads periodically; only packets sampled by rodata sample_every reach the
+ * ring.
  */
 #include "kupod.h"
 #include "ringbuf.h"
@@ -190,18 +193,27 @@ static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follo
 {
 	__u32 prev = NO_HOOK;
 	__u64 now = 0, latency = 0, head = 0, key;
-	__u32 now_j;
+	__u32 now_j, window;
 	bool mine, timed, ring;
 	struct pkt *p;
 
 	/* most runs: a packet of the rest of the node at a device hook; no table access */
 	if (!matched && !follow)
 		return false;
+	window = pod_get(POD_WINDOW);
+	if (!window) {
+		/* between path windows only the always-attached hooks run: counted, not followed */
+		if (!matched || !wanted(skb))
+			return false;
+		hook_add(hook, len);
+		return true;
+	}
 	key = skb_addr(skb);
 	p = pkt_slot(key);
 	if (!p || !key)
 		return false;
-	mine = p->skb == key;
+	/* a slot left by an earlier window is free: its packet went on while nothing followed it */
+	mine = p->skb == key && p->window == (__u8)window;
 	/* a packet not followed at a follow-only hook */
 	if (!matched && !mine)
 		return false;
@@ -263,10 +275,10 @@ static __always_inline bool seen(void *skb, __u32 hook, bool matched, bool follo
 		now = bpf_ktime_get_ns();
 		sample_start(now, &timed, &ring);
 		if (!ends) {
-			if (p->skb)
+			if (p->skb && p->window == (__u8)window)
 				stat_add(STAT_VANISHED); /* displaced by this one */
 			*p = (struct pkt){ .skb = key, .last_ns = now, .head = head, .last_j = now_j,
-					   .hook = hook, .timed = timed, .ring = ring };
+					   .hook = hook, .timed = timed, .ring = ring, .window = window };
 			stat_add(STAT_TRACKED);
 		}
 	}

@@ -44,11 +44,12 @@ enum stack_stat {
 	STAT_COUNT = 4,
 };
 
-/* Where the pod is: keys of the `stack_pod` array, filled by user space. */
+/* Where the pod is and whether its path is traced: keys of the `stack_pod` array, set by user space. */
 enum stack_pod {
-	POD_VETH = 0,  /* ifindex of the host-side veth */
-	POD_NETNS = 1, /* inode of the pod's netns (not the host's) */
-	POD_COUNT = 2,
+	POD_VETH = 0,   /* ifindex of the host-side veth */
+	POD_NETNS = 1,  /* inode of the pod's netns (not the host's) */
+	POD_WINDOW = 2, /* the path window open now (1, 2, ...), 0: closed, only the boundary counts */
+	POD_COUNT = 3,
 };
 
 

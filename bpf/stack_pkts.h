@@ -23,7 +23,7 @@ struct pkt {
 	__u8 hook;     /* where it was last seen (enum stack_hook) */
 	__u8 timed;    /* each hop's latency goes to the histograms */
 	__u8 ring;     /* its path goes to the ring */
-	__u8 pad;
+	__u8 window;   /* low bits of the path window it was followed in: older ones are free slots */
 };
 
 struct {

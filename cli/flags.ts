@@ -15,7 +15,7 @@ export interface FlagSpec {
   name: string;
   short?: string;
   /** Shown after the flag in help (cobra shows the type); "bool" flags take no separate value. */
-  type: "string" | "int" | "seconds" | "bool";
+  type: "string" | "int" | "seconds" | "float" | "bool";
   default: FlagValue;
   usage: string;
   /** The only accepted values, offered by the completion scripts. */
@@ -156,6 +156,9 @@ function labelSelector(text: string): void {
   }
 }
 
+/** A non-negative decimal number, without exponent or sign other than "+". */
+const DECIMAL = /^\+?(\d+(\.\d*)?|\.\d+)$/;
+
 function seconds(name: string, field: FieldOf<number>, usage: string, def = 0): FlagSpec {
   return {
     name,
@@ -163,8 +166,22 @@ function seconds(name: string, field: FieldOf<number>, usage: string, def = 0): 
     default: def,
     usage,
     convert(text) {
-      if (!/^\+?(\d+(\.\d*)?|\.\d+)$/.test(text)) {
-        throw new FlagValueError("must be a non-negative number of seconds");
+      if (!DECIMAL.test(text)) throw new FlagValueError("must be a non-negative number of seconds");
+      return Number(text);
+    },
+    apply: store(field),
+  };
+}
+
+function fraction(name: string, field: FieldOf<number>, usage: string, def: number): FlagSpec {
+  return {
+    name,
+    type: "float",
+    default: def,
+    usage,
+    convert(text) {
+      if (!DECIMAL.test(text) || Number(text) > 1) {
+        throw new FlagValueError("must be a number from 0 to 1");
       }
       return Number(text);
     },
@@ -263,6 +280,13 @@ export const MONITOR_FLAGS: readonly FlagSpec[] = [
     "stack-tcp",
     "Stack probe: also count TCP segments reaching sockets and TCP writes (costs more)",
     (o, v) => (o.stackTcp = v),
+  ),
+  fraction(
+    "stack-duty-cycle",
+    "stackDutyCycle",
+    "Stack probe: share of the time the packet path and hop latencies are traced (0..1, in " +
+      "windows every 5 s); the veth's counts and drops are always exact",
+    0.1,
   ),
   bool(
     "stack-loopback",

@@ -46,6 +46,7 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
       match: packetMatch(opts),
       tcpPoints: opts.stackTcp,
       loopback: opts.stackLoopback,
+      dutyCycle: opts.stackDutyCycle,
     }),
   resources: (target, sink) => ResourcesProbe.start(target, sink),
   // one capture serves both when they watch the same target: `user all` runs it once

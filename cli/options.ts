@@ -42,6 +42,8 @@ export interface MonitorOptions {
   /** Stack probe: also count at TCP's own points (tcp_probe, tcp_sendmsg_locked). */
   stackTcp: boolean;
   stackLoopback: boolean;
+  /** Stack probe: share of the time its path hooks are attached (0..1). */
+  stackDutyCycle: number;
   /** HTTP probe: bytes of each response body shown, 0 = none. */
   httpPreview: number;
   otlpEndpoint: string;

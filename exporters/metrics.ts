@@ -322,6 +322,19 @@ export class KupodMetrics implements EventSink, ExpositionSource {
       nic((c) => c.bytes),
     );
     shown(
+      "kupod_stack_path_traced_seconds_total",
+      "Seconds the packet path (hooks after the veth's TC, hop latencies) was traced: the path's counts per traced second are its rates.",
+      ["namespace", "pod"],
+      (e) => [[pod(e), e.path_traced_seconds]],
+    );
+    shownGauge(
+      registry,
+      "kupod_stack_path_duty_cycle_ratio",
+      "Share of the time the packet path is traced (--stack-duty-cycle).",
+      ["namespace", "pod"],
+      () => latest() ? [[pod(latest()!), latest()!.path_duty_cycle]] : [],
+    );
+    shown(
       "kupod_stack_packets_vanished_total",
       "Followed packets that were freed without a tracepoint, aged out or displaced in the tracking table.",
       ["namespace", "pod"],

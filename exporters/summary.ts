@@ -279,6 +279,8 @@ function stackSummary(
     hooks,
     hops,
     drops,
+    path_traced_seconds: b.path_traced_seconds - (a?.path_traced_seconds ?? 0),
+    path_duty_cycle: b.path_duty_cycle,
   };
 }
 

@@ -125,6 +125,15 @@ function stackLines(s: NonNullable<SummaryEvent["stack"]>): string[] {
   const leg = (hooks: readonly string[], join: string) =>
     hooks.filter((h) => seen.has(h)).map((h) => `${h} ${count(seen.get(h)!)}`).join(join);
   const into = leg(PATH_IN, " › "), out = leg(PATH_OUT, " › "), end = leg(PATH_END, ", ");
+  if (s.path_duty_cycle < 1) {
+    lines.push(...section("path", [
+      `traced ${
+        s.path_traced_seconds.toFixed(1)
+      } s of this summary (--stack-duty-cycle ${s.path_duty_cycle}); the hooks after ${
+        s.interface || "the veth"
+      } count only then`,
+    ]));
+  }
   if (into) lines.push(...section("into pod", [into]));
   if (out) lines.push(...section("out of pod", [out]));
   if (end) lines.push(...section("ended", [end]));

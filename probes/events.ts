@@ -132,6 +132,10 @@ export interface StackStatsEvent extends EventBase {
   ended: number;
   vanished: number;
   sampled: number;
+  /** Share of the time the path (hooks after TC, hop latencies) is traced; 1: always. */
+  path_duty_cycle: number;
+  /** Seconds the path was traced since start: path counts per traced second are its rates. */
+  path_traced_seconds: number;
 }
 
 /**
@@ -428,6 +432,9 @@ export interface SummaryEvent extends EventBase {
     hooks: { hook: string; packets: number; packets_total: number }[];
     hops: ({ from: string; to: string } & Percentiles)[];
     drops: { reason: string; packets: number; packets_total: number }[];
+    /** Seconds of this summary the path (hooks after TC, hops) was traced, and the flag's share. */
+    path_traced_seconds: number;
+    path_duty_cycle: number;
   };
   http?: {
     /** Ordered by the time requests spent in each over the window. */

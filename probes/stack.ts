@@ -1,12 +1,12 @@
 /**
  * The stack probe ("Deep pod net"): packets of the pod followed through its network path
  * (bpf/stack.bpf.c) — TC on the host-side veth, net: tracepoints, netfilter hooks in the pod's
- * netns, delivery to an application, drops with their reason. The kernel keeps the counts per
+ * netns, delivery to an application, drops with their reason. TC and drops count for the whole
+ * run; the path is traced in windows (probes/stack_window.ts). The kernel keeps the counts per
  * hook, per hop (log2 latency histograms of sampled packets, bpf/stack_sample.h) and per drop
- * reason in per-CPU maps; this module reads
- * them every second and at stop and hands a cumulative `stack_stats` event to the sinks. Sampled
- * packets (`--verbose`: 1 in 100) also reach the ring, as one `packet` event per hop.
- */
+ * reason in per-CPU maps; this module reads them every second and at stop and hands a cumulative
+ * `stack_stats` event to the sinks. Sampled packets (`--verbose`: 1 in 100) also reach the ring,
+ * as one `packet` event per hop. */
 
 import { BPF } from "../bpf/abi.ts";
 import { decodeStackEvent, RODATA, type StackEvent } from "../bpf/gen/stack.ts";
@@ -20,6 +20,7 @@ import type { EventSink, HopLatency, PacketCount, PacketEvent, StackStatsEvent }
 import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
 import { ownNetnsInode, type Placement, placement, PodHooks } from "./stack_hooks.ts";
+import { PathWindows } from "./stack_window.ts";
 
 export { NoPodNetwork } from "./stack_hooks.ts";
 
@@ -51,14 +52,17 @@ const STAT = { TRACKED: 0, ENDED: 1, VANISHED: 2, SAMPLED: 3 } as const;
 
 const PROG_TYPE_NETFILTER = 32;
 
-const TRACEPOINT_PROGRAMS = [
+/** Drops, with their reason: attached for the whole run (they are rare; TC is in PodHooks). */
+const BOUNDARY_PROGRAMS = ["kupod_stk_drop"];
+
+/** The path's tracepoints: attached while a path window is open (probes/stack_window.ts). */
+const PATH_PROGRAMS = [
   "kupod_stk_rx",
   "kupod_stk_recv",
   "kupod_stk_queue",
   "kupod_stk_start",
   "kupod_stk_xmit",
   "kupod_stk_dlvr",
-  "kupod_stk_drop",
   "kupod_stk_free",
   "kupod_stk_gro",
 ];
@@ -99,6 +103,11 @@ export interface StackProbeOptions {
   tcpPoints?: boolean;
   /** Also follow the pod's loopback traffic; by default only packets crossing its veth. */
   loopback?: boolean;
+  /**
+   * Share of the time the path is traced (0..1, default 1: always), in windows every
+   * PATH_PERIOD_MS; the veth's counts and drops at the pod's devices are exact regardless.
+   */
+  dutyCycle?: number;
   ringBytes?: number;
 }
 
@@ -114,21 +123,27 @@ function filterTarget(target: Target, hostNetns: number): Target {
   };
 }
 
-/** Fills the packet selection maps and attaches: tracepoints here, the pod's hooks in `hooks`. */
+/**
+ * Fills the packet selection maps and attaches: the drop tracepoint, the pod's hooks and the
+ * path's windows (`pathPrograms` and netfilter), which open the first at once.
+ */
 function attach(
   obj: BpfObject,
   where: Placement,
   match: PacketMatch,
-  programs: string[],
-): [Attachment[], PodHooks] {
+  pathPrograms: string[],
+  dutyCycle: number,
+): [Attachment[], PodHooks, PathWindows] {
   const addrs = obj.map("match_addrs");
   for (const a of match.addresses ?? []) addrs.update(a, new Uint8Array(1));
   const owned: Attachment[] = [];
   try {
-    for (const name of programs) owned.push(obj.program(name).attach());
+    for (const name of BOUNDARY_PROGRAMS) owned.push(obj.program(name).attach());
     const hooks = new PodHooks(obj, where);
     owned.push(hooks);
-    return [owned, hooks];
+    const windows = new PathWindows(obj, hooks, pathPrograms, dutyCycle);
+    owned.push(windows);
+    return [owned, hooks, windows];
   } catch (e) {
     disposeAll(owned);
     throw e;
@@ -142,6 +157,7 @@ export class StackProbe implements Probe {
   readonly #object: ProbeObject;
   readonly #hostNetns = ownNetnsInode();
   #hooks!: PodHooks;
+  #windows!: PathWindows;
   readonly #sink: EventSink;
   readonly #reasons = new DropReasons();
   #target: Target;
@@ -173,9 +189,10 @@ export class StackProbe implements Probe {
       prepare: (obj) =>
         obj.program("kupod_stk_nf").setType(PROG_TYPE_NETFILTER, BPF.ATTACH_NETFILTER),
       attach: (obj) => {
-        const programs = [...TRACEPOINT_PROGRAMS, ...(opts.tcpPoints ? TCP_POINT_PROGRAMS : [])];
-        const [owned, hooks] = attach(obj, where, match, programs);
+        const path = [...PATH_PROGRAMS, ...(opts.tcpPoints ? TCP_POINT_PROGRAMS : [])];
+        const [owned, hooks, windows] = attach(obj, where, match, path, opts.dutyCycle ?? 1);
         this.#hooks = hooks;
+        this.#windows = windows;
         return owned;
       },
       onSample: (view, offset) => {
@@ -255,6 +272,8 @@ export class StackProbe implements Probe {
       ended: stat(STAT.ENDED),
       vanished: stat(STAT.VANISHED),
       sampled: stat(STAT.SAMPLED),
+      path_duty_cycle: this.#windows.dutyCycle,
+      path_traced_seconds: this.#windows.tracedSeconds(),
     };
   }
 

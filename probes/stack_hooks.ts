@@ -73,8 +73,8 @@ export function placement(target: Target, hostNetns: number): Placement {
   };
 }
 
-/** enum stack_pod of bpf/stack.h: where the pod is, keys of the `stack_pod` map. */
-const POD = { VETH: 0, NETNS: 1 } as const;
+/** enum stack_pod of bpf/stack.h: where the pod is and the path window, keys of `stack_pod`. */
+export const POD = { VETH: 0, NETNS: 1, WINDOW: 2 } as const;
 
 /** Hooked nowhere: after a failed move, so that the next one attaches whatever it is given. */
 const NOWHERE: Placement = { veth: "", vethIndex: -1, podNetns: "", podNetnsInode: -1 };
@@ -83,16 +83,22 @@ function samePlace(a: Placement, b: Placement): boolean {
   return a.vethIndex === b.vethIndex && a.podNetnsInode === b.podNetnsInode;
 }
 
-/** The TC filters and netfilter links of one placement; one owner, so a move is all or nothing. */
+/**
+ * The TC filters and netfilter links of one placement; one owner, so a move is all or nothing.
+ * TC counts the pod's boundary for the whole run; netfilter belongs to the path and is attached
+ * only while a path window is open (`openPath`, probes/stack_window.ts).
+ */
 export class PodHooks implements Attachment {
   readonly #obj: BpfObject;
   #where: Placement;
-  #owned: Attachment[] = [];
+  #boundary: Attachment[] = [];
+  #path: Attachment[] = [];
+  #pathOpen = false;
 
   constructor(obj: BpfObject, where: Placement) {
     this.#obj = obj;
     this.#where = where;
-    this.#owned = this.#attach(where);
+    this.#boundary = this.#attachBoundary(where);
   }
 
   get description(): string {
@@ -107,34 +113,55 @@ export class PodHooks implements Attachment {
   move(where: Placement): boolean {
     if (samePlace(where, this.#where)) return false;
     this.detach();
-    this.#owned = this.#attach(where);
+    const boundary = this.#attachBoundary(where);
+    try {
+      if (this.#pathOpen) this.#path = this.#attachPath(where);
+    } catch (e) {
+      disposeAll(boundary);
+      throw e;
+    }
+    this.#boundary = boundary;
     this.#where = where;
     return true;
+  }
+
+  /** Attaches the path's hooks (netfilter in the pod's netns) until `closePath`. */
+  openPath(): void {
+    if (this.#pathOpen) return;
+    this.#path = this.#attachPath(this.#where);
+    this.#pathOpen = true;
+  }
+
+  closePath(): void {
+    this.#pathOpen = false;
+    disposeAll(this.#path);
   }
 
   /** Detaches from the current placement (its pod is gone); a later move attaches again. */
   detach(): void {
     this.#where = { ...NOWHERE, veth: this.#where.veth }; // still names the pod's interface
-    disposeAll(this.#owned);
+    disposeAll(this.#path);
+    disposeAll(this.#boundary);
   }
 
-  #attach(where: Placement): Attachment[] {
-    const obj = this.#obj;
+  #attachBoundary(where: Placement): Attachment[] {
     // the kernel's pod filter follows the placement before TC sees packets of the new veth
-    const pod = obj.map("stack_pod");
+    const pod = this.#obj.map("stack_pod");
     pod.update(u32Key(POD.VETH), u32Key(Math.max(0, where.vethIndex)));
     pod.update(u32Key(POD.NETNS), u32Key(Math.max(0, where.podNetnsInode)));
+    return where.vethIndex > 0 ? attachVeth(this.#obj, where.vethIndex) : [];
+  }
+
+  #attachPath(where: Placement): Attachment[] {
+    if (!where.podNetns) return [];
+    const nf = this.#obj.program("kupod_stk_nf");
     const owned: Attachment[] = [];
     try {
-      if (where.vethIndex) owned.push(...attachVeth(obj, where.vethIndex));
-      if (where.podNetns) {
-        const nf = obj.program("kupod_stk_nf");
-        inNetns(where.podNetns, () => {
-          for (const family of NF_FAMILIES) {
-            for (const hook of NF_HOOKS) owned.push(attachFreePriority(nf, family, hook));
-          }
-        });
-      }
+      inNetns(where.podNetns, () => {
+        for (const family of NF_FAMILIES) {
+          for (const hook of NF_HOOKS) owned.push(attachFreePriority(nf, family, hook));
+        }
+      });
       return owned;
     } catch (e) {
       disposeAll(owned);
@@ -143,7 +170,8 @@ export class PodHooks implements Attachment {
   }
 
   [Symbol.dispose](): void {
-    disposeAll(this.#owned);
+    disposeAll(this.#path);
+    disposeAll(this.#boundary);
   }
 }
 

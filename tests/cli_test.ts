@@ -97,6 +97,7 @@ const DEFAULTS: MonitorOptions = {
   stackAddress: "",
   stackTcp: false,
   stackLoopback: false,
+  stackDutyCycle: 0.1,
   httpPreview: 0,
   otlpEndpoint: "",
   output: "text",
@@ -300,6 +301,14 @@ const BAD: [string[], string][] = [
   [
     [...SOCKET, "--duration=20s"],
     'invalid argument "20s" for "--duration" flag: must be a non-negative number of seconds',
+  ],
+  [
+    [...SOCKET, "--stack-duty-cycle", "1.5"],
+    'invalid argument "1.5" for "--stack-duty-cycle" flag: must be a number from 0 to 1',
+  ],
+  [
+    [...SOCKET, "--stack-duty-cycle=-0.1"],
+    'invalid argument "-0.1" for "--stack-duty-cycle" flag: must be a number from 0 to 1',
   ],
   [
     [...SOCKET, "--sidecar-mode", "istio"],

@@ -96,6 +96,8 @@ function reading(at: number, opened: number, rtts: number[], packets: number): R
         ended: 0,
         vanished: 0,
         sampled: 0,
+        path_duty_cycle: 0.1,
+        path_traced_seconds: at / 1000 * 0.1,
       },
     },
   };
@@ -124,6 +126,7 @@ Deno.test("summary: a window is the difference of two readings, the run counts f
     ["nf_local_in", 200, 300],
   ], "in path order");
   assertEquals(stack.drops, [{ reason: "no_socket", packets: 20, packets_total: 30 }]);
+  assertEquals(stack.path_traced_seconds.toFixed(3), "0.200", "a tenth of the 2 s window");
 
   const run = summarize(start, second, "run");
   assertEquals(run.socket!.containers[0].accepted_per_second, 7.5, "30 accepts in 4 s");
@@ -132,6 +135,7 @@ Deno.test("summary: a window is the difference of two readings, the run counts f
   assert(text.startsWith("── shop/web-0: whole run, 4.0 s"), text);
   assert(/into pod +tc_egress 300 › nf_local_in 300/.test(text), text);
   assert(/drops +no_socket 30/.test(text), text);
+  assert(/path +traced 0\.4 s of this summary \(--stack-duty-cycle 0\.1\)/.test(text), text);
   assert(/proxy +7\.5 +0\.3 +775B\/s/.test(text), text);
 });
 

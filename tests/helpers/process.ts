@@ -166,6 +166,10 @@ export function kupodChild(args: string[]): Child {
     ? []
     : ["--exporter-address", "127.0.0.1", "--exporter-port", String(freePort())];
   if (!args.some((a) => a.startsWith("--interval"))) extra.push("--interval", "0");
+  // exact counts along the path need it traced the whole run; stack_window_test sets its own
+  if (args[0] === "monitor" && !args.some((a) => a.startsWith("--stack-duty-cycle"))) {
+    extra.push("--stack-duty-cycle", "1");
+  }
   return new Child(`${ROOT}kupod`, [...args, ...extra]);
 }
 

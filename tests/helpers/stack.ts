@@ -83,12 +83,15 @@ export async function stackPrograms(): Promise<Map<number, string>> {
   );
 }
 
-/** The stack object's links, by type (bpftool names the type, or prints netfilter's as 10). */
+/** Link types bpftool 7.1 prints as numbers (enum bpf_link_type). */
+const LINK_TYPES: Record<number, string> = { 10: "netfilter", 11: "tcx" };
+
+/** The stack object's links, by type ("raw_tracepoint" for tp_btf, "netfilter", "tcx"). */
 export async function stackLinks(): Promise<string[]> {
   const progs = await stackPrograms();
   const links = await bpftoolJson(["link", "show"]) as { prog_id: number; type?: unknown }[];
   return links.filter((l) => progs.has(l.prog_id))
-    .map((l) => (l.type === 10 ? "netfilter" : String(l.type))).sort();
+    .map((l) => LINK_TYPES[l.type as number] ?? String(l.type)).sort();
 }
 
 /** Waits until `probe` is empty (the kernel releases programs and links after exit). */
