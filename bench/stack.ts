@@ -4,6 +4,7 @@
  *
  *   deno task bench:stack [--rounds 5] [--seconds 8] [--connections 32] [--streams 1]
  *                         [--warmup-seconds 5] [--diag-seconds 8] [--profile-seconds 8]
+ *                         [--duty-percent 10]
  *
  * Needs root, wrk, nginx, bpftool and the BPF objects (deno task bpf). ~5.5 min with the
  * defaults:
@@ -21,8 +22,9 @@
  *      per load `rounds` rounds of one run without kupod ("off") and one with it ("on"), in
  *      ABBA order (off/on, on/off, ...) so that a drift of the host favours neither mode. "on"
  *      starts `./kupod monitor kernel stack --veth <hostVeth> --quiet --exporter-port <free
- *      port>` before the run, as shipped: default sampling, i.e. no packet reaches the ring
- *      buffer, every packet is counted at every hook and hop latencies are timed for a sample
+ *      port> --stack-duty-cycle <duty-percent / 100>` before the run (the path traced that share
+ *      of the time, probes/stack_window.ts), as shipped: default sampling, i.e. no packet reaches
+ *      the ring buffer, every packet is counted at every hook and hop latencies are timed for a sample
  *      (bpf/stack_sample.h), counts and histograms stay in per-CPU maps that kupod reads every
  *      second. Its stdout goes to a temp file; the bench waits for "started!" and 2 s more (its
  *      start is not what is measured), and after the run scrapes /metrics once and stops kupod
@@ -128,6 +130,8 @@ const DEFAULTS = {
   "warmup-seconds": 5,
   "diag-seconds": 8,
   "profile-seconds": 8,
+  /** --stack-duty-cycle in percent: 10 as kupod ships, 100 the whole path all the time. */
+  "duty-percent": 10,
 };
 type Options = typeof DEFAULTS;
 
@@ -184,6 +188,7 @@ function checkOptions(opts: Options): Options {
   for (const k of ["rounds", "seconds", "connections", "streams"] as const) {
     if (opts[k] < 1) throw new UsageError(`--${k} must be >= 1`);
   }
+  if (opts["duty-percent"] > 100) throw new UsageError("--duty-percent must be <= 100");
   return opts;
 }
 
@@ -307,7 +312,10 @@ class Bench {
     const veth0 = vethPackets(this.pod.hostVeth);
     const kupod = await startKupod(
       this.runner,
-      ["monitor", "kernel", "stack", "--veth", this.pod.hostVeth, "--quiet"],
+      [
+        ...["monitor", "kernel", "stack", "--veth", this.pod.hostVeth, "--quiet"],
+        ...["--stack-duty-cycle", String(this.opts["duty-percent"] / 100)],
+      ],
       out,
     );
     let stats: Disposable | undefined;
