@@ -4,11 +4,13 @@
  * run queue (from wake-up, or from being preempted while runnable, to running
  * again), and the OOM killer's choices among them.
  *
- * These tracepoints fire for every wake-up and context switch of the node:
- * a thread is checked against the target once, at its wake-up or preemption
- * (a map lookup by tgid, cgroup or netns), and only the target's threads get
- * a timestamp in task-local storage; a context switch costs one storage
- * lookup for the thread switched in.
+ * The kernel's own run-queue accounting (CONFIG_SCHED_INFO) stamps a thread
+ * with its run queue's clock when it is queued (sched_info.last_queued) and
+ * clears the stamp only after sched_switch has fired for it. So one program
+ * on sched_switch, for the thread switched in, reads the wait from that stamp
+ * and the run queue's clock, with plain loads: no wake-up tracepoints, no
+ * per-thread storage, no clock helper. It fires for every context switch of
+ * the node, and a thread not the target's costs the filter's lookups only.
  */
 #include "kupod.h"
 #include "ringbuf.h"
@@ -16,21 +18,7 @@
 #include "hist.h"
 #include "sched.h"
 
-#define TASK_RUNNING 0
 #define SLOT_POD MAX_CONTAINERS /* threads of the pod's netns outside every container */
-
-/* When the thread became runnable (0: not waiting), and its container slot. */
-struct runnable {
-	__u64 since_ns;
-	__u32 slot;
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct runnable);
-} runnable SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -39,13 +27,13 @@ struct {
 	__type(value, struct sched_stats);
 } sched_stats SEC(".maps");
 
-/* The stats slot of thread `t` when it belongs to the target. */
+/* The stats slot of thread `t` when it belongs to the target (direct loads: BTF pointers). */
 static __always_inline bool task_slot(struct task_struct *t, __u32 *slot)
 {
 	__u32 *idx = NULL;
 
 	if (require_netns || filter_by_netns) {
-		__u32 ns = BPF_CORE_READ(t, nsproxy, net_ns, ns.inum);
+		__u32 ns = t->nsproxy->net_ns->ns.inum;
 
 		idx = bpf_map_lookup_elem(&target_netns, &ns);
 		if (!idx)
@@ -57,7 +45,7 @@ static __always_inline bool task_slot(struct task_struct *t, __u32 *slot)
 		}
 	}
 	if (filter_by_cgroup) {
-		__u64 cg = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+		__u64 cg = t->cgroups->dfl_cgrp->kn->id;
 		__u32 *c = bpf_map_lookup_elem(&target_cgroups, &cg);
 
 		if (c) {
@@ -66,7 +54,7 @@ static __always_inline bool task_slot(struct task_struct *t, __u32 *slot)
 		}
 	}
 	if (filter_by_pid) {
-		__u32 tgid = BPF_CORE_READ(t, tgid);
+		__u32 tgid = t->tgid;
 		__u32 *c = bpf_map_lookup_elem(&target_pids, &tgid);
 
 		if (c) {
@@ -78,54 +66,32 @@ static __always_inline bool task_slot(struct task_struct *t, __u32 *slot)
 	return idx != NULL;
 }
 
-/* Thread `t` became runnable now: timed when it is the target's. */
-static __always_inline void became_runnable(struct task_struct *t)
-{
-	struct runnable *r;
-	__u32 slot;
-
-	if (!task_slot(t, &slot))
-		return;
-	r = bpf_task_storage_get(&runnable, t, NULL, BPF_LOCAL_STORAGE_GET_F_CREATE);
-	if (!r)
-		return;
-	r->since_ns = bpf_ktime_get_ns();
-	r->slot = slot;
-}
-
-SEC("tp_btf/sched_wakeup")
-int BPF_PROG(kupod_sched_wakeup, struct task_struct *p)
-{
-	became_runnable(p);
-	return 0;
-}
-
-SEC("tp_btf/sched_wakeup_new")
-int BPF_PROG(kupod_sched_wakeup_new, struct task_struct *p)
-{
-	became_runnable(p);
-	return 0;
-}
-
+/*
+ * `next` gets the CPU: it was queued at next->sched_info.last_queued (0: not
+ * stamped, e.g. the idle task), and the run queue's clock was updated for this
+ * switch; both are rq_clock() times. The run queue is this CPU's, reached
+ * through the thread's own fair-class entity (every thread has one, whatever
+ * its class): the per-CPU `runqueues` symbol is not in kallsyms on every
+ * kernel, and the verifier needs it there.
+ */
 SEC("tp_btf/sched_switch")
 int BPF_PROG(kupod_sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next,
 	     unsigned int prev_state)
 {
+	__u64 queued = next->sched_info.last_queued, now;
 	struct sched_stats *s;
-	struct runnable *r;
-	__u64 now;
+	struct rq *rq;
+	__u32 slot;
 
-	/* preempted while runnable: it waits on the run queue from now */
-	if (prev_state == TASK_RUNNING)
-		became_runnable(prev);
-	r = bpf_task_storage_get(&runnable, next, NULL, 0);
-	if (!r || !r->since_ns)
+	if (!queued || !task_slot(next, &slot))
 		return 0;
-	now = bpf_ktime_get_ns();
-	s = bpf_map_lookup_elem(&sched_stats, &r->slot);
+	rq = next->se.cfs_rq->rq;
+	now = rq->clock;
+	if (now <= queued)
+		return 0;
+	s = bpf_map_lookup_elem(&sched_stats, &slot);
 	if (s)
-		hist_add(&s->runq_ns, now - r->since_ns);
-	r->since_ns = 0;
+		hist_add(&s->runq_ns, now - queued);
 	return 0;
 }
 

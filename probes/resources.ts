@@ -31,8 +31,6 @@ import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
 
 const PROGRAMS = [
-  "kupod_sched_wakeup",
-  "kupod_sched_wakeup_new",
   "kupod_sched_switch",
   "kupod_oom_victim",
   "kupod_fork",
