@@ -3,8 +3,20 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import type { Chunk } from "../probes/http1.ts";
 import { type H2Call, H2Conn } from "../probes/h2/conn.ts";
-import { type HeaderField, HpackDecoder, STATIC_TABLE } from "../probes/h2/hpack.ts";
-import { EOS, HUFFMAN_CODES, HUFFMAN_LENGTHS, huffmanDecode } from "../probes/h2/huffman.ts";
+import {
+  type HeaderField,
+  HpackDecoder,
+  NAMES,
+  REPORTED_NAMES,
+  STATIC_TABLE,
+} from "../probes/h2/hpack.ts";
+import {
+  EOS,
+  HUFFMAN_CODES,
+  HUFFMAN_LENGTHS,
+  huffmanDecode,
+  huffmanLength,
+} from "../probes/h2/huffman.ts";
 import { PREFACE } from "../probes/h2/frames.ts";
 import { SIZE_BOUNDS } from "../probes/buckets.ts";
 import examples from "./fixtures/h2/rfc7541_examples.json" with { type: "json" };
@@ -416,6 +428,118 @@ Deno.test("hpack: a desynced table resolves only what was inserted since", () =>
     ["x-one", "3"],
   ]);
   assert(d.synced);
+});
+
+Deno.test("huffman: the length walk counts what decoding outputs, and fails where it fails", () => {
+  const r = mulberry32(3);
+  const out = new Uint8Array(4096);
+  const strings = [
+    "",
+    "www.example.com",
+    "no-cache",
+    "custom-value",
+    "Mon, 21 Oct 2013 20:13:21 GMT",
+    "foo=ASDJKHQKBZXOQWEOPIUAXQWEOIU; max-age=3600; version=1",
+    latin1(Uint8Array.from({ length: 256 }, (_, i) => i)),
+    ...Array.from(
+      { length: 300 },
+      () => latin1(Uint8Array.from({ length: between(r, 0, 200) }, () => between(r, 0, 255))),
+    ),
+  ];
+  for (const s of strings) {
+    const enc = huffman(s);
+    assertEquals(huffmanLength(enc, 0, enc.length), s.length, JSON.stringify(s.slice(0, 20)));
+    assertEquals(huffmanDecode(enc, 0, enc.length, out, 0), s.length);
+  }
+  // random bytes: both agree on every input, valid or not
+  for (let i = 0; i < 2000; i++) {
+    const b = Uint8Array.from({ length: between(r, 0, 40) }, () => between(r, 0, 255));
+    assertEquals(huffmanLength(b, 0, b.length), huffmanDecode(b, 0, b.length, out, 0));
+  }
+  for (const h of ["1e", "1fff", "ffffffff"]) {
+    assertEquals(huffmanLength(hex(h), 0, hex(h).length), -1, h);
+  }
+});
+
+/** Fields of names the calls' parser reads, null for unknown ones, as a full decoder sees them. */
+const reported = (fields: (Field | null)[]) =>
+  fields.filter((f) => f === null || (NAMES.indexOf(f[0]) + 1 || Infinity) <= REPORTED_NAMES);
+
+Deno.test("hpack: a decoder of the reported names keeps the table exact with lengths only", () => {
+  const r = mulberry32(5);
+  const names = [
+    ":path",
+    ":authority",
+    ":status",
+    "content-type",
+    "grpc-status",
+    "grpc-message",
+    "user-agent",
+    "date",
+    "server",
+    "te",
+    "x-custom",
+    "x-request-id",
+    "grpc-timeout",
+    "traceparent",
+  ];
+  for (let it = 0; it < 60; it++) {
+    const max = pick(r, [64, 200, 512, 4096]);
+    const e = new Encoder(max);
+    const full = new HpackDecoder(max), lean = new HpackDecoder(max, true);
+    for (let blk = 0; blk < 40; blk++) {
+      if (r() < 0.05) e.resize(pick(r, [0, Math.min(100, max), max]));
+      const fields: Field[] = Array.from(
+        { length: between(r, 1, 6) },
+        () => [pick(r, names), randText(r, between(r, 0, pick(r, [4, 30, 150])))],
+      );
+      const b = e.block(fields, {
+        mode: pick(r, ["index", "index", "plain", "never"] as const),
+        huff: r() < 0.7,
+        reuse: r() < 0.8,
+      });
+      if (r() < 0.05) {
+        // lost: both desync, and stay in step
+        full.desync();
+        lean.desync();
+      }
+      const f = decodeAll(full, b), l = decodeAll(lean, b);
+      const what = `iteration ${it} block ${blk}`;
+      assert(f.ok && l.ok, what);
+      if (full.synced) assertEquals(f.fields, fields, what);
+      assertEquals(l.fields, reported(f.fields), what);
+      assertEquals(
+        [lean.tableSize, lean.tableEntries, lean.synced],
+        [full.tableSize, full.tableEntries, full.synced],
+        what,
+      );
+      assert(lean.heldBytes <= full.heldBytes, what);
+    }
+  }
+});
+
+Deno.test("hpack: entries without kept bytes are evicted like any, the byte ring wraps", () => {
+  // a 160-byte table: each entry below is 38..60 bytes, so evictions follow every few inserts
+  const e = new Encoder(160);
+  const d = new HpackDecoder(160, true);
+  for (let i = 0; i < 200; i++) {
+    const path = `/p${i}`.padEnd(3 + (i % 17), "x");
+    const b = e.block([["date", `d${i % 7}`], [":path", path], ["x-id", `${i}`]], {
+      huff: i % 3 === 0,
+    });
+    const r = decodeAll(d, b);
+    assert(r.ok);
+    assertEquals(r.fields, [[":path", path]], `block ${i}`);
+    assertEquals(d.tableSize, e.table.reduce((n, [a, v]) => n + a.length + v.length + 32, 0));
+    assertEquals(d.tableEntries, e.table.length);
+    // the block again, all indexed now: the newest entries resolve from the ring
+    const again = e.block([[":path", path], ["date", `d${i % 7}`]]);
+    assertEquals(decodeAll(d, again).fields, [[":path", path]], `block ${i} again`);
+    assertEquals(
+      d.heldBytes,
+      e.table.filter(([n]) => n === ":path").reduce((n, [, v]) => n + v.length, 0),
+    );
+  }
 });
 
 // ---------------------------------------------------------------------------------------------

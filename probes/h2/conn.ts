@@ -23,7 +23,22 @@ import {
   SETTINGS_HEADER_TABLE_SIZE,
   SETTINGS_MAX_FRAME_SIZE,
 } from "./frames.ts";
-import { type HeaderField, HpackDecoder } from "./hpack.ts";
+import {
+  type HeaderField,
+  HpackDecoder,
+  N_AUTHORITY,
+  N_CONTENT_TYPE,
+  N_GRPC_MESSAGE,
+  N_GRPC_STATUS,
+  N_GRPC_TIMEOUT,
+  N_GRPC_TRACE_BIN,
+  N_METHOD,
+  N_PATH,
+  N_SCHEME,
+  N_STATUS,
+  N_TRACEPARENT,
+  N_USER_AGENT,
+} from "./hpack.ts";
 import { buckets, observe, SIZE_BOUNDS } from "../buckets.ts";
 import type { BucketCounts } from "../events.ts";
 import { grpcTimeoutSeconds, grpcTraceBin, traceparent } from "../trace_context.ts";
@@ -136,26 +151,7 @@ function text(b: Uint8Array, s: number, e: number, max: number): string {
   return memo[slot] = latin1(b, s, e);
 }
 
-const ascii = (s: string) => Uint8Array.from(s, (ch) => ch.charCodeAt(0));
-const N_PATH = ascii(":path");
-const N_METHOD = ascii(":method");
-const N_SCHEME = ascii(":scheme");
-const N_STATUS = ascii(":status");
-const N_AUTHORITY = ascii(":authority");
-const N_GRPC_STATUS = ascii("grpc-status");
-const N_CONTENT_TYPE = ascii("content-type");
-const N_GRPC_MESSAGE = ascii("grpc-message");
-const N_USER_AGENT = ascii("user-agent");
-const N_GRPC_TIMEOUT = ascii("grpc-timeout");
-const N_TRACEPARENT = ascii("traceparent");
-const N_GRPC_TRACE_BIN = ascii("grpc-trace-bin");
 const USER_AGENT_MAX = 128;
-
-/** b[p..] starts with name (names are lower case in HTTP/2). */
-function named(b: Uint8Array, p: number, name: Uint8Array): boolean {
-  for (let i = 0; i < name.length; i++) if (b[p + i] !== name[i]) return false;
-  return true;
-}
 
 /** Digits only, up to 9 of them; -1 otherwise. */
 function decimal(b: Uint8Array, s: number, e: number): number {
@@ -341,7 +337,7 @@ class Fields {
 /** One direction of the connection. */
 class Way {
   reader!: FrameReader;
-  readonly hpack = new HpackDecoder();
+  readonly hpack = new HpackDecoder(4096, true);
   started = false;
   /** its first bytes began a connection: the client preface, or the server's SETTINGS */
   startOk = false;
@@ -495,58 +491,55 @@ export class H2Conn {
   }
 
   private readonly onField = (x: HeaderField): void => {
-    const f = this.fields, n = x.name, v = x.value;
-    if (n === null || v === null) {
+    const f = this.fields, v = x.value;
+    if (v === null) {
       f.unknown = true;
       return;
     }
-    const ns = x.ns, vs = x.vs, ve = x.ve;
-    switch (x.ne - ns) {
-      case 5:
-        if (named(n, ns, N_PATH)) {
-          f.path = text(v, vs, ve, PATH_MAX);
-          f.pathSeen = f.pseudo = true;
-        }
+    const vs = x.vs, ve = x.ve;
+    switch (x.id) {
+      case N_PATH:
+        f.path = text(v, vs, ve, PATH_MAX);
+        f.pathSeen = f.pseudo = true;
         break;
-      case 7:
-        if (named(n, ns, N_METHOD)) {
-          f.method = text(v, vs, ve, 32);
-          f.pseudo = true;
-        } else if (named(n, ns, N_STATUS)) {
-          f.status = ve - vs === 3 ? Math.max(decimal(v, vs, ve), 0) : 0;
-          f.pseudo = true;
-        } else if (named(n, ns, N_SCHEME)) {
-          f.scheme = text(v, vs, ve, 32);
-          f.pseudo = true;
-        }
+      case N_METHOD:
+        f.method = text(v, vs, ve, 32);
+        f.pseudo = true;
         break;
-      case 10:
-        if (named(n, ns, N_AUTHORITY)) {
-          f.authority = text(v, vs, ve, AUTHORITY_MAX);
-          f.pseudo = true;
-        } else if (named(n, ns, N_USER_AGENT)) {
-          f.userAgent = text(v, vs, ve, USER_AGENT_MAX);
-        }
+      case N_STATUS:
+        f.status = ve - vs === 3 ? Math.max(decimal(v, vs, ve), 0) : 0;
+        f.pseudo = true;
         break;
-      case 11:
-        if (named(n, ns, N_GRPC_STATUS)) f.grpcStatus = decimal(v, vs, ve);
-        else if (named(n, ns, N_TRACEPARENT)) f.traceparent ||= traceparent(v, vs, ve);
+      case N_SCHEME:
+        f.scheme = text(v, vs, ve, 32);
+        f.pseudo = true;
         break;
-      case 12:
-        if (named(n, ns, N_CONTENT_TYPE)) {
-          f.contentType = mediaType(v, vs, ve);
-          f.ctSeen = true;
-        } else if (named(n, ns, N_GRPC_MESSAGE)) {
-          f.grpcMessage = text(v, vs, ve, GRPC_MESSAGE_MAX);
-        } else if (named(n, ns, N_GRPC_TIMEOUT)) {
-          f.timeoutSeconds = grpcTimeoutSeconds(v, vs, ve);
-        }
+      case N_AUTHORITY:
+        f.authority = text(v, vs, ve, AUTHORITY_MAX);
+        f.pseudo = true;
         break;
-      case 14:
+      case N_USER_AGENT:
+        f.userAgent = text(v, vs, ve, USER_AGENT_MAX);
+        break;
+      case N_GRPC_STATUS:
+        f.grpcStatus = decimal(v, vs, ve);
+        break;
+      case N_TRACEPARENT:
+        f.traceparent ||= traceparent(v, vs, ve);
+        break;
+      case N_CONTENT_TYPE:
+        f.contentType = mediaType(v, vs, ve);
+        f.ctSeen = true;
+        break;
+      case N_GRPC_MESSAGE:
+        f.grpcMessage = text(v, vs, ve, GRPC_MESSAGE_MAX);
+        break;
+      case N_GRPC_TIMEOUT:
+        f.timeoutSeconds = grpcTimeoutSeconds(v, vs, ve);
+        break;
+      case N_GRPC_TRACE_BIN:
         // W3C traceparent wins where both came
-        if (named(n, ns, N_GRPC_TRACE_BIN) && !f.traceparent) {
-          f.traceparent = grpcTraceBin(v, vs, ve);
-        }
+        if (!f.traceparent) f.traceparent = grpcTraceBin(v, vs, ve);
         break;
     }
   };

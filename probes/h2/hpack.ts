@@ -8,9 +8,15 @@
  * since, whatever it evicted or held before: a reference into them is still exact, anything
  * older yields an unknown field, never a wrong one. A size update to 0 empties the encoder's
  * table too, after which the decoder is in sync again.
+ *
+ * Every header of every call passes through here, so the common path allocates nothing: names
+ * are interned to small ids, and a decoder made for the reported names only (the calls' parser)
+ * keeps and decodes the values of those names alone. Of other values it needs only the decoded
+ * length, for the table's sizes, which a Huffman walk counts without output. Entries live in
+ * one byte ring per table (the table is a FIFO), described by a few integers each.
  */
 
-import { huffmanDecode, huffmanMaxDecoded } from "./huffman.ts";
+import { huffmanDecode, huffmanLength, huffmanMaxDecoded } from "./huffman.ts";
 
 /** Largest dynamic table kept, whatever the peers agree on. */
 export const TABLE_CAP = 65536;
@@ -87,26 +93,71 @@ export const STATIC_TABLE: readonly (readonly [string, string])[] = [
 ];
 export const STATIC_COUNT = 61;
 
-/** A table entry as bytes: name then value in one array. nameLen < 0: the name is unknown. */
-class Entry {
-  constructor(
-    readonly bytes: Uint8Array,
-    readonly nameLen: number,
-    readonly size: number,
-  ) {}
-}
+// ---------------------------------------------------------------------------------------------
+// Names
+
+/** Ids of the names the calls' parser reads; the ids below REPORTED_NAMES. */
+export const N_AUTHORITY = 0, N_METHOD = 1, N_PATH = 2, N_SCHEME = 3, N_STATUS = 4;
+export const N_CONTENT_TYPE = 5, N_USER_AGENT = 6, N_GRPC_STATUS = 7, N_GRPC_MESSAGE = 8;
+export const N_GRPC_TIMEOUT = 9, N_TRACEPARENT = 10, N_GRPC_TRACE_BIN = 11;
+export const REPORTED_NAMES = 12;
+/** A name not interned: its bytes are kept only by a decoder that keeps every value. */
+export const OTHER_NAME = -1;
+/** A reference the desynced table cannot resolve: name and value unknown. */
+export const UNKNOWN_NAME = -2;
+
+/** Interned names: the reported ones (at their ids), then the static table's and gRPC's others. */
+export const NAMES: readonly string[] = [
+  ...new Set([
+    ":authority",
+    ":method",
+    ":path",
+    ":scheme",
+    ":status",
+    "content-type",
+    "user-agent",
+    "grpc-status",
+    "grpc-message",
+    "grpc-timeout",
+    "traceparent",
+    "grpc-trace-bin",
+    ...STATIC_TABLE.map(([n]) => n),
+    "te",
+    "grpc-encoding",
+    "grpc-accept-encoding",
+    "tracestate",
+  ]),
+];
 
 const ascii = (s: string) => Uint8Array.from(s, (ch) => ch.charCodeAt(0));
-const STATIC_ENTRIES: readonly Entry[] = STATIC_TABLE.map(([n, v]) =>
-  new Entry(ascii(n + v), n.length, n.length + v.length + ENTRY_OVERHEAD)
-);
+const NAME_BYTES: readonly Uint8Array[] = NAMES.map(ascii);
+/** Ids of the interned names by length. */
+const BY_LENGTH: number[][] = [];
+NAME_BYTES.forEach((b, id) => (BY_LENGTH[b.length] ??= []).push(id));
+
+/** Id of the name b[s, e): an interned one, else OTHER_NAME. */
+export function nameId(b: Uint8Array, s: number, e: number): number {
+  const ids = BY_LENGTH[e - s];
+  if (ids === undefined) return OTHER_NAME;
+  for (let k = 0; k < ids.length; k++) {
+    const n = NAME_BYTES[ids[k]];
+    let i = n.length - 1; // names sharing a prefix differ at the end sooner
+    while (i >= 0 && n[i] === b[s + i]) i--;
+    if (i < 0) return ids[k];
+  }
+  return OTHER_NAME;
+}
+
+const STATIC_ID = Int32Array.from(STATIC_TABLE, ([n]) => NAMES.indexOf(n));
+const STATIC_VALUE: readonly Uint8Array[] = STATIC_TABLE.map(([, v]) => ascii(v));
 
 /**
- * One decoded field, handed to the callback of decode(): views valid only during the call.
- * name is null when unknown (a reference the desynced table cannot resolve); value is null
+ * One field, handed to the callback of decode(): views valid only during the call. id is one of
+ * NAMES, OTHER_NAME or UNKNOWN_NAME; name is the name's bytes (null when unknown); value is null
  * only together with it.
  */
 export interface HeaderField {
+  id: number;
   name: Uint8Array | null;
   ns: number;
   ne: number;
@@ -117,8 +168,18 @@ export interface HeaderField {
 
 export type FieldHandler = (f: HeaderField) => void;
 
+// ---------------------------------------------------------------------------------------------
+// The decoder
+
 /** Decoded Huffman strings of the block being decoded; shared, decoding is synchronous. */
 let scratch = new Uint8Array(1024);
+const EMPTY = new Uint8Array(0);
+
+/** An entry's integers in the ring `meta`: name id, RFC size, name octets, ... */
+const M_ID = 0, M_SIZE = 1, M_NAME = 2;
+/** ... where its bytes are in the arena: name bytes kept (0 or M_NAME), value bytes or -1. */
+const M_OFF = 3, M_NAME_KEPT = 4, M_VALUE = 5;
+const M_STRIDE = 8; // a power of two
 
 export class HpackDecoder {
   /** the table is known to equal the encoder's */
@@ -127,12 +188,17 @@ export class HpackDecoder {
   private maxSize: number;
   /** the largest SETTINGS_HEADER_TABLE_SIZE its peer announced: size updates may not exceed it */
   private limit: number;
+  /** every field is reported and every value kept, rather than the reported names' only */
+  private readonly all: boolean;
   private size = 0;
-  private bytes = 0;
-  /** ring of entries, oldest at `first` */
-  private ring: (Entry | undefined)[] = new Array(16);
+  /** entries, oldest at `first`: M_STRIDE integers each */
+  private meta = new Int32Array(0);
   private first = 0;
   private count = 0;
+  /** the entries' kept bytes, a ring from the oldest entry's offset to `head` */
+  private arena = EMPTY;
+  private head = 0;
+  private kept = 0;
   // cursor and last string of the block being decoded
   private pos = 0;
   private end = 0;
@@ -140,7 +206,10 @@ export class HpackDecoder {
   private ss = 0;
   private se = 0;
   private out = 0;
+  /** the string read last by strStart is Huffman-coded */
+  private huff = false;
   private readonly field: HeaderField = {
+    id: OTHER_NAME,
     name: null,
     ns: 0,
     ne: 0,
@@ -149,10 +218,15 @@ export class HpackDecoder {
     ve: 0,
   };
 
-  /** maxSize: the table size both ends start from (SETTINGS_HEADER_TABLE_SIZE, default 4096). */
-  constructor(maxSize = 4096) {
+  /**
+   * maxSize: the table size both ends start from (SETTINGS_HEADER_TABLE_SIZE, default 4096).
+   * reportedOnly: decode() reports only the names below REPORTED_NAMES (and unknown fields),
+   * and keeps no other value.
+   */
+  constructor(maxSize = 4096, reportedOnly = false) {
     this.limit = maxSize;
     this.maxSize = Math.min(maxSize, TABLE_CAP);
+    this.all = !reportedOnly;
   }
 
   /** The table equals the encoder's: every reference resolves. */
@@ -169,9 +243,9 @@ export class HpackDecoder {
     return this.count;
   }
 
-  /** Bytes held by the dynamic table. */
+  /** Bytes held by the dynamic table: the names and values it keeps. */
   get heldBytes(): number {
-    return this.bytes;
+    return this.kept;
   }
 
   /** The decoding peer announced SETTINGS_HEADER_TABLE_SIZE. */
@@ -186,9 +260,9 @@ export class HpackDecoder {
   }
 
   /**
-   * Decodes the header block b[s, e), calling onField for each field in order. Returns false
-   * when the block is malformed: the fields after the fault are not reported and the decoder
-   * is desynced.
+   * Decodes the header block b[s, e), calling onField for each field in order (for the
+   * reported names only, and unknown fields, when made so). Returns false when the block is
+   * malformed: the fields after the fault are not reported and the decoder is desynced.
    */
   decode(b: Uint8Array, s: number, e: number, onField: FieldHandler): boolean {
     const need = huffmanMaxDecoded(e - s) + 8;
@@ -214,26 +288,55 @@ export class HpackDecoder {
     return true;
   }
 
+  /** The field's value is decoded and kept. */
+  private wants(id: number): boolean {
+    return this.all ? id !== UNKNOWN_NAME : id >= 0 && id < REPORTED_NAMES;
+  }
+
   private indexed(b: Uint8Array, onField: FieldHandler): boolean {
     const idx = this.int(b, 7);
     if (idx <= 0) return false;
     const f = this.field;
-    const en = this.lookup(idx);
-    if (en === null) {
-      f.name = f.value = null;
-    } else if (en.nameLen < 0) {
-      f.name = null;
-      f.value = en.bytes;
+    if (idx <= STATIC_COUNT) {
+      const id = STATIC_ID[idx - 1];
+      if (!this.wants(id)) return true;
+      f.id = id;
+      this.staticName(id);
+      f.value = STATIC_VALUE[idx - 1];
       f.vs = 0;
-      f.ve = en.bytes.length;
-    } else {
-      f.name = f.value = en.bytes;
-      f.ns = 0;
-      f.ne = f.vs = en.nameLen;
-      f.ve = en.bytes.length;
+      f.ve = f.value.length;
+      onField(f);
+      return true;
     }
+    const at = this.entry(idx);
+    const id = at < 0 ? UNKNOWN_NAME : this.meta[at + M_ID];
+    if (id === UNKNOWN_NAME) {
+      f.id = id;
+      f.name = f.value = null;
+      onField(f);
+      return true;
+    }
+    if (!this.wants(id)) return true;
+    const m = this.meta, off = m[at + M_OFF];
+    f.id = id;
+    if (id >= 0) this.staticName(id);
+    else {
+      f.name = this.arena;
+      f.ns = off;
+      f.ne = off + m[at + M_NAME_KEPT];
+    }
+    f.value = this.arena;
+    f.vs = off + m[at + M_NAME_KEPT];
+    f.ve = f.vs + m[at + M_VALUE];
     onField(f);
     return true;
+  }
+
+  private staticName(id: number): void {
+    const f = this.field;
+    f.name = NAME_BYTES[id];
+    f.ns = 0;
+    f.ne = f.name.length;
   }
 
   private literal(b: Uint8Array, bits: number, insert: boolean, onField: FieldHandler): boolean {
@@ -241,27 +344,57 @@ export class HpackDecoder {
     if (idx < 0) return false;
     const f = this.field;
     this.out = 0;
+    let id: number, nameLen: number, keepName = false;
     if (idx === 0) {
       if (!this.str(b)) return false;
-      f.name = this.sb;
-      f.ns = this.ss;
-      f.ne = this.se;
+      nameLen = this.se - this.ss;
+      id = nameId(this.sb, this.ss, this.se);
+      if (id === OTHER_NAME && this.all) {
+        keepName = true;
+        f.name = this.sb;
+        f.ns = this.ss;
+        f.ne = this.se;
+      }
+    } else if (idx <= STATIC_COUNT) {
+      id = STATIC_ID[idx - 1];
+      nameLen = NAME_BYTES[id].length;
     } else {
-      const en = this.lookup(idx);
-      if (en === null || en.nameLen < 0) {
-        f.name = null;
-      } else {
-        f.name = en.bytes;
+      const at = this.entry(idx);
+      id = at < 0 ? UNKNOWN_NAME : this.meta[at + M_ID];
+      nameLen = at < 0 ? -1 : this.meta[at + M_NAME];
+      if (id === OTHER_NAME && this.all) {
+        // the entry may be evicted by this very insertion (RFC 7541 4.4): copy its name out
+        keepName = true;
+        const off = this.meta[at + M_OFF];
+        if (scratch.length < nameLen + huffmanMaxDecoded(this.end - this.pos) + 8) {
+          scratch = new Uint8Array(nameLen + huffmanMaxDecoded(this.end - this.pos) + 8);
+        }
+        scratch.set(this.arena.subarray(off, off + nameLen));
+        f.name = scratch;
         f.ns = 0;
-        f.ne = en.nameLen;
+        f.ne = this.out = nameLen;
       }
     }
-    if (!this.str(b)) return false;
-    f.value = this.sb;
-    f.vs = this.ss;
-    f.ve = this.se;
-    onField(f);
-    if (insert) this.insert(f);
+    if (id >= 0) this.staticName(id);
+    f.id = id;
+    let valueLen: number, keepValue = false;
+    if (this.wants(id)) {
+      if (!this.str(b)) return false;
+      valueLen = this.se - this.ss;
+      keepValue = true;
+      f.value = this.sb;
+      f.vs = this.ss;
+      f.ve = this.se;
+      onField(f);
+    } else {
+      valueLen = this.strLength(b);
+      if (valueLen < 0) return false;
+      if (id === UNKNOWN_NAME) {
+        f.name = f.value = null;
+        onField(f);
+      }
+    }
+    if (insert) this.insert(id, nameLen, keepName, valueLen, keepValue);
     return true;
   }
 
@@ -280,22 +413,30 @@ export class HpackDecoder {
     return true;
   }
 
-  /** Index 1..61 static, 62.. dynamic (newest first); null when the table cannot tell. */
-  private lookup(idx: number): Entry | null {
-    if (idx <= STATIC_COUNT) return STATIC_ENTRIES[idx - 1];
+  /** Where dynamic index idx's entry is in meta; -1 when the desynced table cannot tell. */
+  private entry(idx: number): number {
     const d = idx - STATIC_COUNT - 1;
     if (d < this.count) {
-      return this.ring[(this.first + this.count - 1 - d) & (this.ring.length - 1)]!;
+      const mask = this.meta.length / M_STRIDE - 1;
+      return ((this.first + this.count - 1 - d) & mask) * M_STRIDE;
     }
     // out of range in a table believed exact: the belief was wrong, keep only what follows
     if (this.exact) this.desync();
-    return null;
+    return -1;
   }
 
-  private insert(f: HeaderField): void {
-    const vlen = f.ve - f.vs;
-    const nlen = f.name === null ? -1 : f.ne - f.ns;
-    const size = Math.max(nlen, 0) + vlen + ENTRY_OVERHEAD;
+  /**
+   * Adds the field just decoded: nameLen octets of name (-1: unknown), its bytes at f.name when
+   * keepName; valueLen octets of value, its bytes at f.value when keepValue.
+   */
+  private insert(
+    id: number,
+    nameLen: number,
+    keepName: boolean,
+    valueLen: number,
+    keepValue: boolean,
+  ): void {
+    const size = Math.max(nameLen, 0) + valueLen + ENTRY_OVERHEAD;
     // a desynced table may keep more or less than the encoder's: it stays a prefix of it
     const max = this.exact ? this.maxSize : Math.min(Math.max(this.limit, this.maxSize), TABLE_CAP);
     if (size > max) {
@@ -304,41 +445,100 @@ export class HpackDecoder {
       return;
     }
     this.evict(max - size);
-    const bytes = new Uint8Array(Math.max(nlen, 0) + vlen);
-    if (f.name !== null) bytes.set(f.name.subarray(f.ns, f.ne));
-    bytes.set(f.value!.subarray(f.vs, f.ve), Math.max(nlen, 0));
-    if (this.count === this.ring.length) this.grow();
-    this.ring[(this.first + this.count) & (this.ring.length - 1)] = new Entry(bytes, nlen, size);
+    const f = this.field;
+    const nk = keepName ? nameLen : 0, n = nk + (keepValue ? valueLen : 0);
+    const off = this.alloc(n, max);
+    if (keepName) this.arena.set(f.name!.subarray(f.ns, f.ne), off);
+    if (keepValue) this.arena.set(f.value!.subarray(f.vs, f.ve), off + nk);
+    if (this.count === this.meta.length / M_STRIDE) this.grow();
+    const m = this.meta;
+    const at = ((this.first + this.count) & (m.length / M_STRIDE - 1)) * M_STRIDE;
+    m[at + M_ID] = id;
+    m[at + M_SIZE] = size;
+    m[at + M_NAME] = nameLen;
+    m[at + M_OFF] = off;
+    m[at + M_NAME_KEPT] = nk;
+    m[at + M_VALUE] = keepValue ? valueLen : -1;
     this.count++;
     this.size += size;
-    this.bytes += bytes.length;
+    this.kept += n;
+  }
+
+  /** Arena room for n bytes after the newest entry's; the table's size is at most max. */
+  private alloc(n: number, max: number): number {
+    if (this.count === 0) this.head = 0;
+    const h = this.head;
+    if (n === 0) return h;
+    const cap = this.arena.length;
+    const tail = this.count > 0 ? this.meta[this.first * M_STRIDE + M_OFF] : 0;
+    // kept bytes are [tail, h), or [tail, cap) and [0, h) once wrapped; bounds are strict where
+    // the head would meet the tail, which would read as an empty ring
+    if (h >= tail) {
+      if (h + n <= cap) {
+        this.head = h + n;
+        return h;
+      }
+      if (n < tail) {
+        this.head = n;
+        return 0;
+      }
+    } else if (h + n < tail) {
+      this.head = h + n;
+      return h;
+    }
+    // twice the largest table never runs out: kept bytes and the room wasted at the end where
+    // the ring wrapped are each below max
+    const bound = Math.max(256, pow2(2 * max));
+    this.compact(Math.min(Math.max(256, 2 * cap, pow2(2 * (this.kept + n))), bound));
+    const off = this.head;
+    this.head += n;
+    return off;
+  }
+
+  /** Copies the kept bytes, oldest first, into a new arena of cap bytes. */
+  private compact(cap: number): void {
+    const next = new Uint8Array(cap), m = this.meta, mask = m.length / M_STRIDE - 1;
+    let o = 0;
+    for (let i = 0; i < this.count; i++) {
+      const at = ((this.first + i) & mask) * M_STRIDE, off = m[at + M_OFF];
+      const n = m[at + M_NAME_KEPT] + Math.max(m[at + M_VALUE], 0);
+      next.set(this.arena.subarray(off, off + n), o);
+      m[at + M_OFF] = o;
+      o += n;
+    }
+    this.arena = next;
+    this.head = o;
   }
 
   /** Evicts the oldest entries until the table's size is at most max. */
   private evict(max: number): void {
-    const mask = this.ring.length - 1;
+    const m = this.meta, mask = m.length / M_STRIDE - 1;
     while (this.size > max && this.count > 0) {
-      const en = this.ring[this.first]!;
-      this.ring[this.first] = undefined;
+      const at = this.first * M_STRIDE;
+      this.size -= m[at + M_SIZE];
+      this.kept -= m[at + M_NAME_KEPT] + Math.max(m[at + M_VALUE], 0);
       this.first = (this.first + 1) & mask;
       this.count--;
-      this.size -= en.size;
-      this.bytes -= en.bytes.length;
     }
   }
 
   private grow(): void {
-    const old = this.ring, mask = old.length - 1;
-    const next: (Entry | undefined)[] = new Array(old.length * 2);
-    for (let i = 0; i < this.count; i++) next[i] = old[(this.first + i) & mask];
-    this.ring = next;
+    const old = this.meta, slots = old.length / M_STRIDE;
+    const next = new Int32Array(Math.max(16, slots * 2) * M_STRIDE);
+    for (let i = 0; i < this.count; i++) {
+      const at = ((this.first + i) & (slots - 1)) * M_STRIDE;
+      next.set(old.subarray(at, at + M_STRIDE), i * M_STRIDE);
+    }
+    this.meta = next;
     this.first = 0;
   }
 
+  /** Empties the table and lets its memory go. */
   private clear(): void {
-    this.ring = new Array(16);
-    this.first = this.count = 0;
-    this.size = this.bytes = 0;
+    this.meta = new Int32Array(0);
+    this.arena = EMPTY;
+    this.first = this.count = this.head = 0;
+    this.size = this.kept = 0;
   }
 
   /** RFC 7541 5.1 integer with an n-bit prefix at this.pos; -1 when malformed or implausible. */
@@ -357,13 +557,10 @@ export class HpackDecoder {
 
   /** RFC 7541 5.2 string literal at this.pos into sb[ss, se). */
   private str(b: Uint8Array): boolean {
-    if (this.pos >= this.end) return false;
-    const huff = b[this.pos] & 0x80;
-    const len = this.int(b, 7);
-    if (len < 0 || len > STRING_MAX || len > this.end - this.pos) return false;
-    const s = this.pos;
-    this.pos += len;
-    if (!huff) {
+    const s = this.strStart(b);
+    if (s < 0) return false;
+    const len = this.pos - s;
+    if (!this.huff) {
       this.sb = b;
       this.ss = s;
       this.se = s + len;
@@ -376,4 +573,29 @@ export class HpackDecoder {
     this.se = this.out = o;
     return true;
   }
+
+  /** The decoded length of the string literal at this.pos, skipped; -1 when malformed. */
+  private strLength(b: Uint8Array): number {
+    const s = this.strStart(b);
+    if (s < 0) return -1;
+    return this.huff ? huffmanLength(b, s, this.pos) : this.pos - s;
+  }
+
+  /** Reads a string literal's header, skips its bytes; returns where they start, or -1. */
+  private strStart(b: Uint8Array): number {
+    if (this.pos >= this.end) return -1;
+    this.huff = (b[this.pos] & 0x80) !== 0;
+    const len = this.int(b, 7);
+    if (len < 0 || len > STRING_MAX || len > this.end - this.pos) return -1;
+    const s = this.pos;
+    this.pos += len;
+    return s;
+  }
+}
+
+/** The least power of two at least n. */
+function pow2(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
 }

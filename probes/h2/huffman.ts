@@ -160,3 +160,22 @@ export function huffmanDecode(
   }
   return ACCEPT[state] ? o : -1;
 }
+
+/**
+ * The decoded length of src[s, e) without its output, or -1 where huffmanDecode fails: what the
+ * HPACK table needs of a value nobody reads (its size counts the decoded octets).
+ */
+export function huffmanLength(src: Uint8Array, s: number, e: number): number {
+  let state = 0, n = 0;
+  for (let i = s; i < e; i++) {
+    const x = src[i];
+    let t = FSM[(state << 4) | (x >> 4)];
+    if (t & FAIL) return -1;
+    n += (t >> 8) & 1; // EMIT
+    t = FSM[((t & 0xff) << 4) | (x & 15)];
+    if (t & FAIL) return -1;
+    n += (t >> 8) & 1;
+    state = t & 0xff;
+  }
+  return ACCEPT[state] ? n : -1;
+}
