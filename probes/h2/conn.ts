@@ -108,6 +108,9 @@ export interface H2Options {
   side?: "server" | "client";
 }
 
+/** What most chunks complete: shared, callers only read it. */
+const NO_CALLS: H2Call[] = [];
+
 /** Streams open at once; beyond, the oldest is reported as closed. */
 const MAX_STREAMS = 1024;
 /** Chunks without framing, or bytes, before the bytes are confirmed to be HTTP/2; beyond,
@@ -385,11 +388,11 @@ export class H2Conn {
 
   /** Feeds one chunk; returns the calls it completed. Never throws. */
   push(c: Chunk): H2Call[] {
-    if (this.gaveUp || this.closed) return [];
+    if (this.gaveUp || this.closed) return NO_CALLS;
     try {
       const w = this.ways[c.dir === "in" ? 0 : 1];
       if (!w.started) this.begin(w, c);
-      if (this.gaveUp) return [];
+      if (this.gaveUp) return NO_CALLS;
       w.reader.feed(c);
       if (!this.confirmed && c.len > 0) this.unconfirmed(w, c.len);
     } catch {
@@ -401,7 +404,7 @@ export class H2Conn {
 
   /** The connection closed at ts: calls still open are reported with outcome "closed". */
   close(ts: bigint): H2Call[] {
-    if (this.closed) return [];
+    if (this.closed) return NO_CALLS;
     this.closed = true;
     if (!this.gaveUp) {
       for (const x of [...this.streams.values()]) this.finish(x, "closed", ts);
@@ -412,7 +415,7 @@ export class H2Conn {
 
   private take(): H2Call[] {
     const out = this.out;
-    if (out.length === 0) return [];
+    if (out.length === 0) return NO_CALLS;
     this.out = [];
     return out;
   }
@@ -422,8 +425,8 @@ export class H2Conn {
       dataBytes: (id, b, s, e) => this.dataBytes(w, id, b, s, e),
       dataUnbounded: (id) => this.dataUnbounded(w, id),
       dataEnd: (id, n, endStream, ts) => this.dataEnd(w, id, n, endStream, ts),
-      headers: (id, endStream, b, n, startTs, ts, promise) =>
-        this.headers(w, id, endStream, b, n, startTs, ts, promise),
+      headers: (id, endStream, b, s, e, startTs, ts, promise) =>
+        this.headers(w, id, endStream, b, s, e, startTs, ts, promise),
       rst: (id, code, ts) => this.rst(id, code, ts),
       setting: (id, value) => this.setting(w, id, value),
       goaway: (last, code, ts) => this.goaway(w, last, code, ts),
@@ -549,7 +552,8 @@ export class H2Conn {
     id: number,
     endStream: boolean,
     b: Uint8Array | null,
-    n: number,
+    s: number,
+    e: number,
     startTs: bigint,
     ts: bigint,
     promise: boolean,
@@ -563,7 +567,7 @@ export class H2Conn {
     f.reset();
     let broken = b === null;
     if (b === null) w.hpack.desync();
-    else if (!w.hpack.decode(b, 0, n, this.onField)) broken = true;
+    else if (!w.hpack.decode(b, s, e, this.onField)) broken = true;
     if (f.pseudo && !broken) this.confirmed = true;
     if (promise) return; // pushed streams are not calls; the block mattered for HPACK only
     if (this.reqDir === null) {
@@ -740,7 +744,7 @@ export class H2Conn {
     const kind = reqMsgs > 1
       ? (respMsgs > 1 ? "bidi" : "client_stream")
       : (respMsgs > 1 ? "server_stream" : "unary");
-    return {
+    const call: H2Call = {
       side: this.reqDir === "in" ? "server" : "client",
       streamId: x.id,
       grpc,
@@ -754,8 +758,6 @@ export class H2Conn {
       endNs: ts,
       requestMessages: reqMsgs,
       responseMessages: respMsgs,
-      ...(grpc && x.req.sizes && { requestSizes: x.req.sizes }),
-      ...(grpc && x.resp.sizes && { responseSizes: x.resp.sizes }),
       requestBytes: x.reqBytes,
       responseBytes: x.respBytes,
       kind,
@@ -771,6 +773,9 @@ export class H2Conn {
       errorCode: x.errorCode,
       truncated: x.truncated || (grpc && (x.req.lost || x.resp.lost)),
     };
+    if (grpc && x.req.sizes) call.requestSizes = x.req.sizes;
+    if (grpc && x.resp.sizes) call.responseSizes = x.resp.sizes;
+    return call;
   }
 }
 

@@ -48,14 +48,15 @@ export interface FrameSink {
   /** A DATA frame ended: n bytes of data without padding (with it after dataUnbounded). */
   dataEnd(stream: number, n: number, endStream: boolean, ts: bigint): void;
   /**
-   * A header block (HEADERS or PUSH_PROMISE with its CONTINUATIONs) is complete: b[0, n), or
+   * A header block (HEADERS or PUSH_PROMISE with its CONTINUATIONs) is complete: b[s, e), or
    * b null when some of it was not captured. startTs: chunk of its first frame's header.
    */
   headers(
     stream: number,
     endStream: boolean,
     b: Uint8Array | null,
-    n: number,
+    s: number,
+    e: number,
     startTs: bigint,
     ts: bigint,
     promise: boolean,
@@ -168,6 +169,9 @@ export class FrameReader {
   // the header block being assembled
   private block: Uint8Array | null = null;
   private blockLen = 0;
+  /** a block in one frame, captured whole: a view of the chunk's bytes instead of a copy */
+  private direct: Uint8Array | null = null;
+  private directStart = 0;
   private blockLost = false;
   private blockStream = 0;
   private blockEnd = false;
@@ -326,6 +330,7 @@ export class FrameReader {
       this.blockStream = stream;
       this.blockLen = 0;
       this.blockLost = false;
+      this.direct = null;
       this.blockEnd = (flags & END_STREAM) !== 0 && type === HEADERS;
       this.blockPromise = type === PUSH_PROMISE;
       this.blockTs = this.ts;
@@ -384,7 +389,17 @@ export class FrameReader {
       } else if (this.padLost || (b === null && cs < ce)) {
         this.loseBlock();
       } else if (cs < ce) {
-        this.append(b!, s + cs - o, s + ce - o);
+        if (
+          cs === this.lead && ce === this.contentEnd && o + n === this.length &&
+          this.flags & END_HEADERS && type !== CONTINUATION
+        ) {
+          // the whole frame is in this piece, and so is the block: it is read before feed returns
+          this.direct = b;
+          this.directStart = s + cs - o;
+          this.blockLen = ce - cs;
+        } else {
+          this.append(b!, s + cs - o, s + ce - o);
+        }
       }
       return;
     }
@@ -438,7 +453,9 @@ export class FrameReader {
       if (this.block) next.set(this.block.subarray(0, this.blockLen));
       this.block = next;
     }
-    this.block!.set(b.subarray(s, e), this.blockLen);
+    const block = this.block!;
+    if (e - s > 64) block.set(b.subarray(s, e), this.blockLen);
+    else for (let i = s, o = this.blockLen; i < e; i++, o++) block[o] = b[i]; // no view made
     this.blockLen = need;
   }
 
@@ -449,12 +466,16 @@ export class FrameReader {
 
   private finishBlock(): void {
     this.inBlock = false;
-    const b = this.blockLost ? null : this.block;
+    const direct = this.direct;
+    this.direct = null;
+    const b = this.blockLost ? null : direct ?? this.block;
+    const s = direct && b ? this.directStart : 0;
     this.sink.headers(
       this.blockStream,
       this.blockEnd,
       b,
-      this.blockLen,
+      s,
+      s + this.blockLen,
       this.blockTs,
       this.ts,
       this.blockPromise,

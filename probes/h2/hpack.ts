@@ -448,8 +448,8 @@ export class HpackDecoder {
     const f = this.field;
     const nk = keepName ? nameLen : 0, n = nk + (keepValue ? valueLen : 0);
     const off = this.alloc(n, max);
-    if (keepName) this.arena.set(f.name!.subarray(f.ns, f.ne), off);
-    if (keepValue) this.arena.set(f.value!.subarray(f.vs, f.ve), off + nk);
+    if (keepName) copy(f.name!, f.ns, f.ne, this.arena, off);
+    if (keepValue) copy(f.value!, f.vs, f.ve, this.arena, off + nk);
     if (this.count === this.meta.length / M_STRIDE) this.grow();
     const m = this.meta;
     const at = ((this.first + this.count) & (m.length / M_STRIDE - 1)) * M_STRIDE;
@@ -591,6 +591,12 @@ export class HpackDecoder {
     this.pos += len;
     return s;
   }
+}
+
+/** src[s, e) to dst at o; short runs byte by byte, which makes no view. */
+function copy(src: Uint8Array, s: number, e: number, dst: Uint8Array, o: number): void {
+  if (e - s > 64) dst.set(src.subarray(s, e), o);
+  else for (let i = s; i < e; i++) dst[o++] = src[i];
 }
 
 /** The least power of two at least n. */
