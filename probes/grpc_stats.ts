@@ -4,43 +4,72 @@
  * the request and response messages. Reported as cumulative `grpc_stats` events.
  */
 
-import { addBuckets, buckets, DURATION_BOUNDS, observe, SIZE_BOUNDS } from "./buckets.ts";
-import type { GrpcCounts, GrpcStatsEvent } from "./events.ts";
+import { buckets, DURATION_BOUNDS, observe, SIZE_BOUNDS } from "./buckets.ts";
+import type { BucketCounts, GrpcCounts, GrpcStatsEvent } from "./events.ts";
 import type { H2Call } from "./h2/conn.ts";
 
 /** Series beyond this many are folded into method "other". */
 const MAX_SERIES = 2000;
 
+/** Series found last, tried before the map: a pod's calls fall in a few series. */
+const RECENT = 8;
+
 export class GrpcStats {
   readonly #series = new Map<string, GrpcCounts>();
+  readonly #recent: GrpcCounts[] = [];
+  #next = 0;
   #unknown = 0;
 
   /** Counts one call of `container`. */
   add(container: string, c: H2Call, service: string, method: string): void {
     if (c.pathUnknown) this.#unknown++;
-    let key = `${container}\0${c.side}\0${service}\0${method}\0${c.grpcStatus}`;
+    const s = this.#find(container, c.side, service, method, c.grpcStatus);
+    observe(s.duration, Number(c.endNs - c.startNs) * 1e-9);
+    if (c.requestSizes) add(s.request_message_bytes, c.requestSizes);
+    if (c.responseSizes) add(s.response_message_bytes, c.responseSizes);
+  }
+
+  #find(
+    container: string,
+    side: H2Call["side"],
+    service: string,
+    method: string,
+    status: number,
+  ): GrpcCounts {
+    const recent = this.#recent;
+    for (let i = 0; i < recent.length; i++) {
+      const r = recent[i];
+      if (
+        r.grpc_status === status && r.method === method && r.service === service &&
+        r.side === side && r.container === container
+      ) return r;
+    }
+    let key = `${container}\0${side}\0${service}\0${method}\0${status}`;
     let s = this.#series.get(key);
     if (!s && this.#series.size >= MAX_SERIES) {
       method = "other";
-      key = `${container}\0${c.side}\0${service}\0${method}\0${c.grpcStatus}`;
+      key = `${container}\0${side}\0${service}\0${method}\0${status}`;
       s = this.#series.get(key);
     }
     if (!s) {
       s = {
         container,
-        side: c.side,
+        side,
         service,
         method,
-        grpc_status: c.grpcStatus,
+        grpc_status: status,
         duration: buckets(DURATION_BOUNDS),
         request_message_bytes: buckets(SIZE_BOUNDS),
         response_message_bytes: buckets(SIZE_BOUNDS),
       };
       this.#series.set(key, s);
     }
-    observe(s.duration, Number(c.endNs - c.startNs) * 1e-9);
-    if (c.requestSizes) addBuckets(s.request_message_bytes, c.requestSizes);
-    if (c.responseSizes) addBuckets(s.response_message_bytes, c.responseSizes);
+    // a folded call's series says "other": it is found by the map, not remembered here
+    if (s.method === method) {
+      recent[this.#next] = s;
+      this.#next = (this.#next + 1) % RECENT;
+    }
+    return s;
   }
 
   get size(): number {
@@ -55,4 +84,12 @@ export class GrpcStats {
       unknown_method_calls: this.#unknown,
     };
   }
+}
+
+/** addBuckets without a callback per slot: this runs for every call. */
+function add(into: BucketCounts, h: BucketCounts): void {
+  into.count += h.count;
+  into.sum += h.sum;
+  const a = into.counts, b = h.counts;
+  for (let i = 0; i < b.length; i++) a[i] += b[i];
 }
