@@ -173,8 +173,10 @@ function mediaType(b: Uint8Array, s: number, e: number): string {
   let q = s;
   while (q < e && b[q] !== 59) q++; // ';'
   while (q > s && (b[q - 1] === 32 || b[q - 1] === 9)) q--;
+  let upper = false;
+  for (let i = s; i < q && !upper; i++) upper = b[i] >= 65 && b[i] <= 90;
   const t = text(b, s, q, MEDIA_TYPE_MAX);
-  return /[A-Z]/.test(t) ? t.toLowerCase() : t;
+  return upper ? t.toLowerCase() : t;
 }
 
 const isGrpc = (mediaType: string) => mediaType.startsWith("application/grpc");
