@@ -42,6 +42,7 @@ import {
 import { buckets, observe, SIZE_BOUNDS } from "../buckets.ts";
 import type { BucketCounts } from "../events.ts";
 import { grpcTimeoutSeconds, grpcTraceBin, traceparent } from "../trace_context.ts";
+import { LastText, mediaType, text } from "./text.ts";
 
 export interface H2Call {
   /** "server": the watched process received the request; "client": it sent it. */
@@ -119,40 +120,12 @@ const UNSYNCED_LIMIT = 16;
 const UNCONFIRMED_BYTES = 1 << 20;
 const PATH_MAX = 512;
 const AUTHORITY_MAX = 256;
-const MEDIA_TYPE_MAX = 128;
 const GRPC_MESSAGE_MAX = 256;
 
 type Dir = "in" | "out";
 
 // ---------------------------------------------------------------------------------------------
 // Strings
-
-function latin1(b: Uint8Array, s: number, e: number): string {
-  // apply takes the typed array as the argument list, much cheaper than spreading it
-  return e > s ? String.fromCharCode.apply(null, b.subarray(s, e) as unknown as number[]) : "";
-}
-
-/** Recent short strings by hash: paths and authorities repeat on a connection. */
-const MEMO_MAX_LEN = 128;
-const MEMO_SLOTS = 1024; // a power of two
-const memo: string[] = new Array(MEMO_SLOTS).fill("");
-
-/** latin1 of b[s, min(e, s + max)), reusing the string decoded last time for the same bytes. */
-function text(b: Uint8Array, s: number, e: number, max: number): string {
-  if (e - s > max) e = s + max;
-  const n = e - s;
-  if (n <= 0 || n > MEMO_MAX_LEN) return latin1(b, s, e);
-  let h = n;
-  for (let i = s; i < e; i++) h = (Math.imul(h, 31) + b[i]) & 0x3fffffff;
-  const slot = h & (MEMO_SLOTS - 1);
-  const hit = memo[slot];
-  if (hit.length === n) {
-    let i = s;
-    while (i < e && hit.charCodeAt(i - s) === b[i]) i++;
-    if (i === e) return hit;
-  }
-  return memo[slot] = latin1(b, s, e);
-}
 
 const USER_AGENT_MAX = 128;
 
@@ -168,18 +141,15 @@ function decimal(b: Uint8Array, s: number, e: number): number {
   return v;
 }
 
-/** Media type without parameters, lower case. */
-function mediaType(b: Uint8Array, s: number, e: number): string {
-  let q = s;
-  while (q < e && b[q] !== 59) q++; // ';'
-  while (q > s && (b[q - 1] === 32 || b[q - 1] === 9)) q--;
-  let upper = false;
-  for (let i = s; i < q && !upper; i++) upper = b[i] >= 65 && b[i] <= 90;
-  const t = text(b, s, q, MEDIA_TYPE_MAX);
-  return upper ? t.toLowerCase() : t;
+let lastType = "", lastGrpc = false;
+/** Media types are the same few strings: the answer for the last one is kept. */
+function isGrpc(mediaType: string): boolean {
+  if (mediaType !== lastType) {
+    lastType = mediaType;
+    lastGrpc = mediaType.startsWith("application/grpc");
+  }
+  return lastGrpc;
 }
-
-const isGrpc = (mediaType: string) => mediaType.startsWith("application/grpc");
 
 /** "/pkg.Service/Method" → ["pkg.Service", "Method"], remembered per path. */
 const routes = new Map<string, readonly [string, string]>();
@@ -326,6 +296,11 @@ class Fields {
   pseudo = false;
   /** a field could not be resolved */
   unknown = false;
+  // the strings of the connection's last values: most fields repeat on every call
+  readonly lastPath = new LastText((b, s, e) => text(b, s, e, PATH_MAX));
+  readonly lastAuthority = new LastText((b, s, e) => text(b, s, e, AUTHORITY_MAX));
+  readonly lastUserAgent = new LastText((b, s, e) => text(b, s, e, USER_AGENT_MAX));
+  readonly lastContentType = new LastText(mediaType);
 
   reset(): void {
     this.method = this.path = this.scheme = "";
@@ -504,7 +479,7 @@ export class H2Conn {
     const vs = x.vs, ve = x.ve;
     switch (x.id) {
       case N_PATH:
-        f.path = text(v, vs, ve, PATH_MAX);
+        f.path = f.lastPath.of(v, vs, ve);
         f.pathSeen = f.pseudo = true;
         break;
       case N_METHOD:
@@ -520,11 +495,11 @@ export class H2Conn {
         f.pseudo = true;
         break;
       case N_AUTHORITY:
-        f.authority = text(v, vs, ve, AUTHORITY_MAX);
+        f.authority = f.lastAuthority.of(v, vs, ve);
         f.pseudo = true;
         break;
       case N_USER_AGENT:
-        f.userAgent = text(v, vs, ve, USER_AGENT_MAX);
+        f.userAgent = f.lastUserAgent.of(v, vs, ve);
         break;
       case N_GRPC_STATUS:
         f.grpcStatus = decimal(v, vs, ve);
@@ -533,7 +508,7 @@ export class H2Conn {
         f.traceparent ||= traceparent(v, vs, ve);
         break;
       case N_CONTENT_TYPE:
-        f.contentType = mediaType(v, vs, ve);
+        f.contentType = f.lastContentType.of(v, vs, ve);
         f.ctSeen = true;
         break;
       case N_GRPC_MESSAGE:

@@ -1,0 +1,73 @@
+/**
+ * Strings of the header values the HTTP/2 parser reports. Values are latin1 (RFC 9110 5.5), and
+ * the same few repeat on every call: a connection's last value of a field is kept with its
+ * bytes, and short strings are shared through a small table by hash.
+ */
+
+const MEDIA_TYPE_MAX = 128;
+
+export function latin1(b: Uint8Array, s: number, e: number): string {
+  // apply takes the typed array as the argument list, much cheaper than spreading it
+  return e > s ? String.fromCharCode.apply(null, b.subarray(s, e) as unknown as number[]) : "";
+}
+
+/** Recent short strings by hash: paths and authorities repeat across connections too. */
+const MEMO_MAX_LEN = 128;
+const MEMO_SLOTS = 1024; // a power of two
+const memo: string[] = new Array(MEMO_SLOTS).fill("");
+
+/** latin1 of b[s, min(e, s + max)), reusing the string decoded last time for the same bytes. */
+export function text(b: Uint8Array, s: number, e: number, max: number): string {
+  if (e - s > max) e = s + max;
+  const n = e - s;
+  if (n <= 0 || n > MEMO_MAX_LEN) return latin1(b, s, e);
+  let h = n;
+  for (let i = s; i < e; i++) h = (Math.imul(h, 31) + b[i]) & 0x3fffffff;
+  const slot = h & (MEMO_SLOTS - 1);
+  const hit = memo[slot];
+  if (hit.length === n) {
+    let i = s;
+    while (i < e && hit.charCodeAt(i - s) === b[i]) i++;
+    if (i === e) return hit;
+  }
+  return memo[slot] = latin1(b, s, e);
+}
+
+/** Media type without parameters, lower case. */
+export function mediaType(b: Uint8Array, s: number, e: number): string {
+  let q = s;
+  while (q < e && b[q] !== 59) q++; // ';'
+  while (q > s && (b[q - 1] === 32 || b[q - 1] === 9)) q--;
+  let upper = false;
+  for (let i = s; i < q && !upper; i++) upper = b[i] >= 65 && b[i] <= 90;
+  const t = text(b, s, q, MEDIA_TYPE_MAX);
+  return upper ? t.toLowerCase() : t;
+}
+
+/** Longer values are not kept: they are made each time. */
+const LAST_MAX = 1024;
+
+/** The string a field's value made last, with its bytes: a repeat costs one comparison. */
+export class LastText {
+  private bytes = new Uint8Array(0);
+  private len = -1;
+  private str = "";
+
+  constructor(private readonly make: (b: Uint8Array, s: number, e: number) => string) {}
+
+  of(b: Uint8Array, s: number, e: number): string {
+    const n = e - s;
+    if (n > LAST_MAX) return this.make(b, s, e);
+    const x = this.bytes;
+    if (n === this.len) {
+      let i = 0;
+      while (i < n && x[i] === b[s + i]) i++;
+      if (i === n) return this.str;
+    }
+    if (x.length < n) this.bytes = new Uint8Array(Math.max(n, 32));
+    const y = this.bytes;
+    for (let i = 0; i < n; i++) y[i] = b[s + i];
+    this.len = n;
+    return this.str = this.make(b, s, e);
+  }
+}
