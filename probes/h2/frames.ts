@@ -296,17 +296,21 @@ export class FrameReader {
   private header(c: Chunk, pos: number): number {
     if (!this.locate(c, pos)) return this.lose(false);
     const b = this.bytes, i = this.at, end = this.atEnd;
+    if (this.hdrLen === 0 && end - i >= FRAME_HEADER) {
+      this.begin(b, i); // read where it lies: most headers are not split
+      return this.reading ? pos + FRAME_HEADER : this.len;
+    }
     const n = Math.min(FRAME_HEADER - this.hdrLen, end - i);
     for (let k = 0; k < n; k++) this.hdr[this.hdrLen + k] = b[i + k];
     this.hdrLen += n;
-    if (this.hdrLen === FRAME_HEADER) this.begin();
+    if (this.hdrLen === FRAME_HEADER) this.begin(this.hdr, 0);
     return this.reading ? pos + n : this.len;
   }
 
-  private begin(): void {
-    const x = this.hdr;
-    const length = (x[0] << 16) | (x[1] << 8) | x[2], type = x[3], flags = x[4];
-    const stream = u32(x, 5) & 0x7fffffff; // the reserved bit is ignored (RFC 9113 4.1)
+  /** The frame header x[p, p + 9) was read. */
+  private begin(x: Uint8Array, p: number): void {
+    const length = (x[p] << 16) | (x[p + 1] << 8) | x[p + 2], type = x[p + 3], flags = x[p + 4];
+    const stream = u32(x, p + 5) & 0x7fffffff; // the reserved bit is ignored (RFC 9113 4.1)
     this.hdrLen = 0;
     const continuation = type === CONTINUATION;
     if (
