@@ -39,7 +39,7 @@ import {
   N_TRACEPARENT,
   N_USER_AGENT,
 } from "./hpack.ts";
-import { buckets, observe, SIZE_BOUNDS } from "../buckets.ts";
+import { observe, SIZE_BOUNDS } from "../buckets.ts";
 import type { BucketCounts } from "../events.ts";
 import { grpcTimeoutSeconds, grpcTraceBin, traceparent } from "../trace_context.ts";
 import { LastText, mediaType, text } from "./text.ts";
@@ -170,6 +170,12 @@ function grpcRoute(path: string): readonly [string, string] {
 // ---------------------------------------------------------------------------------------------
 // Streams
 
+/** buckets(SIZE_BOUNDS) as a literal: one is made per call and direction. */
+function sizeHistogram(): BucketCounts {
+  return { bounds: SIZE_BOUNDS, counts: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], sum: 0, count: 0 };
+}
+if (SIZE_BOUNDS.length !== 11) throw new Error("sizeHistogram() has a slot per bound and +Inf");
+
 /** gRPC length-prefixed messages (1-byte flags, 4-byte big-endian length) of one direction. */
 class Messages {
   count = 0;
@@ -209,7 +215,7 @@ class Messages {
         if (++this.pfx === 5) {
           this.need = this.plen;
           this.pfx = 0;
-          observe(this.sizes ??= buckets(SIZE_BOUNDS), this.plen);
+          observe(this.sizes ??= sizeHistogram(), this.plen);
         }
       }
     }
@@ -341,6 +347,8 @@ export class H2Conn {
   private unsynced = 0;
   private unconfirmedBytes = 0;
   private readonly streams = new Map<number, Stream>();
+  /** the stream found last: its frames tend to come together (HEADERS, DATA, end) */
+  private lastStream: Stream | undefined;
   private maxClientStream = 0;
   private out: H2Call[] = [];
   private readonly fields = new Fields();
@@ -464,6 +472,7 @@ export class H2Conn {
 
   private release(): void {
     this.streams.clear();
+    this.lastStream = undefined;
     for (const w of this.ways) {
       w.reader.stop();
       w.hpack.desync();
@@ -553,7 +562,7 @@ export class H2Conn {
       else return;
     }
     if (w.dir !== this.reqDir) this.response(id, endStream, f, broken, ts);
-    else if (this.streams.has(id) || w.reader.trusted || (f.pseudo && !broken)) {
+    else if (this.stream(id) !== undefined || w.reader.trusted || (f.pseudo && !broken)) {
       // where reading just resumed, only a block that shows a request opens a call
       this.request(id, endStream, f, broken, startTs, ts);
     }
@@ -568,7 +577,7 @@ export class H2Conn {
     ts: bigint,
   ): void {
     if (id % 2 === 0) return; // clients open odd streams
-    const old = this.streams.get(id);
+    const old = this.stream(id);
     if (old) {
       // request trailers
       old.lastNs = ts;
@@ -606,7 +615,7 @@ export class H2Conn {
   }
 
   private response(id: number, endStream: boolean, f: Fields, broken: boolean, ts: bigint): void {
-    const x = this.streams.get(id);
+    const x = this.stream(id);
     if (!x) return;
     x.lastNs = ts;
     if (broken) x.truncated = true;
@@ -630,7 +639,7 @@ export class H2Conn {
   }
 
   private dataBytes(w: Way, id: number, b: Uint8Array | null, s: number, e: number): void {
-    const x = this.streams.get(id);
+    const x = this.stream(id);
     if (!x) return;
     const m = w.dir === this.reqDir ? x.req : x.resp;
     if (b === null) m.gap(e - s);
@@ -638,14 +647,14 @@ export class H2Conn {
   }
 
   private dataUnbounded(w: Way, id: number): void {
-    const x = this.streams.get(id);
+    const x = this.stream(id);
     if (!x) return;
     x.truncated = true;
     (w.dir === this.reqDir ? x.req : x.resp).lost = true;
   }
 
   private dataEnd(w: Way, id: number, n: number, endStream: boolean, ts: bigint): void {
-    const x = this.streams.get(id);
+    const x = this.stream(id);
     if (!x) return;
     x.lastNs = ts;
     if (w.dir === this.reqDir) {
@@ -659,7 +668,7 @@ export class H2Conn {
   }
 
   private rst(id: number, code: number, ts: bigint): void {
-    const x = this.streams.get(id);
+    const x = this.stream(id);
     if (!x) return;
     x.errorCode = code;
     // a server may cut the request short with NO_ERROR once its response is complete (8.1)
@@ -701,12 +710,21 @@ export class H2Conn {
     }
   }
 
+  private stream(id: number): Stream | undefined {
+    const last = this.lastStream;
+    if (last !== undefined && last.id === id) return last;
+    const x = this.streams.get(id);
+    if (x !== undefined) this.lastStream = x;
+    return x;
+  }
+
   private settle(x: Stream, ts: bigint): void {
     if (x.reqEnded && x.respEnded) this.finish(x, "complete", ts);
   }
 
   private finish(x: Stream, outcome: H2Call["outcome"], ts: bigint): void {
     this.streams.delete(x.id);
+    if (this.lastStream === x) this.lastStream = undefined;
     this.out.push(this.call(x, outcome, ts));
   }
 
