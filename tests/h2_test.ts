@@ -484,20 +484,26 @@ Deno.test("hpack: a decoder of the reported names keeps the table exact with len
     "traceparent",
   ];
   for (let it = 0; it < 60; it++) {
-    const max = pick(r, [64, 200, 512, 4096]);
+    const max = pick(r, [64, 200, 512, 4096, 65536]);
     const e = new Encoder(max);
     const full = new HpackDecoder(max), lean = new HpackDecoder(max, true);
     for (let blk = 0; blk < 40; blk++) {
       if (r() < 0.05) e.resize(pick(r, [0, Math.min(100, max), max]));
       const fields: Field[] = Array.from(
         { length: between(r, 1, 6) },
-        () => [pick(r, names), randText(r, between(r, 0, pick(r, [4, 30, 150])))],
+        () => [pick(r, names), randText(r, between(r, 0, pick(r, [4, 30, 150, 2000])))],
       );
       const b = e.block(fields, {
         mode: pick(r, ["index", "index", "plain", "never"] as const),
         huff: r() < 0.7,
         reuse: r() < 0.8,
       });
+      if (r() < 0.05) {
+        // a peer's larger SETTINGS_HEADER_TABLE_SIZE: a desynced table may grow to it
+        const limit = pick(r, [8192, 100000]);
+        full.setLimit(limit);
+        lean.setLimit(limit);
+      }
       if (r() < 0.05) {
         // lost: both desync, and stay in step
         full.desync();
