@@ -524,6 +524,24 @@ Deno.test("hpack: a decoder of the reported names keeps the table exact with len
   }
 });
 
+Deno.test("hpack: a block is pure when it needs the static table only and changes nothing", () => {
+  const e = new Encoder();
+  const d = new HpackDecoder(4096, true);
+  const pure = (b: Uint8Array) => {
+    assert(decodeAll(d, b).ok);
+    return d.lastBlockPure;
+  };
+  const plain = { mode: "plain" as const };
+  assert(pure(e.block([[":status", "200"], ["content-type", "application/grpc"]], plain)));
+  assert(pure(e.block([["grpc-status", "0"], ["grpc-message", ""]], { mode: "never" })));
+  assert(!pure(e.block([["x-id", "1"]]))); // inserts
+  assert(!pure(e.block([["x-id", "1"]]))); // refers to the dynamic table
+  e.resize(100);
+  assert(!pure(e.block([[":status", "200"]]))); // a size update
+  assert(!decodeAll(d, hex("40 83 ff ff ff 01 61")).ok);
+  assert(!d.lastBlockPure); // malformed
+});
+
 Deno.test("hpack: entries without kept bytes are evicted like any, the byte ring wraps", () => {
   // a 160-byte table: each entry below is 38..60 bytes, so evictions follow every few inserts
   const e = new Encoder(160);

@@ -284,7 +284,7 @@ class Stream {
 }
 
 /** The fields of one header block that this module reports. */
-class Fields {
+class FieldValues {
   method = "";
   path = "";
   scheme = "";
@@ -302,11 +302,6 @@ class Fields {
   pseudo = false;
   /** a field could not be resolved */
   unknown = false;
-  // the strings of the connection's last values: most fields repeat on every call
-  readonly lastPath = new LastText((b, s, e) => text(b, s, e, PATH_MAX));
-  readonly lastAuthority = new LastText((b, s, e) => text(b, s, e, AUTHORITY_MAX));
-  readonly lastUserAgent = new LastText((b, s, e) => text(b, s, e, USER_AGENT_MAX));
-  readonly lastContentType = new LastText(mediaType);
 
   reset(): void {
     this.method = this.path = this.scheme = "";
@@ -317,6 +312,58 @@ class Fields {
     this.grpcStatus = -1;
     this.pathSeen = this.ctSeen = false;
     this.pseudo = this.unknown = false;
+  }
+
+  copy(o: FieldValues): void {
+    this.method = o.method;
+    this.path = o.path;
+    this.scheme = o.scheme;
+    this.authority = o.authority;
+    this.contentType = o.contentType;
+    this.userAgent = o.userAgent;
+    this.timeoutSeconds = o.timeoutSeconds;
+    this.traceparent = o.traceparent;
+    this.status = o.status;
+    this.grpcStatus = o.grpcStatus;
+    this.grpcMessage = o.grpcMessage;
+    this.pathSeen = o.pathSeen;
+    this.ctSeen = o.ctSeen;
+    this.pseudo = o.pseudo;
+    this.unknown = o.unknown;
+  }
+}
+
+class Fields extends FieldValues {
+  // the strings of the connection's last values: most fields repeat on every call
+  readonly lastPath = new LastText((b, s, e) => text(b, s, e, PATH_MAX));
+  readonly lastAuthority = new LastText((b, s, e) => text(b, s, e, AUTHORITY_MAX));
+  readonly lastUserAgent = new LastText((b, s, e) => text(b, s, e, USER_AGENT_MAX));
+  readonly lastContentType = new LastText(mediaType);
+}
+
+/** Longest header block remembered by BlockMemo. */
+const MEMO_BLOCK_MAX = 64;
+
+/**
+ * A header block that needed the static table only (lastBlockPure), with its fields: servers
+ * send the same response heads and trailers on every call, which then cost one comparison.
+ */
+class BlockMemo {
+  readonly bytes = new Uint8Array(MEMO_BLOCK_MAX);
+  len = -1;
+  readonly fields = new FieldValues();
+
+  matches(b: Uint8Array, s: number, e: number): boolean {
+    if (e - s !== this.len) return false;
+    const x = this.bytes;
+    for (let i = s; i < e; i++) if (b[i] !== x[i - s]) return false;
+    return true;
+  }
+
+  set(b: Uint8Array, s: number, e: number, f: FieldValues): void {
+    for (let i = s; i < e; i++) this.bytes[i - s] = b[i];
+    this.len = e - s;
+    this.fields.copy(f);
   }
 }
 
@@ -329,6 +376,9 @@ class Way {
   startOk = false;
   /** whether its decoder can be in sync was decided (at its first header block) */
   checked = false;
+  /** its last two pure blocks (a response head and trailers, say), the older at memo[next] */
+  readonly memo: BlockMemo[] = [];
+  next = 0;
   constructor(readonly dir: Dir) {}
 }
 
@@ -553,7 +603,14 @@ export class H2Conn {
     f.reset();
     let broken = b === null;
     if (b === null) w.hpack.desync();
-    else if (!w.hpack.decode(b, s, e, this.onField)) broken = true;
+    else if (!this.remembered(w, b, s, e)) {
+      if (!w.hpack.decode(b, s, e, this.onField)) broken = true;
+      else if (w.hpack.lastBlockPure && e - s <= MEMO_BLOCK_MAX) {
+        const m = w.memo[w.next] ??= new BlockMemo();
+        m.set(b, s, e, f);
+        w.next ^= 1;
+      }
+    }
     if (f.pseudo && !broken) this.confirmed = true;
     if (promise) return; // pushed streams are not calls; the block mattered for HPACK only
     if (this.reqDir === null) {
@@ -566,6 +623,18 @@ export class H2Conn {
       // where reading just resumed, only a block that shows a request opens a call
       this.request(id, endStream, f, broken, startTs, ts);
     }
+  }
+
+  /** The block is one of the direction's last pure ones: its fields are set from it. */
+  private remembered(w: Way, b: Uint8Array, s: number, e: number): boolean {
+    for (let i = 0; i < w.memo.length; i++) {
+      const m = w.memo[i];
+      if (m.matches(b, s, e)) {
+        this.fields.copy(m.fields);
+        return true;
+      }
+    }
+    return false;
   }
 
   private request(

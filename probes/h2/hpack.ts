@@ -208,6 +208,7 @@ export class HpackDecoder {
   private out = 0;
   /** the string read last by strStart is Huffman-coded */
   private huff = false;
+  private pure = true;
   private readonly field: HeaderField = {
     id: OTHER_NAME,
     name: null,
@@ -248,6 +249,14 @@ export class HpackDecoder {
     return this.kept;
   }
 
+  /**
+   * The block decoded last referred to the static table only, inserted nothing and changed no
+   * size: the same bytes decode the same whatever the table holds, and leave it as it is.
+   */
+  get lastBlockPure(): boolean {
+    return this.pure;
+  }
+
   /** The decoding peer announced SETTINGS_HEADER_TABLE_SIZE. */
   setLimit(n: number): void {
     if (n > this.limit) this.limit = n;
@@ -269,6 +278,7 @@ export class HpackDecoder {
     if (scratch.length < need) scratch = new Uint8Array(Math.max(need, scratch.length * 2));
     this.pos = s;
     this.end = e;
+    this.pure = true;
     let fields = false;
     while (this.pos < e) {
       const x = b[this.pos];
@@ -280,6 +290,7 @@ export class HpackDecoder {
       if (!ok) {
         this.desync();
         this.sb = scratch;
+        this.pure = false;
         return false;
       }
       if ((x & 0xe0) !== 0x20) fields = true;
@@ -308,6 +319,7 @@ export class HpackDecoder {
       onField(f);
       return true;
     }
+    this.pure = false;
     const at = this.entry(idx);
     const id = at < 0 ? UNKNOWN_NAME : this.meta[at + M_ID];
     if (id === UNKNOWN_NAME) {
@@ -359,6 +371,7 @@ export class HpackDecoder {
       id = STATIC_ID[idx - 1];
       nameLen = NAME_BYTES[id].length;
     } else {
+      this.pure = false;
       const at = this.entry(idx);
       id = at < 0 ? UNKNOWN_NAME : this.meta[at + M_ID];
       nameLen = at < 0 ? -1 : this.meta[at + M_NAME];
@@ -394,11 +407,15 @@ export class HpackDecoder {
         onField(f);
       }
     }
-    if (insert) this.insert(id, nameLen, keepName, valueLen, keepValue);
+    if (insert) {
+      this.pure = false;
+      this.insert(id, nameLen, keepName, valueLen, keepValue);
+    }
     return true;
   }
 
   private sizeUpdate(b: Uint8Array): boolean {
+    this.pure = false;
     const v = this.int(b, 5);
     if (v < 0) return false;
     if (this.exact) {
