@@ -17,6 +17,7 @@ import type { EventSink, GrpcEvent, HttpEvent, TcpEndpoints } from "./events.ts"
 import { type Chunk, Http1Conn, type HttpExchange } from "./http1.ts";
 import { type H2Call, H2Conn } from "./h2/conn.ts";
 import { exactGrpcMethod, GrpcGoProbe } from "./grpc_go.ts";
+import { runsGo } from "./go/grpc_layout.ts";
 import { DEFAULT_MAX_FRAME, plausibleStart } from "./h2/frames.ts";
 import { GrpcStats } from "./grpc_stats.ts";
 import { foldRoute, RouteTable } from "./http_route.ts";
@@ -343,6 +344,8 @@ export class HttpProbe implements Probe {
   #askGo(pid: number): void {
     if (!pid || this.#goAsked.has(pid) || this.#stopping) return;
     this.#goAsked.add(pid);
+    // a proxy in C or a JVM has no grpc-go to ask: no second object, no process scans for it
+    if (!runsGo(pid)) return;
     this.#goStarting ??= GrpcGoProbe.start(this.#target, { scan: "asked" }).then(
       (go) => {
         this.#go = go;

@@ -13,7 +13,7 @@ import { resolveVeth } from "../k8s/local.ts";
 import { connId } from "../probes/conn_id.ts";
 import type { KupodEvent, TcpEvent } from "../probes/events.ts";
 import { ElfFile } from "../probes/go/elf.ts";
-import { GoLayoutError, readGrpcGoLayout } from "../probes/go/grpc_layout.ts";
+import { GoLayoutError, readGrpcGoLayout, runsGo } from "../probes/go/grpc_layout.ts";
 import { CONF_FIELDS, type GrpcGoConf } from "../probes/go/grpc_layout.ts";
 import {
   exactGrpcMethod,
@@ -449,6 +449,17 @@ Deno.test("grpc_go: the layout read from DWARF is readelf's, for server and clie
   }
   assertEquals((readGrpcGoLayout(bins.server)).server, true);
   assertEquals((readGrpcGoLayout(bins.client)).server, false);
+});
+
+Deno.test("grpc_go: only processes running a Go program are asked for their headers", async () => {
+  await using bins = await buildFixtures();
+  await using server = new Child(bins.server, ["127.0.0.1:0"]);
+  await server.waitForLine(/^listening \d+/);
+  assertEquals(runsGo(server.pid), true, "the grpc-go server");
+  await using sleeper = new Child("sleep", ["30"]);
+  assertEquals(runsGo(sleeper.pid), false, "a C program");
+  assertEquals(runsGo(Deno.pid), false, "deno");
+  assertEquals(runsGo(0x7fffffff), false, "no such process");
 });
 
 Deno.test("grpc_go: binaries without what the probes need are refused with the reason", async () => {

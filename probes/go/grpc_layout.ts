@@ -124,6 +124,20 @@ export function isGoBinary(elf: ElfFile): boolean {
 }
 
 /**
+ * Whether process `pid` runs a Go program: read from its executable's section headers (and its
+ * symbol table when it has no build info section). False when the process is gone or its
+ * executable is not readable as ELF.
+ */
+export function runsGo(pid: number): boolean {
+  try {
+    using elf = ElfFile.open(`/proc/${pid}/exe`);
+    return isGoBinary(elf);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The layout of a grpc-go binary. Throws GoLayoutError with the reason when it is not one, or
  * when its DWARF does not say all the programs need (stripped, Go before 1.17, an unknown
  * grpc-go).
