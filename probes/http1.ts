@@ -9,6 +9,7 @@
  * header values become strings, and state is bounded by the options.
  */
 
+import { memoLatin1 } from "./latin1.ts";
 import { traceparent } from "./trace_context.ts";
 
 export interface Chunk {
@@ -157,34 +158,6 @@ function isPreface(b: Uint8Array, p: number): boolean {
 /** TLS record header (change_cipher_spec..application_data, version 3.x). */
 function isTls(b: Uint8Array): boolean {
   return b.length >= 3 && b[0] >= 0x14 && b[0] <= 0x17 && b[1] === 3 && b[2] <= 4;
-}
-
-function latin1(b: Uint8Array, s: number, e: number): string {
-  // apply takes the typed array as the argument list, much cheaper than spreading it
-  return e > s ? String.fromCharCode.apply(null, b.subarray(s, e) as unknown as number[]) : "";
-}
-
-/** Recent short strings by hash: targets and media types repeat, and decoding costs more. */
-const MEMO_MAX_LEN = 128;
-const MEMO_SLOTS = 4096; // a power of two
-const memo: string[] = new Array(MEMO_SLOTS).fill("");
-
-/** latin1 of b[s, e), reusing the string decoded last time for the same bytes. */
-function memoLatin1(b: Uint8Array, s: number, e: number): string {
-  const n = e - s;
-  if (n <= 0 || n > MEMO_MAX_LEN) return latin1(b, s, e);
-  let h = n;
-  for (let i = s; i < e; i++) h = (Math.imul(h, 31) + b[i]) & 0x3fffffff;
-  const slot = h & (MEMO_SLOTS - 1);
-  const hit = memo[slot];
-  if (sameText(hit, b, s, e)) return hit;
-  return memo[slot] = latin1(b, s, e);
-}
-
-function sameText(str: string, b: Uint8Array, s: number, e: number): boolean {
-  if (str.length !== e - s) return false;
-  for (let i = s; i < e; i++) if (str.charCodeAt(i - s) !== b[i]) return false;
-  return true;
 }
 
 /**

@@ -1,36 +1,16 @@
 /**
  * Strings of the header values the HTTP/2 parser reports. Values are latin1 (RFC 9110 5.5), and
  * the same few repeat on every call: a connection's last value of a field is kept with its
- * bytes, and short strings are shared through a small table by hash.
+ * bytes, and short strings are shared through one table by hash (probes/latin1.ts).
  */
+
+import { memoLatin1 } from "../latin1.ts";
 
 const MEDIA_TYPE_MAX = 128;
 
-export function latin1(b: Uint8Array, s: number, e: number): string {
-  // apply takes the typed array as the argument list, much cheaper than spreading it
-  return e > s ? String.fromCharCode.apply(null, b.subarray(s, e) as unknown as number[]) : "";
-}
-
-/** Recent short strings by hash: paths and authorities repeat across connections too. */
-const MEMO_MAX_LEN = 128;
-const MEMO_SLOTS = 1024; // a power of two
-const memo: string[] = new Array(MEMO_SLOTS).fill("");
-
-/** latin1 of b[s, min(e, s + max)), reusing the string decoded last time for the same bytes. */
+/** latin1 of b[s, min(e, s + max)), shared with every other use of the same bytes. */
 export function text(b: Uint8Array, s: number, e: number, max: number): string {
-  if (e - s > max) e = s + max;
-  const n = e - s;
-  if (n <= 0 || n > MEMO_MAX_LEN) return latin1(b, s, e);
-  let h = n;
-  for (let i = s; i < e; i++) h = (Math.imul(h, 31) + b[i]) & 0x3fffffff;
-  const slot = h & (MEMO_SLOTS - 1);
-  const hit = memo[slot];
-  if (hit.length === n) {
-    let i = s;
-    while (i < e && hit.charCodeAt(i - s) === b[i]) i++;
-    if (i === e) return hit;
-  }
-  return memo[slot] = latin1(b, s, e);
+  return memoLatin1(b, s, Math.min(e, s + max));
 }
 
 /** Media type without parameters, lower case. */
