@@ -87,8 +87,13 @@ int BPF_PROG(kupod_sched_switch, bool preempt, struct task_struct *prev, struct 
 		return 0;
 	rq = next->se.cfs_rq->rq;
 	now = rq->clock;
-	if (now <= queued)
-		return 0;
+	/*
+	 * A wake-up that preempts the running thread asks the switch right after it not to update
+	 * the clock again (rq_clock_skip_update): then the clock is the wake-up's, and the wait
+	 * (as short as the switch that follows) reads 0, as the kernel's own run_delay does.
+	 */
+	if (now < queued)
+		now = queued;
 	s = bpf_map_lookup_elem(&sched_stats, &slot);
 	if (s)
 		hist_add(&s->runq_ns, now - queued);

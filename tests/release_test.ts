@@ -104,6 +104,8 @@ Deno.test("release: monitor kernel stack --veth counts a pod's echos exactly, on
     "icmp",
     "--stack-address",
     addr,
+    "--stack-duty-cycle", // exact counts along the path: traced the whole run
+    "1",
   ]);
   try {
     await kupod.waitForLine(/started!/, 60000);
