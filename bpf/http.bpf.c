@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * HTTP probe, kernel side: the bytes of the target's TCP sockets that HTTP/1.x
+ * HTTP probe, kernel side: the bytes of the target's TCP sockets that HTTP
  * needs, from the socket probe's own tracepoints (sock_send_length,
  * sock_recv_length) and the syscall's registers — no syscall tracepoint,
  * which would slow every task of the node.
@@ -9,18 +9,23 @@
  * start line (a method or "HTTP/"), the HTTP/2 preface, or HTTP/2 frames (a
  * connection opened before kupod started: gRPC channels live long); a socket
  * that shows none in its first MAX_MISSES calls is left alone for good, so
- * other protocols cost one storage lookup per call. Of a followed socket, every call is a record: a
- * call that starts a message carries its head (up to head_max bytes: the
- * start line and headers), so do the next calls while the headers may go
- * on; a call inside a body carries HTTP_PREFIX bytes (chunk framing) and its
- * last HTTP_TAIL bytes (the end of a chunked body). The rest is counted by
- * length. User space (probes/http1.ts) does the framing and pairing.
+ * other protocols cost one storage lookup per call.
+ *
+ * HTTP/1.x is framed here (bpf/http1_fast.h): one record per request and its
+ * response, nothing for the calls inside a content-length body. What that
+ * framer leaves to user space, and HTTP/2, goes out call by call: a call that
+ * starts a message carries its head (up to head_max bytes: the start line and
+ * headers), so do the next calls while the headers may go on; a call inside a
+ * body carries HTTP_PREFIX bytes (chunk framing) and its last HTTP_TAIL bytes
+ * (the end of a chunked body). The rest is counted by length. User space
+ * (probes/http1.ts, probes/h2/) does the framing and pairing of those.
  */
 #include "kupod.h"
 #include "ringbuf.h"
 #include "filter.h"
 #include "http.h"
 #include "payload.h"
+#include "http1_fast.h"
 
 #define IPPROTO_TCP 6
 #define MSG_PEEK 2
@@ -39,6 +44,8 @@
 
 /* Bytes copied from the start of an HTTP/1.x message (≤ HTTP_HEAD_MAX). */
 const volatile __u32 head_max = 1024;
+/* HTTP/1.x framed in the kernel; off, every call goes to user space (previews need bodies). */
+const volatile bool frame_http1 = true;
 
 struct http_sock {
 	__u32 container;
@@ -46,6 +53,8 @@ struct http_sock {
 	__u8 misses;
 	__u8 head_calls[2]; /* by direction: calls that may still carry headers */
 	__u8 announced;     /* who owns it and its endpoints went out in a record */
+	__u8 pad[3];
+	struct h1_state h1;
 };
 
 struct {
@@ -65,6 +74,7 @@ struct scratch {
 	struct http_event e;
 	__u8 tail[HTTP_TAIL];
 	__u8 head[HTTP_HEAD_MAX + HEAD_MASK];
+	struct h1_scratch h1;
 };
 
 struct {
@@ -308,17 +318,48 @@ static __always_inline void fill_endpoints(struct http_event *e, const struct so
 	}
 }
 
-/* The followed state of a target's socket, created on its owner's first call. */
+/*
+ * The followed state of a target's socket, created on its owner's first call.
+ * A socket with state is the target's: only sockets without it are checked.
+ */
 static __always_inline struct http_sock *http_sock_of(struct sock *sk)
 {
 	struct http_sock *hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
-	struct http_sock init = {};
+	__u32 container;
 
 	if (hs)
 		return hs;
-	if (!target_current(&init.container))
+	if (sock_outside_target(sk) || !target_current(&container))
 		return NULL;
-	return bpf_sk_storage_get(&http_socks, sk, &init, BPF_SK_STORAGE_GET_F_CREATE);
+	/* created zeroed: the state is too large to build on the stack */
+	hs = bpf_sk_storage_get(&http_socks, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
+	if (hs)
+		hs->container = container;
+	return hs;
+}
+
+/* Who owns the socket and its endpoints, in the record `e` (its first). */
+static __always_inline void announce(struct http_sock *hs, struct http_event *e,
+				     const struct sock *sk)
+{
+	hs->announced = 1;
+	e->first = 1;
+	e->pid = bpf_get_current_pid_tgid() >> 32;
+	fill_endpoints(e, sk);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+}
+
+/* A socket the kernel frames is announced in a record of its own before any other. */
+static __always_inline void announce_alone(struct http_sock *hs, struct scratch *s,
+					   struct sock *sk, __u64 now)
+{
+	__builtin_memset(&s->e, 0, sizeof(s->e));
+	s->e.ts_ns = now;
+	s->e.sock_id = (__u64)sk;
+	s->e.kind = HTTP_RECORD_OPEN;
+	s->e.container = hs->container;
+	announce(hs, &s->e, sk);
+	event_output(&s->e, sizeof(s->e) + HTTP_TAIL, now);
 }
 
 static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir)
@@ -326,32 +367,57 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	struct http_sock *hs;
 	struct payload p = {};
 	struct scratch *s;
-	__u32 zero = 0, limit, len = ret, word;
-	bool start;
+	__u32 zero = 0, limit, len = ret, word = 0, skip = 0;
+	__u64 now;
+	long at;
+	bool start, body = false;
 
-	if (ret <= 0 || (flags & MSG_PEEK) || !sk || sk->sk_protocol != IPPROTO_TCP ||
-	    sock_outside_target(sk))
+	if (ret <= 0 || (flags & MSG_PEEK) || !sk || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	hs = http_sock_of(sk);
 	if (!hs || hs->verdict == VERDICT_OTHER)
 		return 0;
-	payload_of_current(&p);
-	word = p.kind != PAYLOAD_NONE ? first_word(&p, len) : 0;
-	start = start_line(word);
-	if (hs->verdict == VERDICT_UNKNOWN && (word == PREFACE || (!start && h2_frames(&p, len))))
-		hs->verdict = VERDICT_H2;
+	if (hs->verdict == VERDICT_HTTP) {
+		if (hs->h1.mode == H1_TUNNEL || h1_in_body(&hs->h1, dir, len))
+			return 0;
+		/* a call that ends a body needs no bytes either */
+		body = h1_all_body(&hs->h1, dir, len);
+	}
+	if (!body)
+		payload_of_current(&p);
 	if (hs->verdict == VERDICT_UNKNOWN) {
-		if (!start) {
+		word = p.kind != PAYLOAD_NONE ? first_word(&p, len) : 0;
+		start = start_line(word);
+		if (word == PREFACE || (!start && h2_frames(&p, len)))
+			hs->verdict = VERDICT_H2;
+		else if (!start) {
 			if (++hs->misses >= MAX_MISSES)
 				hs->verdict = VERDICT_OTHER;
 			return 0;
+		} else {
+			hs->verdict = VERDICT_HTTP;
+			if (!frame_http1)
+				hs->h1.mode = H1_RAW;
 		}
-		hs->verdict = VERDICT_HTTP;
 	}
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return 0;
-	s->e.ts_ns = bpf_ktime_get_boot_ns();
+	/* the monotonic clock: the boot clock's extra offset read cost ~50 ns a call here */
+	now = bpf_ktime_get_ns();
+	if (hs->verdict == VERDICT_HTTP && hs->h1.mode != H1_RAW) {
+		if (!hs->announced)
+			announce_alone(hs, s, sk, now);
+		at = h1_call(&hs->h1, &s->h1, &p, (__u64)sk, len, dir, now);
+		if (at == -2)
+			hs->verdict = VERDICT_OTHER; /* no request line in many calls: not HTTP/1 */
+		if (at < 0 || at >= len)
+			return 0;
+		/* user space frames from here: this call's head from the message that starts at `at` */
+		skip = at;
+		hs->head_calls[dir & 1] = HEAD_CALLS;
+	}
+	s->e.ts_ns = now;
 	s->e.sock_id = (__u64)sk;
 	s->e.len = len;
 	s->e.container = hs->container;
@@ -360,30 +426,36 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	s->e.no_payload = p.kind == PAYLOAD_NONE;
 	s->e.head_len = 0;
 	s->e.tail_len = 0;
-	s->e.first = !hs->announced;
-	if (!hs->announced) {
-		hs->announced = 1;
-		s->e.pid = bpf_get_current_pid_tgid() >> 32;
-		fill_endpoints(&s->e, sk);
-		bpf_get_current_comm(s->e.comm, sizeof(s->e.comm));
-	}
+	s->e.first = 0;
+	if (!hs->announced)
+		announce(hs, &s->e, sk);
 	if (p.kind != PAYLOAD_NONE) {
-		/* HTTP/2 frames fall anywhere: as much of every call as the record takes */
-		limit = hs->verdict == VERDICT_H2			 ? HTTP_HEAD_MAX :
-			start || hs->head_calls[dir & 1] ? head_max :
-							   HTTP_PREFIX;
+		if (hs->verdict == VERDICT_H2) {
+			/* HTTP/2 frames fall anywhere: as much of every call as the record takes */
+			limit = HTTP_HEAD_MAX;
+			start = false;
+		} else {
+			if (!word && !skip)
+				word = first_word(&p, len);
+			start = !skip && start_line(word);
+			limit = skip ? skip + head_max :
+				start || hs->head_calls[dir & 1] ? head_max :
+								   HTTP_PREFIX;
+			if (limit > HTTP_HEAD_MAX)
+				limit = HTTP_HEAD_MAX;
+		}
 		copy_payload(s, &p, len, limit);
 		if (ends_headers(s))
 			hs->head_calls[dir & 1] = 0;
 		else if (start)
 			hs->head_calls[dir & 1] = HEAD_CALLS;
-		else if (hs->head_calls[dir & 1])
+		else if (hs->head_calls[dir & 1] && !skip)
 			hs->head_calls[dir & 1]--;
 	}
 	limit = s->e.head_len;
 	if (limit > HTTP_HEAD_MAX)
 		limit = HTTP_HEAD_MAX;
-	event_output(s, sizeof(s->e) + HTTP_TAIL + limit, s->e.ts_ns);
+	event_output(s, sizeof(s->e) + HTTP_TAIL + limit, now);
 	return 0;
 }
 
@@ -399,6 +471,14 @@ int BPF_PROG(kupod_http_send, struct sock *sk, int ret, int flags)
 	return on_data(sk, ret, flags, HTTP_DIR_SENT);
 }
 
+/* The close program's own room: it may run in a softirq that interrupted a call's program. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct http1_event);
+} close_scratch SEC(".maps");
+
 /* A followed socket's end: close-delimited responses end, unanswered requests are reported. */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstate)
@@ -406,24 +486,36 @@ int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstat
 	struct sock *sk = (struct sock *)csk;
 	struct http_sock *hs;
 	struct http_event *e;
+	__u32 zero = 0;
+	__u64 now;
 
 	if (newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
 		return 0;
 	hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
 	if (!hs || (hs->verdict != VERDICT_HTTP && hs->verdict != VERDICT_H2))
 		return 0;
+	now = bpf_ktime_get_ns();
+	/* what the kernel framed and still holds, before the close */
+	if (hs->verdict == VERDICT_HTTP) {
+		struct http1_event *r = bpf_map_lookup_elem(&close_scratch, &zero);
+
+		if (r)
+			h1_close(&hs->h1, r, (__u64)sk, now);
+	}
 	e = event_reserve(sizeof(*e) + HTTP_TAIL);
 	if (!e)
 		return 0;
 	__builtin_memset(e, 0, sizeof(*e));
-	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->ts_ns = now;
 	e->sock_id = (__u64)sk;
 	e->kind = HTTP_RECORD_CLOSE;
 	e->container = hs->container;
 	hs->verdict = VERDICT_OTHER; /* nothing after the close is this connection's */
-	event_commit(e, sizeof(*e) + HTTP_TAIL);
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e) + HTTP_TAIL, now));
 	return 0;
 }
 
-/* Keep the record type in the object's BTF for the decoder generator. */
+/* Keep the record types in the object's BTF for the decoder generator. */
 struct http_event _http_event = {};
+struct http1_event _http1_event = {};
+struct http1_handoff_event _http1_handoff_event = {};

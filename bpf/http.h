@@ -2,9 +2,15 @@
 #ifndef KUPOD_HTTP_H
 #define KUPOD_HTTP_H
 
+/* Every record starts with ts_ns, sock_id and kind, at the same offsets in each struct. */
 enum http_record_kind {
-	HTTP_RECORD_DATA = 1,  /* a read or write of a socket's owner */
-	HTTP_RECORD_CLOSE = 2, /* the socket closed: pending messages end here */
+	HTTP_RECORD_DATA = 1,     /* a read or write of a socket's owner (http_event) */
+	HTTP_RECORD_CLOSE = 2,    /* the socket closed: pending messages end here (http_event) */
+	HTTP_RECORD_OPEN = 3,     /* a socket the kernel frames: owner and endpoints (http_event) */
+	HTTP_RECORD_EXCHANGE = 4, /* a request and its response, framed in the kernel (http1_event) */
+	HTTP_RECORD_REQUEST = 5,  /* a request whose response comes in a record of its own */
+	HTTP_RECORD_RESPONSE = 6, /* the response to the oldest request reported alone */
+	HTTP_RECORD_HANDOFF = 7,  /* user space frames the socket from here on (http1_handoff_event) */
 };
 
 #define HTTP_HEAD_MAX 4096 /* most bytes copied from the start of a call (HTTP/2's) */
@@ -21,23 +27,84 @@ enum http_record_kind {
  * counted in `len`, not copied.
  */
 struct http_event {
-	__u64 ts_ns;      /* bpf_ktime_get_boot_ns() */
+	__u64 ts_ns;      /* bpf_ktime_get_ns(): the monotonic clock, as every record's */
 	__u64 sock_id;    /* kernel socket address, as the socket probe's */
-	__u32 len;        /* bytes the call moved */
-	__u32 pid;        /* tgid of the reader or writer (first record) */
-	__u32 container;  /* index into the target's containers, or (u32)-1 */
-	__u16 head_len;
-	__u16 sport;      /* host order */
-	__u16 dport;      /* host order */
-	__u8 tail_len;
 	__u8 kind;        /* enum http_record_kind */
 	__u8 dir;         /* HTTP_DIR_* */
 	__u8 family;      /* AF_INET or AF_INET6 */
 	__u8 no_payload;  /* sendfile, splice, io_uring: counted, not readable */
 	__u8 first;       /* the socket's first record: pid, endpoints and comm are set */
+	__u8 tail_len;
+	__u16 head_len;
+	__u32 len;        /* bytes the call moved */
+	__u32 pid;        /* tgid of the reader or writer (first record) */
+	__u32 container;  /* index into the target's containers, or (u32)-1 */
+	__u16 sport;      /* host order */
+	__u16 dport;      /* host order */
 	__u8 saddr[16];   /* IPv4 in the first 4 bytes */
 	__u8 daddr[16];
 	char comm[16];
+};
+
+/* HTTP/1 messages framed in the kernel (bpf/http1_fast.h). */
+#define HTTP1_TARGET_MAX 256 /* request-target bytes kept */
+#define HTTP1_VALUE_MAX 64   /* bytes kept of a traceparent or content-type value */
+
+/* http1_event.flags */
+#define HTTP1_REQ_CREDENTIALS 1  /* Authorization, Proxy-Authorization or Cookie */
+#define HTTP1_RESP_CREDENTIALS 2 /* Set-Cookie */
+#define HTTP1_HTTP10 4           /* the request was HTTP/1.0 */
+#define HTTP1_TRUNCATED 8        /* framing was lost: sizes are estimates */
+#define HTTP1_CLOSED 16          /* the connection closed before the response ended */
+#define HTTP1_TRACEPARENTS 32    /* more than one traceparent: none is reported */
+
+/*
+ * A request and/or its response (kind EXCHANGE, REQUEST or RESPONSE). Its
+ * strings follow each other in `data`, and the record is sent up to their
+ * end: most records take two cache lines.
+ */
+struct http1_event {
+	__u64 ts_ns;     /* the response's end (a request alone: its head) */
+	__u64 sock_id;
+	__u8 kind;       /* enum http_record_kind */
+	__u8 req_dir;    /* HTTP_DIR_* of requests: received by a server, sent by a client */
+	__u8 method;     /* index into the methods user space knows (GET, HEAD, POST, ...) */
+	__u8 flags;      /* HTTP1_* */
+	__u8 tp_len;     /* traceparent bytes (0: none) */
+	__u8 ctype_len;  /* content-type bytes, parameters included (0: none) */
+	__u16 target_len;
+	__u16 status;    /* final status, 0 when none came */
+	__u16 interim;   /* the last 1xx status, 0 when none came */
+	__u32 pad;
+	__u64 req_ts_ns; /* the request's head */
+	__u64 req_body;  /* request body bytes */
+	__u64 resp_body; /* response body bytes */
+	/* the request-target (target_len bytes), traceparent (tp_len), content-type (ctype_len) */
+	char data[HTTP1_TARGET_MAX + 2 * HTTP1_VALUE_MAX];
+};
+
+/* Framer states handed to user space (http1_handoff.state). */
+#define HTTP1_AT_START 0 /* a message starts at the next byte */
+#define HTTP1_IN_BODY 1  /* `remaining` bytes of a request body are still to come */
+#define HTTP1_LOST 2     /* not at a known boundary: resynchronize at a start line */
+
+/*
+ * From here on the socket's records are DATA: user space frames them. The
+ * requests the kernel framed and not yet answered came in REQUEST records
+ * before this one; `skip` bytes of the next DATA record in direction `dir`
+ * were framed already.
+ */
+struct http1_handoff_event {
+	__u64 ts_ns;
+	__u64 sock_id;
+	__u8 kind;       /* HTTP_RECORD_HANDOFF */
+	__u8 req_dir;
+	__u8 dir;        /* the direction whose next record starts at `skip` */
+	__u8 state[2];   /* HTTP1_AT_START etc., by direction */
+	__u8 pad[3];
+	__u32 skip;
+	__u32 pad2;
+	__u64 remaining[2];
 };
 
 #endif

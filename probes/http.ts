@@ -11,10 +11,11 @@ import { KupodError } from "../base/errors.ts";
 import { HTTP_EVENT_LAYOUT as L, HTTP_EVENT_SIZE, RODATA } from "../bpf/gen/http.ts";
 import { type Attribution, attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
-import { bootNsToRfc3339 } from "./clock.ts";
+import { bootNsToRfc3339, CLOCK_BOOTTIME, nowNs } from "./clock.ts";
 import { connId } from "./conn_id.ts";
 import type { EventSink, GrpcEvent, HttpEvent, TcpEndpoints } from "./events.ts";
 import { type Chunk, Http1Conn, type HttpExchange } from "./http1.ts";
+import { KERNEL_RECORD, KernelHttp1 } from "./http1_records.ts";
 import { type H2Call, H2Conn } from "./h2/conn.ts";
 import { exactGrpcMethod, GrpcGoProbe } from "./grpc_go.ts";
 import { runsGo } from "./go/grpc_layout.ts";
@@ -25,8 +26,8 @@ import { HttpStats } from "./http_stats.ts";
 import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
 
-/** enum http_record_kind of bpf/http.h */
-const RECORD = { DATA: 1, CLOSE: 2 } as const;
+/** enum http_record_kind of bpf/http.h (the kernel's HTTP/1 records: KERNEL_RECORD) */
+const RECORD = { DATA: 1, CLOSE: 2, OPEN: 3 } as const;
 const DIR_RECEIVED = 1;
 
 const PROGRAMS = [
@@ -42,8 +43,11 @@ const MAX_CONNS = 16384;
 /** Distinct routes kept per container; later ones are counted as "other". */
 const MAX_ROUTES = 200;
 const READ_INTERVAL_MS = 1000;
+const CLOCK_MONOTONIC = 1;
 const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
+const xKinds: number[] = [];
+let xBytes = 0;
 
 export interface HttpProbeOptions {
   /** Report HTTP requests, HTTP/1.x and plain HTTP/2 (default true). */
@@ -69,6 +73,8 @@ interface Conn {
   /** The kernel socket (the records' sock_id). */
   sockId: bigint;
   parser: Parser | undefined;
+  /** HTTP/1 framed in the kernel, until it hands the connection over to `parser`. */
+  kernel: KernelHttp1 | undefined;
   container: number;
   who: Attribution & { pid: number; comm: string };
   endpoints: TcpEndpoints;
@@ -104,6 +110,11 @@ export class HttpProbe implements Probe {
   #ringBytes: Uint8Array | undefined;
   readonly #maxRoutes: number;
   #timer: ReturnType<typeof setInterval> | undefined;
+  /**
+   * The object stamps records with the monotonic clock (cheaper to read there than the boot
+   * clock); events carry boot-clock times like every other probe's. Both run at one rate.
+   */
+  readonly #monoToBoot = nowNs(CLOCK_BOOTTIME) - nowNs(CLOCK_MONOTONIC);
 
   private constructor(target: Target, sink: EventSink, opts: HttpProbeOptions) {
     if (!hasFeature("local_storage")) {
@@ -127,9 +138,16 @@ export class HttpProbe implements Probe {
       object: "http",
       target,
       rodataLayout: RODATA,
+      // previews need body bytes, which only the user-space framer sees
+      rodata: { frame_http1: this.#previewBytes === 0 },
       ringBytes: opts.ringBytes ?? 1 << 22,
       attach: (obj: BpfObject) => PROGRAMS.map((p) => obj.program(p).attach()),
-      onSample: (view, offset, length) => this.#record(view, offset, length),
+      onSample: (view, offset, length) => {
+        const k = view.getUint8(offset + 16);
+        xKinds[k] = (xKinds[k] ?? 0) + 1;
+        xBytes += length;
+        this.#record(view, offset, length);
+      },
     });
   }
 
@@ -143,8 +161,9 @@ export class HttpProbe implements Probe {
 
   #record(view: DataView, at: number, length: number): void {
     const sockId = view.getBigUint64(at + L.sock_id.offset, true);
-    const ts = view.getBigUint64(at + L.ts_ns.offset, true);
-    if (view.getUint8(at + L.kind.offset) === RECORD.CLOSE) {
+    const ts = view.getBigUint64(at + L.ts_ns.offset, true) + this.#monoToBoot;
+    const kind = view.getUint8(at + L.kind.offset);
+    if (kind === RECORD.CLOSE) {
       const conn = this.#conns.get(sockId);
       if (!conn) return;
       this.#conns.delete(sockId);
@@ -155,12 +174,14 @@ export class HttpProbe implements Probe {
       this.#ringBytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
     }
     let conn = this.#conns.get(sockId);
-    const first = view.getUint8(at + L.first.offset) !== 0;
+    const first = kind <= RECORD.OPEN && view.getUint8(at + L.first.offset) !== 0;
     if (first || !conn) {
       // a socket's first record; a known id again is a new socket at a freed one's address
       if (conn) this.#closeParser(conn, ts);
       conn = this.#open(view, at, sockId, first);
     }
+    if (kind === RECORD.OPEN) return;
+    if (kind !== RECORD.DATA) return this.#kernelRecord(conn, view, at, kind);
     const len = view.getUint32(at + L.len.offset, true);
     const headLen = view.getUint16(at + L.head_len.offset, true);
     const tailLen = view.getUint8(at + L.tail_len.offset);
@@ -182,7 +203,19 @@ export class HttpProbe implements Probe {
     else if (conn.parser) this.#report(conn, conn.parser.h1.push(chunk));
   }
 
+  /** A record of HTTP/1 the kernel framed, or its handing over of the connection. */
+  #kernelRecord(conn: Conn, view: DataView, at: number, kind: number): void {
+    const k = conn.kernel ??= new KernelHttp1(this.#monoToBoot);
+    if (kind === KERNEL_RECORD.HANDOFF) {
+      conn.kernel = undefined;
+      conn.parser = { h1: k.handoff(view, at, { previewMax: this.#previewBytes }) };
+      return;
+    }
+    this.#report(conn, k.push(view, this.#ringBytes!, at, kind));
+  }
+
   #closeParser(conn: Conn, ts: bigint): void {
+    if (conn.kernel) this.#report(conn, conn.kernel.close(ts));
     if (conn.parser?.h2) this.#reportCalls(conn, conn.parser.h2.close(ts));
     else if (conn.parser) this.#report(conn, conn.parser.h1.close(ts));
   }
@@ -259,6 +292,7 @@ export class HttpProbe implements Probe {
     const conn: Conn = {
       sockId,
       parser: undefined,
+      kernel: undefined,
       container,
       lastTarget: "",
       lastRoute: "",
@@ -371,6 +405,13 @@ export class HttpProbe implements Probe {
   async stop(): Promise<void> {
     this.#stopping = true;
     clearInterval(this.#timer);
+    Deno.writeTextFileSync(
+      "/tmp/hp/kinds.txt",
+      `kinds ${JSON.stringify(xKinds)} bytes ${xBytes}\n`,
+      {
+        append: true,
+      },
+    );
     await this.#object.close();
     this.reportCounters();
     await this.#goStarting;

@@ -83,7 +83,18 @@ const NO_LENGTH = -1, BAD_LENGTH = -2;
 
 const ascii = (s: string) => Uint8Array.from(s, (ch) => ch.charCodeAt(0));
 
-const METHODS = ["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"];
+/** Request methods known here, in the order the kernel's framer numbers them (bpf/http1_head.h). */
+export const METHODS = [
+  "GET",
+  "HEAD",
+  "POST",
+  "PUT",
+  "DELETE",
+  "CONNECT",
+  "OPTIONS",
+  "TRACE",
+  "PATCH",
+] as const;
 const METHOD_BYTES = METHODS.map(ascii);
 const HTTP1 = ascii("HTTP/1.");
 const PREFACE = ascii("PRI * HTTP/2.0");
@@ -348,7 +359,7 @@ function finalChunked(b: Uint8Array, s: number, e: number): boolean {
 }
 
 /** Media type without parameters, lower case. */
-function mediaType(b: Uint8Array, s: number, e: number): string {
+export function mediaType(b: Uint8Array, s: number, e: number): string {
   let q = s;
   while (q < e && b[q] !== SEMI) q++;
   while (q > s && (b[q - 1] === SP || b[q - 1] === HTAB)) q--;
@@ -439,6 +450,8 @@ class Framer {
   private lastTs = 0n;
   /** a message head was parsed here: bytes at a later boundary belong to a message */
   private synced = false;
+  /** bytes of the next chunk framed already (by the kernel, before it handed over) */
+  private skip = 0;
   private h = 0;
   private t = 0;
   private len = 0;
@@ -451,11 +464,12 @@ class Framer {
 
   feed(c: Chunk): void {
     if (!this.geometry(c)) return;
+    let pos = Math.min(this.skip, this.len);
+    this.skip = 0;
     if (this.state === LOST && !this.resync(c)) {
       this.lastTs = c.ts;
       return;
     }
-    let pos = 0;
     while (pos < this.len && this.state < LOST) pos = this.step(c, pos);
     this.lastTs = c.ts;
   }
@@ -475,6 +489,21 @@ class Framer {
   stop(): void {
     this.release();
     this.state = DEAD;
+  }
+
+  /**
+   * Takes over from the kernel's framer: a message starts `skip` bytes into the next chunk, a
+   * body goes on for `remaining` bytes, or the framing is lost until a start line.
+   */
+  resume(state: ResumeState, skip: number): void {
+    this.synced = true;
+    this.skip = skip;
+    if (state.state === "body" && state.remaining > 0) {
+      this.state = LENGTH;
+      this.remaining = state.remaining;
+    } else {
+      this.state = state.state === "lost" ? LOST : START;
+    }
   }
 
   /** Normalizes the chunk's lengths so that inconsistent input cannot misdirect parsing. */
@@ -785,6 +814,40 @@ class Framer {
 // ---------------------------------------------------------------------------------------------
 // Pairing requests with responses
 
+/** What a request's head said, as the pairing keeps it. */
+export interface RequestHead {
+  method: string;
+  target: string;
+  version: "1.0" | "1.1";
+  traceparent: string;
+  credentials: boolean;
+}
+
+/** A request the kernel framed whose response is still to come. */
+export interface PendingRequest extends RequestHead {
+  startNs: bigint;
+  bodyBytes: number;
+}
+
+/** Where one direction stands when the kernel hands a connection over. */
+export interface ResumeState {
+  state: "start" | "body" | "lost";
+  /** body bytes still to come ("body") */
+  remaining: number;
+}
+
+/** What the kernel's framer knew of a connection when it handed it over. */
+export interface Resume {
+  side: "server" | "client";
+  /** unanswered requests, oldest first */
+  pending: PendingRequest[];
+  request: ResumeState;
+  response: ResumeState;
+  /** the direction whose next chunk starts `skip` bytes in */
+  skipDir: "in" | "out";
+  skip: number;
+}
+
 /** One request and what is known of its response. */
 class Exchange {
   readonly method: string;
@@ -806,7 +869,7 @@ class Exchange {
   preview: Uint8Array | null = null;
   previewLen = 0;
 
-  constructor(h: Head, readonly startNs: bigint, public reqTruncated: boolean) {
+  constructor(h: RequestHead, readonly startNs: bigint, public reqTruncated: boolean) {
     this.method = h.method;
     this.target = h.target;
     this.version = h.version;
@@ -871,6 +934,27 @@ class Tracker implements Sink {
   get bufferedBytes(): number {
     return (this.req?.capacity ?? 0) + (this.resp?.capacity ?? 0) +
       (this.respCur?.preview?.length ?? 0);
+  }
+
+  /** Synchronized from the kernel's framer's state (see Resume). */
+  resume(r: Resume): void {
+    this.side = r.side;
+    this.reqDir = r.side === "server" ? "in" : "out";
+    this.req = new Framer(true, this);
+    this.resp = new Framer(false, this);
+    this.queue = r.pending.map((p) => {
+      const x = new Exchange(p, p.startNs, false);
+      x.reqBody = p.bodyBytes;
+      return x;
+    });
+    if (this.queue.length > this.maxPipelined) {
+      this.queue.splice(0, this.queue.length - this.maxPipelined);
+    }
+    // a request body still arriving belongs to the newest request
+    this.reqCur = r.request.state === "body" ? this.queue.at(-1) ?? null : null;
+    const reqSkip = r.skipDir === this.reqDir ? r.skip : 0;
+    this.req.resume(r.request, reqSkip);
+    this.resp.resume(r.response, r.skip - reqSkip);
   }
 
   push(c: Chunk): HttpExchange[] {
@@ -1100,6 +1184,13 @@ export class Http1Conn {
 
   constructor(opts: Http1Options = {}) {
     this.#s = new Tracker(opts);
+  }
+
+  /** A connection the kernel framed so far, framed here from the state it handed over. */
+  static resume(opts: Http1Options, r: Resume): Http1Conn {
+    const conn = new Http1Conn(opts);
+    conn.#s.resume(r);
+    return conn;
   }
 
   /** true once the stream was judged not to be HTTP/1.x (then push ignores input cheaply) */

@@ -1,7 +1,13 @@
 /** HTTP/1.x exchanges from captured syscall payloads, and route folding. */
 
 import { assert, assertEquals } from "./helpers/assert.ts";
-import { type Chunk, Http1Conn, type Http1Options, type HttpExchange } from "../probes/http1.ts";
+import {
+  type Chunk,
+  Http1Conn,
+  type Http1Options,
+  type HttpExchange,
+  type PendingRequest,
+} from "../probes/http1.ts";
 import { foldRoute, RouteTable } from "../probes/http_route.ts";
 
 const enc = new TextEncoder();
@@ -549,6 +555,62 @@ Deno.test("http1: bounded state: header limit and pipelined queue", () => {
   const left = queue.close(200n);
   assertEquals(left.map((x) => x.target), [92, 93, 94, 95, 96, 97, 98, 99].map((i) => `/${i}`));
   assert(left.every((x) => x.outcome === "no_response"));
+});
+
+/** A request the kernel framed and handed over unanswered. */
+function pending(method: string, target: string, startNs: number, bodyBytes = 0): PendingRequest {
+  return {
+    method,
+    target,
+    version: "1.1",
+    traceparent: "",
+    credentials: false,
+    startNs: BigInt(startNs),
+    bodyBytes,
+  };
+}
+
+Deno.test("http1: resumed from the kernel's framer: pending requests, a body still arriving", () => {
+  const conn = Http1Conn.resume({}, {
+    side: "server",
+    pending: [pending("GET", "/a", 1), pending("POST", "/b", 2, 40)],
+    request: { state: "body", remaining: 60 },
+    response: { state: "start", remaining: 0 },
+    // the response's head starts 2 bytes into its next chunk (the kernel framed those)
+    skipDir: "out",
+    skip: 2,
+  });
+  const got = feed(conn, [
+    full("in", 3, "x".repeat(60) + "GET /c HTTP/1.1\r\n\r\n"),
+    full(
+      "out",
+      4,
+      "ok" + "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n",
+    ),
+    full("out", 5, OK2),
+    full("out", 6, "HTTP/1.1 204 No Content\r\n\r\n"),
+  ]);
+  assertEquals(lines(got), [
+    "GET /a 200 0/2 1-4 complete",
+    "POST /b 200 100/2 2-5 complete",
+    "GET /c 204 0/0 3-6 complete",
+  ]);
+});
+
+Deno.test("http1: resumed with the response framing lost: waits for a status line", () => {
+  const conn = Http1Conn.resume({}, {
+    side: "client",
+    pending: [pending("GET", "/a", 1)],
+    request: { state: "start", remaining: 0 },
+    response: { state: "lost", remaining: 0 },
+    skipDir: "out",
+    skip: 0,
+  });
+  const got = feed(conn, [
+    full("in", 2, "tail of a response the kernel reported cut short"),
+    full("in", 3, OK2),
+  ]);
+  assertEquals(lines(got), ["GET /a 200 0/2 1-3 complete"]);
 });
 
 Deno.test("foldRoute: ids fold to *, queries go, absolute-form gives its path", () => {

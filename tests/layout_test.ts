@@ -212,6 +212,8 @@ Deno.test("event layouts match gcc's sizeof/offsetof of the same headers", async
   const events = eventLayouts();
   assert.deepEqual(events.map((e) => e.struct).sort(), [
     "conn_stats",
+    "http1_event",
+    "http1_handoff_event",
     "http_event",
     "load_event",
     "oom_event",

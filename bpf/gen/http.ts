@@ -2,22 +2,140 @@
 
 export const OBJECT_NAME = "http";
 
+/** `struct http1_event` (440 bytes). */
+export interface Http1Event {
+  ts_ns: bigint; // __u64
+  sock_id: bigint; // __u64
+  kind: number; // __u8
+  req_dir: number; // __u8
+  method: number; // __u8
+  flags: number; // __u8
+  tp_len: number; // __u8
+  ctype_len: number; // __u8
+  target_len: number; // __u16
+  status: number; // __u16
+  interim: number; // __u16
+  pad: number; // __u32
+  req_ts_ns: bigint; // __u64
+  req_body: bigint; // __u64
+  resp_body: bigint; // __u64
+  data: string; // char[384]
+}
+
+export const HTTP1_EVENT_SIZE = 440;
+
+/** Byte offset and size of every field of `struct http1_event`. */
+export const HTTP1_EVENT_LAYOUT = {
+  ts_ns: { offset: 0, size: 8 },
+  sock_id: { offset: 8, size: 8 },
+  kind: { offset: 16, size: 1 },
+  req_dir: { offset: 17, size: 1 },
+  method: { offset: 18, size: 1 },
+  flags: { offset: 19, size: 1 },
+  tp_len: { offset: 20, size: 1 },
+  ctype_len: { offset: 21, size: 1 },
+  target_len: { offset: 22, size: 2 },
+  status: { offset: 24, size: 2 },
+  interim: { offset: 26, size: 2 },
+  pad: { offset: 28, size: 4 },
+  req_ts_ns: { offset: 32, size: 8 },
+  req_body: { offset: 40, size: 8 },
+  resp_body: { offset: 48, size: 8 },
+  data: { offset: 56, size: 384 },
+} as const;
+
+/** Decodes a `struct http1_event` at `offset` of `view` (little-endian). */
+export function decodeHttp1Event(view: DataView, offset: number): Http1Event {
+  if (offset < 0 || offset + 440 > view.byteLength) {
+    throw new RangeError(`http1_event at ${offset} is outside a ${view.byteLength}-byte view`);
+  }
+  return {
+    ts_ns: view.getBigUint64(offset, true),
+    sock_id: view.getBigUint64(offset + 8, true),
+    kind: view.getUint8(offset + 16),
+    req_dir: view.getUint8(offset + 17),
+    method: view.getUint8(offset + 18),
+    flags: view.getUint8(offset + 19),
+    tp_len: view.getUint8(offset + 20),
+    ctype_len: view.getUint8(offset + 21),
+    target_len: view.getUint16(offset + 22, true),
+    status: view.getUint16(offset + 24, true),
+    interim: view.getUint16(offset + 26, true),
+    pad: view.getUint32(offset + 28, true),
+    req_ts_ns: view.getBigUint64(offset + 32, true),
+    req_body: view.getBigUint64(offset + 40, true),
+    resp_body: view.getBigUint64(offset + 48, true),
+    data: cstr(view, offset + 56, 384),
+  };
+}
+
+/** `struct http1_handoff_event` (48 bytes). */
+export interface Http1HandoffEvent {
+  ts_ns: bigint; // __u64
+  sock_id: bigint; // __u64
+  kind: number; // __u8
+  req_dir: number; // __u8
+  dir: number; // __u8
+  state: Uint8Array; // __u8[2]
+  pad: Uint8Array; // __u8[3]
+  skip: number; // __u32
+  pad2: number; // __u32
+  remaining: bigint[]; // __u64[2]
+}
+
+export const HTTP1_HANDOFF_EVENT_SIZE = 48;
+
+/** Byte offset and size of every field of `struct http1_handoff_event`. */
+export const HTTP1_HANDOFF_EVENT_LAYOUT = {
+  ts_ns: { offset: 0, size: 8 },
+  sock_id: { offset: 8, size: 8 },
+  kind: { offset: 16, size: 1 },
+  req_dir: { offset: 17, size: 1 },
+  dir: { offset: 18, size: 1 },
+  state: { offset: 19, size: 2 },
+  pad: { offset: 21, size: 3 },
+  skip: { offset: 24, size: 4 },
+  pad2: { offset: 28, size: 4 },
+  remaining: { offset: 32, size: 16 },
+} as const;
+
+/** Decodes a `struct http1_handoff_event` at `offset` of `view` (little-endian). */
+export function decodeHttp1HandoffEvent(view: DataView, offset: number): Http1HandoffEvent {
+  if (offset < 0 || offset + 48 > view.byteLength) {
+    throw new RangeError(
+      `http1_handoff_event at ${offset} is outside a ${view.byteLength}-byte view`,
+    );
+  }
+  return {
+    ts_ns: view.getBigUint64(offset, true),
+    sock_id: view.getBigUint64(offset + 8, true),
+    kind: view.getUint8(offset + 16),
+    req_dir: view.getUint8(offset + 17),
+    dir: view.getUint8(offset + 18),
+    state: bytes2(view, offset + 19),
+    pad: bytes3(view, offset + 21),
+    skip: view.getUint32(offset + 24, true),
+    pad2: view.getUint32(offset + 28, true),
+    remaining: [view.getBigUint64(offset + 32, true), view.getBigUint64(offset + 40, true)],
+  };
+}
+
 /** `struct http_event` (88 bytes). */
 export interface HttpEvent {
   ts_ns: bigint; // __u64
   sock_id: bigint; // __u64
-  len: number; // __u32
-  pid: number; // __u32
-  container: number; // __u32
-  head_len: number; // __u16
-  sport: number; // __u16
-  dport: number; // __u16
-  tail_len: number; // __u8
   kind: number; // __u8
   dir: number; // __u8
   family: number; // __u8
   no_payload: number; // __u8
   first: number; // __u8
+  tail_len: number; // __u8
+  head_len: number; // __u16
+  len: number; // __u32
+  pid: number; // __u32
+  container: number; // __u32
+  sport: number; // __u16
+  dport: number; // __u16
   saddr: Uint8Array; // __u8[16]
   daddr: Uint8Array; // __u8[16]
   comm: string; // char[16]
@@ -29,18 +147,18 @@ export const HTTP_EVENT_SIZE = 88;
 export const HTTP_EVENT_LAYOUT = {
   ts_ns: { offset: 0, size: 8 },
   sock_id: { offset: 8, size: 8 },
-  len: { offset: 16, size: 4 },
-  pid: { offset: 20, size: 4 },
-  container: { offset: 24, size: 4 },
-  head_len: { offset: 28, size: 2 },
-  sport: { offset: 30, size: 2 },
-  dport: { offset: 32, size: 2 },
-  tail_len: { offset: 34, size: 1 },
-  kind: { offset: 35, size: 1 },
-  dir: { offset: 36, size: 1 },
-  family: { offset: 37, size: 1 },
-  no_payload: { offset: 38, size: 1 },
-  first: { offset: 39, size: 1 },
+  kind: { offset: 16, size: 1 },
+  dir: { offset: 17, size: 1 },
+  family: { offset: 18, size: 1 },
+  no_payload: { offset: 19, size: 1 },
+  first: { offset: 20, size: 1 },
+  tail_len: { offset: 21, size: 1 },
+  head_len: { offset: 22, size: 2 },
+  len: { offset: 24, size: 4 },
+  pid: { offset: 28, size: 4 },
+  container: { offset: 32, size: 4 },
+  sport: { offset: 36, size: 2 },
+  dport: { offset: 38, size: 2 },
   saddr: { offset: 40, size: 16 },
   daddr: { offset: 56, size: 16 },
   comm: { offset: 72, size: 16 },
@@ -54,18 +172,18 @@ export function decodeHttpEvent(view: DataView, offset: number): HttpEvent {
   return {
     ts_ns: view.getBigUint64(offset, true),
     sock_id: view.getBigUint64(offset + 8, true),
-    len: view.getUint32(offset + 16, true),
-    pid: view.getUint32(offset + 20, true),
-    container: view.getUint32(offset + 24, true),
-    head_len: view.getUint16(offset + 28, true),
-    sport: view.getUint16(offset + 30, true),
-    dport: view.getUint16(offset + 32, true),
-    tail_len: view.getUint8(offset + 34),
-    kind: view.getUint8(offset + 35),
-    dir: view.getUint8(offset + 36),
-    family: view.getUint8(offset + 37),
-    no_payload: view.getUint8(offset + 38),
-    first: view.getUint8(offset + 39),
+    kind: view.getUint8(offset + 16),
+    dir: view.getUint8(offset + 17),
+    family: view.getUint8(offset + 18),
+    no_payload: view.getUint8(offset + 19),
+    first: view.getUint8(offset + 20),
+    tail_len: view.getUint8(offset + 21),
+    head_len: view.getUint16(offset + 22, true),
+    len: view.getUint32(offset + 24, true),
+    pid: view.getUint32(offset + 28, true),
+    container: view.getUint32(offset + 32, true),
+    sport: view.getUint16(offset + 36, true),
+    dport: view.getUint16(offset + 38, true),
     saddr: bytes16(view, offset + 40),
     daddr: bytes16(view, offset + 56),
     comm: cstr(view, offset + 72, 16),
@@ -81,9 +199,10 @@ export const RODATA = {
   require_netns: { offset: 11, size: 1 },
   follow_children: { offset: 12, size: 1 },
   head_max: { offset: 16, size: 4 },
-  h2_flags: { offset: 20, size: 10 },
+  frame_http1: { offset: 20, size: 1 },
+  h2_flags: { offset: 21, size: 10 },
 } as const;
-export const RODATA_SIZE = 30;
+export const RODATA_SIZE = 31;
 
 const utf8 = new TextDecoder();
 
@@ -123,6 +242,25 @@ function slabAlloc(len: number): number {
   const start = slabUsed;
   slabUsed = start + len;
   return start;
+}
+
+/** A copy of the 2 bytes at `offset` of `view`, in a slab. */
+function bytes2(view: DataView, offset: number): Uint8Array {
+  const at = slabAlloc(2);
+  const s = slab;
+  s.setUint8(at, view.getUint8(offset));
+  s.setUint8(at + 1, view.getUint8(offset + 1));
+  return new Uint8Array(slabBuffer, at, 2);
+}
+
+/** A copy of the 3 bytes at `offset` of `view`, in a slab. */
+function bytes3(view: DataView, offset: number): Uint8Array {
+  const at = slabAlloc(3);
+  const s = slab;
+  s.setUint8(at, view.getUint8(offset));
+  s.setUint8(at + 1, view.getUint8(offset + 1));
+  s.setUint8(at + 2, view.getUint8(offset + 2));
+  return new Uint8Array(slabBuffer, at, 3);
 }
 
 /** A copy of the 16 bytes at `offset` of `view`, in a slab. */

@@ -1,0 +1,190 @@
+/**
+ * HTTP/1.x exchanges the kernel framed (bpf/http1_fast.h): one record per request and its
+ * response, or a request alone (pipelining) followed later by its response. This pairs the
+ * lone ones in order, ends what is pending when the connection closes, and hands the connection
+ * to the user-space framer (probes/http1.ts) when the kernel gives it up.
+ */
+
+import { HTTP1_EVENT_LAYOUT as R, HTTP1_HANDOFF_EVENT_LAYOUT as H } from "../bpf/gen/http.ts";
+import {
+  Http1Conn,
+  type Http1Options,
+  type HttpExchange,
+  type HttpOutcome,
+  mediaType,
+  METHODS,
+  type PendingRequest,
+  type ResumeState,
+} from "./http1.ts";
+import { memoLatin1 } from "./latin1.ts";
+import { traceparent } from "./trace_context.ts";
+
+/**
+ * Strings of record bytes by their bytes, compared and hashed four bytes a step: every
+ * exchange carries a target and a media type, and a busy pod repeats a few of them. Decoding
+ * them byte by byte was a third of the agent's time per exchange.
+ */
+class TextCache {
+  readonly #slots: ({ bytes: Uint8Array; view: DataView; text: string } | undefined)[];
+  readonly #mask: number;
+
+  constructor(slots: number) {
+    this.#slots = new Array(slots);
+    this.#mask = slots - 1;
+  }
+
+  /** The text of b[s, e) as `decode` makes it, from the cache when these bytes were seen. */
+  get(
+    view: DataView,
+    b: Uint8Array,
+    s: number,
+    e: number,
+    decode: (b: Uint8Array, s: number, e: number) => string,
+  ): string {
+    const n = e - s;
+    if (n <= 0) return decode(b, s, e);
+    let h = n, i = s;
+    for (; i + 4 <= e; i += 4) h = Math.imul(h ^ view.getUint32(i, true), 0x9e3779b1);
+    for (; i < e; i++) h = Math.imul(h ^ b[i], 0x9e3779b1);
+    const slot = (h ^ (h >>> 16)) & this.#mask;
+    const hit = this.#slots[slot];
+    if (hit && hit.bytes.length === n && same(hit.view, view, s, n)) return hit.text;
+    const bytes = b.slice(s, e);
+    const text = decode(b, s, e);
+    this.#slots[slot] = { bytes, view: new DataView(bytes.buffer), text };
+    return text;
+  }
+}
+
+function same(a: DataView, b: DataView, at: number, n: number): boolean {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) if (a.getUint32(i, true) !== b.getUint32(at + i, true)) return false;
+  for (; i < n; i++) if (a.getUint8(i) !== b.getUint8(at + i)) return false;
+  return true;
+}
+
+const targets = new TextCache(1024);
+const mediaTypes = new TextCache(256);
+
+/** enum http_record_kind of bpf/http.h */
+export const KERNEL_RECORD = { EXCHANGE: 4, REQUEST: 5, RESPONSE: 6, HANDOFF: 7 } as const;
+
+/** http1_event.flags (bpf/http.h) */
+const REQ_CREDENTIALS = 1, RESP_CREDENTIALS = 2, HTTP10 = 4, TRUNCATED = 8, CLOSED = 16;
+/** http1_handoff_event.state */
+const STATES: ResumeState["state"][] = ["start", "body", "lost"];
+const DIR_RECEIVED = 1;
+const NO_PENDING = 64;
+
+/** The requests and responses of one connection that the kernel frames. */
+export class KernelHttp1 {
+  #pending: PendingRequest[] = [];
+  #side: "server" | "client" = "server";
+
+  /** `clockNs` is added to the records' times (the kernel's clock to the events'). */
+  constructor(readonly clockNs = 0n) {}
+
+  /** The exchanges a record completes (none for a request alone). */
+  push(view: DataView, bytes: Uint8Array, at: number, kind: number): HttpExchange[] {
+    const side = view.getUint8(at + R.req_dir.offset) === DIR_RECEIVED ? "server" : "client";
+    this.#side = side;
+    if (kind === KERNEL_RECORD.REQUEST) {
+      if (this.#pending.length >= NO_PENDING) this.#pending.shift();
+      this.#pending.push(request(view, bytes, at, this.clockNs));
+      return [];
+    }
+    const q = kind === KERNEL_RECORD.EXCHANGE
+      ? request(view, bytes, at, this.clockNs)
+      : this.#pending.shift();
+    if (!q) return []; // the request's record was lost
+    const flags = view.getUint8(at + R.flags.offset);
+    const status = view.getUint16(at + R.status.offset, true);
+    const interim = view.getUint16(at + R.interim.offset, true);
+    const dataAt = at + R.data.offset;
+    const ctypeAt = dataAt + view.getUint16(at + R.target_len.offset, true) +
+      view.getUint8(at + R.tp_len.offset);
+    const outcome: HttpOutcome = flags & TRUNCATED
+      ? "truncated"
+      : flags & CLOSED
+      ? "closed"
+      : "complete";
+    const respCred = (flags & RESP_CREDENTIALS) !== 0;
+    return [{
+      side,
+      method: q.method,
+      target: q.target,
+      version: q.version,
+      status: status || interim,
+      startNs: q.startNs,
+      endNs: view.getBigUint64(at + R.ts_ns.offset, true) + this.clockNs,
+      requestBodyBytes: q.bodyBytes,
+      responseBodyBytes: Number(view.getBigUint64(at + R.resp_body.offset, true)),
+      contentType: mediaTypes.get(
+        view,
+        bytes,
+        ctypeAt,
+        ctypeAt + view.getUint8(at + R.ctype_len.offset),
+        mediaType,
+      ),
+      traceparent: q.traceparent,
+      outcome,
+      credentials: q.credentials || respCred,
+    }];
+  }
+
+  /** The connection closed: requests still without a response got none. */
+  close(ts: bigint): HttpExchange[] {
+    const out = this.#pending.map((q): HttpExchange => ({
+      side: this.#side,
+      method: q.method,
+      target: q.target,
+      version: q.version,
+      status: 0,
+      startNs: q.startNs,
+      endNs: ts,
+      requestBodyBytes: q.bodyBytes,
+      responseBodyBytes: 0,
+      contentType: "",
+      traceparent: q.traceparent,
+      outcome: "no_response",
+      credentials: q.credentials,
+    }));
+    this.#pending = [];
+    return out;
+  }
+
+  /** The kernel gives the connection up: its framing goes on in user space from this state. */
+  handoff(view: DataView, at: number, opts: Http1Options): Http1Conn {
+    const reqDir = view.getUint8(at + H.req_dir.offset);
+    const state = (dir: number): ResumeState => ({
+      state: STATES[view.getUint8(at + H.state.offset + dir)] ?? "lost",
+      remaining: Number(view.getBigUint64(at + H.remaining.offset + 8 * dir, true)),
+    });
+    const pending = this.#pending;
+    this.#pending = [];
+    return Http1Conn.resume(opts, {
+      side: reqDir === DIR_RECEIVED ? "server" : "client",
+      pending,
+      request: state(reqDir & 1),
+      response: state((reqDir ^ 1) & 1),
+      skipDir: view.getUint8(at + H.dir.offset) === DIR_RECEIVED ? "in" : "out",
+      skip: view.getUint32(at + H.skip.offset, true),
+    });
+  }
+}
+
+/** The request fields of a record. */
+function request(view: DataView, bytes: Uint8Array, at: number, clockNs: bigint): PendingRequest {
+  const flags = view.getUint8(at + R.flags.offset);
+  const targetAt = at + R.data.offset;
+  const tpAt = targetAt + view.getUint16(at + R.target_len.offset, true);
+  return {
+    method: METHODS[view.getUint8(at + R.method.offset)] ?? "unknown",
+    target: targets.get(view, bytes, targetAt, tpAt, memoLatin1),
+    version: flags & HTTP10 ? "1.0" : "1.1",
+    traceparent: traceparent(bytes, tpAt, tpAt + view.getUint8(at + R.tp_len.offset)),
+    credentials: (flags & REQ_CREDENTIALS) !== 0,
+    startNs: view.getBigUint64(at + R.req_ts_ns.offset, true) + clockNs,
+    bodyBytes: Number(view.getBigUint64(at + R.req_body.offset, true)),
+  };
+}
