@@ -11,12 +11,22 @@ import type { HttpExchange } from "./http1.ts";
 /** Series beyond this many are folded into one per container and side (route "other"). */
 const MAX_SERIES = 2000;
 
+/** Series of the last exchanges, looked at before a key is built: a busy pod repeats a few. */
+const RECENT = 8;
+
 export class HttpStats {
   readonly #series = new Map<string, HttpCounts>();
+  readonly #recent: HttpCounts[] = [];
 
   /** Counts one exchange of `container` under its folded, bounded `route`. */
   add(container: string, x: HttpExchange, route: string): void {
     const error = x.outcome === "complete" ? "" : x.outcome;
+    for (const r of this.#recent) {
+      if (
+        r.route === route && r.status === x.status && r.method === x.method &&
+        r.side === x.side && r.container === container && r.error === error
+      ) return this.#observe(r, x);
+    }
     let key = `${container}\0${x.side}\0${x.method}\0${route}\0${x.status}\0${error}`;
     let s = this.#series.get(key);
     if (!s && this.#series.size >= MAX_SERIES) {
@@ -38,6 +48,12 @@ export class HttpStats {
       };
       this.#series.set(key, s);
     }
+    if (this.#recent.length >= RECENT) this.#recent.shift();
+    this.#recent.push(s);
+    this.#observe(s, x);
+  }
+
+  #observe(s: HttpCounts, x: HttpExchange): void {
     observe(s.duration, Number(x.endNs - x.startNs) * 1e-9);
     observe(s.request_bytes, x.requestBodyBytes);
     observe(s.response_bytes, x.responseBodyBytes);
