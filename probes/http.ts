@@ -46,8 +46,6 @@ const READ_INTERVAL_MS = 1000;
 const CLOCK_MONOTONIC = 1;
 const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
-const xKinds: number[] = [];
-let xBytes = 0;
 
 export interface HttpProbeOptions {
   /** Report HTTP requests, HTTP/1.x and plain HTTP/2 (default true). */
@@ -142,12 +140,7 @@ export class HttpProbe implements Probe {
       rodata: { frame_http1: this.#previewBytes === 0 },
       ringBytes: opts.ringBytes ?? 1 << 22,
       attach: (obj: BpfObject) => PROGRAMS.map((p) => obj.program(p).attach()),
-      onSample: (view, offset, length) => {
-        const k = view.getUint8(offset + 16);
-        xKinds[k] = (xKinds[k] ?? 0) + 1;
-        xBytes += length;
-        this.#record(view, offset, length);
-      },
+      onSample: (view, offset, length) => this.#record(view, offset, length),
     });
   }
 
@@ -405,13 +398,6 @@ export class HttpProbe implements Probe {
   async stop(): Promise<void> {
     this.#stopping = true;
     clearInterval(this.#timer);
-    Deno.writeTextFileSync(
-      "/tmp/hp/kinds.txt",
-      `kinds ${JSON.stringify(xKinds)} bytes ${xBytes}\n`,
-      {
-        append: true,
-      },
-    );
     await this.#object.close();
     this.reportCounters();
     await this.#goStarting;
