@@ -542,6 +542,60 @@ Deno.test("hpack: a block is pure when it needs the static table only and change
   assert(!d.lastBlockPure); // malformed
 });
 
+Deno.test("hpack: a block's insertions replayed leave the table as decoding it again", () => {
+  const r = mulberry32(17);
+  for (const reportedOnly of [true, false]) {
+    for (let it = 0; it < 40; it++) {
+      // two decoders with one history; each block is decoded by one and replayed by the other
+      const max = pick(r, [160, 400, 4096]);
+      const e = new Encoder(max);
+      const a = new HpackDecoder(max, reportedOnly), b = new HpackDecoder(max, reportedOnly);
+      if (r() < 0.3) {
+        a.desync();
+        b.desync();
+      }
+      for (let blk = 0; blk < 30; blk++) {
+        const fields: Field[] = [
+          [":path", `/svc.S/M${between(r, 0, 3)}`],
+          [":authority", pick(r, ["service", "a-much-longer-authority.example:443"])],
+          ["content-type", "application/grpc"],
+          [pick(r, ["x-id", "grpc-timeout", "user-agent"]), "v".repeat(between(r, 0, 200))],
+        ];
+        const block = e.block(fields, { reuse: r() < 0.3, huff: r() < 0.5 });
+        const x = decodeAll(a, block);
+        assert(x.ok);
+        const log = a.lastBlockInserts();
+        if (log === undefined) {
+          assert(decodeAll(b, block).ok); // referred to the table: decoded by both
+        } else {
+          b.replay(log);
+          assertEquals(decodeAll(new HpackDecoder(max, reportedOnly), block).fields, x.fields);
+        }
+        const what = `${reportedOnly} iteration ${it} block ${blk}`;
+        assertEquals(
+          [b.tableSize, b.tableEntries, b.synced, b.heldBytes],
+          [a.tableSize, a.tableEntries, a.synced, a.heldBytes],
+          what,
+        );
+        // what the table holds now resolves the same in both
+        const again = e.block(fields.slice(0, 3));
+        assertEquals(decodeAll(b, again).fields, decodeAll(a, again).fields, what);
+      }
+    }
+  }
+  // blocks that refer to the table or resize it have no log
+  const e = new Encoder(), d = new HpackDecoder(4096, true);
+  assert(decodeAll(d, e.block([["x-id", "1"]])).ok);
+  assertEquals(d.lastBlockInserts()?.meta.length, 4);
+  assert(decodeAll(d, e.block([["x-id", "1"]])).ok);
+  assertEquals(d.lastBlockInserts(), undefined);
+  assert(decodeAll(d, e.block([[":status", "200"]], { mode: "plain" })).ok);
+  assertEquals(d.lastBlockInserts(), null);
+  e.resize(100);
+  assert(decodeAll(d, e.block([[":status", "200"]])).ok);
+  assertEquals(d.lastBlockInserts(), undefined);
+});
+
 Deno.test("hpack: entries without kept bytes are evicted like any, the byte ring wraps", () => {
   // a 160-byte table: each entry below is 38..60 bytes, so evictions follow every few inserts
   const e = new Encoder(160);
@@ -907,6 +961,41 @@ Deno.test("h2: plain HTTP/2 requests", () => {
     "",
     "https",
   ]);
+});
+
+Deno.test("h2: a proxy's repeated literal blocks, remembered, keep the table exact", () => {
+  // like nginx upstream: every request the same literals with incremental indexing (a memo hit
+  // from the third on), now and then a block that refers to the entries they inserted
+  const ce = new Encoder(), se = new Encoder();
+  const conn = new H2Conn({ side: "server" });
+  const chunks = [...opening()];
+  const want: string[] = [];
+  for (let i = 0; i < 60; i++) {
+    const id = 2 * i + 1, path = `/pkg.Svc/M${i % 3}`;
+    const reuse = i % 7 === 6;
+    const extra: Field[] = i % 5 === 4 ? [["grpc-timeout", `${i}m`]] : [];
+    chunks.push(
+      full(
+        "in",
+        10 + 3 * i,
+        headers(id, ce.block(grpcRequest(path, extra), { reuse })),
+        data(id, msg(3), { end: true }),
+      ),
+      full("out", 11 + 3 * i, headers(id, se.block(grpcResponse)), data(id, msg(4))),
+      full("out", 12 + 3 * i, headers(id, se.block(trailers(i % 4)), { end: true })),
+    );
+    want.push(`${id} POST ${path} 200/${i % 4} 1/1 8/9 unary complete`);
+  }
+  const calls = feed(conn, chunks);
+  assertEquals(lines(calls), want);
+  assertEquals(
+    calls.map((c) => [c.authority, c.userAgent, c.timeoutSeconds]),
+    Array.from({ length: 60 }, (_, i) => [
+      "localhost:50051",
+      "grpc-go/1.62.0",
+      i % 5 === 4 ? i / 1000 : -1,
+    ]),
+  );
 });
 
 Deno.test("h2: joined midway, calls sync at frame boundaries", () => {

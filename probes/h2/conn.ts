@@ -26,6 +26,8 @@ import {
 import {
   type HeaderField,
   HpackDecoder,
+  type InsertLog,
+  LOG_BLOCK_MAX,
   N_AUTHORITY,
   N_CONTENT_TYPE,
   N_GRPC_MESSAGE,
@@ -341,17 +343,21 @@ class Fields extends FieldValues {
   readonly lastContentType = new LastText(mediaType);
 }
 
-/** Longest header block remembered by BlockMemo. */
-const MEMO_BLOCK_MAX = 64;
+/** Memo slots (a power of two), shared by every connection. */
+const MEMO_SLOTS = 512;
 
 /**
- * A header block that needed the static table only (lastBlockPure), with its fields: servers
- * send the same response heads and trailers on every call, which then cost one comparison.
+ * A header block that referred to no dynamic entry (lastBlockInserts), with its fields and the
+ * entries it inserted: the same bytes decode the same on any connection, whatever its table
+ * holds. Proxies send the same blocks on every call, literals and all (nginx re-sends its
+ * upstream request's :path, :authority and content-type, Huffman-coded, with incremental
+ * indexing): a repeat then costs a hash, a comparison and the insertions.
  */
 class BlockMemo {
-  readonly bytes = new Uint8Array(MEMO_BLOCK_MAX);
+  bytes = new Uint8Array(0);
   len = -1;
   readonly fields = new FieldValues();
+  inserts: InsertLog | null = null;
 
   matches(b: Uint8Array, s: number, e: number): boolean {
     if (e - s !== this.len) return false;
@@ -360,11 +366,23 @@ class BlockMemo {
     return true;
   }
 
-  set(b: Uint8Array, s: number, e: number, f: FieldValues): void {
+  set(b: Uint8Array, s: number, e: number, f: FieldValues, inserts: InsertLog | null): void {
+    if (this.bytes.length < e - s) this.bytes = new Uint8Array(e - s);
     for (let i = s; i < e; i++) this.bytes[i - s] = b[i];
     this.len = e - s;
     this.fields.copy(f);
+    this.inserts = inserts;
   }
+}
+
+const memos: (BlockMemo | undefined)[] = new Array(MEMO_SLOTS);
+/** The hash of the last block seen at each slot: a block is kept on its second sighting. */
+const memoSeen = new Int32Array(MEMO_SLOTS);
+
+function blockHash(b: Uint8Array, s: number, e: number): number {
+  let h = (e - s) | 0x40000000; // never 0, the slots' initial value
+  for (let i = s; i < e; i++) h = (Math.imul(h, 0x01000193) ^ b[i]) | 0;
+  return h | 1;
 }
 
 /** One direction of the connection. */
@@ -376,9 +394,6 @@ class Way {
   startOk = false;
   /** whether its decoder can be in sync was decided (at its first header block) */
   checked = false;
-  /** its last two pure blocks (a response head and trailers, say), the older at memo[next] */
-  readonly memo: BlockMemo[] = [];
-  next = 0;
   constructor(readonly dir: Dir) {}
 }
 
@@ -603,12 +618,20 @@ export class H2Conn {
     f.reset();
     let broken = b === null;
     if (b === null) w.hpack.desync();
-    else if (!this.remembered(w, b, s, e)) {
-      if (!w.hpack.decode(b, s, e, this.onField)) broken = true;
-      else if (w.hpack.lastBlockPure && e - s <= MEMO_BLOCK_MAX) {
-        const m = w.memo[w.next] ??= new BlockMemo();
-        m.set(b, s, e, f);
-        w.next ^= 1;
+    else if (e - s > LOG_BLOCK_MAX) broken = !w.hpack.decode(b, s, e, this.onField);
+    else {
+      const h = blockHash(b, s, e), slot = h & (MEMO_SLOTS - 1);
+      const m = memos[slot];
+      if (m !== undefined && m.matches(b, s, e)) {
+        f.copy(m.fields);
+        w.hpack.replay(m.inserts);
+      } else if (!w.hpack.decode(b, s, e, this.onField)) {
+        broken = true;
+      } else if (memoSeen[slot] !== h) {
+        memoSeen[slot] = h;
+      } else {
+        const inserts = w.hpack.lastBlockInserts();
+        if (inserts !== undefined) (memos[slot] ??= new BlockMemo()).set(b, s, e, f, inserts);
       }
     }
     if (f.pseudo && !broken) this.confirmed = true;
@@ -623,18 +646,6 @@ export class H2Conn {
       // where reading just resumed, only a block that shows a request opens a call
       this.request(id, endStream, f, broken, startTs, ts);
     }
-  }
-
-  /** The block is one of the direction's last pure ones: its fields are set from it. */
-  private remembered(w: Way, b: Uint8Array, s: number, e: number): boolean {
-    for (let i = 0; i < w.memo.length; i++) {
-      const m = w.memo[i];
-      if (m.matches(b, s, e)) {
-        this.fields.copy(m.fields);
-        return true;
-      }
-    }
-    return false;
   }
 
   private request(

@@ -175,6 +175,35 @@ export type FieldHandler = (f: HeaderField) => void;
 let scratch = new Uint8Array(1024);
 const EMPTY = new Uint8Array(0);
 
+/** Longest block whose insertions are logged (see lastBlockInserts). */
+export const LOG_BLOCK_MAX = 256;
+
+/**
+ * The entries a header block inserted, in order: per entry (L_STRIDE integers) its name id,
+ * name and value octets, and which of them were kept, whose bytes follow one another in bytes.
+ */
+export interface InsertLog {
+  readonly meta: Int32Array;
+  readonly bytes: Uint8Array;
+}
+
+const L_STRIDE = 4, L_KEEP_NAME = 1, L_KEEP_VALUE = 2;
+// the log of the block being decoded; shared like scratch
+let logMeta = new Int32Array(16 * L_STRIDE);
+let logBytes = new Uint8Array(LOG_BLOCK_MAX * 2);
+let logCount = 0;
+let logLen = 0;
+
+function logBytesOf(src: Uint8Array, s: number, n: number): void {
+  if (logLen + n > logBytes.length) {
+    const next = new Uint8Array(Math.max(logBytes.length * 2, logLen + n));
+    next.set(logBytes.subarray(0, logLen));
+    logBytes = next;
+  }
+  for (let i = 0; i < n; i++) logBytes[logLen + i] = src[s + i];
+  logLen += n;
+}
+
 /** An entry's integers in the ring `meta`: name id, RFC size, name octets, ... */
 const M_ID = 0, M_SIZE = 1, M_NAME = 2;
 /** ... where its bytes are in the arena: name bytes kept (0 or M_NAME), value bytes or -1. */
@@ -209,6 +238,10 @@ export class HpackDecoder {
   /** the string read last by strStart is Huffman-coded */
   private huff = false;
   private pure = true;
+  /** the block being decoded referred to a dynamic entry, or changed the table's size */
+  private dynamic = false;
+  /** its insertions are logged (a short block) */
+  private logging = false;
   private readonly field: HeaderField = {
     id: OTHER_NAME,
     name: null,
@@ -257,6 +290,35 @@ export class HpackDecoder {
     return this.pure;
   }
 
+  /**
+   * The block decoded last, when it referred to no dynamic entry, changed no size and was at
+   * most LOG_BLOCK_MAX bytes: the entries it inserted (null for none). Its fields are the same
+   * whatever the table holds, and replay() of this log leaves the table as decoding the same
+   * bytes again would. undefined for other blocks.
+   */
+  lastBlockInserts(): InsertLog | null | undefined {
+    if (this.dynamic || !this.logging) return undefined;
+    if (logCount === 0) return null;
+    return { meta: logMeta.slice(0, logCount * L_STRIDE), bytes: logBytes.slice(0, logLen) };
+  }
+
+  /** Inserts the entries of a block's log, as decoding that block again would. */
+  replay(log: InsertLog | null): void {
+    this.pure = log === null;
+    this.dynamic = false;
+    this.logging = false;
+    if (log === null) return;
+    const m = log.meta, b = log.bytes;
+    let o = 0;
+    for (let i = 0; i < m.length; i += L_STRIDE) {
+      const nameLen = m[i + 1], valueLen = m[i + 2], keep = m[i + 3];
+      const nk = keep & L_KEEP_NAME ? nameLen : 0;
+      const vk = keep & L_KEEP_VALUE ? valueLen : 0;
+      this.insert(m[i], nameLen, valueLen, nk ? b : null, o, vk ? b : null, o + nk);
+      o += nk + vk;
+    }
+  }
+
   /** The decoding peer announced SETTINGS_HEADER_TABLE_SIZE. */
   setLimit(n: number): void {
     if (n > this.limit) this.limit = n;
@@ -279,6 +341,9 @@ export class HpackDecoder {
     this.pos = s;
     this.end = e;
     this.pure = true;
+    this.dynamic = false;
+    this.logging = e - s <= LOG_BLOCK_MAX;
+    logCount = logLen = 0;
     let fields = false;
     while (this.pos < e) {
       const x = b[this.pos];
@@ -291,6 +356,7 @@ export class HpackDecoder {
         this.desync();
         this.sb = scratch;
         this.pure = false;
+        this.dynamic = true;
         return false;
       }
       if ((x & 0xe0) !== 0x20) fields = true;
@@ -320,6 +386,7 @@ export class HpackDecoder {
       return true;
     }
     this.pure = false;
+    this.dynamic = true;
     const at = this.entry(idx);
     const id = at < 0 ? UNKNOWN_NAME : this.meta[at + M_ID];
     if (id === UNKNOWN_NAME) {
@@ -372,6 +439,7 @@ export class HpackDecoder {
       nameLen = NAME_BYTES[id].length;
     } else {
       this.pure = false;
+      this.dynamic = true;
       const at = this.entry(idx);
       id = at < 0 ? UNKNOWN_NAME : this.meta[at + M_ID];
       nameLen = at < 0 ? -1 : this.meta[at + M_NAME];
@@ -409,13 +477,22 @@ export class HpackDecoder {
     }
     if (insert) {
       this.pure = false;
-      this.insert(id, nameLen, keepName, valueLen, keepValue);
+      this.insert(
+        id,
+        nameLen,
+        valueLen,
+        keepName ? f.name : null,
+        f.ns,
+        keepValue ? f.value : null,
+        f.vs,
+      );
     }
     return true;
   }
 
   private sizeUpdate(b: Uint8Array): boolean {
     this.pure = false;
+    this.dynamic = true;
     const v = this.int(b, 5);
     if (v < 0) return false;
     if (this.exact) {
@@ -443,16 +520,33 @@ export class HpackDecoder {
   }
 
   /**
-   * Adds the field just decoded: nameLen octets of name (-1: unknown), its bytes at f.name when
-   * keepName; valueLen octets of value, its bytes at f.value when keepValue.
+   * Adds a field: nameLen octets of name (-1: unknown), its bytes kept from name[ns, ...) unless
+   * name is null; valueLen octets of value, kept from value[vs, ...) unless null.
    */
   private insert(
     id: number,
     nameLen: number,
-    keepName: boolean,
     valueLen: number,
-    keepValue: boolean,
+    name: Uint8Array | null,
+    ns: number,
+    value: Uint8Array | null,
+    vs: number,
   ): void {
+    const keepName = name !== null, keepValue = value !== null;
+    if (this.logging) {
+      if ((logCount + 1) * L_STRIDE > logMeta.length) {
+        const next = new Int32Array(logMeta.length * 2);
+        next.set(logMeta);
+        logMeta = next;
+      }
+      const k = logCount++ * L_STRIDE;
+      logMeta[k] = id;
+      logMeta[k + 1] = nameLen;
+      logMeta[k + 2] = valueLen;
+      logMeta[k + 3] = (keepName ? L_KEEP_NAME : 0) | (keepValue ? L_KEEP_VALUE : 0);
+      if (keepName) logBytesOf(name, ns, nameLen);
+      if (keepValue) logBytesOf(value, vs, valueLen);
+    }
     const size = Math.max(nameLen, 0) + valueLen + ENTRY_OVERHEAD;
     // a desynced table may keep more or less than the encoder's: it stays a prefix of it
     const max = this.exact ? this.maxSize : Math.min(Math.max(this.limit, this.maxSize), TABLE_CAP);
@@ -462,11 +556,10 @@ export class HpackDecoder {
       return;
     }
     this.evict(max - size);
-    const f = this.field;
     const nk = keepName ? nameLen : 0, n = nk + (keepValue ? valueLen : 0);
     const off = this.alloc(n, max);
-    if (keepName) copy(f.name!, f.ns, f.ne, this.arena, off);
-    if (keepValue) copy(f.value!, f.vs, f.ve, this.arena, off + nk);
+    if (keepName) copy(name, ns, ns + nameLen, this.arena, off);
+    if (keepValue) copy(value, vs, vs + valueLen, this.arena, off + nk);
     if (this.count === this.meta.length / M_STRIDE) this.grow();
     const m = this.meta;
     const at = ((this.first + this.count) & (m.length / M_STRIDE - 1)) * M_STRIDE;
