@@ -14,6 +14,10 @@
  *   deno task bench:ab [--rounds N] [--seconds N] [--connections N] -- user http
  *   deno task bench:ab --sidecar haproxy --close -- kernel all   # any monitor command; --veth is added
  *   deno task bench:ab --load grpc [--channels N] [--inflight N] -- user grpc
+ *
+ * `--bpf-stats` adds one diagnostic window after the rounds, with the kernel's BPF run-time
+ * statistics on (they slow every program, so no ratio comes from it): each kupod program's
+ * runs and nanoseconds per request, to find where the kernel side's cost is.
  */
 
 import {
@@ -38,7 +42,7 @@ import {
   waitIdle,
 } from "./overhead.ts";
 import { buildGrpcGo, GrpcLoad } from "./grpc_load.ts";
-import { vmBytes } from "./socket_proc.ts";
+import { enableBpfStats, kupodPrograms, vmBytes } from "./socket_proc.ts";
 import type { TestContainerOptions, TestPod, TestPodOptions } from "../tests/helpers/pod.ts";
 
 const HTTP_DEFAULTS = { rounds: 16, seconds: 5, connections: 32 };
@@ -74,6 +78,8 @@ function options() {
   const args = dash < 0 ? [...Deno.args] : Deno.args.slice(0, dash);
   const close = args.includes("--close");
   if (close) args.splice(args.indexOf("--close"), 1);
+  const bpfStats = args.includes("--bpf-stats");
+  if (bpfStats) args.splice(args.indexOf("--bpf-stats"), 1);
   const sidecar = take(args, "--sidecar") ?? "nginx";
   if (!SIDECARS.includes(sidecar as typeof SIDECARS[number])) {
     throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
@@ -84,11 +90,11 @@ function options() {
       throw new UsageError("--load grpc goes through nginx (grpc_pass), keep-alive");
     }
     const o = parseOptions(GRPC_DEFAULTS, args);
-    return { ...o, connections: 0, command, close, sidecar, load } as const;
+    return { ...o, connections: 0, command, close, bpfStats, sidecar, load } as const;
   }
   if (load !== "http") throw new UsageError(`--load must be one of ${LOADS.join(", ")}`);
   const o = parseOptions(HTTP_DEFAULTS, args);
-  return { ...o, channels: 0, inflight: 0, command, close, sidecar, load } as const;
+  return { ...o, channels: 0, inflight: 0, command, close, bpfStats, sidecar, load } as const;
 }
 
 type Options = ReturnType<typeof options>;
@@ -175,6 +181,43 @@ async function grpcLoad(runner: Runner, opts: Options, pod: TestPod): Promise<Lo
 }
 
 /**
+ * One window with the BPF run-time statistics on: per kupod program, its runs and nanoseconds
+ * per request (or call) of the window, most expensive first.
+ */
+async function bpfStatsWindow(runner: Runner, args: string[], probe: string, load: Load) {
+  const kupod = await startKupod(runner, args, await runner.tempPath("kupod-stats.out"));
+  let rows: { name: string; runs: number; ns: number }[] = [];
+  let requests = 0;
+  {
+    using _stats = enableBpfStats();
+    const before = new Map((await kupodPrograms()).map((p) => [p.id, p]));
+    const t0 = performance.now();
+    const rate = await load.window();
+    requests = rate * (performance.now() - t0) / 1000;
+    rows = (await kupodPrograms()).map((p) => ({
+      name: p.name,
+      runs: p.runCnt - (before.get(p.id)?.runCnt ?? 0),
+      ns: p.runTimeNs - (before.get(p.id)?.runTimeNs ?? 0),
+    })).filter((r) => r.runs > 0).sort((a, b) => b.ns - a.ns);
+  }
+  await stopKupod(kupod, probe, false);
+  console.log("");
+  console.log(`BPF run-time statistics, one window (~${f(requests, 0)} ${load.unit}):`);
+  for (const r of rows) {
+    console.log(
+      `  ${r.name.padEnd(24)} ${f(r.runs / requests, 2)} runs, ${f(r.ns / r.runs, 0)} ns/run, ` +
+        `${f(r.ns / requests, 0)} ns per ${load.unit === "calls" ? "call" : "request"}`,
+    );
+  }
+  const total = rows.reduce((n, r) => n + r.ns, 0);
+  console.log(
+    `  all programs: ${f(total / requests, 0)} ns per ${
+      load.unit === "calls" ? "call" : "request"
+    }`,
+  );
+}
+
+/**
  * The pattern of the probe names whose lost events stopKupod counts: the probe named last in
  * the command, or any probe for a command naming a group.
  */
@@ -238,6 +281,10 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
   );
   console.log(`rounds: ${ratio.rounds.map((x) => f(x, 3)).join(" ")}`);
   noteOtherLoad(runs.map((r) => r.otherCores), runs.map((r) => r.stealCores), redone);
+  if (opts.bpfStats) {
+    await waitIdle(runner, pids);
+    await bpfStatsWindow(runner, args, probe, load);
+  }
 }, podOf);
 
 Deno.exit(code);
