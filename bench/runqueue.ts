@@ -5,7 +5,12 @@
  * every switch is a switch of the target's threads). Prints the ops ratio's median with its
  * 90% interval, and the agent's CPU while the load runs and while the pod is idle.
  *
- *   deno task bench:runqueue [--rounds N] [--seconds N]
+ * Both processes run on one CPU (`--pin 1`, the default): each round trip is then two context
+ * switches and nothing else, the hook's worst case. Spread over CPUs, a round trip is two
+ * wake-ups across CPUs whose cost on a VM (idle exits, IPIs) moves with where the scheduler
+ * placed the processes, and hides a per-switch cost in that noise (`--pin 0` measures it so).
+ *
+ *   deno task bench:runqueue [--rounds N] [--seconds N] [--pin 0|1]
  */
 
 import {
@@ -27,7 +32,9 @@ import { hostCpuSeconds, processTreeSeconds } from "./socket_proc.ts";
 import type { TestPod } from "../tests/helpers/pod.ts";
 import { inContainerArgs } from "../tests/helpers/pod_exec.ts";
 
-const DEFAULTS = { rounds: 10, seconds: 3 };
+const DEFAULTS = { rounds: 10, seconds: 3, pin: 1 };
+/** The CPU a pinned ping-pong runs on. */
+const PIN_CPU = "1";
 
 /** Round trips of one byte between two processes over pipes for `seconds`; prints the count. */
 const PING_PONG = `
@@ -53,9 +60,15 @@ interface Run {
 }
 
 /** The ping-pong in the pod's netns and the service container's cgroups; ops per second. */
-async function pingPong(runner: Runner, pod: TestPod, seconds: number): Promise<number> {
-  // forked children stay in the container's cgroups
+async function pingPong(
+  runner: Runner,
+  pod: TestPod,
+  seconds: number,
+  pin: boolean,
+): Promise<number> {
+  // forked children stay in the container's cgroups (and on its CPU)
   const [cmd, ...rest] = inContainerArgs(pod, pod.container("app"), [
+    ...(pin ? ["taskset", "-c", PIN_CPU] : []),
     "python3",
     "-c",
     PING_PONG,
@@ -82,7 +95,9 @@ const code = await benchMain(
     let started = 0;
     console.log(`./kupod ${args.join(" ")}`);
     console.log(
-      `pipe ping-pong in the service container, ${opts.rounds} rounds of ${opts.seconds} s`,
+      `pipe ping-pong in the service container${
+        opts.pin ? ` on CPU ${PIN_CPU}` : ""
+      }, ${opts.rounds} rounds of ${opts.seconds} s`,
     );
     let idleCores = NaN;
     const run = async (mode: "off" | "on", round: number): Promise<Run> => {
@@ -96,7 +111,7 @@ const code = await benchMain(
       }
       const cpu0 = kupod ? processTreeSeconds(kupod.proc.pid) : 0;
       const h0 = hostCpuSeconds(), t0 = performance.now();
-      const ops = await pingPong(runner, pod, opts.seconds);
+      const ops = await pingPong(runner, pod, opts.seconds, opts.pin !== 0);
       const wall = (performance.now() - t0) / 1000, h1 = hostCpuSeconds();
       const r: Run = {
         mode,
