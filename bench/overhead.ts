@@ -400,9 +400,15 @@ export async function startKupod(runner: Runner, args: string[], out: string): P
 
 /**
  * SIGTERM; kupod must exit 0, warn of nothing but events lost by `probe`, and leave none of its
- * programs loaded. Returns the events it reported lost.
+ * programs loaded once `afterExit` ran (what else must end first, e.g. connections that hold
+ * the sk_msg program of --with-sockops). Returns the events it reported lost.
  */
-export async function stopKupod(kupod: Kupod, probe: string, json: boolean): Promise<number> {
+export async function stopKupod(
+  kupod: Kupod,
+  probe: string,
+  json: boolean,
+  afterExit?: () => Promise<void>,
+): Promise<number> {
   kupod.proc.kill("SIGTERM");
   const status = await kupod.proc.wait(STOP_MS);
   // text output: warnings are on stdout (the file), json: on stderr
@@ -420,6 +426,7 @@ export async function stopKupod(kupod: Kupod, probe: string, json: boolean): Pro
     return l.startsWith("[WARN]") && !m;
   });
   if (warnings.length) throw new Error(`kupod warned: ${warnings.join(" | ")}`);
+  await afterExit?.();
   await waitProgramsGone(kupod.programs.map((p) => p.id));
   return lost;
 }

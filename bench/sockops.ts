@@ -3,10 +3,20 @@
  * kernel socket --veth <pod>` vs the same with `--with-sockops`), in ABBA rounds, with a client
  * in the test pod's sidecar container and a server in its service container over the pod's
  * loopback. Per round: the median round trip of small messages (one byte each way, blocking
- * sockets: bench/pingpong.c, built with gcc at start) and the throughput of one bulk stream (tests/fixtures/tcp_transfer.ts,
- * checked by SHA-256). Prints the on/off ratios with their 90% intervals.
+ * sockets: bench/pingpong.c, built with gcc at start), the throughput of one bulk stream
+ * (tests/fixtures/tcp_transfer.ts, checked by SHA-256) and the request rate of keep-alive HTTP
+ * load (wrk from the host) through the pod's nginx sidecar to its service. Prints the on/off
+ * ratios with their 90% intervals.
  *
- *   deno task bench:sockops [--rounds N] [--trips N] [--megabytes N]
+ * Redirection applies to connections established while it is attached; nginx keeps its upstream
+ * connections across windows, so each run reloads nginx (SIGHUP: new workers, new upstream
+ * connections) after kupod started, in both modes.
+ *
+ * `--pin 1` runs both ping-pong processes on one CPU: the round trip is then the network
+ * stack's work and two context switches, without waking an idle CPU (on a VM, an exit to the
+ * hypervisor and an interrupt, most of an unpinned round trip here).
+ *
+ *   deno task bench:sockops [--rounds N] [--trips N] [--megabytes N] [--http-seconds N] [--pin 0|1]
  */
 
 import {
@@ -19,6 +29,8 @@ import {
   parseOptions,
   ROOT,
   type Runner,
+  runWrk,
+  sleep,
   startKupod,
   stopKupod,
 } from "./overhead.ts";
@@ -26,7 +38,10 @@ import { hostCpuSeconds } from "./socket_proc.ts";
 import type { TestContainer, TestPod } from "../tests/helpers/pod.ts";
 import { inContainerArgs } from "../tests/helpers/pod_exec.ts";
 
-const DEFAULTS = { rounds: 8, trips: 20000, megabytes: 512 };
+const DEFAULTS = { rounds: 8, trips: 20000, megabytes: 512, "http-seconds": 5, pin: 0 };
+/** The CPU of a pinned ping-pong. */
+const PIN_CPU = "1";
+const WRK_CONNECTIONS = 32;
 const DENO = `${ROOT}node_modules/@deno/linux-x64-glibc/deno`;
 
 interface Run {
@@ -34,7 +49,24 @@ interface Run {
   round: number;
   p50Ns: number;
   mbps: number;
+  rps: number;
   stealCores: number;
+}
+
+/**
+ * nginx reloaded: the master starts new workers (their upstream connections are made from now
+ * on) and the old ones leave once idle; returns when only the new worker is left.
+ */
+async function reloadNginx(proxy: TestContainer): Promise<void> {
+  const master = proxy.mainPid;
+  const before = new Set(proxy.pids().filter((p) => p !== master));
+  Deno.kill(master, "SIGHUP");
+  for (let i = 0; i < 250; i++) {
+    const workers = proxy.pids().filter((p) => p !== master);
+    if (workers.length && workers.every((p) => !before.has(p))) return;
+    await sleep(20);
+  }
+  throw new Error("nginx did not reload");
 }
 
 /** `args` as a process of the container (tests/helpers/pod_exec.ts). */
@@ -55,7 +87,7 @@ async function listeningPort(p: { stdout: { text(): string }; exited: boolean })
 
 const code = await benchMain(
   "sockops",
-  ["gcc"],
+  ["gcc", "wrk"],
   () => parseOptions(DEFAULTS, Deno.args),
   async (runner, opts, pod) => {
     const base = ["monitor", "kernel", "socket", "--veth", pod.hostVeth, "--quiet"];
@@ -67,7 +99,8 @@ const code = await benchMain(
     if (!(await cc.wait(60_000)).success) throw new Error(`gcc: ${cc.output()}`);
     console.log(`./kupod ${base.join(" ")} [--with-sockops]`);
     console.log(
-      `${opts.trips} one-byte round trips and ${opts.megabytes} MB in one stream per run, ` +
+      `${opts.trips} one-byte round trips${opts.pin ? ` (both on CPU ${PIN_CPU})` : ""} and ` +
+        `${opts.megabytes} MB in one stream per run, ` +
         `sidecar container -> service container over the pod's loopback`,
     );
     const run = async (mode: "off" | "on", round: number): Promise<Run> => {
@@ -75,9 +108,11 @@ const code = await benchMain(
       const kupod = await startKupod(runner, args, await runner.tempPath(`k-${++started}.out`));
       const h0 = hostCpuSeconds(), t0 = performance.now();
       // small messages
-      const srv = spawnIn(runner, "pp-server", pod, app, [pingpong, "server"]);
+      const pin = opts.pin ? ["taskset", "-c", PIN_CPU] : [];
+      const srv = spawnIn(runner, "pp-server", pod, app, [...pin, pingpong, "server"]);
       const port = await listeningPort(srv);
       const cli = spawnIn(runner, "pp-client", pod, proxy, [
+        ...pin,
         pingpong,
         "client",
         port,
@@ -114,18 +149,33 @@ const code = await benchMain(
       const r = JSON.parse(client.stdout.text().trim().split("\n").at(-1) ?? "{}");
       if (!r.ok) throw new Error(`bulk transfer: ${client.output()}`);
       await runner.stop(bulk);
+      // HTTP through the sidecar, upstream connections made now
+      let rps = NaN;
+      if (opts["http-seconds"] > 0) {
+        await reloadNginx(proxy);
+        rps = (await runWrk(runner, `http://${pod.podIP}:${proxy.port}/`, {
+          connections: WRK_CONNECTIONS,
+          seconds: opts["http-seconds"],
+          close: false,
+        })).rps;
+      }
       const wall = (performance.now() - t0) / 1000, h1 = hostCpuSeconds();
-      await stopKupod(kupod, "socket", false);
+      // connections redirected while kupod ran hold its sk_msg program until they close
+      await stopKupod(kupod, "socket", false, async () => {
+        if (mode === "on" && opts["http-seconds"] > 0) await reloadNginx(proxy);
+      });
       const out: Run = {
         mode,
         round,
         p50Ns,
         mbps: r.mbps,
+        rps,
         stealCores: (h1.steal - h0.steal) / wall,
       };
       runs.push(out);
       console.error(
-        `  round ${round} ${mode}: p50 ${f(p50Ns / 1000, 1)} us, bulk ${f(r.mbps, 0)} Mbit/s`,
+        `  round ${round} ${mode}: p50 ${f(p50Ns / 1000, 1)} us, bulk ${f(r.mbps, 0)} Mbit/s, ` +
+          `HTTP ${f(rps, 0)} req/s`,
       );
       return out;
     };
@@ -143,6 +193,15 @@ const code = await benchMain(
         interval(bulk.interval, 3)
       } (target >= 1.0)`,
     );
+    if (opts["http-seconds"] > 0) {
+      const http = pairedRatio(runs, (r) => r.rps);
+      console.log(
+        `HTTP through the sidecar (wrk -c${WRK_CONNECTIONS} keep-alive, nginx -> service ` +
+          `redirected) with/without redirect: ${f(http.ratio, 3)}${
+            interval(http.interval, 3)
+          } (target >= 1.0)`,
+      );
+    }
   },
 );
 

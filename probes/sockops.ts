@@ -5,8 +5,10 @@
  * redirected and sends whose peer was missing, per container) like the other probes' counters.
  *
  * Ownership: the cgroup attachments are fd-owned links and the sk_msg attachment hangs on a map
- * this process owns, so kupod ending any way (SIGKILL included) detaches everything; sockets
- * already redirected fall back to the normal path with the map.
+ * this process owns, so kupod ending any way (SIGKILL included) stops redirecting new sockets.
+ * Sockets already redirected keep the program and the map alive (the kernel's per-socket state
+ * holds them) until they close; they are not taken out of the map at the stop, which would free
+ * data queued for their readers.
  */
 
 import { u32Key } from "../bpf/map.ts";
