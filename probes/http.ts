@@ -138,7 +138,7 @@ export class HttpProbe implements Probe {
       rodataLayout: RODATA,
       // previews need body bytes, which only the user-space framer sees
       rodata: { frame_http1: this.#previewBytes === 0 },
-      ringBytes: opts.ringBytes ?? 1 << 22,
+      ringBytes: opts.ringBytes ?? 1 << 21,
       attach: (obj: BpfObject) => PROGRAMS.map((p) => obj.program(p).attach()),
       onSample: (view, offset, length) => this.#record(view, offset, length),
     });
