@@ -50,6 +50,19 @@ struct {
 	__type(value, struct sockops_stats);
 } sockops_stats SEC(".maps");
 
+/*
+ * Set by user space when it stops: sends take the normal path again. Sockets
+ * stay in the map (taking them out would free what is queued for their
+ * readers), and a reader empties its redirect queue before it reads what TCP
+ * brought after it, so the byte stream keeps its order.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} sockops_stopped SEC(".maps");
+
 /* The stats of the current task's container (the pod's slot when none matches). */
 static __always_inline struct sockops_stats *stats_of_current(void)
 {
@@ -149,8 +162,12 @@ int kupod_sk_msg(struct sk_msg_md *msg)
 {
 	struct sock_key peer = {};
 	struct sockops_stats *s;
+	__u32 zero = 0, *stopped;
 	long verdict;
 
+	stopped = bpf_map_lookup_elem(&sockops_stopped, &zero);
+	if (!stopped || *stopped)
+		return SK_PASS;
 	peer.family = msg->family;
 	peer.local_port = bpf_ntohs(msg->remote_port >> 16);
 	peer.remote_port = msg->local_port;

@@ -8,7 +8,8 @@
  * this process owns, so kupod ending any way (SIGKILL included) stops redirecting new sockets.
  * Sockets already redirected keep the program and the map alive (the kernel's per-socket state
  * holds them) until they close; they are not taken out of the map at the stop, which would free
- * data queued for their readers.
+ * data queued for their readers. A stop kupod lives through also turns their redirection off
+ * (`sockops_stopped`): their sends take the normal path from then on.
  */
 
 import { u32Key } from "../bpf/map.ts";
@@ -177,10 +178,17 @@ export class SockopsRedirect implements Probe {
     return { events: 0, lost: 0n };
   }
 
-  /** New sockets stop being redirected first (cgroups), then the sk_msg and the map go. */
+  /**
+   * New sockets stop being redirected first (cgroups), then the sends of redirected ones take
+   * the normal path again; the sk_msg program and the map stay with those sockets until they
+   * close.
+   */
   async stop(): Promise<void> {
     clearInterval(this.#timer);
     this.#detachAll();
+    if (!this.#object.released) {
+      this.#object.object.map("sockops_stopped").update(u32Key(0), u32Key(1));
+    }
     await this.#object.close(() => this.reportCounters());
     this.#stopped();
   }

@@ -28,7 +28,7 @@ interface Transfer {
 }
 
 async function withServer(
-  fn: (pod: TestPod, run: (...opts: string[]) => Child) => Promise<void>,
+  fn: (pod: TestPod, run: (...opts: string[]) => Child, port: string) => Promise<void>,
 ): Promise<void> {
   await using pod = await createTestPod();
   {
@@ -55,7 +55,7 @@ async function withServer(
         "120",
         ...opts,
       ]);
-    await fn(pod, run);
+    await fn(pod, run, port);
   }
   assertEquals(await waitNoKupodPrograms(), [], "nothing of kupod left loaded");
   const tree = new TextDecoder().decode(
@@ -91,6 +91,21 @@ function kupodArgs(pod: TestPod, port: number): string[] {
 
 async function metrics(port: number): Promise<Map<string, number>> {
   return parseExposition(await (await fetch(`http://127.0.0.1:${port}/metrics`)).text());
+}
+
+/**
+ * Bytes TCP itself carried (acknowledged) on the pod's open connections to the server's port:
+ * redirected sends never reach TCP, so this stays near 0 while they are redirected.
+ */
+async function tcpAcked(pod: TestPod, port: string): Promise<number> {
+  const out = await new Deno.Command("ip", {
+    args: ["netns", "exec", pod.netns, "ss", "-tinH", "dst", `127.0.0.1:${port}`],
+  }).output();
+  let sum = 0;
+  for (const m of new TextDecoder().decode(out.stdout).matchAll(/bytes_acked:(\d+)/g)) {
+    sum += Number(m[1]);
+  }
+  return sum;
 }
 
 /** Containers of a local target are named after their processes. */
@@ -140,7 +155,7 @@ Deno.test("sockops: concurrent connections, churn, tiny and large writes, half-c
 
 for (const signal of ["SIGTERM", "SIGKILL"] as const) {
   Deno.test(`sockops: kupod ended by ${signal} mid-transfer loses nothing; new connections work`, () =>
-    withServer(async (pod, run) => {
+    withServer(async (pod, run, serverPort) => {
       const port = freePort();
       const kupod = await startKupod(kupodArgs(pod, port));
       try {
@@ -153,6 +168,18 @@ for (const signal of ["SIGTERM", "SIGKILL"] as const) {
         assertEquals(m.get(seriesKey("kupod_sockops_sockets", of(""))), 4);
         kupod.kill(signal);
         await kupod.wait();
+        let acked = 0, done = false;
+        client.process.status.then(() => done = true);
+        while (!done) {
+          acked = Math.max(acked, await tcpAcked(pod, serverPort));
+          await new Promise((r) => setTimeout(r, 20));
+        }
+        // SIGTERM: their sends went back to TCP; SIGKILL: the kernel keeps redirecting them
+        if (signal === "SIGTERM") {
+          assert(acked > 64 << 20, `TCP carried ${acked} bytes after the stop`);
+        } else {
+          assert(acked < 1 << 20, `TCP carried ${acked} bytes after SIGKILL`);
+        }
         const r = await result(client);
         assertEquals(r.bytes_sent, 2 * 768 * (1 << 20));
         assertEquals(await waitNoKupodPrograms(), []);
