@@ -122,16 +122,22 @@ static __always_inline __u32 ctype_at(const struct http1_event *r)
 	return tp_at(r) + (r->tp_len < HTTP1_VALUE_MAX ? r->tp_len : HTTP1_VALUE_MAX);
 }
 
-static __always_inline void h1_output(struct http1_event *r)
+/* A record leaves (a function of its own: its paths are verified once, not at each caller). */
+__noinline int h1_output(struct http1_event *r)
 {
-	__u64 size = __builtin_offsetof(struct http1_event, data) + ctype_at(r) +
-		     (r->ctype_len < HTTP1_VALUE_MAX ? r->ctype_len : HTTP1_VALUE_MAX);
+	__u64 size;
+
+	if (!r)
+		return 0;
+	size = __builtin_offsetof(struct http1_event, data) + ctype_at(r) +
+	       (r->ctype_len < HTTP1_VALUE_MAX ? r->ctype_len : HTTP1_VALUE_MAX);
 
 	/* a bound the verifier sees on the register the helper takes */
 	asm volatile("" : "+r"(size));
 	if (size > sizeof(*r))
 		size = sizeof(*r);
 	event_output(r, size, r->ts_ns);
+	return 0;
 }
 
 static __always_inline void h1_rec_head(struct http1_event *r, __u8 kind, __u64 sock_id,
