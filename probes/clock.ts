@@ -3,6 +3,7 @@
 import { libc } from "../bpf/ffi.ts";
 
 const CLOCK_REALTIME = 0;
+export const CLOCK_MONOTONIC = 1;
 export const CLOCK_BOOTTIME = 7;
 
 export function nowNs(clock: number): bigint {

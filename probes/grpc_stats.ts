@@ -7,17 +7,14 @@
 import { buckets, DURATION_BOUNDS, observe, SIZE_BOUNDS } from "./buckets.ts";
 import type { BucketCounts, GrpcCounts, GrpcStatsEvent } from "./events.ts";
 import type { H2Call } from "./h2/conn.ts";
+import { RecentSeries } from "./recent_series.ts";
 
 /** Series beyond this many are folded into method "other". */
 const MAX_SERIES = 2000;
 
-/** Series found last, tried before the map: a pod's calls fall in a few series. */
-const RECENT = 8;
-
 export class GrpcStats {
   readonly #series = new Map<string, GrpcCounts>();
-  readonly #recent: GrpcCounts[] = [];
-  #next = 0;
+  readonly #recent = new RecentSeries<GrpcCounts>();
   #unknown = 0;
 
   /** Counts one call of `container`. */
@@ -36,7 +33,7 @@ export class GrpcStats {
     method: string,
     status: number,
   ): GrpcCounts {
-    const recent = this.#recent;
+    const recent = this.#recent.items;
     for (let i = 0; i < recent.length; i++) {
       const r = recent[i];
       if (
@@ -46,7 +43,8 @@ export class GrpcStats {
     }
     let key = `${container}\0${side}\0${service}\0${method}\0${status}`;
     let s = this.#series.get(key);
-    if (!s && this.#series.size >= MAX_SERIES) {
+    const folded = !s && this.#series.size >= MAX_SERIES;
+    if (folded) {
       method = "other";
       key = `${container}\0${side}\0${service}\0${method}\0${status}`;
       s = this.#series.get(key);
@@ -64,11 +62,8 @@ export class GrpcStats {
       };
       this.#series.set(key, s);
     }
-    // a folded call's series says "other": it is found by the map, not remembered here
-    if (s.method === method) {
-      recent[this.#next] = s;
-      this.#next = (this.#next + 1) % RECENT;
-    }
+    // a folded call's series says "other": no call names it, so it is not remembered
+    if (!folded) this.#recent.remember(s);
     return s;
   }
 

@@ -11,7 +11,7 @@ import { KupodError } from "../base/errors.ts";
 import { HTTP_EVENT_LAYOUT as L, HTTP_EVENT_SIZE, RODATA } from "../bpf/gen/http.ts";
 import { type Attribution, attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
-import { bootNsToRfc3339, CLOCK_BOOTTIME, nowNs } from "./clock.ts";
+import { bootNsToRfc3339, CLOCK_BOOTTIME, CLOCK_MONOTONIC, nowNs } from "./clock.ts";
 import { connId } from "./conn_id.ts";
 import type { EventSink, GrpcEvent, HttpEvent, TcpEndpoints } from "./events.ts";
 import { type Chunk, Http1Conn, type HttpExchange } from "./http1.ts";
@@ -43,7 +43,6 @@ const MAX_CONNS = 16384;
 /** Distinct routes kept per container; later ones are counted as "other". */
 const MAX_ROUTES = 200;
 const READ_INTERVAL_MS = 1000;
-const CLOCK_MONOTONIC = 1;
 const EMPTY = new Uint8Array(0);
 const decoder = new TextDecoder();
 

@@ -7,21 +7,19 @@
 import { buckets, DURATION_BOUNDS, observe, SIZE_BOUNDS } from "./buckets.ts";
 import type { HttpCounts, HttpStatsEvent } from "./events.ts";
 import type { HttpExchange } from "./http1.ts";
+import { RecentSeries } from "./recent_series.ts";
 
 /** Series beyond this many are folded into one per container and side (route "other"). */
 const MAX_SERIES = 2000;
 
-/** Series of the last exchanges, looked at before a key is built: a busy pod repeats a few. */
-const RECENT = 8;
-
 export class HttpStats {
   readonly #series = new Map<string, HttpCounts>();
-  readonly #recent: HttpCounts[] = [];
+  readonly #recent = new RecentSeries<HttpCounts>();
 
   /** Counts one exchange of `container` under its folded, bounded `route`. */
   add(container: string, x: HttpExchange, route: string): void {
     const error = x.outcome === "complete" ? "" : x.outcome;
-    for (const r of this.#recent) {
+    for (const r of this.#recent.items) {
       if (
         r.route === route && r.status === x.status && r.method === x.method &&
         r.side === x.side && r.container === container && r.error === error
@@ -29,7 +27,8 @@ export class HttpStats {
     }
     let key = `${container}\0${x.side}\0${x.method}\0${route}\0${x.status}\0${error}`;
     let s = this.#series.get(key);
-    if (!s && this.#series.size >= MAX_SERIES) {
+    const folded = !s && this.#series.size >= MAX_SERIES;
+    if (folded) {
       route = "other";
       key = `${container}\0${x.side}\0${x.method}\0${route}\0${x.status}\0${error}`;
       s = this.#series.get(key);
@@ -48,8 +47,8 @@ export class HttpStats {
       };
       this.#series.set(key, s);
     }
-    if (this.#recent.length >= RECENT) this.#recent.shift();
-    this.#recent.push(s);
+    // a folded exchange's series says "other": no exchange names it, so it is not remembered
+    if (!folded) this.#recent.remember(s);
     this.#observe(s, x);
   }
 
