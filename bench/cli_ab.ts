@@ -201,20 +201,17 @@ async function bpfStatsWindow(runner: Runner, args: string[], probe: string, loa
     })).filter((r) => r.runs > 0).sort((a, b) => b.ns - a.ns);
   }
   await stopKupod(kupod, probe, false);
+  const per = load.unit === "calls" ? "call" : "request";
   console.log("");
   console.log(`BPF run-time statistics, one window (~${f(requests, 0)} ${load.unit}):`);
   for (const r of rows) {
     console.log(
       `  ${r.name.padEnd(24)} ${f(r.runs / requests, 2)} runs, ${f(r.ns / r.runs, 0)} ns/run, ` +
-        `${f(r.ns / requests, 0)} ns per ${load.unit === "calls" ? "call" : "request"}`,
+        `${f(r.ns / requests, 0)} ns per ${per}`,
     );
   }
   const total = rows.reduce((n, r) => n + r.ns, 0);
-  console.log(
-    `  all programs: ${f(total / requests, 0)} ns per ${
-      load.unit === "calls" ? "call" : "request"
-    }`,
-  );
+  console.log(`  all programs: ${f(total / requests, 0)} ns per ${per}`);
 }
 
 /**

@@ -399,6 +399,18 @@ export async function startKupod(runner: Runner, args: string[], out: string): P
 }
 
 /**
+ * The CPU a latency bench puts both ends of its load on (`--pin 1`): each round trip is then
+ * the kernel's work and two context switches, without waking an idle CPU (on a VM an exit to
+ * the hypervisor and an interrupt, which varies with where the scheduler put the processes).
+ */
+export const PIN_CPU = 1;
+
+/** `cmd` run on CPU `PIN_CPU` when `pin`, as it is otherwise. */
+export function pinned(pin: boolean, cmd: string[]): string[] {
+  return pin ? ["taskset", "-c", String(PIN_CPU), ...cmd] : cmd;
+}
+
+/**
  * SIGTERM; kupod must exit 0, warn of nothing but events lost by `probe`, and leave none of its
  * programs loaded once `afterExit` ran (what else must end first, e.g. connections that hold
  * the sk_msg program of --with-sockops). Returns the events it reported lost.

@@ -23,6 +23,8 @@ import {
   pairedRatio,
   pairedRounds,
   parseOptions,
+  PIN_CPU,
+  pinned,
   type Runner,
   sleep,
   startKupod,
@@ -33,8 +35,6 @@ import type { TestPod } from "../tests/helpers/pod.ts";
 import { inContainerArgs } from "../tests/helpers/pod_exec.ts";
 
 const DEFAULTS = { rounds: 10, seconds: 3, pin: 1 };
-/** The CPU a pinned ping-pong runs on. */
-const PIN_CPU = "1";
 
 /** Round trips of one byte between two processes over pipes for `seconds`; prints the count. */
 const PING_PONG = `
@@ -67,13 +67,11 @@ async function pingPong(
   pin: boolean,
 ): Promise<number> {
   // forked children stay in the container's cgroups (and on its CPU)
-  const [cmd, ...rest] = inContainerArgs(pod, pod.container("app"), [
-    ...(pin ? ["taskset", "-c", PIN_CPU] : []),
-    "python3",
-    "-c",
-    PING_PONG,
-    String(seconds),
-  ]);
+  const [cmd, ...rest] = inContainerArgs(
+    pod,
+    pod.container("app"),
+    pinned(pin, ["python3", "-c", PING_PONG, String(seconds)]),
+  );
   const p = runner.spawn("pingpong", cmd, rest);
   const status = await p.wait((seconds + 30) * 1000);
   runner.check();

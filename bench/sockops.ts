@@ -27,6 +27,8 @@ import {
   pairedRatio,
   pairedRounds,
   parseOptions,
+  PIN_CPU,
+  pinned,
   ROOT,
   type Runner,
   runWrk,
@@ -39,8 +41,6 @@ import type { TestContainer, TestPod } from "../tests/helpers/pod.ts";
 import { inContainerArgs } from "../tests/helpers/pod_exec.ts";
 
 const DEFAULTS = { rounds: 8, trips: 20000, megabytes: 512, "http-seconds": 5, pin: 0 };
-/** The CPU of a pinned ping-pong. */
-const PIN_CPU = "1";
 const WRK_CONNECTIONS = 32;
 const DENO = `${ROOT}node_modules/@deno/linux-x64-glibc/deno`;
 
@@ -108,16 +108,16 @@ const code = await benchMain(
       const kupod = await startKupod(runner, args, await runner.tempPath(`k-${++started}.out`));
       const h0 = hostCpuSeconds(), t0 = performance.now();
       // small messages
-      const pin = opts.pin ? ["taskset", "-c", PIN_CPU] : [];
-      const srv = spawnIn(runner, "pp-server", pod, app, [...pin, pingpong, "server"]);
+      const pin = opts.pin !== 0;
+      const srv = spawnIn(runner, "pp-server", pod, app, pinned(pin, [pingpong, "server"]));
       const port = await listeningPort(srv);
-      const cli = spawnIn(runner, "pp-client", pod, proxy, [
-        ...pin,
-        pingpong,
-        "client",
-        port,
-        String(opts.trips),
-      ]);
+      const cli = spawnIn(
+        runner,
+        "pp-client",
+        pod,
+        proxy,
+        pinned(pin, [pingpong, "client", port, String(opts.trips)]),
+      );
       if (!(await cli.wait(120_000)).success) throw new Error(`ping-pong: ${cli.output()}`);
       const p50Ns = Number(cli.stdout.text().trim());
       await runner.stop(srv);

@@ -11,6 +11,7 @@
 
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
+import { run as runCommand } from "./helpers/netns.ts";
 import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { inContainer } from "./helpers/pod_exec.ts";
 import { Child, DENO, freePort, ROOT, startKupod } from "./helpers/process.ts";
@@ -98,11 +99,17 @@ async function metrics(port: number): Promise<Map<string, number>> {
  * redirected sends never reach TCP, so this stays near 0 while they are redirected.
  */
 async function tcpAcked(pod: TestPod, port: string): Promise<number> {
-  const out = await new Deno.Command("ip", {
-    args: ["netns", "exec", pod.netns, "ss", "-tinH", "dst", `127.0.0.1:${port}`],
-  }).output();
+  const out = await runCommand("ip", [
+    "netns",
+    "exec",
+    pod.netns,
+    "ss",
+    "-tinH",
+    "dst",
+    `127.0.0.1:${port}`,
+  ]);
   let sum = 0;
-  for (const m of new TextDecoder().decode(out.stdout).matchAll(/bytes_acked:(\d+)/g)) {
+  for (const m of out.matchAll(/bytes_acked:(\d+)/g)) {
     sum += Number(m[1]);
   }
   return sum;
