@@ -10,6 +10,21 @@ export function latin1(b: Uint8Array, s: number, e: number): string {
   return e > s ? String.fromCharCode.apply(null, b.subarray(s, e) as unknown as number[]) : "";
 }
 
+/**
+ * A hash of b[s, e), four bytes a step; never 0 (a free slot's value where callers keep
+ * hashes). For the tables that find repeated header bytes: it picks a slot, and the bytes are
+ * compared before anything is reused.
+ */
+export function hashBytes(b: Uint8Array, s: number, e: number): number {
+  let h = e - s, i = s;
+  for (; i + 4 <= e; i += 4) {
+    h = Math.imul(h ^ (b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24)), 0x5bd1e995);
+    h ^= h >>> 15;
+  }
+  for (; i < e; i++) h = Math.imul(h ^ b[i], 0x5bd1e995);
+  return (h ^ (h >>> 13)) | 1;
+}
+
 const MEMO_MAX_LEN = 128;
 const MEMO_SLOTS = 4096; // a power of two
 const memo: string[] = new Array(MEMO_SLOTS).fill("");
@@ -18,9 +33,7 @@ const memo: string[] = new Array(MEMO_SLOTS).fill("");
 export function memoLatin1(b: Uint8Array, s: number, e: number): string {
   const n = e - s;
   if (n <= 0 || n > MEMO_MAX_LEN) return latin1(b, s, e);
-  let h = n;
-  for (let i = s; i < e; i++) h = (Math.imul(h, 31) + b[i]) & 0x3fffffff;
-  const slot = h & (MEMO_SLOTS - 1);
+  const slot = (hashBytes(b, s, e) >>> 1) & (MEMO_SLOTS - 1);
   const hit = memo[slot];
   if (hit.length === n) {
     let i = s;

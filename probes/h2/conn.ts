@@ -45,6 +45,7 @@ import { observe, SIZE_BOUNDS } from "../buckets.ts";
 import type { BucketCounts } from "../events.ts";
 import { grpcTimeoutSeconds, grpcTraceBin, traceparent } from "../trace_context.ts";
 import { LastText, mediaType, text } from "./text.ts";
+import { hashBytes } from "../latin1.ts";
 
 export interface H2Call {
   /** "server": the watched process received the request; "client": it sent it. */
@@ -379,17 +380,6 @@ const memos: (BlockMemo | undefined)[] = new Array(MEMO_SLOTS);
 /** The hash of the last block seen at each slot: a block is kept on its second sighting. */
 const memoSeen = new Int32Array(MEMO_SLOTS);
 
-/** A hash of b[s, e), four bytes a step; never 0 (the slots' initial value). */
-function blockHash(b: Uint8Array, s: number, e: number): number {
-  let h = e - s, i = s;
-  for (; i + 4 <= e; i += 4) {
-    h = Math.imul(h ^ (b[i] | (b[i + 1] << 8) | (b[i + 2] << 16) | (b[i + 3] << 24)), 0x5bd1e995);
-    h ^= h >>> 15;
-  }
-  for (; i < e; i++) h = Math.imul(h ^ b[i], 0x5bd1e995);
-  return (h ^ (h >>> 13)) | 1;
-}
-
 /** One direction of the connection. */
 class Way {
   reader!: FrameReader;
@@ -625,7 +615,7 @@ export class H2Conn {
     if (b === null) w.hpack.desync();
     else if (e - s > LOG_BLOCK_MAX) broken = !w.hpack.decode(b, s, e, this.onField);
     else {
-      const h = blockHash(b, s, e), slot = h & (MEMO_SLOTS - 1);
+      const h = hashBytes(b, s, e), slot = (h >>> 1) & (MEMO_SLOTS - 1);
       const m = memos[slot];
       if (m !== undefined && m.matches(b, s, e)) {
         f.copy(m.fields);
