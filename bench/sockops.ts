@@ -14,9 +14,12 @@
  *
  * `--pin 1` runs both ping-pong processes on one CPU: the round trip is then the network
  * stack's work and two context switches, without waking an idle CPU (on a VM, an exit to the
- * hypervisor and an interrupt, most of an unpinned round trip here).
+ * hypervisor and an interrupt, most of an unpinned round trip here). `--spin 1` has each
+ * side poll its socket instead of sleeping in read(): the round trip is
+ * then the sends and receives alone, with no reader to wake.
  *
- *   deno task bench:sockops [--rounds N] [--trips N] [--megabytes N] [--http-seconds N] [--pin 0|1]
+ *   deno task bench:sockops [--rounds N] [--trips N] [--megabytes N] [--http-seconds N]
+ *                           [--pin 0|1] [--spin 0|1]
  */
 
 import {
@@ -35,12 +38,13 @@ import {
   sleep,
   startKupod,
   stopKupod,
+  UsageError,
 } from "./overhead.ts";
 import { hostCpuSeconds } from "./socket_proc.ts";
 import type { TestContainer, TestPod } from "../tests/helpers/pod.ts";
 import { inContainerArgs } from "../tests/helpers/pod_exec.ts";
 
-const DEFAULTS = { rounds: 8, trips: 20000, megabytes: 512, "http-seconds": 5, pin: 0 };
+const DEFAULTS = { rounds: 8, trips: 20000, megabytes: 512, "http-seconds": 5, pin: 0, spin: 0 };
 const WRK_CONNECTIONS = 32;
 const DENO = `${ROOT}node_modules/@deno/linux-x64-glibc/deno`;
 
@@ -88,7 +92,14 @@ async function listeningPort(p: { stdout: { text(): string }; exited: boolean })
 const code = await benchMain(
   "sockops",
   ["gcc", "wrk"],
-  () => parseOptions(DEFAULTS, Deno.args),
+  () => {
+    const opts = parseOptions(DEFAULTS, Deno.args);
+    // two pollers on one CPU take turns by time slice, not by message
+    if (opts.pin && opts.spin) {
+      throw new UsageError("--spin 1 needs the two sides on two CPUs: not with --pin 1");
+    }
+    return opts;
+  },
   async (runner, opts, pod) => {
     const base = ["monitor", "kernel", "socket", "--veth", pod.hostVeth, "--quiet"];
     const app = pod.container("app"), proxy = pod.container("proxy");
@@ -99,7 +110,8 @@ const code = await benchMain(
     if (!(await cc.wait(60_000)).success) throw new Error(`gcc: ${cc.output()}`);
     console.log(`./kupod ${base.join(" ")} [--with-sockops]`);
     console.log(
-      `${opts.trips} one-byte round trips${opts.pin ? ` (both on CPU ${PIN_CPU})` : ""} and ` +
+      `${opts.trips} one-byte round trips${opts.pin ? ` (both on CPU ${PIN_CPU})` : ""}` +
+        `${opts.spin ? " (polling, not sleeping)" : ""} and ` +
         `${opts.megabytes} MB in one stream per run, ` +
         `sidecar container -> service container over the pod's loopback`,
     );
@@ -108,15 +120,21 @@ const code = await benchMain(
       const kupod = await startKupod(runner, args, await runner.tempPath(`k-${++started}.out`));
       const h0 = hostCpuSeconds(), t0 = performance.now();
       // small messages
-      const pin = opts.pin !== 0;
-      const srv = spawnIn(runner, "pp-server", pod, app, pinned(pin, [pingpong, "server"]));
+      const pin = opts.pin !== 0, wait = opts.spin ? ["spin"] : [];
+      const srv = spawnIn(
+        runner,
+        "pp-server",
+        pod,
+        app,
+        pinned(pin, [pingpong, "server", ...wait]),
+      );
       const port = await listeningPort(srv);
       const cli = spawnIn(
         runner,
         "pp-client",
         pod,
         proxy,
-        pinned(pin, [pingpong, "client", port, String(opts.trips)]),
+        pinned(pin, [pingpong, "client", port, String(opts.trips), ...wait]),
       );
       if (!(await cli.wait(120_000)).success) throw new Error(`ping-pong: ${cli.output()}`);
       const p50Ns = Number(cli.stdout.text().trim());
