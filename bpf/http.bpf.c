@@ -324,12 +324,16 @@ static __always_inline void fill_endpoints(struct http_event *e, const struct so
  */
 static __always_inline struct http_sock *http_sock_of(struct sock *sk)
 {
-	struct http_sock *hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
+	struct http_sock *hs;
 	__u32 container;
 
+	/* the rest of the node's sockets (a client on the host) leave before any storage lookup */
+	if (sock_outside_target(sk))
+		return NULL;
+	hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
 	if (hs)
 		return hs;
-	if (sock_outside_target(sk) || !target_current(&container))
+	if (!target_current(&container))
 		return NULL;
 	/* created zeroed: the state is too large to build on the stack */
 	hs = bpf_sk_storage_get(&http_socks, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);

@@ -641,7 +641,7 @@ int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
 
 	if (!target_data(sk, ret, flags))
 		return 0;
-	if ((unsigned long)BPF_CORE_READ(sk, sk_user_data) & SK_USER_DATA_PSOCK)
+	if ((unsigned long)sk->sk_user_data & SK_USER_DATA_PSOCK)
 		psock_sent(sk, ret);
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
