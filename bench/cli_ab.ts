@@ -18,6 +18,13 @@
  * `--bpf-stats` adds one diagnostic window after the rounds, with the kernel's BPF run-time
  * statistics on (they slow every program, so no ratio comes from it): each kupod program's
  * runs and nanoseconds per request, to find where the kernel side's cost is.
+ *
+ * `--profile` adds two more windows, one without kupod and one with it, each sampled by
+ * `perf record -a` (bench/perf_share.ts): kupod's share of the busy CPU (its kernel symbols
+ * beyond the run without it, and its agent), the kernel share split into the tracepoints'
+ * dispatch, the programs and the helpers they call, and each process's share of the busy CPU.
+ * kupod's kernel work runs in the syscalls of the processes it watches: where one of them is
+ * the load's bottleneck, its own share bounds the throughput, not the machine's.
  */
 
 import {
@@ -43,6 +50,7 @@ import {
 } from "./overhead.ts";
 import { buildGrpcGo, GrpcLoad } from "./grpc_load.ts";
 import { enableBpfStats, kupodPrograms, vmBytes } from "./socket_proc.ts";
+import { perfShare, type Profile, profiled } from "./perf_share.ts";
 import type { TestContainerOptions, TestPod, TestPodOptions } from "../tests/helpers/pod.ts";
 
 const HTTP_DEFAULTS = { rounds: 16, seconds: 5, connections: 32 };
@@ -80,6 +88,8 @@ function options() {
   if (close) args.splice(args.indexOf("--close"), 1);
   const bpfStats = args.includes("--bpf-stats");
   if (bpfStats) args.splice(args.indexOf("--bpf-stats"), 1);
+  const profile = args.includes("--profile");
+  if (profile) args.splice(args.indexOf("--profile"), 1);
   const sidecar = take(args, "--sidecar") ?? "nginx";
   if (!SIDECARS.includes(sidecar as typeof SIDECARS[number])) {
     throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
@@ -90,11 +100,21 @@ function options() {
       throw new UsageError("--load grpc goes through nginx (grpc_pass), keep-alive");
     }
     const o = parseOptions(GRPC_DEFAULTS, args);
-    return { ...o, connections: 0, command, close, bpfStats, sidecar, load } as const;
+    return { ...o, connections: 0, command, close, bpfStats, profile, sidecar, load } as const;
   }
   if (load !== "http") throw new UsageError(`--load must be one of ${LOADS.join(", ")}`);
   const o = parseOptions(HTTP_DEFAULTS, args);
-  return { ...o, channels: 0, inflight: 0, command, close, bpfStats, sidecar, load } as const;
+  return {
+    ...o,
+    channels: 0,
+    inflight: 0,
+    command,
+    close,
+    bpfStats,
+    profile,
+    sidecar,
+    load,
+  } as const;
 }
 
 type Options = ReturnType<typeof options>;
@@ -214,6 +234,66 @@ async function bpfStatsWindow(runner: Runner, args: string[], probe: string, loa
   console.log(`  all programs: ${f(total / requests, 0)} ns per ${per}`);
 }
 
+/** kupod's kernel symbols by what they do: running a hook's programs, the programs, their helpers. */
+function symbolGroup(sym: string): "dispatch" | "programs" | "helpers" {
+  if (/^bpf_prog_/.test(sym)) return "programs";
+  return /bpf_trace_run|rcu_read_|call_trace_|__traceiter_|nf_hook|tcx_|sch_handle/.test(sym)
+    ? "dispatch"
+    : "helpers";
+}
+
+/** Busy share per command of a profile, largest first. */
+function commandShares(p: Profile): [string, number][] {
+  const by = new Map<string, number>();
+  for (const [where, n] of p.all) {
+    const command = where.slice(0, where.lastIndexOf(" [")).trim();
+    by.set(command, (by.get(command) ?? 0) + n);
+  }
+  return [...by].map(([c, n]) => [c, n / p.busy] as [string, number]).sort((a, b) => b[1] - a[1]);
+}
+
+/**
+ * One window without kupod and one with it, each under `perf record -a`: kupod's share of the
+ * busy CPU, where in the kernel it goes, and every process's share.
+ */
+async function profileWindows(
+  runner: Runner,
+  args: string[],
+  probe: string,
+  load: Load,
+  seconds: number,
+) {
+  const off = await profiled(runner, seconds, async () => ({ rate: await load.window() }));
+  const kupod = await startKupod(runner, args, await runner.tempPath("kupod-profile.out"));
+  const on = await profiled(
+    runner,
+    seconds,
+    async () => ({ rate: await load.window() }),
+    kupod.proc.pid,
+  );
+  await stopKupod(kupod, probe, false);
+  const share = perfShare(on.profile, off.profile);
+  const groups = { dispatch: 0, programs: 0, helpers: 0 };
+  const offShare = (sym: string) => (off.profile.kernel.get(sym) ?? 0) / off.profile.busy;
+  for (const [sym, n] of on.profile.kernel) {
+    groups[symbolGroup(sym)] += n / on.profile.busy - offShare(sym);
+  }
+  const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
+  console.log("");
+  console.log(`profile (perf -a; one window without kupod, one with it):`);
+  console.log(`  ${share.text}`);
+  console.log(
+    `  kernel share by kind: dispatch ${pct(groups.dispatch)}, programs ${
+      pct(groups.programs)
+    }, helpers ${pct(groups.helpers)}`,
+  );
+  for (const [name, p] of [["off", off.profile], ["on", on.profile]] as const) {
+    const top = commandShares(p).slice(0, 6).map(([c, x]) => `${c} ${pct(x)}`).join(", ");
+    console.log(`  busy CPU by process, ${name} (${p.busy} samples): ${top}`);
+  }
+  console.log(`  ${load.unit}/s off ${f(off.rate, 0)}, on ${f(on.rate, 0)} (one window each)`);
+}
+
 /**
  * The pattern of the probe names whose lost events stopKupod counts: the probe named last in
  * the command, or any probe for a command naming a group.
@@ -281,6 +361,10 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
   if (opts.bpfStats) {
     await waitIdle(runner, pids);
     await bpfStatsWindow(runner, args, probe, load);
+  }
+  if (opts.profile) {
+    await waitIdle(runner, pids);
+    await profileWindows(runner, args, probe, load, opts.seconds);
   }
 }, podOf);
 
