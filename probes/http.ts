@@ -66,6 +66,15 @@ export interface HttpProbeOptions {
 /** The connection's parser: HTTP/1.x, or HTTP/2 (its preface, or frames joined midway). */
 type Parser = { h1: Http1Conn; h2?: undefined } | { h1?: undefined; h2: H2Conn };
 
+/**
+ * A record's sock_id (a kernel socket's address) as a Map key without a BigInt per record: its
+ * low 53 bits, exact in a number. Sockets live in one kernel address range far smaller than
+ * 2^53 bytes, so two live sockets never share them.
+ */
+function sockKey(view: DataView, at: number): number {
+  return (view.getUint32(at + 4, true) & 0x1fffff) * 2 ** 32 + view.getUint32(at, true);
+}
+
 interface Conn {
   /** The kernel socket (the records' sock_id). */
   sockId: bigint;
@@ -98,7 +107,8 @@ export class HttpProbe implements Probe {
   #target: Target;
   readonly #sink: EventSink;
   readonly #object: ProbeObject;
-  readonly #conns = new Map<bigint, Conn>();
+  /** By sockKey() of the records' sock_id. */
+  readonly #conns = new Map<number, Conn>();
   readonly #routes = new Map<number, RouteTable>();
   readonly #stats = new HttpStats();
   readonly #previewBytes: number;
@@ -152,25 +162,25 @@ export class HttpProbe implements Probe {
   }
 
   #record(view: DataView, at: number, length: number): void {
-    const sockId = view.getBigUint64(at + L.sock_id.offset, true);
+    const key = sockKey(view, at + L.sock_id.offset);
     const ts = view.getBigUint64(at + L.ts_ns.offset, true) + this.#monoToBoot;
     const kind = view.getUint8(at + L.kind.offset);
     if (kind === RECORD.CLOSE) {
-      const conn = this.#conns.get(sockId);
+      const conn = this.#conns.get(key);
       if (!conn) return;
-      this.#conns.delete(sockId);
+      this.#conns.delete(key);
       this.#closeParser(conn, ts);
       return;
     }
     if (this.#ringBytes?.buffer !== view.buffer) {
       this.#ringBytes = new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
     }
-    let conn = this.#conns.get(sockId);
+    let conn = this.#conns.get(key);
     const first = kind <= RECORD.OPEN && view.getUint8(at + L.first.offset) !== 0;
     if (first || !conn) {
       // a socket's first record; a known id again is a new socket at a freed one's address
       if (conn) this.#closeParser(conn, ts);
-      conn = this.#open(view, at, sockId, first);
+      conn = this.#open(view, at, key, first);
     }
     if (kind === RECORD.OPEN) return;
     if (kind !== RECORD.DATA) return this.#kernelRecord(conn, view, at, kind);
@@ -266,7 +276,8 @@ export class HttpProbe implements Probe {
    * A connection seen for the first time: who owns it and its endpoints, from its first record
    * (`first`); unknown when that record was lost.
    */
-  #open(view: DataView, at: number, sockId: bigint, first: boolean): Conn {
+  #open(view: DataView, at: number, key: number, first: boolean): Conn {
+    const sockId = view.getBigUint64(at + L.sock_id.offset, true);
     if (this.#conns.size >= MAX_CONNS) {
       const oldest = this.#conns.keys().next().value!;
       this.#conns.delete(oldest);
@@ -305,7 +316,7 @@ export class HttpProbe implements Probe {
         : { family: "ipv4", saddr: "", sport: 0, daddr: "", dport: 0, conn_id: connId(sockId) },
       routes,
     };
-    this.#conns.set(sockId, conn);
+    this.#conns.set(key, conn);
     return conn;
   }
 
