@@ -19,6 +19,10 @@
  * statistics on (they slow every program, so no ratio comes from it): each kupod program's
  * runs and nanoseconds per request, to find where the kernel side's cost is.
  *
+ * `--watch-netns NAME` runs the command on another network namespace (`--netns NAME`, one with
+ * no traffic, e.g. from `ip netns add`) instead of the pod: a control whose "on" windows carry
+ * the tracepoints' dispatch, the programs' first test and the agent, and none of the pod's work.
+ *
  * `--profile` adds two more windows, one without kupod and one with it, each sampled by
  * `perf record -a` (bench/perf_share.ts): kupod's share of the busy CPU (its kernel symbols
  * beyond the run without it, and its agent), the kernel share split into the tracepoints'
@@ -90,6 +94,7 @@ function options() {
   if (bpfStats) args.splice(args.indexOf("--bpf-stats"), 1);
   const profile = args.includes("--profile");
   if (profile) args.splice(args.indexOf("--profile"), 1);
+  const watchNetns = take(args, "--watch-netns");
   const sidecar = take(args, "--sidecar") ?? "nginx";
   if (!SIDECARS.includes(sidecar as typeof SIDECARS[number])) {
     throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
@@ -100,7 +105,17 @@ function options() {
       throw new UsageError("--load grpc goes through nginx (grpc_pass), keep-alive");
     }
     const o = parseOptions(GRPC_DEFAULTS, args);
-    return { ...o, connections: 0, command, close, bpfStats, profile, sidecar, load } as const;
+    return {
+      ...o,
+      connections: 0,
+      command,
+      close,
+      bpfStats,
+      profile,
+      watchNetns,
+      sidecar,
+      load,
+    } as const;
   }
   if (load !== "http") throw new UsageError(`--load must be one of ${LOADS.join(", ")}`);
   const o = parseOptions(HTTP_DEFAULTS, args);
@@ -112,6 +127,7 @@ function options() {
     close,
     bpfStats,
     profile,
+    watchNetns,
     sidecar,
     load,
   } as const;
@@ -304,7 +320,8 @@ function lostProbe(command: string[]): string {
 }
 
 const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, pod) => {
-  const args = ["monitor", ...opts.command, "--veth", pod.hostVeth, "--quiet"];
+  const watched = opts.watchNetns ? ["--netns", opts.watchNetns] : ["--veth", pod.hostVeth];
+  const args = ["monitor", ...opts.command, ...watched, "--quiet"];
   const probe = lostProbe(opts.command);
   const load = opts.load === "grpc"
     ? await grpcLoad(runner, opts, pod)
