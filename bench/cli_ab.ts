@@ -23,6 +23,9 @@
  * no traffic, e.g. from `ip netns add`) instead of the pod: a control whose "on" windows carry
  * the tracepoints' dispatch, the programs' first test and the agent, and none of the pod's work.
  *
+ * `--null` starts nothing in the "on" windows (it waits as long as kupod's start does): the
+ * ratio of two identical modes, the bench's own bias and scatter on this host.
+ *
  * `--profile` adds two more windows, one without kupod and one with it, each sampled by
  * `perf record -a` (bench/perf_share.ts): kupod's share of the busy CPU (its kernel symbols
  * beyond the run without it, and its agent), the kernel share split into the tracepoints'
@@ -73,6 +76,8 @@ interface Run {
 }
 
 const SIDECARS = ["nginx", "haproxy"] as const;
+/** What an "on" window of `--null` waits before it starts: about kupod's start and settling. */
+const NULL_START_MS = 3_000;
 const LOADS = ["http", "grpc"] as const;
 
 /** The value of `--name value` (or undefined), taken out of `args`. */
@@ -95,6 +100,8 @@ function options() {
   const profile = args.includes("--profile");
   if (profile) args.splice(args.indexOf("--profile"), 1);
   const watchNetns = take(args, "--watch-netns");
+  const nullRun = args.includes("--null");
+  if (nullRun) args.splice(args.indexOf("--null"), 1);
   const sidecar = take(args, "--sidecar") ?? "nginx";
   if (!SIDECARS.includes(sidecar as typeof SIDECARS[number])) {
     throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
@@ -113,6 +120,7 @@ function options() {
       bpfStats,
       profile,
       watchNetns,
+      nullRun,
       sidecar,
       load,
     } as const;
@@ -128,6 +136,7 @@ function options() {
     bpfStats,
     profile,
     watchNetns,
+    nullRun,
     sidecar,
     load,
   } as const;
@@ -329,11 +338,14 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
   const pids = [...pod.containers.flatMap((c) => c.pids()), ...load.pids];
   const runs: Run[] = [];
   let started = 0; // a round run again must not find the readiness line of its first try
-  console.log(`./kupod ${args.join(" ")}`);
+  console.log(
+    opts.nullRun ? "null run: nothing started in the on windows" : `./kupod ${args.join(" ")}`,
+  );
   console.log(load.describe);
   const run = async (mode: "off" | "on", round: number): Promise<Run> => {
     await waitIdle(runner, pids);
-    const kupod = mode === "on"
+    if (mode === "on" && opts.nullRun) await sleep(NULL_START_MS);
+    const kupod = mode === "on" && !opts.nullRun
       ? await startKupod(runner, args, await runner.tempPath(`kupod-${++started}.out`))
       : undefined;
     const m = await measure(pids, kupod?.proc.pid, load.window);
