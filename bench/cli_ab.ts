@@ -107,39 +107,15 @@ function options() {
     throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
   }
   const load = take(args, "--load") ?? "http";
+  const common = { command, close, bpfStats, profile, watchNetns, nullRun, sidecar, load };
   if (load === "grpc") {
     if (sidecar !== "nginx" || close) {
       throw new UsageError("--load grpc goes through nginx (grpc_pass), keep-alive");
     }
-    const o = parseOptions(GRPC_DEFAULTS, args);
-    return {
-      ...o,
-      connections: 0,
-      command,
-      close,
-      bpfStats,
-      profile,
-      watchNetns,
-      nullRun,
-      sidecar,
-      load,
-    } as const;
+    return { ...parseOptions(GRPC_DEFAULTS, args), connections: 0, ...common } as const;
   }
   if (load !== "http") throw new UsageError(`--load must be one of ${LOADS.join(", ")}`);
-  const o = parseOptions(HTTP_DEFAULTS, args);
-  return {
-    ...o,
-    channels: 0,
-    inflight: 0,
-    command,
-    close,
-    bpfStats,
-    profile,
-    watchNetns,
-    nullRun,
-    sidecar,
-    load,
-  } as const;
+  return { ...parseOptions(HTTP_DEFAULTS, args), channels: 0, inflight: 0, ...common } as const;
 }
 
 type Options = ReturnType<typeof options>;
