@@ -275,10 +275,7 @@ async function profileWindows(
   await stopKupod(kupod, probe, false);
   const share = perfShare(on.profile, off.profile);
   const groups = { dispatch: 0, programs: 0, helpers: 0 };
-  const offShare = (sym: string) => (off.profile.kernel.get(sym) ?? 0) / off.profile.busy;
-  for (const [sym, n] of on.profile.kernel) {
-    groups[symbolGroup(sym)] += n / on.profile.busy - offShare(sym);
-  }
+  for (const [sym, x] of share.bySymbol) groups[symbolGroup(sym)] += x;
   const pct = (x: number) => `${(x * 100).toFixed(1)}%`;
   console.log("");
   console.log(`profile (perf -a; one window without kupod, one with it):`);

@@ -112,6 +112,8 @@ export interface PerfShare {
   /** kupod's share of the busy CPU: kernel + agent. */
   share: number;
   kernel: number;
+  /** The kernel share by symbol (on minus off), largest first. */
+  bySymbol: (readonly [string, number])[];
   agent: number;
   text: string;
 }
@@ -135,6 +137,7 @@ export function perfShare(on: Profile, off: Profile): PerfShare {
   return {
     share,
     kernel,
+    bySymbol,
     agent,
     text: `kupod's share of the busy CPU (perf samples): ${pct(share)} (kernel ${pct(kernel)}, ` +
       `agent ${pct(agent)}; ${on.busy} and ${off.busy} busy samples on and off; most: ${top}): ` +

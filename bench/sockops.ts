@@ -14,9 +14,9 @@
  *
  * `--pin 1` runs both ping-pong processes on one CPU: the round trip is then the network
  * stack's work and two context switches, without waking an idle CPU (on a VM, an exit to the
- * hypervisor and an interrupt, most of an unpinned round trip here). `--spin 1` has each
- * side poll its socket instead of sleeping in read(): the round trip is
- * then the sends and receives alone, with no reader to wake.
+ * hypervisor and an interrupt, most of an unpinned round trip here). `--spin 1` has each side
+ * poll its socket instead of sleeping in read(): the round trip is then the sends and receives
+ * alone, with no reader to wake.
  *
  *   deno task bench:sockops [--rounds N] [--trips N] [--megabytes N] [--http-seconds N]
  *                           [--pin 0|1] [--spin 0|1]
