@@ -23,6 +23,10 @@
  * no traffic, e.g. from `ip netns add`) instead of the pod: a control whose "on" windows carry
  * the tracepoints' dispatch, the programs' first test and the agent, and none of the pod's work.
  *
+ * `--until P` makes --rounds a maximum: the rounds stop once the 90% interval of the throughput
+ * ratio is within ±P% of its median (checked from round 8 on, after whole ABBA pairs). On a
+ * shared host the scatter between windows, not kupod, sets how many rounds that takes.
+ *
  * `--null` starts nothing in the "on" windows (it waits as long as kupod's start does): the
  * ratio of two identical modes, the bench's own bias and scatter on this host.
  *
@@ -76,6 +80,8 @@ interface Run {
 }
 
 const SIDECARS = ["nginx", "haproxy"] as const;
+/** Rounds before `--until` may stop: a bootstrap interval of fewer is not worth trusting. */
+const MIN_ROUNDS_UNTIL = 8;
 /** What an "on" window of `--null` waits before it starts: about kupod's start and settling. */
 const NULL_START_MS = 3_000;
 const LOADS = ["http", "grpc"] as const;
@@ -100,6 +106,11 @@ function options() {
   const profile = args.includes("--profile");
   if (profile) args.splice(args.indexOf("--profile"), 1);
   const watchNetns = take(args, "--watch-netns");
+  const untilArg = take(args, "--until");
+  const until = untilArg === undefined ? undefined : Number(untilArg);
+  if (until !== undefined && !(until > 0 && until < 50)) {
+    throw new UsageError("--until takes the 90% interval's half-width in percent, e.g. 2");
+  }
   const nullRun = args.includes("--null");
   if (nullRun) args.splice(args.indexOf("--null"), 1);
   const sidecar = take(args, "--sidecar") ?? "nginx";
@@ -107,7 +118,7 @@ function options() {
     throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
   }
   const load = take(args, "--load") ?? "http";
-  const common = { command, close, bpfStats, profile, watchNetns, nullRun, sidecar, load };
+  const common = { command, close, bpfStats, profile, watchNetns, nullRun, sidecar, load, until };
   if (load === "grpc") {
     if (sidecar !== "nginx" || close) {
       throw new UsageError("--load grpc goes through nginx (grpc_pass), keep-alive");
@@ -292,6 +303,12 @@ async function profileWindows(
   console.log(`  ${load.unit}/s off ${f(off.rate, 0)}, on ${f(on.rate, 0)} (one window each)`);
 }
 
+/** Half the width of a ratio's 90% interval, relative to its median. */
+function halfWidth(r: { ratio: number; interval: [number, number] }): number {
+  const [lo, hi] = r.interval;
+  return Number.isNaN(lo) ? Infinity : (hi - lo) / 2 / r.ratio;
+}
+
 /**
  * The pattern of the probe names whose lost events stopKupod counts: the probe named last in
  * the command, or any probe for a command naming a group.
@@ -339,7 +356,16 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
     console.error(`  round ${round} ${mode}: ${f(r.rps, 0)} ${load.unit}/s`);
     return r;
   };
-  const redone = await pairedRounds(opts.rounds, run, (gone) => dropRuns(runs, gone));
+  const narrowEnough = (round: number) => {
+    if (opts.until === undefined || round < MIN_ROUNDS_UNTIL) return false;
+    return halfWidth(pairedRatio(runs, (r) => r.rps)) <= opts.until / 100;
+  };
+  const redone = await pairedRounds(
+    opts.rounds,
+    run,
+    (gone) => dropRuns(runs, gone),
+    narrowEnough,
+  );
   const ratio = pairedRatio(runs, (r) => r.rps);
   const on = runs.filter((r) => r.mode === "on");
   const off = runs.filter((r) => r.mode === "off");
@@ -359,6 +385,15 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
     } MB; events lost ${on.reduce((n, r) => n + r.lost, 0)}`,
   );
   console.log(`rounds: ${ratio.rounds.map((x) => f(x, 3)).join(" ")}`);
+  if (opts.until !== undefined) {
+    const hw = halfWidth(ratio);
+    console.log(
+      `${ratio.rounds.length} rounds: the 90% interval is ±${f(hw * 100, 1)}% of the median ` +
+        (hw <= opts.until / 100
+          ? `(asked: ±${opts.until}%)`
+          : `(±${opts.until}% asked: more rounds needed)`),
+    );
+  }
   noteOtherLoad(runs.map((r) => r.otherCores), runs.map((r) => r.stealCores), redone);
   if (opts.bpfStats) {
     await waitIdle(runner, pids);

@@ -307,12 +307,14 @@ export const MAX_STEAL = 0.05;
  * `rounds` rounds of one run without kupod and one with it, in ABBA order (off/on, on/off, ...)
  * so that a drift of the host favours neither mode. A round in which either run saw more than
  * MAX_STEAL cores of steal is run again, at most `rounds` times in all; `discard` takes its
- * runs out of the bench's. Returns the rounds run again, with the steal that spoiled them.
+ * runs out of the bench's. With `enough`, the rounds stop early once it says so (asked after
+ * every second round). Returns the rounds run again, with the steal that spoiled them.
  */
 export async function pairedRounds<R extends { stealCores: number }>(
   rounds: number,
   run: (mode: "off" | "on", round: number) => Promise<R>,
   discard: (runs: R[]) => void,
+  enough?: (round: number) => boolean,
 ): Promise<Redone[]> {
   const redone: Redone[] = [];
   for (let round = 1; round <= rounds; round++) {
@@ -325,6 +327,8 @@ export async function pairedRounds<R extends { stealCores: number }>(
       discard(runs);
       redone.push({ round, steal });
       round--;
+    } else if (round % 2 === 0 && enough?.(round)) {
+      break; // whole ABBA pairs only, so that neither order weighs more
     }
   }
   return redone;
