@@ -94,25 +94,28 @@ function take(args: string[], name: string): string | undefined {
   return value;
 }
 
+/** Whether the flag `name` was given, taken out of `args`. */
+function flag(args: string[], name: string): boolean {
+  const at = args.indexOf(name);
+  if (at >= 0) args.splice(at, 1);
+  return at >= 0;
+}
+
 function options() {
   const dash = Deno.args.indexOf("--");
   const command = dash < 0 ? [] : Deno.args.slice(dash + 1);
   if (!command.length) throw new UsageError("give the monitor command after --, e.g. -- user http");
   const args = dash < 0 ? [...Deno.args] : Deno.args.slice(0, dash);
-  const close = args.includes("--close");
-  if (close) args.splice(args.indexOf("--close"), 1);
-  const bpfStats = args.includes("--bpf-stats");
-  if (bpfStats) args.splice(args.indexOf("--bpf-stats"), 1);
-  const profile = args.includes("--profile");
-  if (profile) args.splice(args.indexOf("--profile"), 1);
+  const close = flag(args, "--close");
+  const bpfStats = flag(args, "--bpf-stats");
+  const profile = flag(args, "--profile");
   const watchNetns = take(args, "--watch-netns");
   const untilArg = take(args, "--until");
   const until = untilArg === undefined ? undefined : Number(untilArg);
   if (until !== undefined && !(until > 0 && until < 50)) {
     throw new UsageError("--until takes the 90% interval's half-width in percent, e.g. 2");
   }
-  const nullRun = args.includes("--null");
-  if (nullRun) args.splice(args.indexOf("--null"), 1);
+  const nullRun = flag(args, "--null");
   const sidecar = take(args, "--sidecar") ?? "nginx";
   if (!SIDECARS.includes(sidecar as typeof SIDECARS[number])) {
     throw new UsageError(`--sidecar must be one of ${SIDECARS.join(", ")}`);
