@@ -3,10 +3,16 @@
  *
  * libbpf's ring_buffer__poll would call back into JavaScript once per event
  * and block the thread it polls on. Instead the consumer page (rw) and the
- * producer page + data area (ro, mapped twice by the kernel so a record never
- * wraps) are mapped here and read in place; only the wait for new data goes
- * through epoll_wait on a worker thread. An eventfd in the same epoll set
- * wakes the reader when it is stopped.
+ * producer page + data area (ro) are mapped here and read in place; only the
+ * wait for new data goes through epoll_wait on a worker thread. An eventfd in
+ * the same epoll set wakes the reader when it is stopped.
+ *
+ * The kernel offers the data area twice in a row, so that a record running
+ * past the ring's end reads on contiguously; libbpf maps both copies. Mapped
+ * pages of a ring count in full towards the agent's resident memory from the
+ * start, so here the data area is mapped once, and the rare record that wraps
+ * is copied out whole before its handler sees it: a ring costs its size in
+ * RSS, not twice that.
  */
 
 import { check } from "./errors.ts";
@@ -68,6 +74,7 @@ export class RingBuffer implements AsyncDisposable, Disposable {
   readonly #producer: DataView;
   readonly #header: Uint32Array;
   readonly #data: DataView;
+  readonly #wrap: Wrap;
   #epfd: number;
   #wakeFd: number;
   readonly #epollEvents = new Uint8Array(24);
@@ -104,12 +111,7 @@ export class RingBuffer implements AsyncDisposable, Disposable {
     const c = libc();
     this.#consumerPtr = mmapOrThrow(ring, this.#pageSize, PROT_READ | PROT_WRITE, 0);
     try {
-      this.#producerPtr = mmapOrThrow(
-        ring,
-        this.#pageSize + 2 * this.#size,
-        PROT_READ,
-        this.#pageSize,
-      );
+      this.#producerPtr = mmapOrThrow(ring, this.#pageSize + this.#size, PROT_READ, this.#pageSize);
     } catch (e) {
       c.munmap(this.#consumerPtr, BigInt(this.#pageSize));
       throw e;
@@ -117,11 +119,12 @@ export class RingBuffer implements AsyncDisposable, Disposable {
     this.#consumer = new DataView(Deno.UnsafePointerView.getArrayBuffer(this.#consumerPtr, 8));
     const producer = Deno.UnsafePointerView.getArrayBuffer(
       this.#producerPtr,
-      this.#pageSize + 2 * this.#size,
+      this.#pageSize + this.#size,
     );
     this.#producer = new DataView(producer, 0, 8);
     this.#data = new DataView(producer, this.#pageSize);
     this.#header = new Uint32Array(producer, this.#pageSize);
+    this.#wrap = new Wrap(new Uint8Array(producer, this.#pageSize));
     this.#epfd = c.epoll_create1(EPOLL_CLOEXEC);
     this.#wakeFd = c.eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (this.#epfd < 0 || this.#wakeFd < 0) {
@@ -148,6 +151,11 @@ export class RingBuffer implements AsyncDisposable, Disposable {
     return { received: this.#received, lost: this.lost() };
   }
 
+  /** Records that ran past the ring's end and were copied out whole. */
+  get wrapped(): number {
+    return this.#wrap.count;
+  }
+
   /** Events the kernel dropped because the ring was full. */
   lost(): bigint {
     return this.#lostMap ? this.#lostMap.sumU64(u32Key(0)) : 0n;
@@ -167,6 +175,7 @@ export class RingBuffer implements AsyncDisposable, Disposable {
       this.#data,
       this.#mask,
       this.#handler,
+      this.#wrap,
     );
     this.#received += n;
     return n;
@@ -226,7 +235,7 @@ export class RingBuffer implements AsyncDisposable, Disposable {
   #release(): void {
     const c = libc();
     if (this.#consumerPtr) c.munmap(this.#consumerPtr, BigInt(this.#pageSize));
-    if (this.#producerPtr) c.munmap(this.#producerPtr, BigInt(this.#pageSize + 2 * this.#size));
+    if (this.#producerPtr) c.munmap(this.#producerPtr, BigInt(this.#pageSize + this.#size));
     this.#consumerPtr = this.#producerPtr = null;
     if (this.#epfd >= 0) c.close(this.#epfd);
     if (this.#wakeFd >= 0) c.close(this.#wakeFd);
@@ -245,6 +254,35 @@ export class RingBuffer implements AsyncDisposable, Disposable {
 }
 
 /**
+ * Where a record that runs past the ring's end is put together: its two parts, copied into a
+ * buffer of its own that the handler gets in place of the ring (kept and reused, so the
+ * handler's view of it is as short-lived as a view of the ring).
+ */
+class Wrap {
+  count = 0;
+  readonly #ring: Uint8Array;
+  #bytes = new Uint8Array(0);
+  #view = new DataView(this.#bytes.buffer);
+
+  constructor(ring: Uint8Array) {
+    this.#ring = ring;
+  }
+
+  /** The record of `length` bytes from `start` on, past the end, whole at offset 0 of the view. */
+  record(start: number, length: number): DataView {
+    const ring = this.#ring, head = ring.length - start;
+    if (this.#bytes.length < length) {
+      this.#bytes = new Uint8Array(Math.max(length, 2 * this.#bytes.length));
+      this.#view = new DataView(this.#bytes.buffer);
+    }
+    this.#bytes.set(ring.subarray(start), 0);
+    this.#bytes.set(ring.subarray(0, length - head), head);
+    this.count++;
+    return this.#view;
+  }
+}
+
+/**
  * The consumer loop, kept apart from the class so that V8 optimises it once: with private
  * fields read inside the loop, each call fell back to slower code at the loop's tail.
  */
@@ -255,6 +293,7 @@ function drainRing(
   data: DataView,
   mask: number,
   handler: SampleHandler,
+  wrap: Wrap,
 ): number {
   let cons = Number(consumer.getBigUint64(0, true));
   let prod = Number(producer.getBigUint64(0, true));
@@ -267,7 +306,10 @@ function drainRing(
     if (header & BUSY_BIT) break;
     const length = header & ~(BUSY_BIT | DISCARD_BIT);
     if (!(header & DISCARD_BIT)) {
-      handler(data, at + HEADER_SIZE, length);
+      // a header is 8-byte aligned in the ring and never wraps; its record's bytes may
+      const start = (at + HEADER_SIZE) & mask;
+      if (start + length <= mask + 1) handler(data, start, length);
+      else handler(wrap.record(start, length), 0, length);
       n++;
     }
     cons += (length + HEADER_SIZE + 7) & ~7;

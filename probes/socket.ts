@@ -121,7 +121,7 @@ export class SocketProbe implements Probe {
         close_events: opts.closeEvents ?? false,
         timing_events: opts.timingEvents ?? false,
       },
-      // the ring is resident memory (mapped twice for wrap-around): 2 MiB holds ~0.1 s of 20k new
+      // the ring is resident memory (its size, mapped once): 2 MiB holds ~0.1 s of 20k new
       // connections/s (3 events each through a sidecar); a close and a timing per request need more
       ringBytes: opts.ringBytes ??
         (opts.closeEvents || opts.timingEvents ? 1 << 22 : opts.openEvents === false

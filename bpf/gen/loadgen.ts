@@ -41,8 +41,9 @@ export const RODATA = {
   wakeup_bytes: { offset: 0, size: 8 },
   target_tgid: { offset: 8, size: 4 },
   batch: { offset: 12, size: 4 },
+  record_bytes: { offset: 16, size: 4 },
 } as const;
-export const RODATA_SIZE = 16;
+export const RODATA_SIZE = 20;
 
 // Copies of byte arrays are carved out of slabs, as allocating an ArrayBuffer per field would
 // dominate decoding. A slab is never reused, so a copy stays valid; while referenced, a copy keeps
