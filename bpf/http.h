@@ -39,6 +39,7 @@ struct http_event {
 	__u32 len;        /* bytes the call moved */
 	__u32 pid;        /* tgid of the reader or writer (first record) */
 	__u32 container;  /* index into the target's containers, or (u32)-1 */
+	__u32 seq;        /* HTTP/2: TCP sequence number just past the call's bytes (0: not known) */
 	__u16 sport;      /* host order */
 	__u16 dport;      /* host order */
 	__u8 saddr[16];   /* IPv4 in the first 4 bytes */

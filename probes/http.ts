@@ -23,6 +23,7 @@ import { DEFAULT_MAX_FRAME, plausibleStart } from "./h2/frames.ts";
 import { GrpcStats } from "./grpc_stats.ts";
 import { foldRoute, RouteTable } from "./http_route.ts";
 import { HttpStats } from "./http_stats.ts";
+import { StreamSeq } from "./stream_seq.ts";
 import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
 
@@ -81,6 +82,8 @@ interface Conn {
   parser: Parser | undefined;
   /** HTTP/1 framed in the kernel, until it hands the connection over to `parser`. */
   kernel: KernelHttp1 | undefined;
+  /** HTTP/2: records lost from the connection's byte stream (made with the HTTP/2 parser). */
+  seq: StreamSeq | undefined;
   container: number;
   who: Attribution & { pid: number; comm: string };
   endpoints: TcpEndpoints;
@@ -104,6 +107,7 @@ export class HttpProbe implements Probe {
   readonly #grpcStats = new GrpcStats();
   reading: Promise<void> = Promise.resolve();
   #events = 0;
+  #holes = 0;
   #target: Target;
   readonly #sink: EventSink;
   readonly #object: ProbeObject;
@@ -193,16 +197,25 @@ export class HttpProbe implements Probe {
     const tailNew = Math.min(tailLen, len - headLen);
     const tailAt = at + HTTP_EVENT_SIZE + tailLen - tailNew;
     // views into the ring, not copies: the parser copies what it keeps past this call
+    const received = view.getUint8(at + L.dir.offset) === DIR_RECEIVED;
     const chunk: Chunk = {
-      dir: view.getUint8(at + L.dir.offset) === DIR_RECEIVED ? "in" : "out",
+      dir: received ? "in" : "out",
       ts,
       len,
       head: headLen ? bytes.subarray(headAt, headAt + headLen) : EMPTY,
       tail: tailNew > 0 ? bytes.subarray(tailAt, tailAt + tailNew) : EMPTY,
     };
     conn.parser ??= chunk.head.length ? parserFor(chunk, this.#previewBytes) : undefined;
-    if (conn.parser?.h2) this.#reportCalls(conn, conn.parser.h2.push(chunk));
-    else if (conn.parser) this.#report(conn, conn.parser.h1.push(chunk));
+    if (conn.parser?.h2) {
+      const seqEnd = view.getUint32(at + L.seq.offset, true);
+      const hole = (conn.seq ??= new StreamSeq()).missing(received ? 0 : 1, seqEnd, len);
+      if (hole) {
+        this.#holes++;
+        const gap = { dir: chunk.dir, ts, len: hole, head: EMPTY, tail: EMPTY };
+        this.#reportCalls(conn, conn.parser.h2.push(gap));
+      }
+      this.#reportCalls(conn, conn.parser.h2.push(chunk));
+    } else if (conn.parser) this.#report(conn, conn.parser.h1.push(chunk));
   }
 
   /** A record of HTTP/1 the kernel framed, or its handing over of the connection. */
@@ -296,6 +309,7 @@ export class HttpProbe implements Probe {
       sockId,
       parser: undefined,
       kernel: undefined,
+      seq: undefined,
       container,
       lastTarget: "",
       lastRoute: "",
@@ -402,6 +416,11 @@ export class HttpProbe implements Probe {
 
   stats(): ProbeStats {
     return { events: this.#events, lost: this.#object.lost() };
+  }
+
+  /** Holes found in HTTP/2 connections' byte streams: records the full ring dropped. */
+  get holes(): number {
+    return this.#holes;
   }
 
   /** Detaches, drains the ring, ends what the connections still hold, reports the counts. */

@@ -5,7 +5,9 @@
  * with service, method, kind, status and message counts, concurrent calls included.
  */
 
-import type { GrpcEvent } from "../probes/events.ts";
+import type { GrpcEvent, KupodEvent } from "../probes/events.ts";
+import { HttpProbe } from "../probes/http.ts";
+import { resolveVeth } from "../k8s/local.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod, type TestPod } from "./helpers/pod.ts";
@@ -190,6 +192,64 @@ Deno.test("grpc: a channel opened before kupod started: calls counted exactly, m
       2 * N,
       "calls with the method unknown, both sides",
     );
+  }
+  assertEquals(await waitNoKupodPrograms(), []);
+});
+
+/**
+ * The probe itself (not the command line: its ring's size is the test's) on `pod`, reading while
+ * N calls in waves of 10 (grpc_peer.py burst) go from the sidecar to the service.
+ */
+async function burstThroughProbe(pod: TestPod, port: string, N: number, ringBytes?: number) {
+  const events: GrpcEvent[] = [];
+  const sink = {
+    event: (e: KupodEvent) => e.type === "grpc" && events.push(e as GrpcEvent),
+    flush: () => {},
+  };
+  const target = await resolveVeth(pod.hostVeth);
+  const probe = HttpProbe.start(target, sink, { http: false, grpc: true, ringBytes });
+  try {
+    await using client = peer(pod, "proxy", ["burst", port, String(N)]);
+    await client.waitForLine(/^done$/);
+  } finally {
+    await probe.stop();
+  }
+  return { events, lost: probe.stats().lost, holes: probe.holes };
+}
+
+Deno.test("grpc: records a full ring dropped are found as holes in the byte streams (none without loss); nothing read across them", async () => {
+  {
+    await using pod = await createTestPod();
+    const { server, port } = await grpcServer(pod);
+    await using _server = server;
+    const N = 200;
+    // with room: the streams' sequence numbers meet call after call, every call exact
+    const whole = await burstThroughProbe(pod, port, N);
+    assertEquals([whole.lost, whole.holes], [0n, 0], "nothing lost, no hole");
+    for (const side of ["server", "client"]) {
+      const mine = whole.events.filter((e) => e.side === side);
+      const methods = (m: string, status: number) =>
+        mine.filter((e) => e.method === m && e.grpc_status === status).length;
+      // the burst's calls and the 5 after it (4 Unary, 1 Fail)
+      assertEquals([mine.length, methods("Unary", 0), methods("Fail", 5)], [
+        N + 5,
+        N * 4 / 5 + 4,
+        N / 5 + 1,
+      ]);
+    }
+    // 16 KiB of ring, read every 50 ms, for ~7 KB of records every few ms: records are lost, and
+    // the calls after the pause, read in time, start past the holes they left
+    const cut = await burstThroughProbe(pod, port, N, 1 << 14);
+    assert(cut.lost > 0n, "the small ring overflowed");
+    assert(cut.holes > 0, "holes found in the byte streams");
+    // a Fail is NOT_FOUND, a Unary OK: a method or status read through a hole would break that
+    // (-1: the status was in a table entry the hole took)
+    const guessed = cut.events.filter((e) =>
+      !(e.method === "unknown" ||
+        e.method === "Unary" && (e.grpc_status === 0 || e.grpc_status === -1) ||
+        e.method === "Fail" && (e.grpc_status === 5 || e.grpc_status === -1))
+    );
+    assertEquals(guessed.map((e) => `${e.side} ${e.method} ${e.grpc_status}`), [], "none guessed");
   }
   assertEquals(await waitNoKupodPrograms(), []);
 });

@@ -852,6 +852,47 @@ Deno.test("h2: lost header blocks make paths unknown, never wrong", () => {
   assertEquals([c4[0].service, c4[0].rpcMethod], ["pkg.Svc", "C"]);
 });
 
+Deno.test("h2: a record lost whole is a hole of its length: later references are unknown, not shifted", () => {
+  const ce = new Encoder(), se = new Encoder();
+  const request = (id: number, path: string) =>
+    cat(headers(id, ce.block(grpcRequest(path))), data(id, msg(2), { end: true }));
+  const response = (id: number) =>
+    cat(
+      headers(id, se.block(grpcResponse)),
+      data(id, msg(3)),
+      headers(id, se.block(trailers(0)), { end: true }),
+    );
+  const r1 = request(1, "/pkg.Svc/A"), s1 = response(1);
+  // the record lost: its block inserted /pkg.Svc/B in front of /pkg.Svc/A
+  const r3 = request(3, "/pkg.Svc/B"), s3 = response(3);
+  // B and A by their indices now: 62 and 63
+  const r5 = request(5, "/pkg.Svc/B"), s5 = response(5);
+  const r7 = request(7, "/pkg.Svc/A"), s7 = response(7);
+  const run = (told: boolean) => {
+    const conn = new H2Conn({ side: "server" });
+    feed(conn, opening());
+    const hole: Chunk = { dir: "in", ts: 30n, len: r3.length, head: bytes(""), tail: bytes("") };
+    return lines(feed(conn, [
+      full("in", 10, r1),
+      full("out", 11, s1),
+      ...(told ? [hole] : []),
+      full("out", 31, s3),
+      full("in", 50, r5),
+      full("out", 51, s5),
+      full("in", 70, r7),
+      full("out", 71, s7),
+    ]));
+  };
+  // call 3, its request lost, is not reported: its response alone names no call
+  assertEquals(run(true), [
+    "1 POST /pkg.Svc/A 200/0 1/1 7/8 unary complete",
+    "5 POST  200/0 1/1 7/8 unary complete pathUnknown",
+    "7 POST  200/0 1/1 7/8 unary complete pathUnknown",
+  ]);
+  // what joining the bytes around the hole would report: B's calls as A's
+  assert(run(false).some((l) => l.startsWith("5 POST /pkg.Svc/A")), "a shifted index misreads");
+});
+
 Deno.test("h2: DATA through uncaptured bytes is counted, trailers in the tail are read", () => {
   const ce = new Encoder(), se = new Encoder();
   const conn = new H2Conn({ side: "server" });

@@ -120,7 +120,7 @@ export function decodeHttp1HandoffEvent(view: DataView, offset: number): Http1Ha
   };
 }
 
-/** `struct http_event` (88 bytes). */
+/** `struct http_event` (96 bytes). */
 export interface HttpEvent {
   ts_ns: bigint; // __u64
   sock_id: bigint; // __u64
@@ -134,6 +134,7 @@ export interface HttpEvent {
   len: number; // __u32
   pid: number; // __u32
   container: number; // __u32
+  seq: number; // __u32
   sport: number; // __u16
   dport: number; // __u16
   saddr: Uint8Array; // __u8[16]
@@ -141,7 +142,7 @@ export interface HttpEvent {
   comm: string; // char[16]
 }
 
-export const HTTP_EVENT_SIZE = 88;
+export const HTTP_EVENT_SIZE = 96;
 
 /** Byte offset and size of every field of `struct http_event`. */
 export const HTTP_EVENT_LAYOUT = {
@@ -157,16 +158,17 @@ export const HTTP_EVENT_LAYOUT = {
   len: { offset: 24, size: 4 },
   pid: { offset: 28, size: 4 },
   container: { offset: 32, size: 4 },
-  sport: { offset: 36, size: 2 },
-  dport: { offset: 38, size: 2 },
-  saddr: { offset: 40, size: 16 },
-  daddr: { offset: 56, size: 16 },
-  comm: { offset: 72, size: 16 },
+  seq: { offset: 36, size: 4 },
+  sport: { offset: 40, size: 2 },
+  dport: { offset: 42, size: 2 },
+  saddr: { offset: 44, size: 16 },
+  daddr: { offset: 60, size: 16 },
+  comm: { offset: 76, size: 16 },
 } as const;
 
 /** Decodes a `struct http_event` at `offset` of `view` (little-endian). */
 export function decodeHttpEvent(view: DataView, offset: number): HttpEvent {
-  if (offset < 0 || offset + 88 > view.byteLength) {
+  if (offset < 0 || offset + 96 > view.byteLength) {
     throw new RangeError(`http_event at ${offset} is outside a ${view.byteLength}-byte view`);
   }
   return {
@@ -182,11 +184,12 @@ export function decodeHttpEvent(view: DataView, offset: number): HttpEvent {
     len: view.getUint32(offset + 24, true),
     pid: view.getUint32(offset + 28, true),
     container: view.getUint32(offset + 32, true),
-    sport: view.getUint16(offset + 36, true),
-    dport: view.getUint16(offset + 38, true),
-    saddr: bytes16(view, offset + 40),
-    daddr: bytes16(view, offset + 56),
-    comm: cstr(view, offset + 72, 16),
+    seq: view.getUint32(offset + 36, true),
+    sport: view.getUint16(offset + 40, true),
+    dport: view.getUint16(offset + 42, true),
+    saddr: bytes16(view, offset + 44),
+    daddr: bytes16(view, offset + 60),
+    comm: cstr(view, offset + 76, 16),
   };
 }
 
