@@ -62,4 +62,15 @@ export function registerGrpcMetrics(
         : [];
     },
   );
+  shownCounter(
+    registry,
+    "kupod_grpc_unseen_calls_total",
+    "gRPC calls and HTTP/2 requests opened in bytes the capture could not frame (writes longer " +
+      "than it copies, records lost to a full ring): counted, not reported one by one.",
+    ["namespace", "pod"],
+    () => {
+      const e = latest();
+      return e ? [[{ namespace: e.namespace ?? "", pod: e.pod ?? "" }, e.unseen_calls]] : [];
+    },
+  );
 }

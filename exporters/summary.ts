@@ -386,6 +386,7 @@ function grpcSummary(
   return {
     methods: bySpentTime(methods),
     unknown_method_calls: b.unknown_method_calls - (a?.unknown_method_calls ?? 0),
+    unseen_calls: b.unseen_calls - (a?.unseen_calls ?? 0),
   };
 }
 

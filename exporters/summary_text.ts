@@ -186,6 +186,9 @@ function grpcLines(g: NonNullable<SummaryEvent["grpc"]>): string[] {
   const unknown = g.unknown_method_calls
     ? [`${g.unknown_method_calls} calls on connections older than kupod: method unknown`]
     : [];
+  if (g.unseen_calls) {
+    unknown.push(`${g.unseen_calls} calls the capture could not frame: counted, not shown`);
+  }
   return section(
     "grpc",
     table(

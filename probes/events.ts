@@ -264,6 +264,11 @@ export interface GrpcStatsEvent extends EventBase {
   series: GrpcCounts[];
   /** Calls whose method could not be known (HPACK state of a connection seen from its middle). */
   unknown_method_calls: number;
+  /**
+   * Calls and HTTP/2 requests opened in bytes the capture could not frame (writes longer than
+   * it copies, records a full ring dropped): not reported one by one, counted here.
+   */
+  unseen_calls: number;
 }
 
 /** Requests of one container, side, method, route and status: a RED series. */
@@ -464,6 +469,7 @@ export interface SummaryEvent extends EventBase {
       latency: Percentiles;
     }[];
     unknown_method_calls: number;
+    unseen_calls: number;
   };
   resources?: {
     containers: {

@@ -16,6 +16,7 @@ export class GrpcStats {
   readonly #series = new Map<string, GrpcCounts>();
   readonly #recent = new RecentSeries<GrpcCounts>();
   #unknown = 0;
+  #unseen = 0;
 
   /** Counts one call of `container`. */
   add(container: string, c: H2Call, service: string, method: string): void {
@@ -67,16 +68,29 @@ export class GrpcStats {
     return s;
   }
 
+  /** Counts `n` calls (or HTTP/2 requests) that went by in bytes the capture could not frame. */
+  addUnseen(n: number): void {
+    this.#unseen += n;
+  }
+
+  /** Whether there is anything to report: series, or calls counted without one. */
+  get empty(): boolean {
+    return this.#series.size === 0 && this.#unseen === 0;
+  }
+
   get size(): number {
     return this.#series.size;
   }
 
-  snapshot(base: Omit<GrpcStatsEvent, "type" | "series" | "unknown_method_calls">): GrpcStatsEvent {
+  snapshot(
+    base: Omit<GrpcStatsEvent, "type" | "series" | "unknown_method_calls" | "unseen_calls">,
+  ): GrpcStatsEvent {
     return {
       ...base,
       type: "grpc_stats",
       series: [...this.#series.values()],
       unknown_method_calls: this.#unknown,
+      unseen_calls: this.#unseen,
     };
   }
 }

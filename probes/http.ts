@@ -215,6 +215,8 @@ export class HttpProbe implements Probe {
         this.#reportCalls(conn, conn.parser.h2.push(gap));
       }
       this.#reportCalls(conn, conn.parser.h2.push(chunk));
+      const unseen = conn.parser.h2.takeUnseen();
+      if (unseen) this.#grpcStats.addUnseen(unseen);
     } else if (conn.parser) this.#report(conn, conn.parser.h1.push(chunk));
   }
 
@@ -243,6 +245,8 @@ export class HttpProbe implements Probe {
       if (this.#grpc && c.pathUnknown && !exact) this.#askGo(conn.who.pid);
       if (!c.grpc && !exact) {
         if (this.#http) this.#report(conn, [h2Exchange(c)]);
+        // framed too little to tell gRPC from plain HTTP/2: counted, as the calls not framed at all
+        else if (c.truncated) this.#grpcStats.addUnseen(1);
         continue;
       }
       if (!this.#grpc) continue;
@@ -378,7 +382,7 @@ export class HttpProbe implements Probe {
     const pod: Attribution = attribution(this.#target, -1);
     const ts = new Date().toISOString();
     if (this.#stats.size) this.#sink.event(this.#stats.snapshot({ ts, ...pod }));
-    if (this.#grpcStats.size) this.#sink.event(this.#grpcStats.snapshot({ ts, ...pod }));
+    if (!this.#grpcStats.empty) this.#sink.event(this.#grpcStats.snapshot({ ts, ...pod }));
   }
 
   retarget(target: Target): void {

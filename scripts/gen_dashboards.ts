@@ -848,12 +848,15 @@ const SPECS: DashboardSpec[] = [
             "bytes",
           ),
           ts(
-            "Calls with an unknown method/s",
+            "Calls with an unknown method, calls not framed/s",
             12,
-            "gRPC calls whose method could not be known (headers compressed against a table never seen).",
+            "gRPC calls whose method could not be known (headers compressed against a table never seen), and calls counted without being reported one by one (opened in writes longer than the capture copies, or in records lost to a full ring).",
             [{
               expr: rate("kupod_grpc_unknown_method_calls_total", POD),
               legend: "unknown method",
+            }, {
+              expr: rate("kupod_grpc_unseen_calls_total", POD),
+              legend: "not framed",
             }],
             "reqps",
           ),

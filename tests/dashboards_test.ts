@@ -229,7 +229,8 @@ const ZERO_HERE: Record<string, string> = {
   "Retransmits and resets/s A": "no loss between the namespaces",
   "Retransmits and resets/s B": "every connection ends with a FIN",
   "Redirect errors/s A": "both ends of each local connection are redirected",
-  "Calls with an unknown method/s A": "every gRPC channel starts after kupod",
+  "Calls with an unknown method, calls not framed/s A": "every gRPC channel starts after kupod",
+  "Calls with an unknown method, calls not framed/s B": "every call's writes fit the capture",
   "Events/s by probe B": "no event lost",
 };
 

@@ -286,6 +286,7 @@ Deno.test("summary: HTTP routes and gRPC methods summed over statuses, errors co
         ts: "2026-01-01T00:00:00Z",
         type: "grpc_stats",
         unknown_method_calls: 2,
+        unseen_calls: ms / 250,
         series: [0, 14].map((grpc_status) => ({
           container: "app",
           side: "client" as const,
@@ -312,6 +313,7 @@ Deno.test("summary: HTTP routes and gRPC methods summed over statuses, errors co
   const g = s.grpc!.methods[0];
   assertEquals([g.calls_total, g.errors, g.calls_per_second], [8, 0, 0], "no calls in the window");
   assertEquals(s.grpc!.unknown_method_calls, 0);
+  assertEquals(s.grpc!.unseen_calls, 4, "calls counted without being framed, in the window");
   const text = summaryLines(s).join("\n");
   assert(/http +container +side +request/.test(text), text);
   assert(/app +server +GET \/users\/\* +90 +10 +7\.81ms/.test(text), text);

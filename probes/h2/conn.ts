@@ -410,6 +410,8 @@ export class H2Conn {
   /** the stream found last: its frames tend to come together (HEADERS, DATA, end) */
   private lastStream: Stream | undefined;
   private maxClientStream = 0;
+  /** requests opened in bytes that were not captured, not yet taken (takeUnseen) */
+  private unseen = 0;
   private out: H2Call[] = [];
   private readonly fields = new Fields();
 
@@ -422,6 +424,17 @@ export class H2Conn {
   /** The bytes are not HTTP/2 (or not a connection this module could follow): given up. */
   get notH2(): boolean {
     return this.gaveUp;
+  }
+
+  /**
+   * Streams the client opened in bytes that went by unframed (a write longer than the capture
+   * copies, a lost record), found as the ids skipped before a request that was seen: clients
+   * open streams in order, two ids apart. Counted since the last call, then reset.
+   */
+  takeUnseen(): number {
+    const n = this.unseen;
+    this.unseen = 0;
+    return n;
   }
 
   /** Bytes held: header blocks in pieces and the HPACK dynamic tables. */
@@ -665,6 +678,9 @@ export class H2Conn {
     }
     if (id <= this.maxClientStream) return; // ended, or reported already
     if (f.status > 0 && f.method === "" && !f.pathSeen) return; // a response: sides mistaken
+    // the first id of a connection seen from its preface is 1; joined midway, any
+    const last = this.maxClientStream || (this.fromStart ? -1 : id - 2);
+    this.unseen += (id - last) / 2 - 1;
     this.maxClientStream = id;
     const x = new Stream(id, startTs);
     const unsure = broken || f.unknown;
