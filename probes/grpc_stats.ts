@@ -78,10 +78,6 @@ export class GrpcStats {
     return this.#series.size === 0 && this.#unseen === 0;
   }
 
-  get size(): number {
-    return this.#series.size;
-  }
-
   snapshot(
     base: Omit<GrpcStatsEvent, "type" | "series" | "unknown_method_calls" | "unseen_calls">,
   ): GrpcStatsEvent {
