@@ -8,8 +8,8 @@
  * The load is wrk through nginx or haproxy (keep-alive to the service), keep-alive or one
  * connection per request with --close, run for each window; or with --load grpc unary gRPC calls
  * from a grpc-go client (bench/grpc_load.ts) over a few channels, through an nginx grpc_pass
- * sidecar to a grpc-go service, one continuous load whose calls are counted at each window's
- * bounds.
+ * or haproxy `proto h2` sidecar to a grpc-go service, one continuous load whose calls are
+ * counted at each window's bounds.
  *
  *   deno task bench:ab [--rounds N] [--seconds N] [--connections N] -- user http
  *   deno task bench:ab --sidecar haproxy --close -- kernel all   # any monitor command; --veth is added
@@ -123,9 +123,7 @@ function options() {
   const load = take(args, "--load") ?? "http";
   const common = { command, close, bpfStats, profile, watchNetns, nullRun, sidecar, load, until };
   if (load === "grpc") {
-    if (sidecar !== "nginx" || close) {
-      throw new UsageError("--load grpc goes through nginx (grpc_pass), keep-alive");
-    }
+    if (close) throw new UsageError("--load grpc is keep-alive (long-lived channels)");
     return { ...parseOptions(GRPC_DEFAULTS, args), connections: 0, ...common } as const;
   }
   if (load !== "http") throw new UsageError(`--load must be one of ${LOADS.join(", ")}`);
@@ -143,7 +141,11 @@ async function podOf(opts: Options): Promise<TestPodOptions> {
     const { server } = await buildGrpcGo();
     return {
       containers: [
-        { name: "proxy", kind: "nginx-grpc-proxy", port: 8080 },
+        {
+          name: "proxy",
+          kind: opts.sidecar === "haproxy" ? "haproxy-grpc-proxy" : "nginx-grpc-proxy",
+          port: 8080,
+        },
         { name: "app", kind: "grpc-go", port: 9090, binary: server },
       ],
       upstreamKeepAlive: true,
@@ -199,7 +201,9 @@ async function grpcLoad(runner: Runner, opts: Options, pod: TestPod): Promise<Lo
   return {
     unit: "calls",
     describe: `grpc-go unary calls, ${opts.inflight} in flight over ${opts.channels} channels ` +
-      `through nginx grpc_pass (one load for the whole bench), ${opts.rounds} rounds of ${opts.seconds} s windows`,
+      `through ${
+        opts.sidecar === "haproxy" ? "haproxy proto h2" : "nginx grpc_pass"
+      } (one load for the whole bench), ${opts.rounds} rounds of ${opts.seconds} s windows`,
     pids: [client.pid, ...softirqThreads()],
     window: async () => {
       const a = await client.count();

@@ -13,7 +13,8 @@ enum http_record_kind {
 	HTTP_RECORD_HANDOFF = 7,  /* user space frames the socket from here on (http1_handoff_event) */
 };
 
-#define HTTP_HEAD_MAX 4096 /* most bytes copied from the start of a call (HTTP/2's) */
+#define HTTP_HEAD_MAX 4096 /* most bytes copied from the start of a call, or of a piece */
+#define HTTP2_PIECES 16    /* records of HTTP_HEAD_MAX bytes an HTTP/2 call is copied in at most */
 #define HTTP_PREFIX 64     /* bytes copied from a read or write inside a message */
 #define HTTP_TAIL 16       /* bytes copied from the end of a longer read or write */
 
@@ -45,6 +46,8 @@ struct http_event {
 	__u8 saddr[16];   /* IPv4 in the first 4 bytes */
 	__u8 daddr[16];
 	char comm[16];
+	__u8 cont;        /* HTTP/2: continues the previous record's call (a piece of a long one) */
+	__u8 pad[3];
 };
 
 /* HTTP/1 messages framed in the kernel (bpf/http1_fast.h). */

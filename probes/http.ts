@@ -204,6 +204,7 @@ export class HttpProbe implements Probe {
       len,
       head: headLen ? bytes.subarray(headAt, headAt + headLen) : EMPTY,
       tail: tailNew > 0 ? bytes.subarray(tailAt, tailAt + tailNew) : EMPTY,
+      cont: view.getUint8(at + L.cont.offset) !== 0,
     };
     conn.parser ??= chunk.head.length ? parserFor(chunk, this.#previewBytes) : undefined;
     if (conn.parser?.h2) {
@@ -211,7 +212,7 @@ export class HttpProbe implements Probe {
       const hole = (conn.seq ??= new StreamSeq()).missing(received ? 0 : 1, seqEnd, len);
       if (hole) {
         this.#holes++;
-        const gap = { dir: chunk.dir, ts, len: hole, head: EMPTY, tail: EMPTY };
+        const gap = { dir: chunk.dir, ts, len: hole, head: EMPTY, tail: EMPTY, cont: false };
         this.#reportCalls(conn, conn.parser.h2.push(gap));
       }
       this.#reportCalls(conn, conn.parser.h2.push(chunk));

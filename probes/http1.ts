@@ -23,6 +23,8 @@ export interface Chunk {
   head: Uint8Array;
   /** last bytes when len > head.length (never overlaps head); empty otherwise */
   tail: Uint8Array;
+  /** HTTP/2: a later piece of a call copied in several records, so not where its frames start */
+  cont?: boolean;
 }
 
 export type HttpOutcome = "complete" | "closed" | "no_response" | "truncated";

@@ -177,8 +177,8 @@ const SPECS: DashboardSpec[] = [
           ),
           stat(
             "gRPC error share",
-            "Share of served calls that ended with a status other than OK.",
-            `${rate(`${RPC_S}_count`, `${CTR}, rpc_grpc_status_code!="0"`)} / ${
+            "Share of served calls that ended with a status other than OK (calls whose status the capture could not read are not counted).",
+            `${rate(`${RPC_S}_count`, `${CTR}, rpc_grpc_status_code!~"0|"`)} / ${
               rate(`${RPC_S}_count`, CTR)
             }`,
             "percentunit",
@@ -804,11 +804,11 @@ const SPECS: DashboardSpec[] = [
           ts(
             "Failed calls/s by method and status",
             12,
-            "Served calls that ended with a status other than OK (0).",
+            "Served calls that ended with a status other than OK (0); unread statuses left out.",
             [{
               expr: rate(
                 `${RPC_S}_count`,
-                `${CTR}, rpc_grpc_status_code!="0"`,
+                `${CTR}, rpc_grpc_status_code!~"0|"`,
                 `${RPC}, rpc_grpc_status_code`,
               ),
               legend: "{{rpc_service}}/{{rpc_method}} {{rpc_grpc_status_code}}",

@@ -274,7 +274,7 @@ Deno.test("grpc: calls in writes longer than the capture copies are counted unse
     const { server, port } = await grpcServer(pod);
     await using _server = server;
     // 200 calls of 3 KB at once: each end writes many calls' frames in one call, of which the
-    // kernel copies the first 4 KiB; the calls whose request headers lay beyond are not framed
+    // kernel copies the first 64 KiB; the calls whose request headers lay beyond are not framed
     const N = 200;
     const r = await burstThroughProbe(pod, port, N, { args: [String(N), "3000"] });
     assertEquals([r.lost, r.holes], [0n, 0], "nothing lost from the ring");
@@ -343,8 +343,16 @@ Deno.test("grpc: a span per call joins the caller's trace from traceparent or gr
 });
 
 /** nginx as a gRPC sidecar: h2c on `port`, every call passed to the service at `upstream`. */
-function grpcProxyConf(dir: string, port: number, upstream: string): string {
-  return `daemon off;
+/** A gRPC sidecar proxy: its config file in `dir` for a port and upstream, and its command. */
+interface GrpcProxy {
+  config(dir: string, port: number, upstream: string): string;
+  command(dir: string): string[];
+}
+
+const GRPC_PROXIES: Record<string, GrpcProxy> = {
+  "nginx grpc_pass": {
+    config: (dir, port, upstream) =>
+      `daemon off;
 master_process off;
 pid ${dir}/nginx.pid;
 error_log stderr warn;
@@ -361,70 +369,91 @@ http {
         location / { grpc_pass grpc://127.0.0.1:${upstream}; }
     }
 }
-`;
-}
+`,
+    command: (dir) => ["nginx", "-p", `${dir}/`, "-c", `${dir}/config`, "-e", "stderr"],
+  },
+  // upstream connections are reused across calls: the service sees several streams on each
+  "haproxy proto h2": {
+    config: (_dir, port, upstream) =>
+      `global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+frontend sidecar
+    bind 127.0.0.1:${port} proto h2
+    default_backend service
+backend service
+    http-reuse always
+    server app 127.0.0.1:${upstream} proto h2
+`,
+    command: (dir) => ["haproxy", "-db", "-f", `${dir}/config`],
+  },
+};
 
-Deno.test("grpc: h2c through an nginx grpc_pass sidecar, both legs, exact", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "kupod-grpc-proxy-" });
-  try {
-    await using pod = await createTestPod();
-    const { server, port: upstream } = await grpcServer(pod);
-    await using _server = server;
-    const port = 18443;
-    await Deno.writeTextFile(`${dir}/nginx.conf`, grpcProxyConf(dir, port, upstream));
-    await using proxy = inContainer(pod, pod.container("proxy"), [
-      "nginx",
-      "-p",
-      `${dir}/`,
-      "-c",
-      `${dir}/nginx.conf`,
-      "-e",
-      "stderr",
-    ]);
-    for (let i = 0; i < 50; i++) {
-      const probe = new Deno.Command("ip", {
-        args: ["netns", "exec", pod.netns, "bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/${port}`],
-        stderr: "null",
-      });
-      if ((await probe.output()).success) break;
-      await new Promise((r) => setTimeout(r, 100));
+for (const [name, proxyKind] of Object.entries(GRPC_PROXIES)) {
+  Deno.test(`grpc: h2c through a sidecar (${name}), both legs, exact`, async () => {
+    const dir = await Deno.makeTempDir({ prefix: "kupod-grpc-proxy-" });
+    try {
+      await using pod = await createTestPod();
+      const { server, port: upstream } = await grpcServer(pod);
+      await using _server = server;
+      const port = 18443;
+      await Deno.writeTextFile(`${dir}/config`, proxyKind.config(dir, port, upstream));
+      await using proxy = inContainer(pod, pod.container("proxy"), proxyKind.command(dir));
+      for (let i = 0; i < 50; i++) {
+        const probe = new Deno.Command("ip", {
+          args: ["netns", "exec", pod.netns, "bash", "-c", `exec 3<>/dev/tcp/127.0.0.1/${port}`],
+          stderr: "null",
+        });
+        if ((await probe.output()).success) break;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      await using kupod = await startKupod([
+        "monitor",
+        "user",
+        "grpc",
+        "--veth",
+        pod.hostVeth,
+        "--output",
+        "json",
+      ]);
+      const N = 20, B = 40;
+      // the caller is a process of the service's container: its calls go out through the sidecar
+      await using client = peer(pod, "app", ["client", String(port), String(N)]);
+      assertEquals((await client.wait()).code, 0, `${client.stderr.join("\n")} ${proxy.stderr}`);
+      // then B calls of 1 KB at once (every fifth fails) and 5 more: every leg writes many calls'
+      // frames in one call, far more than one record holds
+      await using burst = peer(pod, "app", ["burst", String(port), String(B), String(B), "1000"]);
+      assertEquals((await burst.wait()).code, 0, `${burst.stderr.join("\n")} ${proxy.stderr}`);
+      const M = N + 4 + B + 5;
+      const evs = await grpcEvents(kupod, 4 * M);
+      // app calls the proxy, the proxy calls app: each call four times, once per leg and side
+      for (
+        const [role, side] of [
+          ["service", "client"],
+          ["sidecar", "server"],
+          ["sidecar", "client"],
+          ["service", "server"],
+        ]
+      ) {
+        const leg = evs.filter((e) => e.role === role && e.side === side);
+        const by = (m: string) => leg.filter((e) => e.method === m).map((e) => e.grpc_status);
+        assertEquals(leg.length, M, `${role} ${side}`);
+        assert(leg.every((e) => e.service === "test.Echo"), `${role} ${side}: service`);
+        const fails = B / 5 + 1;
+        assertEquals(by("Unary"), new Array(N + B + 5 - fails).fill(0), `${role} ${side}: unary`);
+        assertEquals(
+          ["ServerStream", "ClientStream", "Bidi", "Fail"].map(by),
+          [[0], [0], [0], new Array(1 + fails).fill(5)],
+          `${role} ${side}: the other kinds`,
+        );
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    await using kupod = await startKupod([
-      "monitor",
-      "user",
-      "grpc",
-      "--veth",
-      pod.hostVeth,
-      "--output",
-      "json",
-    ]);
-    const N = 20;
-    // the caller is a process of the service's container: its calls go out through the sidecar
-    await using client = peer(pod, "app", ["client", String(port), String(N)]);
-    assertEquals((await client.wait()).code, 0, `${client.stderr.join("\n")} ${proxy.stderr}`);
-    const evs = await grpcEvents(kupod, 4 * (N + 4));
-    // app calls nginx, nginx calls app: each call four times, once per leg and side
-    for (
-      const [role, side] of [
-        ["service", "client"],
-        ["sidecar", "server"],
-        ["sidecar", "client"],
-        ["service", "server"],
-      ]
-    ) {
-      const leg = evs.filter((e) => e.role === role && e.side === side);
-      const by = (m: string) => leg.filter((e) => e.method === m).map((e) => e.grpc_status);
-      assertEquals(leg.length, N + 4, `${role} ${side}`);
-      assert(leg.every((e) => e.service === "test.Echo"), `${role} ${side}: service`);
-      assertEquals(by("Unary"), new Array(N).fill(0), `${role} ${side}: unary`);
-      assertEquals(
-        ["ServerStream", "ClientStream", "Bidi", "Fail"].map(by),
-        [[0], [0], [0], [5]],
-        `${role} ${side}: the other kinds`,
-      );
-    }
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-  assertEquals(await waitNoKupodPrograms(), []);
-});
+    assertEquals(await waitNoKupodPrograms(), []);
+  });
+}

@@ -779,7 +779,7 @@ Deno.test("h2: streaming kinds from message counts", () => {
   ]);
 });
 
-Deno.test("h2: RST_STREAM resets a call, close reports open ones as closed", () => {
+Deno.test("h2: RST_STREAM resets a call with gRPC's status for its code, close reports open ones as closed", () => {
   const ce = new Encoder(), se = new Encoder();
   const conn = new H2Conn({ side: "server" });
   feed(conn, opening());
@@ -789,7 +789,8 @@ Deno.test("h2: RST_STREAM resets a call, close reports open ones as closed", () 
     full("out", 4, headers(1, se.block(grpcResponse))),
     full("in", 5, rst(1, 8)), // CANCEL
   ]);
-  assertEquals(lines(calls), ["1 POST /a.B/Slow 200/-1 1/0 8/0 unary reset"]);
+  // CANCEL is CANCELLED (1) to a gRPC client
+  assertEquals(lines(calls), ["1 POST /a.B/Slow 200/1 1/0 8/0 unary reset"]);
   assertEquals([calls[0].errorCode, calls[0].endNs], [8, 5n]);
   const closed = conn.close(9n);
   assertEquals(lines(closed), ["3 POST /a.B/Open 0/-1 1/0 8/0 unary closed"]);
@@ -808,7 +809,7 @@ Deno.test("h2: RST_STREAM resets a call, close reports open ones as closed", () 
   ]);
   assertEquals(lines(done), [
     "1 POST /a.B/Up 200/0 1/0 8/0 unary complete",
-    "3 POST /a.B/Up 0/-1 1/0 8/0 unary reset",
+    "3 POST /a.B/Up 0/14 1/0 8/0 unary reset", // refused by GOAWAY: UNAVAILABLE
   ]);
 });
 
@@ -1234,7 +1235,7 @@ function conversation(r: Rand, side: "server" | "client"): Conversation {
         service: path.slice(1, slash),
         rpcMethod: path.slice(slash + 1),
         status: reset ? 0 : 200,
-        grpcStatus: reset ? -1 : code,
+        grpcStatus: reset ? 1 : code, // reset with CANCEL
         requestMessages: nReq,
         responseMessages: reset ? 0 : nResp,
         requestBytes: reqBody.length,

@@ -319,3 +319,36 @@ Deno.test("summary: HTTP routes and gRPC methods summed over statuses, errors co
   assert(/app +server +GET \/users\/\* +90 +10 +7\.81ms/.test(text), text);
   assert(/grpc +no calls/.test(text), text);
 });
+
+Deno.test("summary: gRPC errors are the calls with a status other than OK, not those whose status is unread", () => {
+  const h = (count: number) => ({ bounds: [0.01], counts: [count, 0], sum: 0, count });
+  const at = (ms: number, calls: Record<number, number>): Reading => ({
+    at: ms,
+    stats: {
+      grpc: {
+        ts: "2026-01-01T00:00:00Z",
+        type: "grpc_stats",
+        unknown_method_calls: 0,
+        unseen_calls: 0,
+        series: Object.entries(calls).map(([status, n]) => ({
+          container: "app",
+          side: "server" as const,
+          service: "shop.Cart",
+          method: "Add",
+          grpc_status: Number(status),
+          duration: h(n),
+          request_message_bytes: h(0),
+          response_message_bytes: h(0),
+        })),
+      },
+    },
+  });
+  // OK, UNAVAILABLE, and a status indexed before kupod joined (-1)
+  const s = summarize(
+    at(0, { 0: 1, 14: 1, [-1]: 1 }),
+    at(1000, { 0: 6, 14: 4, [-1]: 5 }),
+    "interval",
+  );
+  const g = s.grpc!.methods[0];
+  assertEquals([g.calls_total, g.calls_per_second, g.errors], [15, 12, 3]);
+});

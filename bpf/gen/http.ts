@@ -140,6 +140,8 @@ export interface HttpEvent {
   saddr: Uint8Array; // __u8[16]
   daddr: Uint8Array; // __u8[16]
   comm: string; // char[16]
+  cont: number; // __u8
+  pad: Uint8Array; // __u8[3]
 }
 
 export const HTTP_EVENT_SIZE = 96;
@@ -164,6 +166,8 @@ export const HTTP_EVENT_LAYOUT = {
   saddr: { offset: 44, size: 16 },
   daddr: { offset: 60, size: 16 },
   comm: { offset: 76, size: 16 },
+  cont: { offset: 92, size: 1 },
+  pad: { offset: 93, size: 3 },
 } as const;
 
 /** Decodes a `struct http_event` at `offset` of `view` (little-endian). */
@@ -190,6 +194,8 @@ export function decodeHttpEvent(view: DataView, offset: number): HttpEvent {
     saddr: bytes16(view, offset + 44),
     daddr: bytes16(view, offset + 60),
     comm: cstr(view, offset + 76, 16),
+    cont: view.getUint8(offset + 92),
+    pad: bytes3(view, offset + 93),
   };
 }
 

@@ -244,6 +244,29 @@ class Messages {
  * "Trailers-Only" error response) to a request of messages. Other bodies fail the message
  * framing at their first byte or length.
  */
+const UNAVAILABLE = 14;
+
+/**
+ * The status a gRPC client is given for a stream reset without trailers, by the RST_STREAM
+ * code (gRPC over HTTP/2, "Errors"): the protocol's own mapping, -1 where it has none.
+ */
+function resetStatus(code: number): number {
+  switch (code) {
+    case 7: // REFUSED_STREAM: not processed
+      return UNAVAILABLE;
+    case 8: // CANCEL
+      return 1; // CANCELLED
+    case 11: // ENHANCE_YOUR_CALM
+      return 8; // RESOURCE_EXHAUSTED
+    case 12: // INADEQUATE_SECURITY
+      return 7; // PERMISSION_DENIED
+    case 5: // STREAM_CLOSED: no mapping
+      return -1;
+    default: // the other errors up to CONNECT_ERROR
+      return code >= 0 && code <= 10 ? 13 : -1; // INTERNAL
+  }
+}
+
 function grpcShaped(x: Stream): boolean {
   if (x.respOther || !x.respEnded || !x.req.whole() || !x.resp.whole()) return false;
   return x.resp.count > 0 ? x.respHeads >= 2 : x.req.count > 0 && x.respHeads === 1;
@@ -279,6 +302,8 @@ class Stream {
   respEnded = false;
   truncated = false;
   errorCode = -1;
+  /** The status a client is given for the stream's reset (resetStatus), -1 if none. */
+  resetStatus = -1;
   lastNs: bigint;
 
   constructor(readonly id: number, readonly startNs: bigint) {
@@ -762,6 +787,7 @@ export class H2Conn {
     const x = this.stream(id);
     if (!x) return;
     x.errorCode = code;
+    x.resetStatus = resetStatus(code);
     // a server may cut the request short with NO_ERROR once its response is complete (8.1)
     this.finish(x, code === 0 && x.respEnded ? "complete" : "reset", ts);
   }
@@ -782,6 +808,7 @@ export class H2Conn {
     for (const x of [...this.streams.values()]) {
       if (x.id > last) {
         x.errorCode = code;
+        x.resetStatus = UNAVAILABLE; // never processed: a client may retry it
         this.finish(x, "reset", ts);
       }
     }
@@ -839,7 +866,7 @@ export class H2Conn {
       service,
       rpcMethod,
       status: x.status,
-      grpcStatus: x.grpcStatus,
+      grpcStatus: x.grpcStatus >= 0 || !grpc ? x.grpcStatus : x.resetStatus,
       startNs: x.startNs,
       endNs: ts,
       requestMessages: reqMsgs,

@@ -112,9 +112,11 @@ export function frameShapeOk(type: number, flags: number, stream: number, len: n
  * rules: known types, defined flags only, reserved bit clear, no CONTINUATION first,
  * CONTINUATION exactly where a header block is open, and the chain must end with the chunk,
  * through headers in its captured tail if the middle was not captured. Writes hold whole
- * frames; payload bytes seldom line up like that.
+ * frames; payload bytes seldom line up like that, and a later piece of a long write never
+ * starts one.
  */
 export function plausibleStart(c: Chunk, maxLen: number): number {
+  if (c.cont) return -1;
   const head = c.head, h = head.length;
   const len = Number.isSafeInteger(c.len) && c.len >= h ? c.len : h;
   const t = len - h < c.tail.length ? 0 : c.tail.length, tb = len - t;

@@ -41,19 +41,22 @@ export type ContainerRole = "sidecar" | "service";
 /**
  * "http": the fixture HTTP server; "nginx-proxy" and "haproxy-proxy": nginx or haproxy proxying
  * to the pod's HTTP server; "grpc-go": the grpc-go fixture server (tests/fixtures/grpc_go/server,
- * built by the caller, see `binary`); "nginx-grpc-proxy": nginx passing gRPC to it (grpc_pass,
- * HTTP/2 on both legs).
+ * built by the caller, see `binary`); "nginx-grpc-proxy" and "haproxy-grpc-proxy": nginx
+ * (grpc_pass) or haproxy (proto h2) passing gRPC to it, HTTP/2 on both legs.
  */
 export type ContainerKind =
   | "http"
   | "nginx-proxy"
   | "haproxy-proxy"
   | "grpc-go"
-  | "nginx-grpc-proxy";
+  | "nginx-grpc-proxy"
+  | "haproxy-grpc-proxy";
 
 const isProxy = (kind: ContainerKind) => kind.endsWith("-proxy");
+const isNginx = (kind: ContainerKind) => kind.startsWith("nginx-");
+const isHaproxy = (kind: ContainerKind) => kind.startsWith("haproxy-");
 /** The kind of service a proxy kind passes to by default. */
-const upstreamKind = (kind: ContainerKind) => kind === "nginx-grpc-proxy" ? "grpc-go" : "http";
+const upstreamKind = (kind: ContainerKind) => kind.endsWith("-grpc-proxy") ? "grpc-go" : "http";
 
 export interface TestContainerOptions {
   name: string;
@@ -68,7 +71,7 @@ export interface TestContainerOptions {
   bodySize?: number;
   /**
    * Proxies: the port of the service at 127.0.0.1 (default: the first http container's, for
-   * nginx-grpc-proxy the first grpc-go container's).
+   * the gRPC proxies the first grpc-go container's).
    */
   upstreamPort?: number;
   /** grpc-go: the server binary built from tests/fixtures/grpc_go/server (required). */
@@ -289,9 +292,9 @@ class Container implements TestContainer {
     this.port = o.port;
     this.role = o.role ?? (isProxy(o.kind) ? "sidecar" : "service");
     this.image = o.image ??
-      (o.kind === "nginx-proxy" || o.kind === "nginx-grpc-proxy"
+      (isNginx(o.kind)
         ? "docker.io/library/nginx:1.22"
-        : o.kind === "haproxy-proxy"
+        : isHaproxy(o.kind)
         ? "docker.io/library/haproxy:2.6"
         : o.kind === "grpc-go"
         ? "registry.example/kupod/grpc-service:1.0"
@@ -486,12 +489,15 @@ class PodImpl implements TestPod {
     const dir = `${this.#tmp}/${c.name}`;
     await Deno.mkdir(dir, { recursive: true, mode: 0o755 });
     const ka = this.#upstreamKeepAlive;
-    if (c.kind === "haproxy-proxy") {
+    if (isHaproxy(c.kind)) {
+      const grpc = c.kind === "haproxy-grpc-proxy";
       await Deno.writeTextFile(
         `${dir}/haproxy.cfg`,
-        await fillTemplate("haproxy.cfg.tmpl", {
+        await fillTemplate(grpc ? "haproxy_grpc.cfg.tmpl" : "haproxy.cfg.tmpl", {
           PORT: String(c.port),
-          BIND_IPV6: this.#ipv6 ? `bind [::]:${c.port} v6only` : "# IPv4 only",
+          BIND_IPV6: this.#ipv6
+            ? `bind [::]:${c.port} v6only${grpc ? " proto h2" : ""}`
+            : "# IPv4 only",
           UPSTREAM_PORT: String(c.upstreamPort),
           // idle upstream connections shared by every client, or one per request
           UPSTREAM_MODE: ka ? "http-reuse always" : "option http-server-close",
@@ -543,7 +549,7 @@ class PodImpl implements TestPod {
   async #waitReady(c: Container, child: Child): Promise<void> {
     const deadline = Date.now() + this.#readyMs;
     // nginx: master and its one worker
-    const workers = c.kind === "nginx-proxy" || c.kind === "nginx-grpc-proxy" ? 2 : 1;
+    const workers = isNginx(c.kind) ? 2 : 1;
     for (;;) {
       if (c.exited) {
         const status = await child.process.status;
