@@ -421,7 +421,8 @@ static __always_inline __u32 seq_after(struct sock *sk, __u8 dir)
  * with the call's last bytes as its tail (trailers after a long body).
  */
 #define H2_MAX_IOV 1024 /* UIO_MAXIOV: gRPC C-core writes a few iovecs per frame */
-#define H2_STEPS (H2_MAX_IOV / IOV_BATCH + H2_MAX_IOV + 2 * HTTP2_PIECES)
+/* a step reaches each iovec, at least one more copies or passes it, one more ends each piece */
+#define H2_STEPS (2 * H2_MAX_IOV + 2 * HTTP2_PIECES)
 
 /*
  * One step: the next segment, or one copy into the record (sent when it is a
