@@ -33,6 +33,8 @@ import {
 } from "./go/grpc_layout.ts";
 import type { H2Call } from "./h2/conn.ts";
 import { ProbeObject } from "./probe_object.ts";
+import { sockKey, sockKeyOf } from "./conn_id.ts";
+import { GoStreamTable } from "./go_streams.ts";
 
 /** The programs' names in bpftool (BPF program names are cut at 15 characters). */
 export const GRPC_GO_PROGRAMS = ["kupod_go_srv", "kupod_go_cli"] as const;
@@ -99,16 +101,11 @@ export interface GrpcGoOptions {
   onBinary?: (b: GoBinary) => void;
 }
 
-function streamKey(sockId: bigint, streamId: number, side: GrpcSide): string {
-  return `${sockId.toString(16)}/${streamId}/${side}`;
-}
-
 export class GrpcGoProbe implements AsyncDisposable {
   readonly #object: ProbeObject;
   #target: Target;
   readonly #opts: GrpcGoOptions;
-  readonly #maxStreams: number;
-  readonly #streams = new Map<string, GoStream>();
+  readonly #streams: GoStreamTable;
   /** By "dev:inode" of the executable, while a process of the target runs it. */
   readonly #binaries = new Map<string, GoBinary>();
   readonly #probed = new Map<GoBinary, Probed>();
@@ -125,7 +122,7 @@ export class GrpcGoProbe implements AsyncDisposable {
   private constructor(target: Target, opts: GrpcGoOptions) {
     this.#target = target;
     this.#opts = opts;
-    this.#maxStreams = opts.maxStreams ?? MAX_STREAMS;
+    this.#streams = new GoStreamTable(opts.maxStreams ?? MAX_STREAMS);
     this.#object = ProbeObject.open({
       object: "grpc_go",
       target,
@@ -156,29 +153,33 @@ export class GrpcGoProbe implements AsyncDisposable {
 
   #record(view: DataView, at: number): void {
     if (view.byteLength - at < GRPC_GO_EVENT_SIZE) return;
-    const e = decodeGrpcGoEvent(view, at);
+    this.#records++;
+    const client = view.getUint8(at + L.side.offset) === SIDE_CLIENT;
     const len = Math.min(view.getUint16(at + L.path_len.offset, true), L.path.size);
-    const s: GoStream = {
+    const truncated = view.getUint8(at + L.truncated.offset) !== 0;
+    const sock = sockKey(view, at + L.sock_id.offset);
+    if (sock) {
+      const bytes = new Uint8Array(view.buffer, view.byteOffset + at + L.path.offset, len);
+      this.#streams.record(
+        sock,
+        view.getUint32(at + L.stream_id.offset, true),
+        client,
+        truncated ? undefined : bytes,
+      );
+    }
+    if (!this.#opts.onStream) return;
+    const e = decodeGrpcGoEvent(view, at);
+    this.#opts.onStream({
       sockId: e.sock_id,
       streamId: e.stream_id,
-      side: e.side === SIDE_CLIENT ? "client" : "server",
+      side: client ? "client" : "server",
       path: e.path.slice(0, len),
-      truncated: e.truncated !== 0,
+      truncated,
       pid: e.pid,
       fd: e.fd,
       container: e.container,
       tsNs: e.ts_ns,
-    };
-    this.#records++;
-    if (s.sockId) {
-      const key = streamKey(s.sockId, s.streamId, s.side);
-      this.#streams.delete(key); // a socket address reused by a new connection: the newest wins
-      if (this.#streams.size >= this.#maxStreams) {
-        this.#streams.delete(this.#streams.keys().next().value!);
-      }
-      this.#streams.set(key, s);
-    }
-    this.#opts.onStream?.(s);
+    });
   }
 
   /** Reads what the ring holds now (records of streams that already started). */
@@ -193,13 +194,11 @@ export class GrpcGoProbe implements AsyncDisposable {
    * bytes). Records already in the ring are read first, so a call that ended is found.
    */
   pathFor(sockId: bigint, streamId: number, side: GrpcSide): string | undefined {
-    const key = streamKey(sockId, streamId, side);
-    let s = this.#streams.get(key);
-    if (!s) {
-      this.readPending();
-      s = this.#streams.get(key);
-    }
-    return s && !s.truncated ? s.path : undefined;
+    const sock = sockKeyOf(sockId), client = side === "client";
+    const path = this.#streams.get(sock, streamId, client);
+    if (path !== undefined) return path;
+    this.readPending();
+    return this.#streams.get(sock, streamId, client);
   }
 
   /** pathFor as gRPC's service and method ("pkg.Service", "Method"); undefined when unknown. */

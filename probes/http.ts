@@ -12,7 +12,7 @@ import { HTTP_EVENT_LAYOUT as L, HTTP_EVENT_SIZE, RODATA } from "../bpf/gen/http
 import { type Attribution, attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
 import { bootNsToRfc3339, CLOCK_BOOTTIME, CLOCK_MONOTONIC, nowNs } from "./clock.ts";
-import { connId } from "./conn_id.ts";
+import { connId, sockKey } from "./conn_id.ts";
 import type { EventSink, GrpcEvent, HttpEvent, TcpEndpoints } from "./events.ts";
 import { type Chunk, Http1Conn, type HttpExchange } from "./http1.ts";
 import { KERNEL_RECORD, KernelHttp1 } from "./http1_records.ts";
@@ -66,15 +66,6 @@ export interface HttpProbeOptions {
 
 /** The connection's parser: HTTP/1.x, or HTTP/2 (its preface, or frames joined midway). */
 type Parser = { h1: Http1Conn; h2?: undefined } | { h1?: undefined; h2: H2Conn };
-
-/**
- * A record's sock_id (a kernel socket's address) as a Map key without a BigInt per record: its
- * low 53 bits, exact in a number. Sockets live in one kernel address range far smaller than
- * 2^53 bytes, so two live sockets never share them.
- */
-function sockKey(view: DataView, at: number): number {
-  return (view.getUint32(at + 4, true) & 0x1fffff) * 2 ** 32 + view.getUint32(at, true);
-}
 
 interface Conn {
   /** The kernel socket (the records' sock_id). */
