@@ -23,12 +23,18 @@ export class GoStreamTable {
   readonly #sock: Float64Array;
   /** stream id × 2 + side (1: client) */
   readonly #sid: Float64Array;
+  readonly #hash: Int32Array;
   /** index into #paths, EMPTY or TRUNCATED */
   readonly #path: Int32Array;
-  /** hash → slot of the newest stream with that hash */
-  readonly #slots = new Map<number, number>();
+  /**
+   * Open addressing over the slots (linear probing, a power of two at least twice the slots):
+   * a Map's table, rewritten as entries come and go, was itself garbage for the full collections.
+   */
+  readonly #index: Int32Array;
+  readonly #mask: number;
   /** The slot the next record takes: the oldest once the table is full. */
   #next = 0;
+  #size = 0;
   #paths: string[] = [];
   #pathBytes: Uint8Array[] = [];
   /** FNV-1a of a path's bytes → indexes into #paths */
@@ -38,7 +44,11 @@ export class GoStreamTable {
   constructor(readonly capacity: number) {
     this.#sock = new Float64Array(capacity);
     this.#sid = new Float64Array(capacity);
+    this.#hash = new Int32Array(capacity);
     this.#path = new Int32Array(capacity).fill(EMPTY);
+    const buckets = 2 ** Math.ceil(Math.log2(2 * capacity));
+    this.#index = new Int32Array(buckets).fill(EMPTY);
+    this.#mask = buckets - 1;
   }
 
   /**
@@ -49,27 +59,55 @@ export class GoStreamTable {
     const sid = streamId * 2 + (client ? 1 : 0), h = hash(sock, sid);
     const slot = this.#next;
     this.#next = (slot + 1) % this.capacity;
-    if (this.#path[slot] !== EMPTY) {
-      const old = hash(this.#sock[slot], this.#sid[slot]);
-      if (this.#slots.get(old) === slot) this.#slots.delete(old);
-    }
+    if (this.#path[slot] !== EMPTY) this.#remove(this.#find(this.#sock[slot], this.#sid[slot]));
+    const at = this.#find(sock, sid, h);
+    if (at >= 0) this.#remove(at); // the same stream again: a socket address reused
     this.#sock[slot] = sock;
     this.#sid[slot] = sid;
+    this.#hash[slot] = h;
     this.#path[slot] = bytes === undefined ? TRUNCATED : this.#intern(bytes);
-    this.#slots.set(h, slot);
+    let i = h & this.#mask;
+    while (this.#index[i] !== EMPTY) i = (i + 1) & this.#mask;
+    this.#index[i] = slot;
+    this.#size++;
   }
 
   /** The path recorded for the stream; undefined when none was or it was truncated. */
   get(sock: number, streamId: number, client: boolean): string | undefined {
-    const sid = streamId * 2 + (client ? 1 : 0);
-    const slot = this.#slots.get(hash(sock, sid));
-    if (slot === undefined || this.#sock[slot] !== sock || this.#sid[slot] !== sid) return;
-    const p = this.#path[slot];
+    const at = this.#find(sock, streamId * 2 + (client ? 1 : 0));
+    const p = at < 0 ? EMPTY : this.#path[this.#index[at]];
     return p >= 0 ? this.#paths[p] : undefined;
   }
 
+  /** The index position of the stream's slot, or -1. */
+  #find(sock: number, sid: number, h = hash(sock, sid)): number {
+    for (let i = h & this.#mask;; i = (i + 1) & this.#mask) {
+      const slot = this.#index[i];
+      if (slot === EMPTY) return -1;
+      if (this.#sid[slot] === sid && this.#sock[slot] === sock) return i;
+    }
+  }
+
+  /** Frees index position `at` and its slot, moving later entries of its run back. */
+  #remove(at: number): void {
+    if (at < 0) return;
+    this.#path[this.#index[at]] = EMPTY;
+    this.#size--;
+    let i = at;
+    for (let j = (i + 1) & this.#mask;; j = (j + 1) & this.#mask) {
+      const slot = this.#index[j];
+      if (slot === EMPTY) break;
+      const home = this.#hash[slot] & this.#mask;
+      // an entry whose home lies cyclically in (i, j] is still found from it: it stays
+      if (i <= j ? i < home && home <= j : i < home || home <= j) continue;
+      this.#index[i] = slot;
+      i = j;
+    }
+    this.#index[i] = EMPTY;
+  }
+
   get size(): number {
-    return this.#slots.size;
+    return this.#size;
   }
 
   /** The index of the path with these bytes, decoded once. */
@@ -95,8 +133,9 @@ export class GoStreamTable {
 
   /** Forgets every stream and path: their indexes are about to be reused. */
   #clear(): void {
-    this.#slots.clear();
+    this.#index.fill(EMPTY);
     this.#path.fill(EMPTY);
+    this.#size = 0;
     this.#paths = [];
     this.#pathBytes = [];
     this.#pathIds = new Map();

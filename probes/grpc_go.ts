@@ -232,7 +232,7 @@ export class GrpcGoProbe implements AsyncDisposable {
     return id ? this.#binaries.get(id) : undefined;
   }
 
-  #scan(): void {
+  async #scan(): Promise<void> {
     if (this.#stopped) return;
     let pids = targetPids(this.#target);
     if (this.#opts.scan === "asked") {
@@ -266,7 +266,7 @@ export class GrpcGoProbe implements AsyncDisposable {
       const b: GoBinary = { path: exe, pids: new Set([pid]), symbols: [] };
       this.#binaries.set(id, b);
       try {
-        b.layout = readGrpcGoLayout(exe);
+        b.layout = await readGrpcGoLayout(exe);
         if (this.#stopped) return;
         this.#attach(b);
       } catch (e) {

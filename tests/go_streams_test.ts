@@ -37,3 +37,25 @@ Deno.test("go streams: bounded, the oldest go first; paths are decoded once and 
   assertEquals(many.get(SOCK, 2 * 4999 + 1, false), "/x.Y/m4999");
   assert(many.size >= 1 && many.size <= 16, `size ${many.size}`);
 });
+
+Deno.test("go streams: under churn every lookup answers as the last records do (random, many collisions)", () => {
+  let seed = 7;
+  const rand = (n: number) => {
+    seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+    return seed % n;
+  };
+  const cap = 8;
+  const t = new GoStreamTable(cap);
+  const last: { sock: number; id: number; client: boolean; path: string }[] = [];
+  for (let n = 0; n < 20000; n++) {
+    const r = { sock: SOCK + 64 * rand(3), id: 2 * rand(12) + 1, client: rand(2) === 1, path: "" };
+    r.path = `/s.S/m${rand(5)}`;
+    t.record(r.sock, r.id, r.client, enc.encode(r.path));
+    last.push(r);
+    if (last.length > cap) last.shift();
+    const q = { sock: SOCK + 64 * rand(3), id: 2 * rand(12) + 1, client: rand(2) === 1 };
+    const want = last.findLast((x) => x.sock === q.sock && x.id === q.id && x.client === q.client);
+    assertEquals(t.get(q.sock, q.id, q.client), want?.path, `step ${n}`);
+    assertEquals(t.size, new Set(last.map((x) => `${x.sock}/${x.id}/${x.client}`)).size);
+  }
+});

@@ -4,8 +4,6 @@
  * binary costs its section headers, its symbol table and the sections asked for.
  */
 
-import { inflateSync } from "node:zlib";
-
 const SHF_COMPRESSED = 0x800;
 const SHT_SYMTAB = 2;
 const SHT_NOBITS = 8;
@@ -192,11 +190,23 @@ export function cString(bytes: Uint8Array, at: number): string {
 }
 
 /**
+ * node:zlib, loaded on first need: importing it costs every run of kupod ~6 MB of memory, and
+ * only a Go binary's compressed DWARF needs it.
+ */
+let zlib: typeof import("node:zlib") | undefined;
+
+/** Loads what sectionData() needs for compressed sections; call it before reading any. */
+export async function loadInflate(): Promise<void> {
+  zlib ??= await import("node:zlib");
+}
+
+/**
  * Inflates a zlib stream of known decompressed size. node:zlib does it in one native call; a
  * DecompressionStream's chunks, each its own buffer, grew the agent by twice the output.
  */
 function inflate(data: Uint8Array<ArrayBuffer>, size: number): Uint8Array<ArrayBuffer> {
-  const out = inflateSync(data, { maxOutputLength: size });
+  if (!zlib) throw new ElfError("compressed section read before loadInflate()");
+  const out = zlib.inflateSync(data, { maxOutputLength: size });
   if (out.length !== size) throw new ElfError(`compressed section: ${out.length} of ${size} bytes`);
   return new Uint8Array(out.buffer, out.byteOffset, out.length) as Uint8Array<ArrayBuffer>;
 }
