@@ -33,6 +33,7 @@ import {
 } from "./go/grpc_layout.ts";
 import type { H2Call } from "./h2/conn.ts";
 import { ProbeObject } from "./probe_object.ts";
+import { libc } from "../bpf/ffi.ts";
 import { sockKey, sockKeyOf } from "./conn_id.ts";
 import { GoStreamTable } from "./go_streams.ts";
 
@@ -117,6 +118,8 @@ export class GrpcGoProbe implements AsyncDisposable {
   #timer: ReturnType<typeof setInterval> | undefined;
   #scanning: Promise<void> = Promise.resolve();
   #stopped = false;
+  /** A binary was read: memory to give back at the next scan. */
+  #trimDue = false;
   reading: Promise<void> = Promise.resolve();
 
   private constructor(target: Target, opts: GrpcGoOptions) {
@@ -232,8 +235,14 @@ export class GrpcGoProbe implements AsyncDisposable {
     return id ? this.#binaries.get(id) : undefined;
   }
 
-  async #scan(): Promise<void> {
+  #scan(): void {
     if (this.#stopped) return;
+    if (this.#trimDue) {
+      // a binary read last time: its sections (tens of MB) have been collected since, and
+      // glibc keeps freed pages resident until asked to give them back
+      this.#trimDue = false;
+      libc().malloc_trim(0n);
+    }
     let pids = targetPids(this.#target);
     if (this.#opts.scan === "asked") {
       for (const pid of this.#asked) if (!pids.has(pid)) this.#asked.delete(pid);
@@ -265,8 +274,9 @@ export class GrpcGoProbe implements AsyncDisposable {
       }
       const b: GoBinary = { path: exe, pids: new Set([pid]), symbols: [] };
       this.#binaries.set(id, b);
+      this.#trimDue = true;
       try {
-        b.layout = await readGrpcGoLayout(exe);
+        b.layout = readGrpcGoLayout(exe);
         if (this.#stopped) return;
         this.#attach(b);
       } catch (e) {

@@ -393,7 +393,7 @@ Deno.test("grpc_go: the layout read from DWARF is readelf's, for server and clie
   const T = "google.golang.org/grpc/internal/transport";
   const SRV = `${T}.(*http2Server).operateHeaders`, CLI = `${T}.(*loopyWriter).originateStream`;
   for (const bin of [bins.server, bins.client]) {
-    const layout = await readGrpcGoLayout(bin);
+    const layout = readGrpcGoLayout(bin);
     assertEquals(layout.goVersion.startsWith("go1."), true, layout.goVersion);
     const d = new TextDwarf(parseDies(await readelf(bin, "info")));
     const loc = await readelf(bin, "loc");
@@ -447,8 +447,8 @@ Deno.test("grpc_go: the layout read from DWARF is readelf's, for server and clie
     ]);
     assert(layout.conf.wrap1_hash && layout.conf.wrap2_hash, "wrapper hashes");
   }
-  assertEquals((await readGrpcGoLayout(bins.server)).server, true);
-  assertEquals((await readGrpcGoLayout(bins.client)).server, false);
+  assertEquals((readGrpcGoLayout(bins.server)).server, true);
+  assertEquals((readGrpcGoLayout(bins.client)).server, false);
 });
 
 Deno.test("grpc_go: only processes running a Go program are asked for their headers", async () => {
@@ -463,9 +463,9 @@ Deno.test("grpc_go: only processes running a Go program are asked for their head
 });
 
 Deno.test("grpc_go: binaries without what the probes need are refused with the reason", async () => {
-  const refused = async (path: string, reason: RegExp) => {
+  const refused = (path: string, reason: RegExp) => {
     try {
-      await readGrpcGoLayout(path);
+      readGrpcGoLayout(path);
     } catch (e) {
       assert(e instanceof GoLayoutError, String(e));
       assert(reason.test(e.message), e.message);
@@ -473,15 +473,15 @@ Deno.test("grpc_go: binaries without what the probes need are refused with the r
     }
     throw new Error(`${path} was not refused`);
   };
-  await refused("/bin/true", /is not a Go program/);
-  await refused("/nonexistent/kupod", /No such file|not found/i);
+  refused("/bin/true", /is not a Go program/);
+  refused("/nonexistent/kupod", /No such file|not found/i);
   {
     await using noDwarf = await buildFixtures(["-ldflags=-w"]);
-    await refused(noDwarf.server, /no DWARF debug info/);
+    refused(noDwarf.server, /no DWARF debug info/);
   }
   {
     await using stripped = await buildFixtures(["-ldflags=-s -w"]);
-    await refused(stripped.server, /no symbol table \(stripped\)/);
+    refused(stripped.server, /no symbol table \(stripped\)/);
   }
 });
 

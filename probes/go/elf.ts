@@ -4,6 +4,8 @@
  * binary costs its section headers, its symbol table and the sections asked for.
  */
 
+import { inflateZlib } from "./inflate.ts";
+
 const SHF_COMPRESSED = 0x800;
 const SHT_SYMTAB = 2;
 const SHT_NOBITS = 8;
@@ -189,24 +191,11 @@ export function cString(bytes: Uint8Array, at: number): string {
   return new TextDecoder().decode(bytes.subarray(at, end));
 }
 
-/**
- * node:zlib, loaded on first need: importing it costs every run of kupod ~6 MB of memory, and
- * only a Go binary's compressed DWARF needs it.
- */
-let zlib: typeof import("node:zlib") | undefined;
-
-/** Loads what sectionData() needs for compressed sections; call it before reading any. */
-export async function loadInflate(): Promise<void> {
-  zlib ??= await import("node:zlib");
-}
-
-/**
- * Inflates a zlib stream of known decompressed size. node:zlib does it in one native call; a
- * DecompressionStream's chunks, each its own buffer, grew the agent by twice the output.
- */
+/** Inflates a zlib stream of known decompressed size (probes/go/inflate.ts). */
 function inflate(data: Uint8Array<ArrayBuffer>, size: number): Uint8Array<ArrayBuffer> {
-  if (!zlib) throw new ElfError("compressed section read before loadInflate()");
-  const out = zlib.inflateSync(data, { maxOutputLength: size });
-  if (out.length !== size) throw new ElfError(`compressed section: ${out.length} of ${size} bytes`);
-  return new Uint8Array(out.buffer, out.byteOffset, out.length) as Uint8Array<ArrayBuffer>;
+  try {
+    return inflateZlib(data, size);
+  } catch (e) {
+    throw new ElfError(`compressed section: ${(e as Error).message}`);
+  }
 }

@@ -6,7 +6,7 @@
  */
 
 import { Dwarf, DwarfError } from "./dwarf.ts";
-import { ElfError, ElfFile, loadInflate } from "./elf.ts";
+import { ElfError, ElfFile } from "./elf.ts";
 
 const TRANSPORT = "google.golang.org/grpc/internal/transport";
 const HTTP2 = "golang.org/x/net/http2";
@@ -142,8 +142,7 @@ export function runsGo(pid: number): boolean {
  * when its DWARF does not say all the programs need (stripped, Go before 1.17, an unknown
  * grpc-go).
  */
-export async function readGrpcGoLayout(path: string): Promise<GrpcGoLayout> {
-  await loadInflate();
+export function readGrpcGoLayout(path: string): GrpcGoLayout {
   let elf: ElfFile;
   try {
     elf = ElfFile.open(path);
