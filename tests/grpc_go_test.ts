@@ -26,7 +26,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { bpftoolJson, kupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod } from "./helpers/pod.ts";
 import { inContainer, inContainerArgs } from "./helpers/pod_exec.ts";
-import { Child, ROOT, startKupod } from "./helpers/process.ts";
+import { Child, ROOT, watchGrpc } from "./helpers/process.ts";
 
 const FIXTURES = `${ROOT}tests/fixtures/grpc_go`;
 /** Calls before the probe starts, and after. */
@@ -510,15 +510,7 @@ Deno.test("grpc-go: monitor user grpc on a channel older than kupod: exact metho
     ]);
     await using client = new Child(cmd, args, { stdin: true });
     await client.waitForLine(/"event":"before"/);
-    await using kupod = await startKupod([
-      "monitor",
-      "user",
-      "grpc",
-      "--veth",
-      pod.hostVeth,
-      "--output",
-      "json",
-    ]);
+    await using kupod = await watchGrpc(pod.hostVeth);
     const calls = () =>
       kupod.stdout.filter((l) => l.includes('"type":"grpc"')).map((l) => JSON.parse(l));
     // the first call after the start: its :path is an HPACK entry kupod never saw

@@ -12,7 +12,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { inContainer } from "./helpers/pod_exec.ts";
-import { type Child, freePort, ROOT, startKupod } from "./helpers/process.ts";
+import { type Child, freePort, ROOT, watchGrpc } from "./helpers/process.ts";
 import { parseExposition, seriesKey } from "./helpers/prom.ts";
 import { startOtlpReceiver } from "./fixtures/otlp_receiver.ts";
 
@@ -36,20 +36,6 @@ async function grpcServer(pod: TestPod): Promise<{ server: Child; port: string }
   }
 }
 
-/** `kupod monitor user grpc` on the pod, JSON lines, with `extra` arguments. */
-function watchGrpc(pod: TestPod, extra: string[] = []): Promise<Child> {
-  return startKupod([
-    "monitor",
-    "user",
-    "grpc",
-    "--veth",
-    pod.hostVeth,
-    "--output",
-    "json",
-    ...extra,
-  ]);
-}
-
 /** The grpc events kupod printed once `n` arrived (or 10 s passed), and any extra soon after. */
 async function grpcEvents(kupod: Child, n: number): Promise<GrpcEvent[]> {
   const calls = () =>
@@ -67,7 +53,7 @@ Deno.test("grpc: unary (sequential and concurrent), streaming kinds and a failur
     const { server, port } = await grpcServer(pod);
     await using _server = server;
     const exporter = freePort();
-    await using kupod = await watchGrpc(pod, [
+    await using kupod = await watchGrpc(pod.hostVeth, [
       "--exporter-address",
       "127.0.0.1",
       "--exporter-port",
@@ -152,7 +138,7 @@ Deno.test("grpc: a channel opened before kupod started: calls counted exactly, m
     await using client = peer(pod, "proxy", ["later", port, String(K), String(N)], { stdin: true });
     await client.waitForLine(/^paused$/);
     const exporter = freePort();
-    await using kupod = await watchGrpc(pod, [
+    await using kupod = await watchGrpc(pod.hostVeth, [
       "--exporter-address",
       "127.0.0.1",
       "--exporter-port",
@@ -301,7 +287,7 @@ Deno.test("grpc: a span per call joins the caller's trace from traceparent or gr
     await using _server = server;
     const receiver = startOtlpReceiver();
     try {
-      await using kupod = await watchGrpc(pod, ["--otlp-endpoint", receiver.url]);
+      await using kupod = await watchGrpc(pod.hostVeth, ["--otlp-endpoint", receiver.url]);
       const traceId = "4bf92f3577b34da6a3ce929d0e0e4736", parent = "00f067aa0ba902b7";
       await using client = peer(pod, "proxy", ["traced", port, traceId, parent]);
       assertEquals((await client.wait()).code, 0, client.stderr.join("\n"));
@@ -406,7 +392,7 @@ for (const [name, proxyKind] of Object.entries(GRPC_PROXIES)) {
         if ((await probe.output()).success) break;
         await new Promise((r) => setTimeout(r, 100));
       }
-      await using kupod = await watchGrpc(pod);
+      await using kupod = await watchGrpc(pod.hostVeth);
       const N = 20, B = 40;
       // the caller is a process of the service's container: its calls go out through the sidecar
       await using client = peer(pod, "app", ["client", String(port), String(N)]);

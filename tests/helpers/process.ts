@@ -185,6 +185,11 @@ export async function startKupod(args: string[]): Promise<Child> {
   return kupod;
 }
 
+/** `kupod monitor user grpc` on the pod behind `veth`, in JSON lines, with `extra` arguments. */
+export function watchGrpc(veth: string, extra: string[] = []): Promise<Child> {
+  return startKupod(["monitor", "user", "grpc", "--veth", veth, "--output", "json", ...extra]);
+}
+
 /** Makes `count` connections to host:port from this process, reading each reply. */
 export async function connectTimes(host: string, port: number, count: number): Promise<void> {
   const buf = new Uint8Array(16);
