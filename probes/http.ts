@@ -439,11 +439,14 @@ const PREFACE_START = [0x50, 0x52, 0x49, 0x20]; // "PRI "
 /**
  * The parser for a connection whose first captured call is `first`: HTTP/2 from its preface, or
  * from whole frames (a connection that was open before the capture began: its side is then
- * decided by the first request, see H2Conn), else HTTP/1.x.
+ * decided by the first request, see H2Conn), or when it is a later piece of a long call (only
+ * HTTP/2 calls are cut in pieces; the ring lost the first), else HTTP/1.x.
  */
-function parserFor(first: Chunk, previewMax: number): Parser {
+export function parserFor(first: Chunk, previewMax: number): Parser {
   const preface = PREFACE_START.every((b, i) => first.head[i] === b);
-  if (preface || plausibleStart(first, DEFAULT_MAX_FRAME) >= 0) return { h2: new H2Conn() };
+  if (first.cont || preface || plausibleStart(first, DEFAULT_MAX_FRAME) >= 0) {
+    return { h2: new H2Conn() };
+  }
   return { h1: new Http1Conn({ previewMax }) };
 }
 

@@ -1,5 +1,6 @@
 /** HTTP/2 and gRPC calls from captured syscall payloads: Huffman, HPACK, frames, calls. */
 
+import { parserFor } from "../probes/http.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import type { Chunk } from "../probes/http1.ts";
 import { type H2Call, H2Conn } from "../probes/h2/conn.ts";
@@ -1457,4 +1458,12 @@ Deno.test("h2: mutated, truncated and random streams are survived", () => {
     assert(calls.every((c) => c.requestBytes >= 0 && c.responseBytes >= 0), `iteration ${it}`);
     assertEquals(conn.bufferedBytes, 0); // closed
   }
+});
+
+Deno.test("h2: a connection first seen in a later piece of a long call goes to the HTTP/2 parser, not HTTP/1's", () => {
+  // mid-frame bytes: no frame chain starts here
+  const head = new Uint8Array([0x12, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x01, 0x99, 0x42]);
+  const c = { dir: "out" as const, ts: 1n, len: head.length, head, tail: new Uint8Array(0) };
+  assert(parserFor({ ...c, cont: true }, 0).h2 !== undefined, "a piece: HTTP/2");
+  assert(parserFor(c, 0).h1 !== undefined, "the same bytes as a call's start: not HTTP/2");
 });
