@@ -237,13 +237,6 @@ class Messages {
   }
 }
 
-/**
- * A stream whose headers are all unknown (a connection joined midway, its HPACK entries from
- * before) is gRPC by its shape: both directions' DATA is whole length-prefixed messages, at
- * least one, and the response ended with trailers after its head, or was trailers alone (gRPC's
- * "Trailers-Only" error response) to a request of messages. Other bodies fail the message
- * framing at their first byte or length.
- */
 const UNAVAILABLE = 14;
 
 /**
@@ -267,6 +260,13 @@ function resetStatus(code: number): number {
   }
 }
 
+/**
+ * A stream whose headers are all unknown (a connection joined midway, its HPACK entries from
+ * before) is gRPC by its shape: both directions' DATA is whole length-prefixed messages, at
+ * least one, and the response ended with trailers after its head, or was trailers alone (gRPC's
+ * "Trailers-Only" error response) to a request of messages. Other bodies fail the message
+ * framing at their first byte or length.
+ */
 function grpcShaped(x: Stream): boolean {
   if (x.respOther || !x.respEnded || !x.req.whole() || !x.resp.whole()) return false;
   return x.resp.count > 0 ? x.respHeads >= 2 : x.req.count > 0 && x.respHeads === 1;
