@@ -46,6 +46,8 @@
 const volatile __u32 head_max = 1024;
 /* HTTP/1.x framed in the kernel; off, every call goes to user space (previews need bodies). */
 const volatile bool frame_http1 = true;
+/* Records an HTTP/2 call is copied in at most (HTTP2_PIECES bounds it). */
+const volatile __u32 h2_pieces = HTTP2_PIECES;
 
 struct http_sock {
 	__u32 container;
@@ -413,7 +415,7 @@ static __always_inline __u32 seq_after(struct sock *sk, __u8 dir)
 }
 
 /*
- * An HTTP/2 call is copied whole, up to HTTP2_PIECES records of HTTP_HEAD_MAX
+ * An HTTP/2 call is copied whole, up to h2_pieces records of HTTP_HEAD_MAX
  * bytes: a proxy's shared upstream connection writes many calls' frames at
  * once, and with one record a call most of those calls went unframed. Every
  * record but the last is a full piece (`cont` after the first: it need not
@@ -476,7 +478,7 @@ static long h2_step(__u32 i, void *data)
 	w->left -= n;
 	if (s->e.head_len < HTTP_HEAD_MAX || !w->left)
 		return 0;
-	if (w->pieces >= HTTP2_PIECES - 1) {
+	if (w->pieces + 1 >= h2_pieces || w->pieces + 1 >= HTTP2_PIECES) {
 		w->copying = 0;
 		return 0;
 	}

@@ -62,6 +62,8 @@ export interface HttpProbeOptions {
   /** Distinct routes per container before new ones become "other". */
   maxRoutes?: number;
   ringBytes?: number;
+  /** Records of 4 KiB an HTTP/2 call is copied in at most (default and most: 16). */
+  h2Pieces?: number;
 }
 
 /** The connection's parser: HTTP/1.x, or HTTP/2 (its preface, or frames joined midway). */
@@ -141,7 +143,10 @@ export class HttpProbe implements Probe {
       target,
       rodataLayout: RODATA,
       // previews need body bytes, which only the user-space framer sees
-      rodata: { frame_http1: this.#previewBytes === 0 },
+      rodata: {
+        frame_http1: this.#previewBytes === 0,
+        ...(opts.h2Pieces ? { h2_pieces: opts.h2Pieces } : {}),
+      },
       ringBytes: opts.ringBytes ?? 1 << 21,
       attach: (obj: BpfObject) => PROGRAMS.map((p) => obj.program(p).attach()),
       onSample: (view, offset, length) => this.#record(view, offset, length),

@@ -98,10 +98,12 @@ Deno.test("http: keep-alive through the sidecar: each request once per leg, exac
     }
     for (const e of l.proxyClient) assertEquals([e.daddr, e.dport], ["127.0.0.1", l.ports.app]);
     for (const e of l.appServer) assertEquals(e.sport, l.ports.app);
-    // the sidecar's server span encloses its upstream call, which encloses the service's
+    // the sidecar's server span encloses its upstream call and the service's span. Spans start
+    // when a syscall returns: the service's read of the request may return before the sidecar's
+    // write of it does (loopback delivers inside the write), so only causal order is asserted
     for (let i = 0; i < N; i++) {
       const outer = l.proxyServer[i], mid = l.proxyClient[i], inner = l.appServer[i];
-      assert(outer.ts <= mid.ts && mid.ts <= inner.ts, `${outer.ts} ${mid.ts} ${inner.ts}`);
+      assert(outer.ts <= mid.ts && outer.ts <= inner.ts, `${outer.ts} ${mid.ts} ${inner.ts}`);
       assert(
         outer.duration_seconds >= inner.duration_seconds,
         "sidecar span encloses the service's",

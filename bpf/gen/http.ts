@@ -209,9 +209,10 @@ export const RODATA = {
   follow_children: { offset: 12, size: 1 },
   head_max: { offset: 16, size: 4 },
   frame_http1: { offset: 20, size: 1 },
-  h2_flags: { offset: 21, size: 10 },
+  h2_pieces: { offset: 24, size: 4 },
+  h2_flags: { offset: 28, size: 10 },
 } as const;
-export const RODATA_SIZE = 31;
+export const RODATA_SIZE = 38;
 
 const utf8 = new TextDecoder();
 
