@@ -24,7 +24,9 @@ export type Feature =
   | "sk_msg"
   | "ringbuf"
   /** socket- and task-local storage from tracing programs (Linux 5.11) */
-  | "local_storage";
+  | "local_storage"
+  /** the tcp_sendmsg_locked tracepoint: the start of a TCP write (Linux 6.10) */
+  | "tcp_send_start";
 
 export interface PreflightReport {
   kernel: string;
@@ -172,6 +174,8 @@ function probeFeature(feature: Feature): boolean {
       return libbpf().libbpf_probe_bpf_map_type(MAP_TYPE_RINGBUF, null) === 1;
     case "local_storage":
       return tryProgram("kupod_feat_lsto", undefined, false, "features_storage");
+    case "tcp_send_start":
+      return tryProgram("kupod_feat_sndst");
   }
 }
 
@@ -221,6 +225,7 @@ export function featureReport(): Record<Feature, boolean> {
     "sk_msg",
     "ringbuf",
     "local_storage",
+    "tcp_send_start",
   ];
   return Object.fromEntries(all.map((f) => [f, hasFeature(f)])) as Record<Feature, boolean>;
 }

@@ -64,6 +64,8 @@ const volatile bool open_events = true;
 const volatile bool close_events = false;
 /* Send a sidecar_timing event per request (--verbose); sidecar_stats count them anyway. */
 const volatile bool timing_events = false;
+/* kupod_send_start is attached (tcp_sendmsg_locked, Linux 6.10+): a forward is taken there. */
+const volatile bool send_start = false;
 
 #define UPSTREAM_UNKNOWN 0
 #define UPSTREAM_SIDECAR 1 /* the other end is a sidecar's upstream connection */
@@ -633,24 +635,49 @@ static __noinline void psock_sent(struct sock *sk, int ret)
 	data_moved(c, LAST_SEND);
 }
 
+/* A write on `sk`: the forward of a request this thread has just read, if `sk` is an upstream. */
+static __always_inline void sidecar_write(struct sock *sk)
+{
+	__u64 *read_at = bpf_task_storage_get(&sidecar_reads, bpf_get_current_task_btf(), NULL, 0);
+
+	if (read_at && *read_at && sidecar_sent(sk, *read_at))
+		*read_at = 0; /* the rest of the request's writes are not new requests */
+}
+
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
 {
 	struct tcp_sock *tp;
-	__u64 *read_at;
+	bool psock;
 
 	if (!target_data(sk, ret, flags))
 		return 0;
-	if ((unsigned long)sk->sk_user_data & SK_USER_DATA_PSOCK)
+	psock = (unsigned long)sk->sk_user_data & SK_USER_DATA_PSOCK;
+	if (psock)
 		psock_sent(sk, ret);
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;
 	if (tp->bytes_sent <= (__u64)ret)
 		claim_conn(sk);
-	read_at = bpf_task_storage_get(&sidecar_reads, bpf_get_current_task_btf(), NULL, 0);
-	if (read_at && *read_at && sidecar_sent(sk, *read_at))
-		*read_at = 0; /* the rest of the request's writes are not new requests */
+	/* a redirected send may not pass tcp_sendmsg_locked */
+	if (!send_start || psock)
+		sidecar_write(sk);
+	return 0;
+}
+
+/*
+ * A write begins filling the send queue (once per segment it fills). Over
+ * loopback the service can read a forwarded request before the sidecar's
+ * write returns to sock_send_length, and a forward taken there would come
+ * after the read that should close it: taken here, it comes before any
+ * byte of it leaves.
+ */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(kupod_send_start, struct sock *sk)
+{
+	if (sk && sk->sk_protocol == IPPROTO_TCP && !sock_outside_target(sk))
+		sidecar_write(sk);
 	return 0;
 }
 

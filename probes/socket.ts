@@ -65,8 +65,14 @@ const BTF_TRACEPOINTS = [
   "kupod_exit",
 ];
 
+/** Where a sidecar's forward is taken: at the start of its write when the kernel has the hook. */
+const SEND_START = "kupod_send_start";
+
 function attach(obj: BpfObject) {
-  return BTF_TRACEPOINTS.map((prog) => obj.program(prog).attach());
+  const programs = hasFeature("tcp_send_start")
+    ? [...BTF_TRACEPOINTS, SEND_START]
+    : BTF_TRACEPOINTS;
+  return programs.map((prog) => obj.program(prog).attach());
 }
 
 const NS = 1e-9;
@@ -120,7 +126,9 @@ export class SocketProbe implements Probe {
         open_events: opts.openEvents ?? true,
         close_events: opts.closeEvents ?? false,
         timing_events: opts.timingEvents ?? false,
+        send_start: hasFeature("tcp_send_start"),
       },
+      skip: hasFeature("tcp_send_start") ? [] : [SEND_START],
       // the ring is resident memory (its size, mapped once): 2 MiB holds ~0.1 s of 20k new
       // connections/s (3 events each through a sidecar); a close and a timing per request need more
       ringBytes: opts.ringBytes ??

@@ -227,8 +227,9 @@ export const RODATA = {
   open_events: { offset: 13, size: 1 },
   close_events: { offset: 14, size: 1 },
   timing_events: { offset: 15, size: 1 },
+  send_start: { offset: 16, size: 1 },
 } as const;
-export const RODATA_SIZE = 16;
+export const RODATA_SIZE = 17;
 
 const utf8 = new TextDecoder();
 
