@@ -64,8 +64,6 @@ const volatile bool open_events = true;
 const volatile bool close_events = false;
 /* Send a sidecar_timing event per request (--verbose); sidecar_stats count them anyway. */
 const volatile bool timing_events = false;
-/* kupod_send_start is attached (tcp_sendmsg_locked, Linux 6.10+): a forward is taken there. */
-const volatile bool send_start = false;
 
 #define UPSTREAM_UNKNOWN 0
 #define UPSTREAM_SIDECAR 1 /* the other end is a sidecar's upstream connection */
@@ -610,9 +608,17 @@ int BPF_PROG(kupod_recv, struct sock *sk, int ret, int flags)
 /*
  * A write is counted from write_seq (writes_seen()); here only two writes
  * matter: a connection's first (an accepted socket is claimed by its writer:
- * a server that speaks first), told by tcp_sock's bytes_sent being no more
- * than this write, and a sidecar's forward of a request it has just read.
+ * a server that speaks first) and a sidecar's forward of a request it has
+ * just read. Both are taken where the write begins (tcp_sendmsg_locked,
+ * Linux 6.10+), which only TCP sends reach: over loopback the service can
+ * read a forwarded request before the sidecar's write returns, and a
+ * forward taken after it would come after the read that should close it.
+ * sock_send_length (every socket's sends, after the fact) is attached only
+ * where redirected sends are expected, or on older kernels.
  */
+/* kupod_send_start is attached: sock_send_length only counts redirected sends. */
+const volatile bool send_start = false;
+
 /*
  * sk_user_data's flag of a socket in a sockmap/sockhash (include/net/sock.h,
  * Linux 5.19+): its sends may be redirected to the peer socket, which moves
@@ -644,10 +650,30 @@ static __always_inline void sidecar_write(struct sock *sk)
 		*read_at = 0; /* the rest of the request's writes are not new requests */
 }
 
+/* A write of the target begins; `sent` is what this write adds to bytes_sent if it ended. */
+static __always_inline void write_begins(struct sock *sk, __u64 sent)
+{
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+
+	if (!tp)
+		return;
+	if (tp->bytes_sent <= sent)
+		claim_conn(sk);
+	sidecar_write(sk);
+}
+
+/* Once per segment a TCP write fills. */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(kupod_send_start, struct sock *sk)
+{
+	if (!sock_outside_target(sk))
+		write_begins(sk, 0);
+	return 0;
+}
+
 SEC("tp_btf/sock_send_length")
 int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
 {
-	struct tcp_sock *tp;
 	bool psock;
 
 	if (!target_data(sk, ret, flags))
@@ -655,29 +681,9 @@ int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
 	psock = (unsigned long)sk->sk_user_data & SK_USER_DATA_PSOCK;
 	if (psock)
 		psock_sent(sk, ret);
-	tp = bpf_skc_to_tcp_sock(sk);
-	if (!tp)
-		return 0;
-	if (tp->bytes_sent <= (__u64)ret)
-		claim_conn(sk);
-	/* a redirected send may not pass tcp_sendmsg_locked */
+	/* a redirected send does not pass tcp_sendmsg_locked */
 	if (!send_start || psock)
-		sidecar_write(sk);
-	return 0;
-}
-
-/*
- * A write begins filling the send queue (once per segment it fills). Over
- * loopback the service can read a forwarded request before the sidecar's
- * write returns to sock_send_length, and a forward taken there would come
- * after the read that should close it: taken here, it comes before any
- * byte of it leaves.
- */
-SEC("tp_btf/tcp_sendmsg_locked")
-int BPF_PROG(kupod_send_start, struct sock *sk)
-{
-	if (sk && sk->sk_protocol == IPPROTO_TCP && !sock_outside_target(sk))
-		sidecar_write(sk);
+		write_begins(sk, ret);
 	return 0;
 }
 

@@ -39,6 +39,7 @@ const PROBES: Partial<Record<ProbeName, ProbeFactory>> = {
       // spans are made from closes
       closeEvents: opts.verbosity === "verbose" || spansWanted(opts),
       timingEvents: opts.verbosity === "verbose",
+      redirectedSends: opts.withSockops,
     }),
   stack: (target, sink, opts) =>
     StackProbe.start(target, sink, {
@@ -185,7 +186,7 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
   const watches: TargetWatch[] = [];
   try {
     // attached before any readiness line: traffic sent on "started" must be seen
-    const spanSource = connectionSpans(names, target, outputs);
+    const spanSource = connectionSpans(names, target, outputs, opts.withSockops);
     if (spanSource) probes.push(spanSource);
     for (const name of names) {
       const own = name === "grpc" && grpcResolution;
@@ -263,7 +264,12 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
  * probe alone that sends spans runs the socket probe too, with its closes going to the spans
  * only (the console and the metrics stay the stack probe's).
  */
-function connectionSpans(names: ProbeName[], target: Target, outputs: Outputs): Probe | undefined {
+function connectionSpans(
+  names: ProbeName[],
+  target: Target,
+  outputs: Outputs,
+  redirectedSends: boolean,
+): Probe | undefined {
   const spans = outputs.spans;
   if (!spans || names.includes("socket") || !names.includes("stack")) return undefined;
   const closesOnly: EventSink = {
@@ -272,7 +278,11 @@ function connectionSpans(names: ProbeName[], target: Target, outputs: Outputs): 
     },
     flush: () => spans.flush(),
   };
-  return SocketProbe.start(target, closesOnly, { openEvents: false, closeEvents: true });
+  return SocketProbe.start(target, closesOnly, {
+    openEvents: false,
+    closeEvents: true,
+    redirectedSends,
+  });
 }
 
 /** Resolves on the first stop signal or when `durationSec` (if > 0) has passed. */

@@ -5,7 +5,6 @@
  */
 
 import { u32Key } from "../bpf/map.ts";
-import type { BpfObject } from "../bpf/object.ts";
 import { hasFeature } from "../bpf/preflight.ts";
 import { KupodError } from "../base/errors.ts";
 import {
@@ -55,7 +54,6 @@ const TCP_STATES = [
 /** tp_btf programs: their section names the raw tracepoint. */
 const BTF_TRACEPOINTS = [
   "kupod_sk_state",
-  "kupod_send",
   "kupod_recv",
   "kupod_retrans",
   "kupod_rst_out",
@@ -64,15 +62,15 @@ const BTF_TRACEPOINTS = [
   "kupod_fork",
   "kupod_exit",
 ];
-
-/** Where a sidecar's forward is taken: at the start of its write when the kernel has the hook. */
+/** Where a write begins (tcp_sendmsg_locked, Linux 6.10+): TCP sends only. */
 const SEND_START = "kupod_send_start";
+/** Where every socket's send has returned: for redirected sends, or where the start is missing. */
+const SEND = "kupod_send";
 
-function attach(obj: BpfObject) {
-  const programs = hasFeature("tcp_send_start")
-    ? [...BTF_TRACEPOINTS, SEND_START]
-    : BTF_TRACEPOINTS;
-  return programs.map((prog) => obj.program(prog).attach());
+/** The send programs this kernel and these options need. */
+function sendPrograms(redirectedSends: boolean): string[] {
+  if (!hasFeature("tcp_send_start")) return [SEND];
+  return redirectedSends ? [SEND_START, SEND] : [SEND_START];
 }
 
 const NS = 1e-9;
@@ -97,6 +95,8 @@ export interface SocketProbeOptions {
   closeEvents?: boolean;
   /** One sidecar_timing event per request (--verbose); the kernel's histograms count anyway. */
   timingEvents?: boolean;
+  /** The target's sends may be redirected by sk_msg (--with-sockops): they move no write_seq. */
+  redirectedSends?: boolean;
 }
 
 export class SocketProbe implements Probe {
@@ -118,6 +118,7 @@ export class SocketProbe implements Probe {
     }
     this.#target = target;
     this.#sink = sink;
+    const sends = sendPrograms(opts.redirectedSends ?? false);
     this.#object = ProbeObject.open({
       object: "socket",
       target,
@@ -126,16 +127,16 @@ export class SocketProbe implements Probe {
         open_events: opts.openEvents ?? true,
         close_events: opts.closeEvents ?? false,
         timing_events: opts.timingEvents ?? false,
-        send_start: hasFeature("tcp_send_start"),
+        send_start: sends.includes(SEND_START),
       },
-      skip: hasFeature("tcp_send_start") ? [] : [SEND_START],
+      skip: [SEND_START, SEND].filter((p) => !sends.includes(p)),
       // the ring is resident memory (its size, mapped once): 2 MiB holds ~0.1 s of 20k new
       // connections/s (3 events each through a sidecar); a close and a timing per request need more
       ringBytes: opts.ringBytes ??
         (opts.closeEvents || opts.timingEvents ? 1 << 22 : opts.openEvents === false
           ? 1 << 16 // retransmits and resets only
           : 1 << 21),
-      attach,
+      attach: (obj) => [...BTF_TRACEPOINTS, ...sends].map((prog) => obj.program(prog).attach()),
       onSample: (view, offset) => {
         const e = this.#toEvent(decodeSockEvent(view, offset));
         if (!e) return;
