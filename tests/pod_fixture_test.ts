@@ -325,3 +325,21 @@ Deno.test("pod: a creation failing half-way leaves nothing behind", async () => 
   }
   await assertGone(m);
 });
+
+Deno.test("pod: every sidecar kind starts with upstream keep-alive on and off", async () => {
+  const kinds = ["nginx-proxy", "haproxy-proxy", "nginx-grpc-proxy", "haproxy-grpc-proxy"] as const;
+  for (const kind of kinds) {
+    for (const upstreamKeepAlive of [true, false]) {
+      // the sidecar's own config is what is checked: it must start and listen (creation waits)
+      await using pod = await createTestPod({
+        upstreamKeepAlive,
+        containers: [
+          { name: "proxy", kind, port: 8080, upstreamPort: 9090 },
+          { name: "app", kind: "http", port: 9090 },
+        ],
+      });
+      assert(pod.container("proxy").running, `${kind}, keep-alive ${upstreamKeepAlive}`);
+      if (!kind.includes("grpc")) await assertServes(pod, 8080, 1024, upstreamKeepAlive);
+    }
+  }
+});

@@ -512,9 +512,8 @@ class PodImpl implements TestPod {
       LISTEN_IPV6_HTTP2: this.#ipv6 ? `listen [::]:${c.port} http2;` : "# IPv4 only",
       UPSTREAM_PORT: String(c.upstreamPort),
       // idle upstream connections kept per worker: more than the bench's 32 concurrent clients,
-      // so that keep-alive load reuses upstream connections instead of closing the surplus, each
-      // for any number of requests (nginx closes one after 1000 by default)
-      UPSTREAM_KEEPALIVE: ka ? "keepalive 64; keepalive_requests 100000;" : "# no keepalive",
+      // so that keep-alive load reuses upstream connections instead of closing the surplus
+      UPSTREAM_KEEPALIVE: ka ? "keepalive 64;" : "# no keepalive",
       UPSTREAM_HTTP_VERSION: ka ? "1.1" : "1.0",
       UPSTREAM_CONNECTION: ka ? "" : "close",
     };
