@@ -238,7 +238,7 @@ try {
       "--quiet",
       "--allow-all",
       "--no-prompt",
-      "--v8-flags=--max-semi-space-size=2",
+      "--v8-flags=--max-semi-space-size=2,--expose-gc",
       "--config",
       `${staging}/app/deno.json`,
       "--include",

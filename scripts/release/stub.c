@@ -531,10 +531,11 @@ int main(int argc, char **argv)
 	setenv("DENO_NO_UPDATE_CHECK", "1", 1);
 	/* The same runtime flags as the repository's ./kupod launcher (see there for why). */
 	setenv("MALLOC_ARENA_MAX", "2", 0);
+	setenv("MALLOC_MMAP_THRESHOLD_", "131072", 0);
 	if (g_installed && !t.compiled)
 		warm(deno, config, main_ts);
 	const char *fixed[] = { deno,	  "run",       "--quiet", "--no-prompt", "--allow-all",
-				"--v8-flags=--max-semi-space-size=2", "--cached-only",
+				"--v8-flags=--max-semi-space-size=2,--expose-gc", "--cached-only",
 				"--config", config, main_ts };
 	size_t nf = t.compiled ? 1 : sizeof fixed / sizeof fixed[0];
 	char **args = calloc(nf + argc, sizeof *args);
