@@ -4,7 +4,7 @@
  * attached.
  */
 
-import { giveBackMemory } from "../base/memory.ts";
+import { giveBackMemory } from "../bpf/memory.ts";
 import { featureReport, preflight } from "../bpf/preflight.ts";
 import { describeTarget, requireTarget, resolveTarget } from "../k8s/resolve.ts";
 import type { TargetWatch } from "../k8s/poll.ts";

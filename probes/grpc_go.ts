@@ -33,7 +33,7 @@ import {
 } from "./go/grpc_layout.ts";
 import type { H2Call } from "./h2/conn.ts";
 import { ProbeObject } from "./probe_object.ts";
-import { giveBackMemory } from "../base/memory.ts";
+import { giveBackMemory } from "../bpf/memory.ts";
 import { sockKey, sockKeyOf } from "./conn_id.ts";
 import { GoStreamTable } from "./go_streams.ts";
 

@@ -5,7 +5,7 @@
  * freed heap pages. `gc` exists when the runtime runs with --expose-gc (the launchers pass it).
  */
 
-import { libc } from "../bpf/ffi.ts";
+import { libc } from "./ffi.ts";
 
 export function giveBackMemory(): void {
   (globalThis as { gc?: () => void }).gc?.();
