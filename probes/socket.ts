@@ -68,9 +68,10 @@ const SEND_START = "kupod_send_start";
 const SEND = "kupod_send";
 
 /** The send programs this kernel and these options need. */
-function sendPrograms(redirectedSends: boolean): string[] {
-  if (!hasFeature("tcp_send_start")) return [SEND];
-  return redirectedSends ? [SEND_START, SEND] : [SEND_START];
+function sendPrograms(opts: SocketProbeOptions): string[] {
+  const start = (opts.sendHook ?? "start") === "start" && hasFeature("tcp_send_start");
+  if (!start) return [SEND];
+  return opts.redirectedSends ? [SEND_START, SEND] : [SEND_START];
 }
 
 const NS = 1e-9;
@@ -97,6 +98,11 @@ export interface SocketProbeOptions {
   timingEvents?: boolean;
   /** The target's sends may be redirected by sk_msg (--with-sockops): they move no write_seq. */
   redirectedSends?: boolean;
+  /**
+   * Where writes are taken: at their start where the kernel has tcp_sendmsg_locked (default),
+   * or where they returned, as on older kernels (tests run that path here).
+   */
+  sendHook?: "start" | "returned";
 }
 
 export class SocketProbe implements Probe {
@@ -118,7 +124,7 @@ export class SocketProbe implements Probe {
     }
     this.#target = target;
     this.#sink = sink;
-    const sends = sendPrograms(opts.redirectedSends ?? false);
+    const sends = sendPrograms(opts);
     this.#object = ProbeObject.open({
       object: "socket",
       target,

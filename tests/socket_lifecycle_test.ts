@@ -4,11 +4,14 @@
  * with the requests sent, phase times in order, one timing sample per request.
  */
 
+import { resolveVeth } from "../k8s/local.ts";
 import type { SidecarTimingEvent, TcpCloseEvent } from "../probes/events.ts";
+import { SocketProbe } from "../probes/socket.ts";
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { createTestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
 import { socketJson, startKupod } from "./helpers/process.ts";
+import { sleep } from "./helpers/stack.ts";
 import { eventsAfter } from "./helpers/traffic.ts";
 
 type Close = TcpCloseEvent;
@@ -91,4 +94,31 @@ Deno.test("lifecycle: a keep-alive connection's close counts its exchanges and e
   assertEquals(inbound[0].exchanges, N, "one exchange per request");
   assertEquals(inbound[0].bytes_received, run.bytesSent, "what the client sent");
   assertEquals(inbound[0].bytes_sent, run.bytesReceived, "what the client received");
+});
+
+Deno.test("lifecycle: writes taken where they return, as on kernels before 6.10, count the same", async () => {
+  for (const sendHook of ["start", "returned"] as const) {
+    await using pod = await createTestPod({ upstreamKeepAlive: false });
+    const proxy = pod.container("proxy");
+    await using probe = SocketProbe.start(await resolveVeth(pod.hostVeth), {
+      event() {},
+      flush() {},
+    }, { openEvents: false, sendHook });
+    const run = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: true });
+    // the kernel's counters take a connection's bytes at its close: wait for nginx's to close
+    const inbound = () =>
+      probe.tcpStats().connections.find((c) =>
+        c.container === "nginx" && c.direction === "inbound"
+      );
+    for (let i = 0; i < 50 && inbound()?.closed !== 1; i++) await sleep(100);
+    const c = inbound();
+    assertEquals([c?.opened, c?.closed], [1, 1], `${sendHook}: the client's connection`);
+    assertEquals(c?.bytes_received, run.bytesSent, `${sendHook}: what the client sent`);
+    assertEquals(c?.bytes_sent, run.bytesReceived, `${sendHook}: what the client received`);
+    // a fresh upstream connection per request: each one a first write, each request timed once
+    const timed = probe.sidecarStats().sidecars.map((s) => [s.container, s.process.count]);
+    assertEquals(timed, [["nginx", N]], `${sendHook}: sidecar timings`);
+    const service = probe.tcpStats().connections.filter((c) => c.container === "deno");
+    assertEquals(service.map((c) => [c.direction, c.opened]), [["inbound", N]], sendHook);
+  }
 });
