@@ -4,7 +4,7 @@
  * attached.
  */
 
-import { giveBackMemory } from "../bpf/memory.ts";
+import { libc } from "../bpf/ffi.ts";
 import { featureReport, preflight } from "../bpf/preflight.ts";
 import { describeTarget, requireTarget, resolveTarget } from "../k8s/resolve.ts";
 import type { TargetWatch } from "../k8s/poll.ts";
@@ -220,7 +220,7 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
     outputs.watch(probes);
     for (const line of outputs.readyLines()) log.ready(line);
     // starting freed much (compiling modules on a cold cache, libbpf's relocations): give it back
-    giveBackMemory();
+    libc().malloc_trim(0n);
     const follow = (followers: Probe[], prefix: string) => (next: Target, why: string) => {
       // applied before it is announced: scripts act on the announcement
       for (const probe of followers) {

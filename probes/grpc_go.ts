@@ -33,7 +33,7 @@ import {
 } from "./go/grpc_layout.ts";
 import type { H2Call } from "./h2/conn.ts";
 import { ProbeObject } from "./probe_object.ts";
-import { giveBackMemory } from "../bpf/memory.ts";
+import { libc } from "../bpf/ffi.ts";
 import { sockKey, sockKeyOf } from "./conn_id.ts";
 import { GoStreamTable } from "./go_streams.ts";
 
@@ -238,9 +238,10 @@ export class GrpcGoProbe implements AsyncDisposable {
   #scan(): void {
     if (this.#stopped) return;
     if (this.#trimDue) {
-      // a binary read last time: its sections and the parse's objects (tens of MB) are garbage
+      // a binary read last time: its sections (tens of MB) have been collected since, and
+      // glibc keeps freed pages resident until asked to give them back
       this.#trimDue = false;
-      giveBackMemory();
+      libc().malloc_trim(0n);
     }
     let pids = targetPids(this.#target);
     if (this.#opts.scan === "asked") {

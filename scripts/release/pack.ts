@@ -238,7 +238,7 @@ try {
       "--quiet",
       "--allow-all",
       "--no-prompt",
-      "--v8-flags=--max-semi-space-size=2,--expose-gc",
+      "--v8-flags=--max-semi-space-size=2",
       "--config",
       `${staging}/app/deno.json`,
       "--include",

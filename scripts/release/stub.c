@@ -535,7 +535,7 @@ int main(int argc, char **argv)
 	if (g_installed && !t.compiled)
 		warm(deno, config, main_ts);
 	const char *fixed[] = { deno,	  "run",       "--quiet", "--no-prompt", "--allow-all",
-				"--v8-flags=--max-semi-space-size=2,--expose-gc", "--cached-only",
+				"--v8-flags=--max-semi-space-size=2", "--cached-only",
 				"--config", config, main_ts };
 	size_t nf = t.compiled ? 1 : sizeof fixed / sizeof fixed[0];
 	char **args = calloc(nf + argc, sizeof *args);
