@@ -10,7 +10,7 @@ import { closedPort, KubeEnv } from "./helpers/kube.ts";
 import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
 import { kupodChild, startKupod } from "./helpers/process.ts";
-import { assertSidecarTraffic, eventsAfter, N } from "./helpers/traffic.ts";
+import { assertSidecarTraffic, eventsAfter, explained, N } from "./helpers/traffic.ts";
 
 const NODE = "node-a";
 
@@ -64,9 +64,10 @@ Deno.test("pod: --pod attributes every accept and connect to its container and r
     monitorArgs(env.kubeconfig, "--pod", "web-0", "--namespace", "shop-kp"),
   );
   assert(kupod.stderr.some((l) => l.startsWith("[PREFLIGHT] Kubernetes")), kupod.stderr.join("|"));
-  await httpGet(pod.podIP, pod.container("proxy").port, { count: N, keepAlive: false });
+  const run = await httpGet(pod.podIP, pod.container("proxy").port, { count: N, keepAlive: false });
+  assertEquals(run.replies.map((r) => r.status), new Array(N).fill(200), "the requests");
   const evs = await eventsAfter(kupod);
-  assertSidecarTraffic(pod, evs);
+  explained(kupod, evs, () => assertSidecarTraffic(pod, evs));
   for (const e of evs) {
     assertEquals([e.namespace, e.pod], ["shop-kp", "web-0"]);
     assertEquals(e.container, e.role === "sidecar" ? "proxy" : "app");
@@ -79,9 +80,13 @@ Deno.test("pod: --pod-label finds the same pod", async () => {
   await using kupod = await startKupod(
     monitorArgs(env.kubeconfig, "--pod-label", "app=web-kp", "--namespace", "shop-kp"),
   );
-  await httpGet(env.pod.podIP, env.pod.container("proxy").port, { count: N, keepAlive: false });
+  const run = await httpGet(env.pod.podIP, env.pod.container("proxy").port, {
+    count: N,
+    keepAlive: false,
+  });
+  assertEquals(run.replies.map((r) => r.status), new Array(N).fill(200), "the requests");
   const evs = await eventsAfter(kupod);
-  assertSidecarTraffic(env.pod, evs);
+  explained(kupod, evs, () => assertSidecarTraffic(env.pod, evs));
   assert(evs.every((e) => e.pod === "web-0"), "pod name on every event");
 });
 

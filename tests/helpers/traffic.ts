@@ -28,6 +28,20 @@ export async function eventsAfter(kupod: Child): Promise<Event[]> {
   return kupod.stdout.map((l) => JSON.parse(l) as Event);
 }
 
+/** Runs `check` on a finished run's events; a failure carries what kupod said and sent. */
+export function explained(kupod: Child, evs: Event[], check: () => void): void {
+  try {
+    check();
+  } catch (e) {
+    const sent = evs.map((v) => `${v.type} ${v.container}/${v.role} ${v.comm}[${v.pid}]`);
+    throw new Error(
+      `${(e as Error).message}\nkupod stderr: ${kupod.stderr.join(" | ")}\nevents: ${
+        sent.join(", ")
+      }`,
+    );
+  }
+}
+
 export function count(evs: Event[], type: string, container: string): number {
   return evs.filter((e) => e.type === type && e.container === container).length;
 }
