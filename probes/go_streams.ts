@@ -59,7 +59,9 @@ export class GoStreamTable {
     const sid = streamId * 2 + (client ? 1 : 0), h = hash(sock, sid);
     const slot = this.#next;
     this.#next = (slot + 1) % this.capacity;
-    if (this.#path[slot] !== EMPTY) this.#remove(this.#find(this.#sock[slot], this.#sid[slot]));
+    if (this.#path[slot] !== EMPTY) {
+      this.#remove(this.#find(this.#sock[slot], this.#sid[slot], this.#hash[slot]));
+    }
     const at = this.#find(sock, sid, h);
     if (at >= 0) this.#remove(at); // the same stream again: a socket address reused
     this.#sock[slot] = sock;

@@ -13,6 +13,7 @@
  */
 
 import type { BpfObject } from "../bpf/object.ts";
+import { libc } from "../bpf/ffi.ts";
 import { type Attachment, disposeAll } from "../bpf/link.ts";
 import { u32Key } from "../bpf/map.ts";
 import {
@@ -33,7 +34,6 @@ import {
 } from "./go/grpc_layout.ts";
 import type { H2Call } from "./h2/conn.ts";
 import { ProbeObject } from "./probe_object.ts";
-import { libc } from "../bpf/ffi.ts";
 import { sockKey, sockKeyOf } from "./conn_id.ts";
 import { GoStreamTable } from "./go_streams.ts";
 
@@ -238,8 +238,8 @@ export class GrpcGoProbe implements AsyncDisposable {
   #scan(): void {
     if (this.#stopped) return;
     if (this.#trimDue) {
-      // a binary read last time: its sections (tens of MB) have been collected since, and
-      // glibc keeps freed pages resident until asked to give them back
+      // a binary read last time: what it freed in glibc's heap stays resident until trimmed
+      // (its large buffers do not: the launchers fix the mmap threshold, see ./kupod)
       this.#trimDue = false;
       libc().malloc_trim(0n);
     }
