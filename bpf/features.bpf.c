@@ -31,7 +31,7 @@ int BPF_PROG(kupod_feat_tpbt)
 	return 0;
 }
 
-/* The start of a TCP write (Linux 6.10+), where the socket probe takes a sidecar's forward. */
+/* The start of a TCP write (Linux 6.16+), where the socket probe takes a sidecar's forward. */
 SEC("?tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(kupod_feat_sndst)
 {

@@ -25,7 +25,7 @@ export type Feature =
   | "ringbuf"
   /** socket- and task-local storage from tracing programs (Linux 5.11) */
   | "local_storage"
-  /** the tcp_sendmsg_locked tracepoint: the start of a TCP write (Linux 6.10) */
+  /** the tcp_sendmsg_locked tracepoint: the start of a TCP write (Linux 6.16) */
   | "tcp_send_start";
 
 export interface PreflightReport {

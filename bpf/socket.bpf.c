@@ -610,7 +610,7 @@ int BPF_PROG(kupod_recv, struct sock *sk, int ret, int flags)
  * matter: a connection's first (an accepted socket is claimed by its writer:
  * a server that speaks first) and a sidecar's forward of a request it has
  * just read. Both are taken where the write begins (tcp_sendmsg_locked,
- * Linux 6.10+), which only TCP sends reach: over loopback the service can
+ * Linux 6.16+), which only TCP sends reach: over loopback the service can
  * read a forwarded request before the sidecar's write returns, and a
  * forward taken after it would come after the read that should close it.
  * sock_send_length (every socket's sends, after the fact) is attached only

@@ -62,7 +62,7 @@ const BTF_TRACEPOINTS = [
   "kupod_fork",
   "kupod_exit",
 ];
-/** Where a write begins (tcp_sendmsg_locked, Linux 6.10+): TCP sends only. */
+/** Where a write begins (tcp_sendmsg_locked, Linux 6.16+): TCP sends only. */
 const SEND_START = "kupod_send_start";
 /** Where every socket's send has returned: for redirected sends, or where the start is missing. */
 const SEND = "kupod_send";

@@ -72,9 +72,9 @@ Deno.test("preflight: feature probes agree with the kernel's hooks", () => {
   ) {
     assert(f[must], `${must} works`);
   }
-  // the tcp_sendmsg_locked tracepoint came with Linux 6.10
+  // the tcp_sendmsg_locked tracepoint came with Linux 6.16
   const [major, minor] = kernelVersion();
-  assertEquals(f.tcp_send_start, major > 6 || major === 6 && minor >= 10, "tcp_sendmsg_locked");
+  assertEquals(f.tcp_send_start, major > 6 || major === 6 && minor >= 16, "tcp_sendmsg_locked");
   // kprobes are reported as present exactly when the kernel offers the kprobe PMU
   let kprobePmu = true;
   try {

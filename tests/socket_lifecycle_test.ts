@@ -20,6 +20,12 @@ type Timing = SidecarTimingEvent;
 const N = 10;
 const MANY = 3000;
 
+function tally(values: number[]): Record<number, number> {
+  const counts: Record<number, number> = {};
+  for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
+  return counts;
+}
+
 function requestBytes(host: string, port: number): number {
   return new TextEncoder().encode(
     `GET / HTTP/1.1\r\nHost: ${host}:${port}\r\nUser-Agent: kupod-test\r\nConnection: close\r\n\r\n`,
@@ -70,14 +76,24 @@ Deno.test("lifecycle: with upstream keep-alive every request is still timed once
   await using pod = await createTestPod({ upstreamKeepAlive: true });
   const proxy = pod.container("proxy");
   await using kupod = await startKupod(socketJson("--veth", pod.hostVeth, "--verbose"));
-  await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
+  const fresh = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
   // enough requests that a service reading a forward before the sidecar's write returns shows
   // (a forward taken when the write returned missed ~1 request in 500 here)
-  await httpGet(pod.podIP, proxy.port, { count: MANY, keepAlive: true });
+  const kept = await httpGet(pod.podIP, proxy.port, { count: MANY, keepAlive: true });
   const evs = (await eventsAfter(kupod)) as unknown as { type: string; role?: string }[];
-  assertEquals(evs.filter((e) => e.type === "sidecar_timing").length, N + MANY, "timings");
+  const timings = evs.filter((e) => e.type === "sidecar_timing");
+  const accepts = evs.filter((e) => e.type === "tcp_accept" && e.role === "service").length;
+  // a failure says whether requests failed (a reply nginx made itself is never forwarded), the
+  // upstream connection changed, or forwards went untimed
+  const statuses = tally([...fresh.replies, ...kept.replies].map((r) => r.status));
+  const why = () =>
+    `statuses ${JSON.stringify(statuses)}, service accepts ${accepts}, timings ${timings.length}` +
+    `\nkupod: ${kupod.stderr.filter((l) => !l.startsWith("[INFO]")).join(" | ").slice(-600)}` +
+    `\nnginx: ${proxy.output().slice(-400)}`;
+  assertEquals(statuses, { 200: N + MANY }, `statuses; ${why()}`);
+  assertEquals(timings.length, N + MANY, `timings; ${why()}`);
   // one upstream connection carried all requests: the service accepted once
-  assertEquals(evs.filter((e) => e.type === "tcp_accept" && e.role === "service").length, 1);
+  assertEquals(accepts, 1, `service accepts; ${why()}`);
 });
 
 Deno.test("lifecycle: a keep-alive connection's close counts its exchanges and exact bytes", async () => {
@@ -96,7 +112,7 @@ Deno.test("lifecycle: a keep-alive connection's close counts its exchanges and e
   assertEquals(inbound[0].bytes_sent, run.bytesReceived, "what the client received");
 });
 
-Deno.test("lifecycle: writes taken where they return, as on kernels before 6.10, count the same", async () => {
+Deno.test("lifecycle: writes taken where they return, as on kernels before 6.16, count the same", async () => {
   for (const sendHook of ["start", "returned"] as const) {
     await using pod = await createTestPod({ upstreamKeepAlive: false });
     const proxy = pod.container("proxy");
