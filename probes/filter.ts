@@ -6,7 +6,7 @@
  */
 
 import type { BpfObject, RodataValue } from "../bpf/object.ts";
-import { u32Key, u64Key } from "../bpf/map.ts";
+import { type BpfMap, u32Key, u64Key } from "../bpf/map.ts";
 import type { Target } from "../k8s/target.ts";
 
 const NO_CONTAINER = 0xffffffff;
@@ -48,7 +48,11 @@ export function filterRodata(mode: FilterMode): Record<string, RodataValue> {
   };
 }
 
-/** Writes the target's keys into the loaded object's filter maps; removes keys no longer in it. */
+/**
+ * Writes the target's keys into the loaded object's filter maps, then removes keys no longer in
+ * it: programs run while this goes on, and a key the old and the new target share is never
+ * missing meanwhile (a connection claimed then would be lost for good).
+ */
 export function applyFilter(obj: BpfObject, mode: FilterMode, target: Target): void {
   // roles first, so a container is never seen before its role is known
   const roles = obj.map("target_roles");
@@ -65,19 +69,25 @@ export function applyFilter(obj: BpfObject, mode: FilterMode, target: Target): v
   if (mode.cgroup) {
     const wanted = new Map<bigint, number>();
     target.containers.forEach((c, i) => c.cgroupId && wanted.set(c.cgroupId, i));
-    const map = obj.map("target_cgroups");
-    for (const key of [...map.keys()]) {
-      const id = new DataView(key.buffer).getBigUint64(0, true);
-      if (!wanted.has(id)) map.delete(key);
-    }
-    for (const [id, i] of wanted) map.update(u64Key(id), u32Key(i));
+    replaceKeys(obj.map("target_cgroups"), [...wanted].map(([id, i]) => [u64Key(id), u32Key(i)]));
   }
   // a pod's sockets are all in its netns; a process tree's or a cgroup's may be anywhere
   const podNetns = target.kind === "pid" || target.kind === "cgroup" ? 0 : target.netnsInode;
   obj.map("target_sock_netns").update(u32Key(0), u32Key(podNetns));
   if (mode.netns) {
-    const map = obj.map("target_netns");
-    map.clear();
-    if (target.netnsInode) map.update(u32Key(target.netnsInode), u32Key(NO_CONTAINER));
+    const entries: [Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>][] = target.netnsInode
+      ? [[u32Key(target.netnsInode), u32Key(NO_CONTAINER)]]
+      : [];
+    replaceKeys(obj.map("target_netns"), entries);
   }
+}
+
+/** Makes a hash map hold exactly `entries`: every one written first, then the others deleted. */
+function replaceKeys(
+  map: BpfMap,
+  entries: [Uint8Array<ArrayBuffer>, Uint8Array<ArrayBuffer>][],
+): void {
+  for (const [key, value] of entries) map.update(key, value);
+  const kept = new Set(entries.map(([key]) => key.join()));
+  for (const key of [...map.keys()]) if (!kept.has(key.join())) map.delete(key);
 }

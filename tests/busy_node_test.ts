@@ -10,7 +10,8 @@
 import { assert, assertEquals } from "./helpers/assert.ts";
 import { bpftoolJson } from "./helpers/bpf_state.ts";
 import { KubeEnv } from "./helpers/kube.ts";
-import { podNft, podNftCounters } from "./helpers/nft.ts";
+import { countSyns } from "./helpers/nft.ts";
+import { wrkClose } from "./helpers/pod_http.ts";
 import { createTestPod, type TestPod, type TestPodOptions } from "./helpers/pod.ts";
 import { type Child, startKupod } from "./helpers/process.ts";
 import { parseExposition } from "./helpers/prom.ts";
@@ -80,32 +81,6 @@ async function assertReleased(owned: Owned): Promise<void> {
     left = await remaining(owned);
   }
   assertEquals(left, [], "objects of the killed run");
-}
-
-/** Counts SYNs to the sidecar's port in the pod: the connections the sidecar accepted. */
-async function countSyns(pod: TestPod, port: number): Promise<() => Promise<number>> {
-  await podNft(
-    pod.netns,
-    `table inet kupodt {\n chain syns {\n  type filter hook input priority 0;\n  tcp dport ${port} tcp flags & (syn | ack) == syn counter\n }\n}\n`,
-  );
-  return async () => (await podNftCounters(pod.netns, "inet", "kupodt")).syns ?? 0;
-}
-
-/** Connection-per-request HTTP load through the sidecar with wrk for `seconds`. */
-async function wrkClose(pod: TestPod, port: number, seconds: number): Promise<void> {
-  const out = await new Deno.Command("wrk", {
-    args: [
-      "-t1",
-      "-c16",
-      `-d${seconds}s`,
-      "-H",
-      "Connection: close",
-      `http://${pod.podIP}:${port}/`,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  assert(out.success, new TextDecoder().decode(out.stderr));
 }
 
 /** Resident memory of process `pid` now (VmRSS) or at its peak (VmHWM), in bytes. */

@@ -1,5 +1,7 @@
 /** nftables rules inside a test pod's network namespace (gone with the namespace). */
 
+import type { TestPod } from "./pod.ts";
+
 /** Loads `ruleset` (nft syntax) into network namespace `netns`. */
 export async function podNft(netns: string, ruleset: string): Promise<void> {
   const child = new Deno.Command("ip", {
@@ -37,4 +39,13 @@ export async function podNftCounters(
     }
   }
   return counts;
+}
+
+/** Counts SYNs to the sidecar's port in the pod: the connections the sidecar accepted. */
+export async function countSyns(pod: TestPod, port: number): Promise<() => Promise<number>> {
+  await podNft(
+    pod.netns,
+    `table inet kupodt {\n chain syns {\n  type filter hook input priority 0;\n  tcp dport ${port} tcp flags & (syn | ack) == syn counter\n }\n}\n`,
+  );
+  return async () => (await podNftCounters(pod.netns, "inet", "kupodt")).syns ?? 0;
 }

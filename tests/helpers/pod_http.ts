@@ -2,7 +2,11 @@
  * A small HTTP/1.1 client over raw TCP for pod tests, so a test decides exactly how many
  * connections carry its requests (fetch pools them out of sight): `keepAlive` sends every
  * request over one connection, otherwise each request gets a fresh one ("Connection: close").
+ * And wrk's connection-per-request load, for counts too large to send one by one.
  */
+
+import { assert } from "./assert.ts";
+import type { TestPod } from "./pod.ts";
 
 export interface HttpReply {
   status: number;
@@ -224,4 +228,21 @@ export async function httpExchange(
       // closed already (the timeout)
     }
   }
+}
+
+/** Connection-per-request HTTP load through the sidecar with wrk for `seconds`. */
+export async function wrkClose(pod: TestPod, port: number, seconds: number): Promise<void> {
+  const out = await new Deno.Command("wrk", {
+    args: [
+      "-t1",
+      "-c16",
+      `-d${seconds}s`,
+      "-H",
+      "Connection: close",
+      `http://${pod.podIP}:${port}/`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  assert(out.success, new TextDecoder().decode(out.stderr));
 }
