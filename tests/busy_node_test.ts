@@ -12,7 +12,7 @@ import { bpftoolJson } from "./helpers/bpf_state.ts";
 import { KubeEnv } from "./helpers/kube.ts";
 import { countSyns } from "./helpers/nft.ts";
 import { wrkClose } from "./helpers/pod_http.ts";
-import { createTestPod, type TestPod, type TestPodOptions } from "./helpers/pod.ts";
+import { createTestPod, type TestPodOptions } from "./helpers/pod.ts";
 import { type Child, startKupod } from "./helpers/process.ts";
 import { parseExposition } from "./helpers/prom.ts";
 import {
