@@ -29,6 +29,7 @@
 
 #define IPPROTO_TCP 6
 #define MSG_PEEK 2
+#define TCP_SYN_SENT 2
 #define TCP_CLOSE 7
 #define MAX_IOV 64
 #define MAX_MISSES 16
@@ -56,6 +57,8 @@ struct http_sock {
 	__u8 head_calls[2]; /* by direction: calls that may still carry headers */
 	__u8 announced;     /* who owns it and its endpoints went out in a record */
 	__u8 pad[3];
+	__u32 send_seq;     /* write_seq when the write stamped in send_ns began */
+	__u64 send_ns;      /* when the write in progress began (0: not seen, or taken) */
 	struct h1_state h1;
 };
 
@@ -529,13 +532,30 @@ static __always_inline void h2_copy(struct scratch *s, const struct payload *p, 
 		s->e.tail_len = t;
 }
 
+/*
+ * When the write that just returned `ret` bytes began, or 0 if its start was not seen: the stamp
+ * is this write's if the write_seq then plus what it wrote is the write_seq now (a sendfile or a
+ * redirected send in between leaves a stamp that is not).
+ */
+static __always_inline __u64 send_began(struct sock *sk, struct http_sock *hs, int ret)
+{
+	__u64 began = hs->send_ns;
+	struct tcp_sock *tp;
+
+	if (!began)
+		return 0;
+	hs->send_ns = 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	return tp && tp->write_seq - hs->send_seq == (__u32)ret ? began : 0;
+}
+
 static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir)
 {
 	struct http_sock *hs;
 	struct payload p = {};
 	struct scratch *s;
 	__u32 zero = 0, limit, len = ret, word = 0, skip = 0;
-	__u64 now;
+	__u64 now, began = 0;
 	long at;
 	bool start, body = false;
 
@@ -544,6 +564,8 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	hs = http_sock_of(sk);
 	if (!hs || hs->verdict == VERDICT_OTHER)
 		return 0;
+	if (dir == HTTP_DIR_SENT)
+		began = send_began(sk, hs, ret);
 	if (hs->verdict == VERDICT_HTTP) {
 		if (hs->h1.mode == H1_TUNNEL || h1_in_body(&hs->h1, dir, len))
 			return 0;
@@ -570,8 +592,11 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	s = bpf_map_lookup_elem(&scratch, &zero);
 	if (!s)
 		return 0;
-	/* the monotonic clock: the boot clock's extra offset read cost ~50 ns a call here */
-	now = bpf_ktime_get_ns();
+	/*
+	 * The monotonic clock: the boot clock's extra offset read cost ~50 ns a call here. A sent
+	 * message is timed where its write began, a received one where the read returned.
+	 */
+	now = began ?: bpf_ktime_get_ns();
 	if (hs->verdict == VERDICT_HTTP && hs->h1.mode != H1_RAW) {
 		if (!hs->announced)
 			announce_alone(hs, s, sk, now);
@@ -638,6 +663,29 @@ int BPF_PROG(kupod_http_send, struct sock *sk, int ret, int flags)
 	return on_data(sk, ret, flags, HTTP_DIR_SENT);
 }
 
+/*
+ * A TCP write begins (tcp_sendmsg_locked, Linux 6.16+; it fires once per segment the write fills,
+ * and the first one stamps). Over loopback the peer can read a message before the write of it
+ * returns: timed at the return, a sidecar's upstream call would start after the service's
+ * server span it encloses.
+ */
+SEC("tp_btf/tcp_sendmsg_locked")
+int BPF_PROG(kupod_http_send_start, struct sock *sk)
+{
+	/* a lookup only: a socket has its state from its connect() or its first read or write */
+	struct http_sock *hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
+	struct tcp_sock *tp;
+
+	if (!hs || hs->verdict == VERDICT_OTHER || hs->send_ns)
+		return 0;
+	tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	hs->send_seq = tp->write_seq;
+	hs->send_ns = bpf_ktime_get_ns();
+	return 0;
+}
+
 /* The close program's own room: it may run in a softirq that interrupted a call's program. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -646,7 +694,10 @@ struct {
 	__type(value, struct http1_event);
 } close_scratch SEC(".maps");
 
-/* A followed socket's end: close-delimited responses end, unanswered requests are reported. */
+/*
+ * A target's connect() gets its socket's state (its first write is timed from the start); a
+ * followed socket's end: close-delimited responses end, unanswered requests are reported.
+ */
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstate)
 {
@@ -656,7 +707,14 @@ int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstat
 	__u32 zero = 0;
 	__u64 now;
 
-	if (newstate != TCP_CLOSE || sk->sk_protocol != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
+		return 0;
+	if (newstate == TCP_SYN_SENT) {
+		/* connect(), in the caller's context: its first write is timed from its start too */
+		http_sock_of(sk);
+		return 0;
+	}
+	if (newstate != TCP_CLOSE)
 		return 0;
 	hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
 	if (!hs || (hs->verdict != VERDICT_HTTP && hs->verdict != VERDICT_H2))

@@ -38,6 +38,8 @@ const PROGRAMS = [
   "kupod_fork",
   "kupod_exit",
 ];
+/** Where a TCP write begins (Linux 6.16+): sent messages are timed there, else where it returned. */
+const SEND_START = "kupod_http_send_start";
 
 /** Connections followed at once; the least recently opened go first beyond it. */
 const MAX_CONNS = 16384;
@@ -138,6 +140,7 @@ export class HttpProbe implements Probe {
     this.#previewBytes = opts.previewBytes ?? 0;
     this.#requestEvents = opts.requestEvents ?? true;
     this.#maxRoutes = opts.maxRoutes ?? MAX_ROUTES;
+    const sendStart = hasFeature("tcp_send_start");
     this.#object = ProbeObject.open({
       object: "http",
       target,
@@ -148,7 +151,9 @@ export class HttpProbe implements Probe {
         ...(opts.h2Pieces ? { h2_pieces: opts.h2Pieces } : {}),
       },
       ringBytes: opts.ringBytes ?? 1 << 21,
-      attach: (obj: BpfObject) => PROGRAMS.map((p) => obj.program(p).attach()),
+      skip: sendStart ? [] : [SEND_START],
+      attach: (obj: BpfObject) =>
+        [...PROGRAMS, ...(sendStart ? [SEND_START] : [])].map((p) => obj.program(p).attach()),
       onSample: (view, offset, length) => this.#record(view, offset, length),
     });
   }
