@@ -11,7 +11,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { createTestPod } from "./helpers/pod.ts";
 import { httpGet } from "./helpers/pod_http.ts";
 import { socketJson, startKupod } from "./helpers/process.ts";
-import { sleep } from "./helpers/stack.ts";
+import { exporterUrl, sleep } from "./helpers/stack.ts";
 import { eventsAfter } from "./helpers/traffic.ts";
 
 type Close = TcpCloseEvent;
@@ -24,6 +24,16 @@ function tally(values: number[]): Record<number, number> {
   const counts: Record<number, number> = {};
   for (const v of values) counts[v] = (counts[v] ?? 0) + 1;
   return counts;
+}
+
+/** Where the events' times leave the largest gap, and how long it is. */
+function largestGap(evs: { ts: string }[]): string {
+  const t = evs.map((e) => Date.parse(e.ts)).sort((a, b) => a - b);
+  let at = 0;
+  for (let i = 1; i < t.length; i++) if (t[i] - t[i - 1] > t[at + 1] - t[at]) at = i - 1;
+  return t.length < 2
+    ? "no gap"
+    : `${t.at(-1)! - t[0]} ms from first to last, largest gap ${t[at + 1] - t[at]} ms after #${at}`;
 }
 
 function requestBytes(host: string, port: number): number {
@@ -76,18 +86,24 @@ Deno.test("lifecycle: with upstream keep-alive every request is still timed once
   await using pod = await createTestPod({ upstreamKeepAlive: true });
   const proxy = pod.container("proxy");
   await using kupod = await startKupod(socketJson("--veth", pod.hostVeth, "--verbose"));
+  const url = await exporterUrl(kupod);
   const fresh = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
   // enough requests that a service reading a forward before the sidecar's write returns shows
   // (a forward taken when the write returned missed ~1 request in 500 here)
   const kept = await httpGet(pod.podIP, proxy.port, { count: MANY, keepAlive: true });
+  await sleep(1200); // the kernel's histograms are read every second
+  const metrics = await (await fetch(`${url}/metrics`)).text();
   const evs = (await eventsAfter(kupod)) as unknown as { type: string; role?: string }[];
-  const timings = evs.filter((e) => e.type === "sidecar_timing");
+  const timings = evs.filter((e) => e.type === "sidecar_timing") as unknown as Timing[];
   const accepts = evs.filter((e) => e.type === "tcp_accept" && e.role === "service").length;
   // a failure says whether requests failed (a reply nginx made itself is never forwarded), the
-  // upstream connection changed, or forwards went untimed
+  // upstream connection changed, the kernel counted what was not printed, or forwards went
+  // untimed, and whether in one stretch or throughout
   const statuses = tally([...fresh.replies, ...kept.replies].map((r) => r.status));
   const why = () =>
     `statuses ${JSON.stringify(statuses)}, service accepts ${accepts}, timings ${timings.length}` +
+    `, kernel ${/^kupod_sidecar_process_duration_seconds_count\{.*\} (\d+)/m.exec(metrics)?.[1]}` +
+    `, ${largestGap(timings)}` +
     `\nkupod: ${kupod.stderr.filter((l) => !l.startsWith("[INFO]")).join(" | ").slice(-600)}` +
     `\nnginx: ${proxy.output().slice(-400)}`;
   assertEquals(statuses, { 200: N + MANY }, `statuses; ${why()}`);
