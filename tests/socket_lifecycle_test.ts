@@ -91,14 +91,13 @@ Deno.test("lifecycle: with upstream keep-alive every request is still timed once
   // enough requests that a service reading a forward before the sidecar's write returns shows
   // (a forward taken when the write returned missed ~1 request in 500 here)
   const kept = await httpGet(pod.podIP, proxy.port, { count: MANY, keepAlive: true });
-  await sleep(1200); // the kernel's histograms are read every second
   const metrics = await (await fetch(`${url}/metrics`)).text();
   const evs = (await eventsAfter(kupod)) as unknown as { type: string; role?: string }[];
   const timings = evs.filter((e) => e.type === "sidecar_timing") as unknown as Timing[];
   const accepts = evs.filter((e) => e.type === "tcp_accept" && e.role === "service").length;
   // a failure says whether requests failed (a reply nginx made itself is never forwarded), the
-  // upstream connection changed, the kernel counted what was not printed, or forwards went
-  // untimed, and whether in one stretch or throughout
+  // upstream connection changed, the kernel counted what was not printed (a scrape reads its
+  // histograms then), or forwards went untimed, and whether in one stretch or throughout
   const statuses = tally([...fresh.replies, ...kept.replies].map((r) => r.status));
   const why = () =>
     `statuses ${JSON.stringify(statuses)}, service accepts ${accepts}, timings ${timings.length}` +
