@@ -6,6 +6,7 @@
  * real OTLP receiver; nothing is left loaded.
  */
 
+import { hasFeature } from "../bpf/preflight.ts";
 import type { HttpEvent } from "../probes/events.ts";
 import { podBody } from "./fixtures/pod/body.ts";
 import { startOtlpReceiver } from "./fixtures/otlp_receiver.ts";
@@ -56,6 +57,12 @@ function span(e: HttpEvent): [number, number] {
  * One request's spans nest, request by request over one connection each: the sidecar serving
  * it encloses the sidecar's call to the service, which encloses the service serving it.
  */
+/**
+ * Sent messages are timed where their write begins only with the tcp_sendmsg_locked tracepoint
+ * (Linux 6.16+); timed at the write's return, a span may end a few µs out of order.
+ */
+const WRITE_START = hasFeature("tcp_send_start");
+
 function assertNested(outer: HttpEvent[], mid: HttpEvent[], inner: HttpEvent[]): void {
   for (let i = 0; i < outer.length; i++) {
     const [o, m, n] = [outer[i], mid[i], inner[i]].map(span);
@@ -118,28 +125,32 @@ Deno.test("http: keep-alive through the sidecar: each request once per leg, exac
     }
     for (const e of l.proxyClient) assertEquals([e.daddr, e.dport], ["127.0.0.1", l.ports.app]);
     for (const e of l.appServer) assertEquals(e.sport, l.ports.app);
-    assertNested(l.proxyServer, l.proxyClient, l.appServer);
+    if (WRITE_START) assertNested(l.proxyServer, l.proxyClient, l.appServer);
   }));
 
-Deno.test("http: the sidecar's upstream call encloses the service's span, request by request", () =>
-  withPod(async (pod) => {
-    // enough requests that a service reading a request before the sidecar's write of it returns
-    // shows (loopback delivers inside the write): a span started at that return would begin late
-    await using kupod = await startKupod(httpJson(pod));
-    const run = await httpGet(pod.podIP, pod.container("proxy").port, {
-      count: MANY,
-      keepAlive: true,
-      timeoutMs: 60_000,
-    });
-    assertEquals(run.replies.filter((r) => r.status === 200).length, MANY, "statuses");
-    const l = legs(pod, await eventsWhen(kupod, 3 * MANY));
-    assertEquals([l.proxyServer.length, l.proxyClient.length, l.appServer.length], [
-      MANY,
-      MANY,
-      MANY,
-    ]);
-    assertNested(l.proxyServer, l.proxyClient, l.appServer);
-  }));
+Deno.test({
+  name: "http: the sidecar's upstream call encloses the service's span, request by request",
+  ignore: !WRITE_START,
+  fn: () =>
+    withPod(async (pod) => {
+      // enough requests that a service reading a request before the sidecar's write of it returns
+      // shows (loopback delivers inside the write): a span started at that return would begin late
+      await using kupod = await startKupod(httpJson(pod));
+      const run = await httpGet(pod.podIP, pod.container("proxy").port, {
+        count: MANY,
+        keepAlive: true,
+        timeoutMs: 60_000,
+      });
+      assertEquals(run.replies.filter((r) => r.status === 200).length, MANY, "statuses");
+      const l = legs(pod, await eventsWhen(kupod, 3 * MANY));
+      assertEquals([l.proxyServer.length, l.proxyClient.length, l.appServer.length], [
+        MANY,
+        MANY,
+        MANY,
+      ]);
+      assertNested(l.proxyServer, l.proxyClient, l.appServer);
+    }),
+});
 
 Deno.test("http: a fresh connection per request and a pipelined burst, in order", () =>
   withPod(async (pod) => {
