@@ -77,6 +77,7 @@ interface Run {
   lost: number;
   stealCores: number;
   otherCores: number;
+  busyCores: number;
 }
 
 const SIDECARS = ["nginx", "haproxy"] as const;
@@ -358,6 +359,7 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
       lost,
       stealCores: m.stealCores,
       otherCores: m.otherCores,
+      busyCores: m.busyCores,
     };
     runs.push(r);
     console.error(`  round ${round} ${mode}: ${f(r.rps, 0)} ${load.unit}/s`);
@@ -392,6 +394,15 @@ const code = await benchMain("cli_ab", ["wrk"], options, async (runner, opts, po
     } MB; events lost ${on.reduce((n, r) => n + r.lost, 0)}`,
   );
   console.log(`rounds: ${ratio.rounds.map((x) => f(x, 3)).join(" ")}`);
+  // the host's busy CPU per request, kupod's included: its cost without the load's idle gaps
+  const cost = pairedRatio(runs, (r) => r.busyCores / r.rps);
+  console.log(
+    `busy CPU per ${load.unit.replace(/s$/, "")} on/off: ${f(cost.ratio, 3)}${
+      interval(cost.interval, 3)
+    } (median, 90% interval); busy cores off ${f(median(off.map((r) => r.busyCores)), 2)}, on ${
+      f(median(on.map((r) => r.busyCores)), 2)
+    }`,
+  );
   if (opts.until !== undefined) {
     const hw = halfWidth(ratio);
     console.log(

@@ -70,15 +70,26 @@ export async function profiled<T extends object>(
     String(Math.max(1, seconds - 1)),
   ]);
   const value = await load();
+  // perf names threads: the agent is all of its process's (the runtime's and V8's workers too)
+  const agent = agentPid === undefined ? new Set<number>() : threadsOf(agentPid);
   const status = await perf.wait(30_000);
   runner.check();
   if (!status.success) throw new Error(`perf record failed: ${perf.output()}`);
-  const profile = await readProfile(path, agentPid);
+  const profile = await readProfile(path, agent);
   await Deno.remove(path).catch(() => {});
   return { ...value, profile };
 }
 
-async function readProfile(path: string, agentPid?: number): Promise<Profile> {
+/** The thread ids of process `pid` now (none once it is gone). */
+function threadsOf(pid: number): Set<number> {
+  try {
+    return new Set([...Deno.readDirSync(`/proc/${pid}/task`)].map((e) => Number(e.name)));
+  } catch {
+    return new Set();
+  }
+}
+
+async function readProfile(path: string, agent: Set<number>): Promise<Profile> {
   const out = await new Deno.Command("perf", {
     args: ["report", "-i", path, "-n", "--sort", "pid,sym", "--stdio", "--percent-limit", "0"]
       .concat(["-t", "\t"]),
@@ -92,14 +103,14 @@ async function readProfile(path: string, agentPid?: number): Promise<Profile> {
     const cols = line.split("\t").map((c) => c.trim());
     if (line.startsWith("#") || cols.length < 4) continue;
     const samples = Number(cols[1]);
-    const colon = cols[2].indexOf(":"); // "pid:command"
-    const pid = Number(cols[2].slice(0, colon));
+    const colon = cols[2].indexOf(":"); // "tid:command"
+    const tid = Number(cols[2].slice(0, colon));
     const sym = cols[3].replace(/^\[.\]\s*/, "");
-    if (!Number.isFinite(samples) || (pid === 0 && IDLE.test(sym))) continue;
+    if (!Number.isFinite(samples) || (tid === 0 && IDLE.test(sym))) continue;
     profile.busy += samples;
     const where = `${cols[2].slice(colon + 1)} ${cols[3]}`;
     profile.all.set(where, (profile.all.get(where) ?? 0) + samples);
-    if (agentPid !== undefined && pid === agentPid) profile.agent += samples;
+    if (agent.has(tid)) profile.agent += samples;
     else if (cols[3].startsWith("[k]") && kupodSymbol(sym)) {
       profile.kernel.set(sym, (profile.kernel.get(sym) ?? 0) + samples);
     }
