@@ -83,42 +83,40 @@ Deno.test("lifecycle: closes carry bytes, RTT and ordered phases; one sidecar ti
   }
 });
 
-Deno.test({
-  name: "lifecycle: with upstream keep-alive every request is still timed once",
-  // exact only where forwards are taken as their write begins (tcp_sendmsg_locked, Linux 6.16+)
-  ignore: !hasFeature("tcp_send_start"),
-  fn: async () => {
-    await using pod = await createTestPod({ upstreamKeepAlive: true });
-    const proxy = pod.container("proxy");
-    await using kupod = await startKupod(socketJson("--veth", pod.hostVeth, "--verbose"));
-    const url = await exporterUrl(kupod);
-    const fresh = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
-    // enough requests that a service reading a forward before the sidecar's write returns shows
-    // (a forward taken when the write returned missed ~1 request in 500 here)
-    const kept = await httpGet(pod.podIP, proxy.port, { count: MANY, keepAlive: true });
-    const metrics = await (await fetch(`${url}/metrics`)).text();
-    const evs = (await eventsAfter(kupod)) as unknown as { type: string; role?: string }[];
-    const timings = evs.filter((e) => e.type === "sidecar_timing") as unknown as Timing[];
-    const accepts = evs.filter((e) => e.type === "tcp_accept" && e.role === "service").length;
-    // a failure says whether requests failed (a reply nginx made itself is never forwarded), the
-    // upstream connection changed, the kernel counted what was not printed (a scrape reads its
-    // histograms then), or forwards went untimed, and whether in one stretch or throughout
-    const statuses = tally([...fresh.replies, ...kept.replies].map((r) => r.status));
-    const why = () =>
-      `statuses ${
-        JSON.stringify(statuses)
-      }, service accepts ${accepts}, timings ${timings.length}` +
-      `, kernel ${
-        /^kupod_sidecar_process_duration_seconds_count\{.*\} (\d+)/m.exec(metrics)?.[1]
-      }` +
-      `, ${largestGap(timings)}` +
-      `\nkupod: ${kupod.stderr.filter((l) => !l.startsWith("[INFO]")).join(" | ").slice(-600)}` +
-      `\nnginx: ${proxy.output().slice(-400)}`;
-    assertEquals(statuses, { 200: N + MANY }, `statuses; ${why()}`);
-    assertEquals(timings.length, N + MANY, `timings; ${why()}`);
-    // one upstream connection carried all requests: the service accepted once
-    assertEquals(accepts, 1, `service accepts; ${why()}`);
-  },
+Deno.test("lifecycle: with upstream keep-alive every request is still timed once", async () => {
+  await using pod = await createTestPod({ upstreamKeepAlive: true });
+  const proxy = pod.container("proxy");
+  await using kupod = await startKupod(socketJson("--veth", pod.hostVeth, "--verbose"));
+  const url = await exporterUrl(kupod);
+  const fresh = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
+  // enough requests that a service reading a forward before the sidecar's write returns shows
+  // (a forward taken when the write returned missed ~1 request in 500 here)
+  const kept = await httpGet(pod.podIP, proxy.port, { count: MANY, keepAlive: true });
+  const metrics = await (await fetch(`${url}/metrics`)).text();
+  const evs = (await eventsAfter(kupod)) as unknown as { type: string; role?: string }[];
+  const timings = evs.filter((e) => e.type === "sidecar_timing") as unknown as Timing[];
+  const accepts = evs.filter((e) => e.type === "tcp_accept" && e.role === "service").length;
+  // a failure says whether requests failed (a reply nginx made itself is never forwarded), the
+  // upstream connection changed, the kernel counted what was not printed (a scrape reads its
+  // histograms then), or forwards went untimed, and whether in one stretch or throughout
+  const statuses = tally([...fresh.replies, ...kept.replies].map((r) => r.status));
+  const why = () =>
+    `statuses ${JSON.stringify(statuses)}, service accepts ${accepts}, timings ${timings.length}` +
+    `, kernel ${/^kupod_sidecar_process_duration_seconds_count\{.*\} (\d+)/m.exec(metrics)?.[1]}` +
+    `, ${largestGap(timings)}` +
+    `\nkupod: ${kupod.stderr.filter((l) => !l.startsWith("[INFO]")).join(" | ").slice(-600)}` +
+    `\nnginx: ${proxy.output().slice(-400)}`;
+  assertEquals(statuses, { 200: N + MANY }, `statuses; ${why()}`);
+  if (hasFeature("tcp_send_start")) assertEquals(timings.length, N + MANY, `timings; ${why()}`);
+  else {
+    // forwards taken where the write returns (before Linux 6.16) miss ~1 request in 500
+    assert(
+      timings.length <= N + MANY && timings.length >= (N + MANY) * 0.99,
+      `timings; ${why()}`,
+    );
+  }
+  // one upstream connection carried all requests: the service accepted once
+  assertEquals(accepts, 1, `service accepts; ${why()}`);
 });
 
 Deno.test("lifecycle: a keep-alive connection's close counts its exchanges and exact bytes", async () => {
