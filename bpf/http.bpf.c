@@ -49,6 +49,8 @@ const volatile __u32 head_max = 1024;
 const volatile bool frame_http1 = true;
 /* Records an HTTP/2 call is copied in at most (HTTP2_PIECES bounds it). */
 const volatile __u32 h2_pieces = HTTP2_PIECES;
+/* The pod's own connections framed at their client end only (bpf/http_mirror.h). */
+const volatile bool mirror_pairs = false;
 
 struct http_sock {
 	__u32 container;
@@ -56,7 +58,9 @@ struct http_sock {
 	__u8 misses;
 	__u8 head_calls[2]; /* by direction: calls that may still carry headers */
 	__u8 announced;     /* who owns it and its endpoints went out in a record */
-	__u8 pad[3];
+	__u8 pair;          /* PAIR_* (bpf/http_mirror.h) */
+	__u8 last_dir;      /* a mirrored server end's last call: HTTP_DIR_* + 1, 0 before any */
+	__u8 pair_checks;   /* boundary reads it looked for its client end at */
 	__u32 send_seq;     /* write_seq when the write stamped in send_ns began */
 	__u64 send_ns;      /* when the write in progress began (0: not seen, or taken) */
 	struct h1_state h1;
@@ -549,12 +553,132 @@ static __always_inline __u64 send_began(struct sock *sk, struct http_sock *hs, i
 	return tp && tp->write_seq - hs->send_seq == (__u32)ret ? began : 0;
 }
 
+/*
+ * A mirrored server end's call, stamped in its pair's entry (and sent as a
+ * record while the client end is framed in user space). The count is bumped
+ * with an atomic operation, a full barrier: the flags read after it see a
+ * client end that went to user space before, or that end sees this stamp.
+ */
+static __always_inline void pair_stamp(struct http_pair *p, __u64 sock, __u8 dir, __u32 seq,
+				       __u32 end, __u64 ts, bool turn)
+{
+	struct pair_stamp *t, *u;
+
+	if (dir == HTTP_DIR_RECEIVED) {
+		t = &p->read[p->reads % PAIR_READS];
+		t->ts = 0;
+		barrier();
+		t->seq = seq;
+		t->end = end;
+		barrier();
+		t->ts = ts;
+		if (turn) {
+			u = &p->turn[p->turns % PAIR_TURNS];
+			u->ts = 0;
+			barrier();
+			u->seq = seq;
+			u->end = end;
+			barrier();
+			u->ts = ts;
+			p->turns++;
+		}
+		__sync_fetch_and_add(&p->reads, 1);
+	} else {
+		t = &p->write[p->writes % PAIR_WRITES];
+		t->ts = 0;
+		barrier();
+		t->seq = seq;
+		t->end = 0;
+		barrier();
+		t->ts = ts;
+		__sync_fetch_and_add(&p->writes, 1);
+	}
+	if (p->flags & PAIR_CLIENT_RAW)
+		pair_stamp_out(sock, dir, t);
+}
+
+/* A mirrored server end's read: stamped; a pair whose client end is gone is let go. */
+static __always_inline void pair_read(struct sock *sk, struct http_sock *hs, __u32 len)
+{
+	struct http_pair *p = bpf_map_lookup_elem(&http_pairs, &hs->h1.pk);
+	__u32 end;
+
+	if (!p) {
+		hs->verdict = VERDICT_OTHER;
+		return;
+	}
+	end = seq_after(sk, HTTP_DIR_RECEIVED);
+	pair_stamp(p, (__u64)sk, HTTP_DIR_RECEIVED, end - len, end, bpf_ktime_get_ns(),
+		   hs->last_dir != HTTP_DIR_RECEIVED + 1);
+	hs->last_dir = HTTP_DIR_RECEIVED + 1;
+}
+
+/*
+ * A loopback server end at a message boundary, its read about to start a
+ * request: when its client end is followed and framed in the kernel, this
+ * end becomes its mirror from this read on. The flag bits decide a race with
+ * the client end going to user space: whichever sets its bit second sees the
+ * other's.
+ */
+static __always_inline bool pair_join(struct sock *sk, struct http_sock *hs, __u32 len)
+{
+	struct pair_key k = {};
+	struct http_pair *p;
+	__u64 old;
+	__u32 end;
+
+	hs->pair_checks++;
+	if (!pair_key_of(sk, false, &k)) {
+		hs->pair = PAIR_NO;
+		return false;
+	}
+	p = bpf_map_lookup_elem(&http_pairs, &k);
+	if (!p || p->server_sock || (p->flags & PAIR_CLIENT_RAW))
+		return false;
+	end = seq_after(sk, HTTP_DIR_RECEIVED);
+	p->server_sock = (__u64)sk;
+	p->server_container = hs->container;
+	p->server_pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(p->server_comm, sizeof(p->server_comm));
+	p->mirror_since = end - len;
+	old = __sync_fetch_and_or(&p->flags, PAIR_MIRRORED);
+	if (old & PAIR_CLIENT_RAW) {
+		hs->pair = PAIR_NO;
+		return false;
+	}
+	hs->h1.pk = k;
+	hs->pair = PAIR_SERVER;
+	hs->last_dir = HTTP_DIR_RECEIVED + 1;
+	pair_stamp(p, (__u64)sk, HTTP_DIR_RECEIVED, end - len, end, bpf_ktime_get_ns(), true);
+	return true;
+}
+
+/* A loopback client end framed in the kernel makes its pair's entry. */
+static __always_inline void pair_open(struct sock *sk, struct http_sock *hs)
+{
+	if (!pair_key_of(sk, true, &hs->h1.pk) ||
+	    bpf_map_update_elem(&http_pairs, &hs->h1.pk, &empty_pair, BPF_ANY)) {
+		hs->pair = PAIR_NO;
+		return;
+	}
+	hs->h1.paired = 1;
+	hs->pair = PAIR_CLIENT;
+}
+
+/* Nothing framed or pending in either direction: the next byte starts a request. */
+static __always_inline bool h1_idle(const struct h1_state *st)
+{
+	return st->mode == H1_UNSYNCED ||
+	       (st->mode == H1_FAST && st->req_dir == HTTP_DIR_RECEIVED && !st->state[0] &&
+		!st->state[1] && !st->pending && !st->held && !st->resp.active);
+}
+
 static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir)
 {
 	struct http_sock *hs;
 	struct payload p = {};
 	struct scratch *s;
-	__u32 zero = 0, limit, len = ret, word = 0, skip = 0;
+	__u32 zero = 0, limit, len = ret, word = 0, skip = 0, seq0 = 0;
 	__u64 now, began = 0;
 	long at;
 	bool start, body = false;
@@ -566,6 +690,13 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 		return 0;
 	if (dir == HTTP_DIR_SENT)
 		began = send_began(sk, hs, ret);
+	if (hs->pair == PAIR_SERVER) {
+		if (dir == HTTP_DIR_RECEIVED)
+			pair_read(sk, hs, len);
+		else
+			hs->last_dir = HTTP_DIR_SENT + 1;
+		return 0;
+	}
 	if (hs->verdict == VERDICT_HTTP) {
 		if (hs->h1.mode == H1_TUNNEL || h1_in_body(&hs->h1, dir, len))
 			return 0;
@@ -598,9 +729,22 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	 */
 	now = began ?: bpf_ktime_get_ns();
 	if (hs->verdict == VERDICT_HTTP && hs->h1.mode != H1_RAW) {
+		if (hs->pair == PAIR_UNKNOWN) {
+			struct pair_key k;
+
+			hs->pair = mirror_pairs && pair_key_of(sk, true, &k) ? PAIR_CANDIDATE : PAIR_NO;
+		}
+		if (hs->pair == PAIR_CANDIDATE && dir == HTTP_DIR_RECEIVED &&
+		    hs->pair_checks < PAIR_CHECKS && h1_idle(&hs->h1) && pair_join(sk, hs, len))
+			return 0;
+		if (hs->pair == PAIR_CANDIDATE || hs->pair == PAIR_CLIENT)
+			seq0 = seq_after(sk, dir) - len;
 		if (!hs->announced)
 			announce_alone(hs, s, sk, now);
-		at = h1_call(&hs->h1, &s->h1, &p, (__u64)sk, len, dir, now);
+		at = h1_call(&hs->h1, &s->h1, &p, (__u64)sk, len, dir, now, seq0);
+		if (hs->pair == PAIR_CANDIDATE && hs->h1.mode == H1_FAST &&
+		    hs->h1.req_dir == HTTP_DIR_SENT)
+			pair_open(sk, hs);
 		if (at == -2)
 			hs->verdict = VERDICT_OTHER; /* no request line in many calls: not HTTP/1 */
 		if (at < 0 || at >= len)
@@ -644,6 +788,12 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 		else if (hs->head_calls[dir & 1] && !skip)
 			hs->head_calls[dir & 1]--;
 	}
+	/*
+	 * A mirrored pair's client end framed in user space: its calls match the server end's stamps
+	 * by where they end (set last: a branch earlier doubled the verifier's paths above).
+	 */
+	if (hs->pair == PAIR_CLIENT && hs->verdict == VERDICT_HTTP)
+		s->e.seq = seq_after(sk, dir);
 	limit = s->e.head_len;
 	if (limit > HTTP_HEAD_MAX)
 		limit = HTTP_HEAD_MAX;
@@ -683,6 +833,13 @@ int BPF_PROG(kupod_http_send_start, struct sock *sk)
 		return 0;
 	hs->send_seq = tp->write_seq;
 	hs->send_ns = bpf_ktime_get_ns();
+	if (hs->pair == PAIR_SERVER) {
+		/* before any byte of it is queued: the client end cannot read it unstamped */
+		struct http_pair *p = bpf_map_lookup_elem(&http_pairs, &hs->h1.pk);
+
+		if (p)
+			pair_stamp(p, (__u64)sk, HTTP_DIR_SENT, hs->send_seq, 0, hs->send_ns, false);
+	}
 	return 0;
 }
 
@@ -726,6 +883,9 @@ int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstat
 
 		if (r)
 			h1_close(&hs->h1, r, (__u64)sk, now);
+		/* its records are out: the pair's entry goes with the client end */
+		if (hs->pair == PAIR_CLIENT)
+			bpf_map_delete_elem(&http_pairs, &hs->h1.pk);
 	}
 	e = event_reserve(sizeof(*e) + HTTP_TAIL);
 	if (!e)
@@ -744,3 +904,4 @@ int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstat
 struct http_event _http_event = {};
 struct http1_event _http1_event = {};
 struct http1_handoff_event _http1_handoff_event = {};
+struct http_stamp_event _http_stamp_event = {};

@@ -11,6 +11,7 @@ enum http_record_kind {
 	HTTP_RECORD_REQUEST = 5,  /* a request whose response comes in a record of its own */
 	HTTP_RECORD_RESPONSE = 6, /* the response to the oldest request reported alone */
 	HTTP_RECORD_HANDOFF = 7,  /* user space frames the socket from here on (http1_handoff_event) */
+	HTTP_RECORD_STAMP = 8,    /* a mirrored server end's read or write (http_stamp_event) */
 };
 
 #define HTTP_HEAD_MAX 4096 /* most bytes copied from the start of a call, or of a piece */
@@ -61,6 +62,8 @@ struct http_event {
 #define HTTP1_TRUNCATED 8        /* framing was lost: sizes are estimates */
 #define HTTP1_CLOSED 16          /* the connection closed before the response ended */
 #define HTTP1_TRACEPARENTS 32    /* more than one traceparent: none is reported */
+#define HTTP1_MIRRORED 64        /* the srv_* fields: the server end's times for this exchange */
+#define HTTP1_MIRROR_LOST 128    /* the server end did not frame it and its stamps are gone */
 
 /*
  * A request and/or its response (kind EXCHANGE, REQUEST or RESPONSE). Its
@@ -79,10 +82,20 @@ struct http1_event {
 	__u16 target_len;
 	__u16 status;    /* final status, 0 when none came */
 	__u16 interim;   /* the last 1xx status, 0 when none came */
-	__u32 pad;
+	__u32 req_seq;   /* TCP sequence number of the request's first byte (mirrored pairs) */
 	__u64 req_ts_ns; /* the request's head */
 	__u64 req_body;  /* request body bytes */
 	__u64 resp_body; /* response body bytes */
+	__u32 resp_seq;  /* ... just past the response's last byte (0: not known) */
+	__u8 seqs;       /* req_seq and resp_seq are known */
+	__u8 pad[3];
+	/* HTTP1_MIRRORED: the server end of the pod's own connection (bpf/http_mirror.h) */
+	__u64 srv_sock;
+	__u64 srv_req_ts;  /* its read of the request's first byte */
+	__u64 srv_resp_ts; /* the start of its write of the response's last byte */
+	__u32 srv_container;
+	__u32 srv_pid;
+	char srv_comm[16];
 	/* the request-target (target_len bytes), traceparent (tp_len), content-type (ctype_len) */
 	char data[HTTP1_TARGET_MAX + 2 * HTTP1_VALUE_MAX];
 };
@@ -107,8 +120,25 @@ struct http1_handoff_event {
 	__u8 state[2];   /* HTTP1_AT_START etc., by direction */
 	__u8 pad[3];
 	__u32 skip;
-	__u32 pad2;
+	__u32 mirror_since; /* srv_sock != 0: requests from here on are the server end's to mirror */
 	__u64 remaining[2];
+	/* a mirrored pair's client end: the server end's stamps come as STAMP records */
+	__u64 srv_sock;
+	__u32 srv_container;
+	__u32 srv_pid;
+	char srv_comm[16];
+};
+
+/* A read or write of a mirrored server end, while its client end is framed in user space. */
+struct http_stamp_event {
+	__u64 ts_ns;  /* a read: where it returned; a write: where it began */
+	__u64 sock_id; /* the server end */
+	__u8 kind;    /* HTTP_RECORD_STAMP */
+	__u8 dir;     /* HTTP_DIR_* */
+	__u8 pad[2];
+	__u32 seq;    /* the call's first byte */
+	__u32 end;    /* a read: past its last byte */
+	__u32 pad2;
 };
 
 #endif

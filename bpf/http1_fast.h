@@ -18,6 +18,7 @@
 #define KUPOD_HTTP1_FAST_H
 
 #include "http1_head.h"
+#include "http_mirror.h"
 
 /* h1_state.mode */
 #define H1_UNSYNCED 0 /* no request line seen yet */
@@ -54,7 +55,10 @@ struct h1_resp {
 	__u8 with_held;   /* ... and that request is the held one */
 	__u8 head_req;    /* the request was HEAD: no body */
 	__u8 connect_req; /* the request was CONNECT: a 2xx tunnels */
-	__u8 pad[6];
+	__u8 seq_known;   /* req_seq is its request's */
+	__u8 pad[5];
+	__u32 req_seq;    /* where its request starts (a mirrored pair's client end) */
+	__u32 end_seq;    /* past its last byte, once it ended (0: cut short) */
 	char ctype[HTTP1_VALUE_MAX]; /* of a response to a request that left alone */
 };
 
@@ -68,7 +72,10 @@ struct h1_state {
 	__u8 pending;       /* requests whose response has no head yet */
 	__u8 unsynced;
 	__u8 held;          /* `rec` holds the newest request */
-	__u8 pad;
+	__u8 paired;        /* the client end of a mirrored pair: `pk` is its entry */
+	__u32 nreq;         /* requests framed */
+	__u32 pend_seq[4];  /* where the latest requests start, by nreq mod 4 */
+	struct pair_key pk;
 	struct h1_resp resp;
 	/* the newest request, from its head until it leaves, laid out as its record: the
 	 * response's fields join it and the record leaves from here, no copy made */
@@ -99,6 +106,7 @@ struct h1_walk {
 	__u32 len;
 	__u32 pos;
 	__u32 raw_at;    /* where user space takes over (len: nowhere) */
+	__u32 seq0;      /* TCP sequence number of the call's first byte (loopback sockets) */
 	__u8 dir;
 	__u8 skip;       /* the call has no request line yet: nothing to report */
 	__u8 pad[2];
@@ -122,13 +130,43 @@ static __always_inline __u32 ctype_at(const struct http1_event *r)
 	return tp_at(r) + (r->tp_len < HTTP1_VALUE_MAX ? r->tp_len : HTTP1_VALUE_MAX);
 }
 
+/*
+ * A mirrored pair's record gets the server end's times for the same bytes
+ * (bpf/http_mirror.h): requests from mirror_since on were not framed there.
+ */
+static __always_inline void h1_mirror(struct http1_event *r, const struct pair_key *pk)
+{
+	struct http_pair *p = bpf_map_lookup_elem(&http_pairs, pk);
+
+	if (!p || !(p->flags & PAIR_MIRRORED) || !r->seqs ||
+	    (__s32)(r->req_seq - p->mirror_since) < 0)
+		return;
+	r->srv_sock = p->server_sock;
+	r->srv_container = p->server_container;
+	r->srv_pid = p->server_pid;
+	__builtin_memcpy(r->srv_comm, p->server_comm, sizeof(r->srv_comm));
+	r->srv_req_ts = pair_read_at(p, r->req_seq);
+	if (r->kind == HTTP_RECORD_REQUEST) {
+		/* a request alone: its response's record decides; at a close, whether it was read */
+		if (r->srv_req_ts)
+			r->flags |= HTTP1_MIRRORED;
+		return;
+	}
+	/* a response cut short ends where the client end saw it end */
+	r->srv_resp_ts = r->resp_seq ? pair_write_at(p, r->resp_seq - 1) : r->ts_ns;
+	r->flags |= r->srv_req_ts && r->srv_resp_ts ? HTTP1_MIRRORED : HTTP1_MIRROR_LOST;
+}
+
 /* A record leaves (a function of its own: its paths are verified once, not at each caller). */
-__noinline int h1_output(struct http1_event *r)
+__noinline int h1_output(struct http1_event *r, const struct pair_key *pk)
 {
 	__u64 size;
 
 	if (!r)
 		return 0;
+	r->flags &= ~(HTTP1_MIRRORED | HTTP1_MIRROR_LOST);
+	if (pk)
+		h1_mirror(r, pk);
 	size = __builtin_offsetof(struct http1_event, data) + ctype_at(r) +
 	       (r->ctype_len < HTTP1_VALUE_MAX ? r->ctype_len : HTTP1_VALUE_MAX);
 
@@ -149,6 +187,11 @@ static __always_inline void h1_rec_head(struct http1_event *r, __u8 kind, __u64 
 	r->req_dir = st->req_dir;
 }
 
+static __always_inline const struct pair_key *h1_pair(const struct h1_state *st)
+{
+	return st->paired ? &st->pk : NULL;
+}
+
 /* The response fields of a record. */
 static __always_inline void h1_put_response(struct http1_event *r, const struct h1_resp *a,
 					    __u8 flags)
@@ -158,6 +201,9 @@ static __always_inline void h1_put_response(struct http1_event *r, const struct 
 	r->interim = a->interim;
 	r->resp_body = a->body;
 	r->ctype_len = a->ctype_len;
+	r->req_seq = a->req_seq;
+	r->resp_seq = a->end_seq;
+	r->seqs = a->seq_known;
 }
 
 /* The held request leaves alone: its response will pair with it in user space. */
@@ -170,8 +216,9 @@ static __always_inline void h1_flush_request(struct h1_state *st, __u64 sock_id,
 	r->interim = 0;
 	r->resp_body = 0;
 	r->ctype_len = 0;
+	r->resp_seq = 0;
 	st->held = 0;
-	h1_output(r);
+	h1_output(r, h1_pair(st));
 }
 
 /*
@@ -189,7 +236,7 @@ static __always_inline void h1_report_response(struct h1_state *st, struct http1
 		h1_rec_head(r, HTTP_RECORD_EXCHANGE, sock_id, ts, st);
 		h1_put_response(r, a, flags);
 		st->held = 0;
-		h1_output(r);
+		h1_output(r, h1_pair(st));
 		return;
 	}
 	h1_rec_head(r, HTTP_RECORD_RESPONSE, sock_id, ts, st);
@@ -201,7 +248,7 @@ static __always_inline void h1_report_response(struct h1_state *st, struct http1
 	r->req_body = 0;
 	h1_put_response(r, a, flags);
 	__builtin_memcpy(r->data, a->ctype, HTTP1_VALUE_MAX);
-	h1_output(r);
+	h1_output(r, h1_pair(st));
 }
 
 static __always_inline void h1_count_body(struct h1_state *st, __u8 d, __u64 n)
@@ -218,8 +265,10 @@ static __always_inline void h1_count_body(struct h1_state *st, __u8 d, __u64 n)
 static __always_inline void h1_message_end(struct h1_state *st, struct h1_scratch *sc,
 					   struct h1_walk *w, __u8 d)
 {
-	if (d != st->req_dir && st->resp.active && st->resp.status)
+	if (d != st->req_dir && st->resp.active && st->resp.status) {
+		st->resp.end_seq = w->seq0 + w->pos;
 		h1_report_response(st, &sc->rec, w->sock_id, w->ts, 0);
+	}
 }
 
 /*
@@ -301,6 +350,10 @@ static __always_inline bool h1_request(struct h1_state *st, struct h1_scratch *s
 	if (st->held)
 		h1_flush_request(st, w->sock_id, w->ts);
 	q->req_ts_ns = w->ts;
+	q->req_seq = w->seq0 + w->pos;
+	q->seqs = 1;
+	st->pend_seq[st->nreq & 3] = q->req_seq;
+	st->nreq++;
 	q->req_body = 0;
 	q->method = h->method;
 	q->flags = h->flags & (HTTP1_REQ_CREDENTIALS | HTTP1_HTTP10);
@@ -359,11 +412,16 @@ static __always_inline bool h1_response(struct h1_state *st, struct h1_scratch *
 		a->interim = 0;
 		a->flags = 0;
 		a->ctype_len = 0;
+		/* the oldest pending request's start, while the ring still holds it */
+		a->seq_known = st->pending <= 4;
+		a->req_seq = st->pend_seq[(st->nreq - st->pending) & 3];
+		a->end_seq = 0;
 		st->pend_head >>= 1;
 		st->pend_connect >>= 1;
 		st->pending--;
 	}
 	w->pos += h->end;
+	a->end_seq = w->seq0 + w->pos;
 	if (!final) {
 		a->interim = status;
 		return true;
@@ -512,6 +570,54 @@ static __always_inline __u8 h1_user_state(struct h1_state *st, __u8 d, __u64 *re
 	return HTTP1_LOST;
 }
 
+/* A mirrored pair's server end stamp as a record of its own. */
+static __always_inline void pair_stamp_out(__u64 sock, __u8 dir, const struct pair_stamp *t)
+{
+	struct http_stamp_event *e;
+
+	if (!t->ts)
+		return;
+	e = event_reserve(sizeof(*e));
+	if (!e)
+		return;
+	e->ts_ns = t->ts;
+	e->sock_id = sock;
+	e->kind = HTTP_RECORD_STAMP;
+	e->dir = dir;
+	e->seq = t->seq;
+	e->end = t->end;
+	e->pad2 = 0;
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e), t->ts));
+}
+
+/*
+ * A mirrored pair's client end goes to user space: from here on the server
+ * end sends its stamps as records, and the ones it made so far go now (both
+ * ends may stamp meanwhile: a stamp may go twice, user space keeps one).
+ */
+__noinline int h1_mirror_handoff(struct h1_state *st, struct http1_handoff_event *o)
+{
+	struct http_pair *p;
+
+	if (!st || !o)
+		return 0;
+	p = bpf_map_lookup_elem(&http_pairs, &st->pk);
+	if (!p || !(__sync_fetch_and_or(&p->flags, PAIR_CLIENT_RAW) & PAIR_MIRRORED))
+		return 0;
+	o->srv_sock = p->server_sock;
+	o->mirror_since = p->mirror_since;
+	o->srv_container = p->server_container;
+	o->srv_pid = p->server_pid;
+	__builtin_memcpy(o->srv_comm, p->server_comm, sizeof(o->srv_comm));
+	for (int i = 0; i < PAIR_READS; i++)
+		pair_stamp_out(p->server_sock, HTTP_DIR_RECEIVED, &p->read[i]);
+	for (int i = 0; i < PAIR_TURNS; i++)
+		pair_stamp_out(p->server_sock, HTTP_DIR_RECEIVED, &p->turn[i]);
+	for (int i = 0; i < PAIR_WRITES; i++)
+		pair_stamp_out(p->server_sock, HTTP_DIR_SENT, &p->write[i]);
+	return 0;
+}
+
 /*
  * User space frames the socket from w->raw_at of this call on: what the
  * kernel holds leaves (pending requests alone, a response cut short as
@@ -536,6 +642,7 @@ static __always_inline void h1_handoff(struct h1_state *st, struct h1_scratch *s
 				h1_flush_request(st, w->sock_id, w->ts);
 			st->resp.active = 0;
 		} else {
+			st->resp.end_seq = 0;
 			h1_report_response(st, &sc->rec, w->sock_id, w->ts, HTTP1_TRUNCATED);
 		}
 	}
@@ -551,6 +658,8 @@ static __always_inline void h1_handoff(struct h1_state *st, struct h1_scratch *s
 	o->state[d] = HTTP1_AT_START;
 	o->state[other] = h1_user_state(st, other, &remaining);
 	o->remaining[other] = remaining;
+	if (st->paired)
+		h1_mirror_handoff(st, o);
 	event_output(o, sizeof(*o), w->ts);
 	st->mode = H1_RAW;
 }
@@ -562,7 +671,7 @@ static __always_inline void h1_handoff(struct h1_state *st, struct h1_scratch *s
  */
 static __always_inline long h1_call(struct h1_state *st, struct h1_scratch *sc,
 				    const struct payload *p, __u64 sock_id, __u32 len, __u8 dir,
-				    __u64 ts)
+				    __u64 ts, __u32 seq0)
 {
 	struct h1_steps c = {
 		.st = st,
@@ -572,6 +681,7 @@ static __always_inline long h1_call(struct h1_state *st, struct h1_scratch *sc,
 			.ts = ts,
 			.len = len,
 			.raw_at = len,
+			.seq0 = seq0,
 			.dir = dir,
 		},
 	};
@@ -634,6 +744,7 @@ static __always_inline void h1_close(struct h1_state *st, struct http1_event *r,
 		return;
 	if (st->held && !(st->resp.active && st->resp.with_held))
 		h1_flush_request(st, sock_id, ts);
+	st->resp.end_seq = 0; /* it ends at the close */
 	if (st->resp.active)
 		h1_report_response(st, r, sock_id, ts,
 				   st->state[rd & 1] == H1_UNTIL_CLOSE && st->resp.status ? 0 :

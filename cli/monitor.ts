@@ -251,6 +251,8 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
       const { events, lost } = probe.stats();
       log.debug(`${probe.name}: ${events} events, ${lost} lost`);
       if (lost > 0n) log.warn(`${probe.name}: ${lost} events lost (ring buffer full)`);
+      const summary = probe.summary?.();
+      if (summary) log.info(summary);
     } catch (e) {
       failure ??= e;
     }

@@ -8,13 +8,19 @@
 import type { BpfObject } from "../bpf/object.ts";
 import { hasFeature } from "../bpf/preflight.ts";
 import { KupodError } from "../base/errors.ts";
-import { HTTP_EVENT_LAYOUT as L, HTTP_EVENT_SIZE, RODATA } from "../bpf/gen/http.ts";
+import {
+  HTTP_EVENT_LAYOUT as L,
+  HTTP_EVENT_SIZE,
+  HTTP_STAMP_EVENT_LAYOUT as S,
+  RODATA,
+} from "../bpf/gen/http.ts";
 import { type Attribution, attribution, type Target } from "../k8s/target.ts";
 import { formatAddr } from "./addr.ts";
 import { bootNsToRfc3339, CLOCK_BOOTTIME, CLOCK_MONOTONIC, nowNs } from "./clock.ts";
-import { connId, sockKey } from "./conn_id.ts";
+import { connId, sockKey, sockKeyOf } from "./conn_id.ts";
 import type { EventSink, GrpcEvent, HttpEvent, TcpEndpoints } from "./events.ts";
-import { type Chunk, Http1Conn, type HttpExchange } from "./http1.ts";
+import { type Chunk, Http1Conn, type HttpExchange, type MirrorPeer } from "./http1.ts";
+import { MirrorStamps } from "./mirror_stamps.ts";
 import { KERNEL_RECORD, KernelHttp1 } from "./http1_records.ts";
 import { type H2Call, H2Conn } from "./h2/conn.ts";
 import { exactGrpcMethod, GrpcGoProbe } from "./grpc_go.ts";
@@ -28,7 +34,7 @@ import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
 
 /** enum http_record_kind of bpf/http.h (the kernel's HTTP/1 records: KERNEL_RECORD) */
-const RECORD = { DATA: 1, CLOSE: 2, OPEN: 3 } as const;
+const RECORD = { DATA: 1, CLOSE: 2, OPEN: 3, STAMP: 8 } as const;
 const DIR_RECEIVED = 1;
 
 const PROGRAMS = [
@@ -86,6 +92,10 @@ interface Conn {
   /** The last request target and its route: keep-alive clients repeat theirs. */
   lastTarget: string;
   lastRoute: string;
+  /** A mirrored pair's client end: the server end it reports for (bpf/http_mirror.h). */
+  peer?: Conn;
+  /** ... framed in user space: requests from `since` on are the server end's too */
+  mirror?: { peer: MirrorPeer; since: number };
 }
 
 export class HttpProbe implements Probe {
@@ -109,6 +119,9 @@ export class HttpProbe implements Probe {
   /** By sockKey() of the records' sock_id. */
   readonly #conns = new Map<number, Conn>();
   readonly #routes = new Map<number, RouteTable>();
+  /** Mirrored server ends' stamps while their client ends are framed here, by sockKey(). */
+  readonly #stamps = new Map<number, MirrorStamps>();
+  readonly #counts = { mirrorLost: 0, mirrored: 0 };
   readonly #stats = new HttpStats();
   readonly #previewBytes: number;
   readonly #requestEvents: boolean;
@@ -145,9 +158,11 @@ export class HttpProbe implements Probe {
       object: "http",
       target,
       rodataLayout: RODATA,
-      // previews need body bytes, which only the user-space framer sees
+      // previews need body bytes, which only the user-space framer sees; a server end can
+      // mirror its client end only where writes are stamped before the peer can read them
       rodata: {
         frame_http1: this.#previewBytes === 0,
+        mirror_pairs: this.#previewBytes === 0 && sendStart,
         ...(opts.h2Pieces ? { h2_pieces: opts.h2Pieces } : {}),
       },
       ringBytes: opts.ringBytes ?? 1 << 21,
@@ -170,6 +185,7 @@ export class HttpProbe implements Probe {
     const key = sockKey(view, at + L.sock_id.offset);
     const ts = view.getBigUint64(at + L.ts_ns.offset, true) + this.#monoToBoot;
     const kind = view.getUint8(at + L.kind.offset);
+    if (kind === RECORD.STAMP) return this.#stamp(key, view, at);
     if (kind === RECORD.CLOSE) {
       const conn = this.#conns.get(key);
       if (!conn) return;
@@ -207,6 +223,7 @@ export class HttpProbe implements Probe {
       tail: tailNew > 0 ? bytes.subarray(tailAt, tailAt + tailNew) : EMPTY,
       cont: view.getUint8(at + L.cont.offset) !== 0,
     };
+    if (conn.mirror) chunk.seq = view.getUint32(at + L.seq.offset, true);
     conn.parser ??= chunk.head.length ? parserFor(chunk, this.#previewBytes) : undefined;
     if (conn.parser?.h2) {
       const seqEnd = view.getUint32(at + L.seq.offset, true);
@@ -219,15 +236,55 @@ export class HttpProbe implements Probe {
       this.#reportCalls(conn, conn.parser.h2.push(chunk));
       const unseen = conn.parser.h2.takeUnseen();
       if (unseen) this.#grpcStats.addUnseen(unseen);
-    } else if (conn.parser) this.#report(conn, conn.parser.h1.push(chunk));
+    } else if (conn.parser) this.#report(conn, this.#mirrored(conn, conn.parser.h1.push(chunk)));
+  }
+
+  /** A mirrored server end's read or write, for its client end framed here. */
+  #stamp(key: number, view: DataView, at: number): void {
+    let stamps = this.#stamps.get(key);
+    if (!stamps) {
+      if (this.#stamps.size >= MAX_CONNS) this.#stamps.delete(this.#stamps.keys().next().value!);
+      this.#stamps.set(key, stamps = new MirrorStamps());
+    }
+    stamps.add(
+      view.getUint8(at + S.dir.offset) === DIR_RECEIVED,
+      view.getUint32(at + S.seq.offset, true),
+      view.getUint32(at + S.end.offset, true),
+      view.getBigUint64(at + S.ts_ns.offset, true) + this.#monoToBoot,
+    );
+  }
+
+  /**
+   * A mirrored pair's client end framed here: each exchange from the mirroring's start is also
+   * the server end's, timed by its stamps (a close ends both where the client end saw it).
+   */
+  #mirrored(conn: Conn, xs: HttpExchange[]): HttpExchange[] {
+    const m = conn.mirror;
+    if (!m || xs.length === 0) return xs;
+    const stamps = this.#stamps.get(sockKeyOf(m.peer.sock));
+    const out: HttpExchange[] = [];
+    for (const x of xs) {
+      out.push(x);
+      if (x.reqSeq === undefined || ((x.reqSeq - m.since) | 0) < 0) continue;
+      const start = x.serverStartNs ?? stamps?.readAt(x.reqSeq);
+      const end = x.respEndSeq === undefined ? x.endNs : stamps?.writeAt((x.respEndSeq - 1) >>> 0);
+      if (start === undefined || end === undefined) {
+        this.#counts.mirrorLost++;
+        continue;
+      }
+      out.push({ ...x, side: "server", startNs: start, endNs: end, peer: m.peer });
+    }
+    return out;
   }
 
   /** A record of HTTP/1 the kernel framed, or its handing over of the connection. */
   #kernelRecord(conn: Conn, view: DataView, at: number, kind: number): void {
-    const k = conn.kernel ??= new KernelHttp1(this.#monoToBoot);
+    const k = conn.kernel ??= new KernelHttp1(this.#monoToBoot, this.#counts);
     if (kind === KERNEL_RECORD.HANDOFF) {
       conn.kernel = undefined;
-      conn.parser = { h1: k.handoff(view, at, { previewMax: this.#previewBytes }) };
+      const h = k.handoff(view, this.#ringBytes!, at, { previewMax: this.#previewBytes });
+      conn.parser = { h1: h.conn };
+      conn.mirror = h.mirror;
       return;
     }
     this.#report(conn, k.push(view, this.#ringBytes!, at, kind));
@@ -236,7 +293,8 @@ export class HttpProbe implements Probe {
   #closeParser(conn: Conn, ts: bigint): void {
     if (conn.kernel) this.#report(conn, conn.kernel.close(ts));
     if (conn.parser?.h2) this.#reportCalls(conn, conn.parser.h2.close(ts));
-    else if (conn.parser) this.#report(conn, conn.parser.h1.close(ts));
+    else if (conn.parser) this.#report(conn, this.#mirrored(conn, conn.parser.h1.close(ts)));
+    if (conn.mirror) this.#stamps.delete(sockKeyOf(conn.mirror.peer.sock));
   }
 
   /** gRPC calls as grpc events and counts; plain HTTP/2 requests as HTTP. */
@@ -340,9 +398,14 @@ export class HttpProbe implements Probe {
     return conn;
   }
 
-  #report(conn: Conn, exchanges: HttpExchange[]): void {
+  #report(client: Conn, exchanges: HttpExchange[]): void {
     if (!this.#http) return;
     for (const x of exchanges) {
+      let conn = client;
+      if (x.peer) {
+        conn = this.#peerConn(client, x.peer);
+        this.#counts.mirrored++;
+      }
       if (x.target !== conn.lastTarget) {
         conn.lastTarget = x.target;
         conn.lastRoute = conn.routes.route(foldRoute(x.target));
@@ -352,6 +415,36 @@ export class HttpProbe implements Probe {
       this.#events++;
       this.#sink.event(this.#toEvent(conn, x));
     }
+  }
+
+  /**
+   * The server end a mirrored client end reports for: its owner from the pair's entry, its
+   * endpoints the client end's turned around.
+   */
+  #peerConn(client: Conn, peer: MirrorPeer): Conn {
+    if (client.peer?.sockId === peer.sock) return client.peer;
+    const e = client.endpoints;
+    let routes = this.#routes.get(peer.container);
+    if (!routes) this.#routes.set(peer.container, routes = new RouteTable(this.#maxRoutes));
+    return client.peer = {
+      sockId: peer.sock,
+      parser: undefined,
+      kernel: undefined,
+      seq: undefined,
+      container: peer.container,
+      lastTarget: "",
+      lastRoute: "",
+      who: { ...attribution(this.#target, peer.container), pid: peer.pid, comm: peer.comm },
+      endpoints: {
+        family: e.family,
+        saddr: e.daddr,
+        sport: e.dport,
+        daddr: e.saddr,
+        dport: e.sport,
+        conn_id: connId(peer.sock),
+      },
+      routes,
+    };
   }
 
   #toEvent(conn: Conn, x: HttpExchange): HttpEvent {
@@ -422,6 +515,14 @@ export class HttpProbe implements Probe {
 
   stats(): ProbeStats {
     return { events: this.#events, lost: this.#object.lost() };
+  }
+
+  /** How many server ends' exchanges came from their client ends' records (bpf/http_mirror.h). */
+  summary(): string | undefined {
+    const { mirrored, mirrorLost } = this.#counts;
+    if (!mirrored && !mirrorLost) return undefined;
+    return `${this.name}: ${mirrored} requests of the pod's own connections reported at their ` +
+      `server end from their client end's framing, ${mirrorLost} lost (server end's stamps gone)`;
   }
 
   /** Holes found in HTTP/2 connections' byte streams: records the full ring dropped. */

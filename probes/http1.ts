@@ -25,6 +25,13 @@ export interface Chunk {
   tail: Uint8Array;
   /** HTTP/2: a later piece of a call copied in several records, so not where its frames start */
   cont?: boolean;
+  /** TCP sequence number just past the call's bytes, where the kernel sends it (u32) */
+  seq?: number;
+}
+
+/** The sequence number of byte `pos` of a chunk that carries one. */
+function seqAt(c: Chunk, pos: number): number | undefined {
+  return c.seq === undefined ? undefined : (c.seq - c.len + pos) >>> 0;
 }
 
 export type HttpOutcome = "complete" | "closed" | "no_response" | "truncated";
@@ -57,8 +64,23 @@ export interface HttpExchange {
   outcome: HttpOutcome;
   /** request carried Authorization, Proxy-Authorization or Cookie, or response carried Set-Cookie */
   credentials: boolean;
+  /** where chunks carry sequence numbers: the request's first byte, and just past the response */
+  reqSeq?: number;
+  respEndSeq?: number;
+  /** the kernel matched the request's read at the server end of a mirrored pair (probes/http.ts) */
+  serverStartNs?: bigint;
+  /** the server end's exchange of a mirrored pair, reported from its client end's records */
+  peer?: MirrorPeer;
   /** up to previewMax bytes of the response body as captured (only when previewMax > 0 and !credentials) */
   preview?: Uint8Array;
+}
+
+/** The server end of a pod's own connection that its client end reports for (bpf/http_mirror.h). */
+export interface MirrorPeer {
+  sock: bigint;
+  container: number;
+  pid: number;
+  comm: string;
 }
 
 export interface Http1Options {
@@ -413,12 +435,19 @@ interface Sink {
   readonly maxHeaderBytes: number;
   /** Bytes of header buffer this framer may hold. */
   headerRoom(f: Framer): number;
-  /** A message head; returns how its body is delimited (B_*). */
-  head(isReq: boolean, h: Head, startTs: bigint, ts: bigint, truncated: boolean): number;
+  /** A message head (starting at sequence number startSeq); returns how its body is delimited (B_*). */
+  head(
+    isReq: boolean,
+    h: Head,
+    startTs: bigint,
+    ts: bigint,
+    truncated: boolean,
+    startSeq?: number,
+  ): number;
   /** n body bytes at logical offset pos of the chunk. */
   body(isReq: boolean, c: Chunk, pos: number, n: number): void;
-  /** The open message ended with the chunk at ts. */
-  end(isReq: boolean, ts: bigint): void;
+  /** The open message ended with the chunk at ts, just before sequence number endSeq. */
+  end(isReq: boolean, ts: bigint, endSeq?: number): void;
   /** The open message's framing was lost: its sizes are estimates from here on. */
   lost(isReq: boolean): void;
   /** Response bytes start where nothing was captured; true if a request takes them. */
@@ -449,6 +478,7 @@ class Framer {
   private inflight = false;
   private lostChunked = false;
   private startTs = 0n;
+  private startSeq: number | undefined;
   private lastTs = 0n;
   /** a message head was parsed here: bytes at a later boundary belong to a message */
   private synced = false;
@@ -481,7 +511,7 @@ class Framer {
     if (this.state === HEAD && this.buf) {
       const hd = this.hd;
       if (hd.started || partialStart(this.buf, 0, this.bufLen, this.isReq, hd)) {
-        this.sink.head(this.isReq, hd, this.startTs, ts, false);
+        this.sink.head(this.isReq, hd, this.startTs, ts, false, this.startSeq);
       }
     }
     this.release();
@@ -544,7 +574,7 @@ class Framer {
     }
     if (this.inflight) {
       this.inflight = false;
-      this.sink.end(this.isReq, this.lastTs);
+      this.sink.end(this.isReq, this.lastTs, seqAt(c, 0));
     }
     this.state = START;
     return true;
@@ -557,7 +587,7 @@ class Framer {
     if (mark === 0) return;
     this.inflight = false;
     this.state = START;
-    this.sink.end(this.isReq, c.ts);
+    this.sink.end(this.isReq, c.ts, seqAt(c, this.len));
   }
 
   private start(c: Chunk, pos: number): number {
@@ -567,6 +597,7 @@ class Framer {
     if (pos === this.len) return pos;
     if (pos >= h) return this.unseenStart();
     this.startTs = c.ts;
+    this.startSeq = seqAt(c, pos);
     const hd = this.hd;
     hd.reset(pos);
     const r = scanHead(head, h, this.isReq, hd);
@@ -630,7 +661,7 @@ class Framer {
   /** The header block ends at logical offset end of this chunk. */
   private headDone(c: Chunk, end: number): number {
     const hd = this.hd;
-    const d = this.sink.head(this.isReq, hd, this.startTs, c.ts, false);
+    const d = this.sink.head(this.isReq, hd, this.startTs, c.ts, false, this.startSeq);
     if (d === B_REJECT) return this.drop();
     if (d === B_TUNNEL) return this.dead();
     this.synced = true;
@@ -645,7 +676,7 @@ class Framer {
       this.remaining = hd.length;
     } else {
       this.state = START;
-      this.sink.end(this.isReq, c.ts);
+      this.sink.end(this.isReq, c.ts, seqAt(c, end));
     }
     return end;
   }
@@ -657,7 +688,7 @@ class Framer {
       this.release();
       return !this.isReq && startPrefix(b, s, e, false) ? this.unseenStart() : this.drop();
     }
-    const d = this.sink.head(this.isReq, hd, this.startTs, c.ts, true);
+    const d = this.sink.head(this.isReq, hd, this.startTs, c.ts, true, this.startSeq);
     this.release();
     if (d === B_REJECT) return this.drop();
     if (d === B_TUNNEL) return this.dead();
@@ -694,7 +725,7 @@ class Framer {
         this.cr = false;
       } else {
         this.state = START;
-        this.sink.end(this.isReq, c.ts);
+        this.sink.end(this.isReq, c.ts, seqAt(c, pos + n));
       }
     }
     return pos + n;
@@ -713,7 +744,7 @@ class Framer {
         ? this.sizeByte(x)
         : this.state === CHUNK_CRLF
         ? this.crlfByte(x)
-        : this.trailerByte(x, c.ts);
+        : this.trailerByte(x, c.ts, seqAt(c, base + i));
       if (!ok) return this.loseFraming(c, base + i, true);
       if (this.state !== CHUNK_SIZE && this.state !== CHUNK_CRLF && this.state !== TRAILERS) break;
     }
@@ -758,11 +789,11 @@ class Framer {
     return true;
   }
 
-  private trailerByte(x: number, ts: bigint): boolean {
+  private trailerByte(x: number, ts: bigint, endSeq: number | undefined): boolean {
     if (x === LF) {
       if (this.lineLen === 0) {
         this.state = START;
-        this.sink.end(this.isReq, ts);
+        this.sink.end(this.isReq, ts, endSeq);
       }
       this.lineLen = 0;
     } else if (x !== CR) {
@@ -782,7 +813,7 @@ class Framer {
     this.sink.lost(this.isReq);
     this.sink.body(this.isReq, c, pos, Math.max(0, this.len - mark - pos));
     this.state = START;
-    this.sink.end(this.isReq, c.ts);
+    this.sink.end(this.isReq, c.ts, seqAt(c, this.len));
     return this.len;
   }
 
@@ -829,6 +860,9 @@ export interface RequestHead {
 export interface PendingRequest extends RequestHead {
   startNs: bigint;
   bodyBytes: number;
+  /** its first byte's sequence number, and the server end's read of it (a mirrored pair) */
+  seq?: number;
+  serverStartNs?: bigint;
 }
 
 /** Where one direction stands when the kernel hands a connection over. */
@@ -870,6 +904,8 @@ class Exchange {
   previewOn = false;
   preview: Uint8Array | null = null;
   previewLen = 0;
+  reqSeq: number | undefined;
+  serverStartNs: bigint | undefined;
 
   constructor(h: RequestHead, readonly startNs: bigint, public reqTruncated: boolean) {
     this.method = h.method;
@@ -947,6 +983,8 @@ class Tracker implements Sink {
     this.queue = r.pending.map((p) => {
       const x = new Exchange(p, p.startNs, false);
       x.reqBody = p.bodyBytes;
+      x.reqSeq = p.seq;
+      x.serverStartNs = p.serverStartNs;
       return x;
     });
     if (this.queue.length > this.maxPipelined) {
@@ -994,8 +1032,15 @@ class Tracker implements Sink {
     return this.maxHeaderBytes - (f === this.req ? this.resp : this.req)!.capacity;
   }
 
-  head(isReq: boolean, h: Head, startTs: bigint, ts: bigint, truncated: boolean): number {
-    return isReq ? this.request(h, startTs, truncated) : this.response(h, ts, truncated);
+  head(
+    isReq: boolean,
+    h: Head,
+    startTs: bigint,
+    ts: bigint,
+    truncated: boolean,
+    startSeq?: number,
+  ): number {
+    return isReq ? this.request(h, startTs, truncated, startSeq) : this.response(h, ts, truncated);
   }
 
   body(isReq: boolean, c: Chunk, pos: number, n: number): void {
@@ -1009,11 +1054,11 @@ class Tracker implements Sink {
     if (x.previewOn) this.capture(x, c.head, pos, n);
   }
 
-  end(isReq: boolean, ts: bigint): void {
+  end(isReq: boolean, ts: bigint, endSeq?: number): void {
     const x = this.respCur;
     if (isReq || !x || !x.final) return; // an interim response leaves the request waiting
     this.respCur = null;
-    this.emit(x, ts, x.reqTruncated || x.respTruncated ? "truncated" : "complete");
+    this.emit(x, ts, x.reqTruncated || x.respTruncated ? "truncated" : "complete", endSeq);
   }
 
   lost(isReq: boolean): void {
@@ -1083,8 +1128,9 @@ class Tracker implements Sink {
     this.req.feed(c);
   }
 
-  private request(h: Head, startTs: bigint, truncated: boolean): number {
+  private request(h: Head, startTs: bigint, truncated: boolean, startSeq?: number): number {
     const x = new Exchange(h, startTs, truncated);
+    x.reqSeq = startSeq;
     if (this.queue.length >= this.maxPipelined) this.queue.shift();
     this.queue.push(x);
     this.reqCur = x;
@@ -1149,7 +1195,7 @@ class Tracker implements Sink {
     if (pos + n > h || x.previewLen === this.previewMax) x.previewOn = false;
   }
 
-  private emit(x: Exchange, endNs: bigint, outcome: HttpOutcome): void {
+  private emit(x: Exchange, endNs: bigint, outcome: HttpOutcome, endSeq?: number): void {
     const credentials = x.reqCred || x.respCred;
     const e: HttpExchange = {
       side: this.side,
@@ -1166,6 +1212,11 @@ class Tracker implements Sink {
       outcome,
       credentials,
     };
+    if (x.reqSeq !== undefined) {
+      e.reqSeq = x.reqSeq;
+      if (endSeq !== undefined) e.respEndSeq = endSeq;
+    }
+    if (x.serverStartNs !== undefined) e.serverStartNs = x.serverStartNs;
     if (this.previewMax > 0 && !credentials) {
       e.preview = x.preview ? x.preview.subarray(0, x.previewLen) : new Uint8Array(0);
     }

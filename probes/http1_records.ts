@@ -13,6 +13,7 @@ import {
   type HttpOutcome,
   mediaType,
   METHODS,
+  type MirrorPeer,
   type PendingRequest,
   type ResumeState,
 } from "./http1.ts";
@@ -68,6 +69,7 @@ export const KERNEL_RECORD = { EXCHANGE: 4, REQUEST: 5, RESPONSE: 6, HANDOFF: 7 
 
 /** http1_event.flags (bpf/http.h) */
 const REQ_CREDENTIALS = 1, RESP_CREDENTIALS = 2, HTTP10 = 4, TRUNCATED = 8, CLOSED = 16;
+const MIRRORED = 64, MIRROR_LOST = 128;
 /** http1_handoff_event.state */
 const STATES: ResumeState["state"][] = ["start", "body", "lost"];
 const DIR_RECEIVED = 1;
@@ -77,24 +79,34 @@ const NO_PENDING = 64;
 export class KernelHttp1 {
   #pending: PendingRequest[] = [];
   #side: "server" | "client" = "server";
+  /** the server end this client end reports for, once a record said so */
+  #peer: MirrorPeer | undefined;
 
-  /** `clockNs` is added to the records' times (the kernel's clock to the events'). */
-  constructor(readonly clockNs = 0n) {}
+  /**
+   * `clockNs` is added to the records' times (the kernel's clock to the events'); `counts`
+   * gathers the server ends' exchanges whose stamps were gone (bpf/http_mirror.h).
+   */
+  constructor(readonly clockNs = 0n, readonly counts = { mirrorLost: 0 }) {}
 
   /** The exchanges a record completes (none for a request alone). */
   push(view: DataView, bytes: Uint8Array, at: number, kind: number): HttpExchange[] {
     const side = view.getUint8(at + R.req_dir.offset) === DIR_RECEIVED ? "server" : "client";
     this.#side = side;
+    const flags = view.getUint8(at + R.flags.offset);
     if (kind === KERNEL_RECORD.REQUEST) {
       if (this.#pending.length >= NO_PENDING) this.#pending.shift();
-      this.#pending.push(request(view, bytes, at, this.clockNs));
+      const p = request(view, bytes, at, this.clockNs);
+      if (flags & MIRRORED) {
+        this.#peer = peerOf(view, bytes, at, this.#peer);
+        p.serverStartNs = view.getBigUint64(at + R.srv_req_ts.offset, true) + this.clockNs;
+      }
+      this.#pending.push(p);
       return [];
     }
     const q = kind === KERNEL_RECORD.EXCHANGE
       ? request(view, bytes, at, this.clockNs)
       : this.#pending.shift();
     if (!q) return []; // the request's record was lost
-    const flags = view.getUint8(at + R.flags.offset);
     const status = view.getUint16(at + R.status.offset, true);
     const interim = view.getUint16(at + R.interim.offset, true);
     const dataAt = at + R.data.offset;
@@ -106,7 +118,7 @@ export class KernelHttp1 {
       ? "closed"
       : "complete";
     const respCred = (flags & RESP_CREDENTIALS) !== 0;
-    return [{
+    const x: HttpExchange = {
       side,
       method: q.method,
       target: q.target,
@@ -126,32 +138,46 @@ export class KernelHttp1 {
       traceparent: q.traceparent,
       outcome,
       credentials: q.credentials || respCred,
-    }];
+    };
+    if (flags & MIRRORED) {
+      // the service's span of the same bytes, timed by its own reads and writes
+      this.#peer = peerOf(view, bytes, at, this.#peer);
+      return [x, {
+        ...x,
+        side: "server",
+        startNs: view.getBigUint64(at + R.srv_req_ts.offset, true) + this.clockNs,
+        endNs: view.getBigUint64(at + R.srv_resp_ts.offset, true) + this.clockNs,
+        peer: this.#peer,
+      }];
+    }
+    if (flags & MIRROR_LOST) this.counts.mirrorLost++;
+    return [x];
   }
 
   /** The connection closed: requests still without a response got none. */
   close(ts: bigint): HttpExchange[] {
-    const out = this.#pending.map((q): HttpExchange => ({
-      side: this.#side,
-      method: q.method,
-      target: q.target,
-      version: q.version,
-      status: 0,
-      startNs: q.startNs,
-      endNs: ts,
-      requestBodyBytes: q.bodyBytes,
-      responseBodyBytes: 0,
-      contentType: "",
-      traceparent: q.traceparent,
-      outcome: "no_response",
-      credentials: q.credentials,
-    }));
+    const out: HttpExchange[] = [];
+    for (const q of this.#pending) {
+      out.push(noResponse(q, this.#side, q.startNs, ts));
+      // a request the server end of a mirrored pair read and never answered
+      if (q.serverStartNs !== undefined && this.#peer) {
+        out.push({ ...noResponse(q, "server", q.serverStartNs, ts), peer: this.#peer });
+      }
+    }
     this.#pending = [];
     return out;
   }
 
-  /** The kernel gives the connection up: its framing goes on in user space from this state. */
-  handoff(view: DataView, at: number, opts: Http1Options): Http1Conn {
+  /**
+   * The kernel gives the connection up: its framing goes on in user space from this state. A
+   * mirrored pair's client end says which server end it reports for, and from which request on.
+   */
+  handoff(
+    view: DataView,
+    bytes: Uint8Array,
+    at: number,
+    opts: Http1Options,
+  ): { conn: Http1Conn; mirror?: { peer: MirrorPeer; since: number } } {
     const reqDir = view.getUint8(at + H.req_dir.offset);
     const state = (dir: number): ResumeState => ({
       state: STATES[view.getUint8(at + H.state.offset + dir)] ?? "lost",
@@ -159,7 +185,7 @@ export class KernelHttp1 {
     });
     const pending = this.#pending;
     this.#pending = [];
-    return Http1Conn.resume(opts, {
+    const conn = Http1Conn.resume(opts, {
       side: reqDir === DIR_RECEIVED ? "server" : "client",
       pending,
       request: state(reqDir & 1),
@@ -167,7 +193,68 @@ export class KernelHttp1 {
       skipDir: view.getUint8(at + H.dir.offset) === DIR_RECEIVED ? "in" : "out",
       skip: view.getUint32(at + H.skip.offset, true),
     });
+    if (view.getBigUint64(at + H.srv_sock.offset, true) === 0n) return { conn };
+    const commAt = at + H.srv_comm.offset;
+    return {
+      conn,
+      mirror: {
+        peer: {
+          sock: view.getBigUint64(at + H.srv_sock.offset, true),
+          container: view.getUint32(at + H.srv_container.offset, true),
+          pid: view.getUint32(at + H.srv_pid.offset, true),
+          comm: cString(bytes, commAt, commAt + H.srv_comm.size),
+        },
+        since: view.getUint32(at + H.mirror_since.offset, true),
+      },
+    };
   }
+}
+
+/** A request without a response, as `side` saw it from `startNs`. */
+function noResponse(
+  q: PendingRequest,
+  side: "server" | "client",
+  startNs: bigint,
+  ts: bigint,
+): HttpExchange {
+  return {
+    side,
+    method: q.method,
+    target: q.target,
+    version: q.version,
+    status: 0,
+    startNs,
+    endNs: ts,
+    requestBodyBytes: q.bodyBytes,
+    responseBodyBytes: 0,
+    contentType: "",
+    traceparent: q.traceparent,
+    outcome: "no_response",
+    credentials: q.credentials,
+  };
+}
+
+/** The server end a record reports for (the last one, when it is the same socket). */
+function peerOf(
+  view: DataView,
+  bytes: Uint8Array,
+  at: number,
+  last: MirrorPeer | undefined,
+): MirrorPeer {
+  const sock = view.getBigUint64(at + R.srv_sock.offset, true);
+  if (last?.sock === sock) return last;
+  const commAt = at + R.srv_comm.offset;
+  return {
+    sock,
+    container: view.getUint32(at + R.srv_container.offset, true),
+    pid: view.getUint32(at + R.srv_pid.offset, true),
+    comm: cString(bytes, commAt, commAt + R.srv_comm.size),
+  };
+}
+
+function cString(b: Uint8Array, s: number, e: number): string {
+  const nul = b.indexOf(0, s);
+  return memoLatin1(b, s, nul < 0 || nul > e ? e : nul);
 }
 
 /** The request fields of a record. */
@@ -175,7 +262,7 @@ function request(view: DataView, bytes: Uint8Array, at: number, clockNs: bigint)
   const flags = view.getUint8(at + R.flags.offset);
   const targetAt = at + R.data.offset;
   const tpAt = targetAt + view.getUint16(at + R.target_len.offset, true);
-  return {
+  const q: PendingRequest = {
     method: METHODS[view.getUint8(at + R.method.offset)] ?? "unknown",
     target: targets.get(view, bytes, targetAt, tpAt, memoLatin1),
     version: flags & HTTP10 ? "1.0" : "1.1",
@@ -184,4 +271,6 @@ function request(view: DataView, bytes: Uint8Array, at: number, clockNs: bigint)
     startNs: view.getBigUint64(at + R.req_ts_ns.offset, true) + clockNs,
     bodyBytes: Number(view.getBigUint64(at + R.req_body.offset, true)),
   };
+  if (view.getUint8(at + R.seqs.offset)) q.seq = view.getUint32(at + R.req_seq.offset, true);
+  return q;
 }

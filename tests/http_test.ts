@@ -47,6 +47,17 @@ async function eventsWhen(kupod: Child, n: number): Promise<HttpEvent[]> {
   return httpEvents(kupod);
 }
 
+/**
+ * Requests the service's server end did not frame itself: its client end (the sidecar's upstream
+ * socket) reported them from its own framing with the server end's times (bpf/http_mirror.h).
+ */
+function mirrored(kupod: Child): { reported: number; lost: number } {
+  const m = kupod.stderr.join("\n").match(
+    /(\d+) requests of the pod's own connections .* (\d+) lost/,
+  );
+  return { reported: Number(m?.[1] ?? 0), lost: Number(m?.[2] ?? 0) };
+}
+
 /** Start and end of a span in µs (`ts` has µs precision: ends within 1 µs). */
 function span(e: HttpEvent): [number, number] {
   const start = Date.parse(e.ts) * 1000 + Number(e.ts.slice(23, 26));
@@ -125,8 +136,14 @@ Deno.test("http: keep-alive through the sidecar: each request once per leg, exac
     }
     for (const e of l.proxyClient) assertEquals([e.daddr, e.dport], ["127.0.0.1", l.ports.app]);
     for (const e of l.appServer) assertEquals(e.sport, l.ports.app);
-    if (WRITE_START) assertNested(l.proxyServer, l.proxyClient, l.appServer);
-    else {
+    if (WRITE_START) {
+      // the service's end of the upstream connection mirrors the sidecar's from the first
+      // request the sidecar's end framed before the service read it (the first, or the second)
+      const m = mirrored(kupod);
+      assertEquals(m.lost, 0);
+      assert(m.reported >= N - 1, `mirrored ${m.reported} of ${N}`);
+      assertNested(l.proxyServer, l.proxyClient, l.appServer);
+    } else {
       // timed where writes return, only causal order holds: the service may read a request
       // before the sidecar's write of it returns (loopback delivers inside the write)
       for (let i = 0; i < N; i++) {
@@ -212,6 +229,13 @@ Deno.test("http: chunked responses and request bodies spanning many reads and wr
     const evs = await eventsWhen(kupod, 15);
     assertEquals(evs.length, 15);
     const l = legs(pod, evs);
+    if (WRITE_START) {
+      // the sidecar's end goes to user space's framer at the first chunked response; the
+      // service's end goes on mirroring it, its stamps sent as records from then on
+      const m = mirrored(kupod);
+      assertEquals(m.lost, 0);
+      assert(m.reported >= 4, `mirrored ${m.reported} of 5`);
+    }
     // every leg counts both uploads' bodies exactly
     for (const leg of [l.proxyServer, l.proxyClient, l.appServer]) {
       const up = leg.filter((e) => e.method === "POST");

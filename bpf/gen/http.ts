@@ -2,7 +2,7 @@
 
 export const OBJECT_NAME = "http";
 
-/** `struct http1_event` (440 bytes). */
+/** `struct http1_event` (496 bytes). */
 export interface Http1Event {
   ts_ns: bigint; // __u64
   sock_id: bigint; // __u64
@@ -15,14 +15,23 @@ export interface Http1Event {
   target_len: number; // __u16
   status: number; // __u16
   interim: number; // __u16
-  pad: number; // __u32
+  req_seq: number; // __u32
   req_ts_ns: bigint; // __u64
   req_body: bigint; // __u64
   resp_body: bigint; // __u64
+  resp_seq: number; // __u32
+  seqs: number; // __u8
+  pad: Uint8Array; // __u8[3]
+  srv_sock: bigint; // __u64
+  srv_req_ts: bigint; // __u64
+  srv_resp_ts: bigint; // __u64
+  srv_container: number; // __u32
+  srv_pid: number; // __u32
+  srv_comm: string; // char[16]
   data: string; // char[384]
 }
 
-export const HTTP1_EVENT_SIZE = 440;
+export const HTTP1_EVENT_SIZE = 496;
 
 /** Byte offset and size of every field of `struct http1_event`. */
 export const HTTP1_EVENT_LAYOUT = {
@@ -37,16 +46,25 @@ export const HTTP1_EVENT_LAYOUT = {
   target_len: { offset: 22, size: 2 },
   status: { offset: 24, size: 2 },
   interim: { offset: 26, size: 2 },
-  pad: { offset: 28, size: 4 },
+  req_seq: { offset: 28, size: 4 },
   req_ts_ns: { offset: 32, size: 8 },
   req_body: { offset: 40, size: 8 },
   resp_body: { offset: 48, size: 8 },
-  data: { offset: 56, size: 384 },
+  resp_seq: { offset: 56, size: 4 },
+  seqs: { offset: 60, size: 1 },
+  pad: { offset: 61, size: 3 },
+  srv_sock: { offset: 64, size: 8 },
+  srv_req_ts: { offset: 72, size: 8 },
+  srv_resp_ts: { offset: 80, size: 8 },
+  srv_container: { offset: 88, size: 4 },
+  srv_pid: { offset: 92, size: 4 },
+  srv_comm: { offset: 96, size: 16 },
+  data: { offset: 112, size: 384 },
 } as const;
 
 /** Decodes a `struct http1_event` at `offset` of `view` (little-endian). */
 export function decodeHttp1Event(view: DataView, offset: number): Http1Event {
-  if (offset < 0 || offset + 440 > view.byteLength) {
+  if (offset < 0 || offset + 496 > view.byteLength) {
     throw new RangeError(`http1_event at ${offset} is outside a ${view.byteLength}-byte view`);
   }
   return {
@@ -61,15 +79,24 @@ export function decodeHttp1Event(view: DataView, offset: number): Http1Event {
     target_len: view.getUint16(offset + 22, true),
     status: view.getUint16(offset + 24, true),
     interim: view.getUint16(offset + 26, true),
-    pad: view.getUint32(offset + 28, true),
+    req_seq: view.getUint32(offset + 28, true),
     req_ts_ns: view.getBigUint64(offset + 32, true),
     req_body: view.getBigUint64(offset + 40, true),
     resp_body: view.getBigUint64(offset + 48, true),
-    data: cstr(view, offset + 56, 384),
+    resp_seq: view.getUint32(offset + 56, true),
+    seqs: view.getUint8(offset + 60),
+    pad: bytes3(view, offset + 61),
+    srv_sock: view.getBigUint64(offset + 64, true),
+    srv_req_ts: view.getBigUint64(offset + 72, true),
+    srv_resp_ts: view.getBigUint64(offset + 80, true),
+    srv_container: view.getUint32(offset + 88, true),
+    srv_pid: view.getUint32(offset + 92, true),
+    srv_comm: cstr(view, offset + 96, 16),
+    data: cstr(view, offset + 112, 384),
   };
 }
 
-/** `struct http1_handoff_event` (48 bytes). */
+/** `struct http1_handoff_event` (80 bytes). */
 export interface Http1HandoffEvent {
   ts_ns: bigint; // __u64
   sock_id: bigint; // __u64
@@ -79,11 +106,15 @@ export interface Http1HandoffEvent {
   state: Uint8Array; // __u8[2]
   pad: Uint8Array; // __u8[3]
   skip: number; // __u32
-  pad2: number; // __u32
+  mirror_since: number; // __u32
   remaining: bigint[]; // __u64[2]
+  srv_sock: bigint; // __u64
+  srv_container: number; // __u32
+  srv_pid: number; // __u32
+  srv_comm: string; // char[16]
 }
 
-export const HTTP1_HANDOFF_EVENT_SIZE = 48;
+export const HTTP1_HANDOFF_EVENT_SIZE = 80;
 
 /** Byte offset and size of every field of `struct http1_handoff_event`. */
 export const HTTP1_HANDOFF_EVENT_LAYOUT = {
@@ -95,13 +126,17 @@ export const HTTP1_HANDOFF_EVENT_LAYOUT = {
   state: { offset: 19, size: 2 },
   pad: { offset: 21, size: 3 },
   skip: { offset: 24, size: 4 },
-  pad2: { offset: 28, size: 4 },
+  mirror_since: { offset: 28, size: 4 },
   remaining: { offset: 32, size: 16 },
+  srv_sock: { offset: 48, size: 8 },
+  srv_container: { offset: 56, size: 4 },
+  srv_pid: { offset: 60, size: 4 },
+  srv_comm: { offset: 64, size: 16 },
 } as const;
 
 /** Decodes a `struct http1_handoff_event` at `offset` of `view` (little-endian). */
 export function decodeHttp1HandoffEvent(view: DataView, offset: number): Http1HandoffEvent {
-  if (offset < 0 || offset + 48 > view.byteLength) {
+  if (offset < 0 || offset + 80 > view.byteLength) {
     throw new RangeError(
       `http1_handoff_event at ${offset} is outside a ${view.byteLength}-byte view`,
     );
@@ -115,8 +150,12 @@ export function decodeHttp1HandoffEvent(view: DataView, offset: number): Http1Ha
     state: bytes2(view, offset + 19),
     pad: bytes3(view, offset + 21),
     skip: view.getUint32(offset + 24, true),
-    pad2: view.getUint32(offset + 28, true),
+    mirror_since: view.getUint32(offset + 28, true),
     remaining: [view.getBigUint64(offset + 32, true), view.getBigUint64(offset + 40, true)],
+    srv_sock: view.getBigUint64(offset + 48, true),
+    srv_container: view.getUint32(offset + 56, true),
+    srv_pid: view.getUint32(offset + 60, true),
+    srv_comm: cstr(view, offset + 64, 16),
   };
 }
 
@@ -199,6 +238,49 @@ export function decodeHttpEvent(view: DataView, offset: number): HttpEvent {
   };
 }
 
+/** `struct http_stamp_event` (32 bytes). */
+export interface HttpStampEvent {
+  ts_ns: bigint; // __u64
+  sock_id: bigint; // __u64
+  kind: number; // __u8
+  dir: number; // __u8
+  pad: Uint8Array; // __u8[2]
+  seq: number; // __u32
+  end: number; // __u32
+  pad2: number; // __u32
+}
+
+export const HTTP_STAMP_EVENT_SIZE = 32;
+
+/** Byte offset and size of every field of `struct http_stamp_event`. */
+export const HTTP_STAMP_EVENT_LAYOUT = {
+  ts_ns: { offset: 0, size: 8 },
+  sock_id: { offset: 8, size: 8 },
+  kind: { offset: 16, size: 1 },
+  dir: { offset: 17, size: 1 },
+  pad: { offset: 18, size: 2 },
+  seq: { offset: 20, size: 4 },
+  end: { offset: 24, size: 4 },
+  pad2: { offset: 28, size: 4 },
+} as const;
+
+/** Decodes a `struct http_stamp_event` at `offset` of `view` (little-endian). */
+export function decodeHttpStampEvent(view: DataView, offset: number): HttpStampEvent {
+  if (offset < 0 || offset + 32 > view.byteLength) {
+    throw new RangeError(`http_stamp_event at ${offset} is outside a ${view.byteLength}-byte view`);
+  }
+  return {
+    ts_ns: view.getBigUint64(offset, true),
+    sock_id: view.getBigUint64(offset + 8, true),
+    kind: view.getUint8(offset + 16),
+    dir: view.getUint8(offset + 17),
+    pad: bytes2(view, offset + 18),
+    seq: view.getUint32(offset + 20, true),
+    end: view.getUint32(offset + 24, true),
+    pad2: view.getUint32(offset + 28, true),
+  };
+}
+
 /** Offset and size of every `const volatile` tunable in the `.rodata` map. */
 export const RODATA = {
   wakeup_bytes: { offset: 0, size: 8 },
@@ -210,9 +292,11 @@ export const RODATA = {
   head_max: { offset: 16, size: 4 },
   frame_http1: { offset: 20, size: 1 },
   h2_pieces: { offset: 24, size: 4 },
-  h2_flags: { offset: 28, size: 10 },
+  mirror_pairs: { offset: 28, size: 1 },
+  h2_flags: { offset: 29, size: 10 },
+  empty_pair: { offset: 40, size: 376 },
 } as const;
-export const RODATA_SIZE = 38;
+export const RODATA_SIZE = 416;
 
 const utf8 = new TextDecoder();
 
