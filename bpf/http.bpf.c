@@ -815,9 +815,9 @@ int BPF_PROG(kupod_http_send, struct sock *sk, int ret, int flags)
 
 /*
  * A TCP write begins (tcp_sendmsg_locked, Linux 6.16+; it fires once per segment the write fills,
- * and the first one stamps). Over loopback the peer can read a message before the write of it
- * returns: timed at the return, a sidecar's upstream call would start after the service's
- * server span it encloses.
+ * and the first one stamps; a mirrored server end stamps each). Over loopback the peer can read a
+ * message before the write of it returns: timed at the return, a sidecar's upstream call would
+ * start after the service's server span it encloses.
  */
 SEC("tp_btf/tcp_sendmsg_locked")
 int BPF_PROG(kupod_http_send_start, struct sock *sk)
@@ -826,20 +826,29 @@ int BPF_PROG(kupod_http_send_start, struct sock *sk)
 	struct http_sock *hs = bpf_sk_storage_get(&http_socks, sk, NULL, 0);
 	struct tcp_sock *tp;
 
-	if (!hs || hs->verdict == VERDICT_OTHER || hs->send_ns)
+	if (!hs || hs->verdict == VERDICT_OTHER)
+		return 0;
+	if (hs->pair == PAIR_SERVER) {
+		/*
+		 * A mirrored server end stamps every piece before its bytes are queued, the client end
+		 * cannot read them unstamped: sendfile and splice too, which no sock_send_length ends.
+		 */
+		struct http_pair *p = bpf_map_lookup_elem(&http_pairs, &hs->h1.pk);
+
+		tp = bpf_skc_to_tcp_sock(sk);
+		if (p && tp)
+			pair_stamp(p, (__u64)sk, HTTP_DIR_SENT, tp->write_seq, 0, bpf_ktime_get_ns(),
+				   false);
+		hs->last_dir = HTTP_DIR_SENT + 1;
+		return 0;
+	}
+	if (hs->send_ns)
 		return 0;
 	tp = bpf_skc_to_tcp_sock(sk);
 	if (!tp)
 		return 0;
 	hs->send_seq = tp->write_seq;
 	hs->send_ns = bpf_ktime_get_ns();
-	if (hs->pair == PAIR_SERVER) {
-		/* before any byte of it is queued: the client end cannot read it unstamped */
-		struct http_pair *p = bpf_map_lookup_elem(&http_pairs, &hs->h1.pk);
-
-		if (p)
-			pair_stamp(p, (__u64)sk, HTTP_DIR_SENT, hs->send_seq, 0, hs->send_ns, false);
-	}
 	return 0;
 }
 

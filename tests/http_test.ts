@@ -376,5 +376,13 @@ Deno.test("http: through a haproxy sidecar, keep-alive both sides: each request 
     JSON.stringify(evs[0]),
   );
   assert(l.proxyServer.every((e) => e.comm === "haproxy"), "haproxy serves");
+  if (WRITE_START) {
+    const m = mirrored(kupod);
+    assertEquals(m.lost, 0);
+    assert(m.reported >= N - 1, `mirrored ${m.reported} of ${N}`);
+    // the service's spans keep its own owner, though its end's records never leave the kernel
+    assert(l.appServer.every((e) => e.comm !== "haproxy" && e.sport === 9090), "the service");
+    assertNested(l.proxyServer, l.proxyClient, l.appServer);
+  }
   assertEquals(await waitNoKupodPrograms(), []);
 });
