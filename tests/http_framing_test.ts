@@ -5,9 +5,11 @@
  * client's and the server's. Covered: keep-alive with bodies over many calls, writev heads,
  * pipelining, HEAD/204/304, 100-continue, HTTP/1.0 close-delimited bodies, a close mid-response
  * and an unanswered request, traceparent, the handover to user space's framer (chunked, split
- * heads), Upgrade, and a connection joined by a response.
+ * heads), Upgrade, and a connection joined by a response. Both ends being followed, each server
+ * end mirrors its client end (bpf/http_mirror.h): its reports come from the client end's framing.
  */
 
+import { hasFeature } from "../bpf/preflight.ts";
 import type { HttpEvent } from "../probes/events.ts";
 import { assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
@@ -231,6 +233,17 @@ async function playAll(flags: string[]): Promise<void> {
       }
     }
     assertEquals(events.length, 2 * CONVERSATIONS.reduce((n, c) => n + c.expect.length, 0));
+    // both ends are the script's: each server end mirrors its client end from the first request
+    // (the client's write has returned, its program run, before the server reads), except where
+    // the client end goes to user space before framing one (the split head): its server end
+    // frames itself
+    const mirrored = /(\d+) requests of the pod's own connections .* (\d+) lost/
+      .exec(kupod.stderr.join("\n"));
+    const mirroring = hasFeature("tcp_send_start") && flags.length === 0;
+    assertEquals(
+      mirrored ? [Number(mirrored[1]), Number(mirrored[2])] : [0, 0],
+      mirroring ? [CONVERSATIONS.reduce((n, c) => n + c.expect.length, 0) - 2, 0] : [0, 0],
+    );
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
