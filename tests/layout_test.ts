@@ -215,6 +215,7 @@ Deno.test("event layouts match gcc's sizeof/offsetof of the same headers", async
     "http1_event",
     "http1_handoff_event",
     "http_event",
+    "http_stamp_event",
     "load_event",
     "oom_event",
     "sched_stats",
