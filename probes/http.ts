@@ -21,7 +21,7 @@ import { connId, sockKey, sockKeyOf } from "./conn_id.ts";
 import type { EventSink, GrpcEvent, HttpEvent, TcpEndpoints } from "./events.ts";
 import { type Chunk, Http1Conn, type HttpExchange, type MirrorPeer } from "./http1.ts";
 import { MirrorStamps } from "./mirror_stamps.ts";
-import { KERNEL_RECORD, KernelHttp1 } from "./http1_records.ts";
+import { type CountExchange, KERNEL_RECORD, KernelHttp1 } from "./http1_records.ts";
 import { type H2Call, H2Conn } from "./h2/conn.ts";
 import { exactGrpcMethod, GrpcGoProbe } from "./grpc_go.ts";
 import { runsGo } from "./go/grpc_layout.ts";
@@ -94,6 +94,8 @@ interface Conn {
   lastRoute: string;
   /** A mirrored pair's client end: the server end it reports for (bpf/http_mirror.h). */
   peer?: Conn;
+  /** A run that only counts: this connection's exchanges into the stats. */
+  count?: CountExchange;
   /** ... framed in user space: requests from `since` on are the server end's too */
   mirror?: { peer: MirrorPeer; since: number };
 }
@@ -183,14 +185,13 @@ export class HttpProbe implements Probe {
 
   #record(view: DataView, at: number, length: number): void {
     const key = sockKey(view, at + L.sock_id.offset);
-    const ts = view.getBigUint64(at + L.ts_ns.offset, true) + this.#monoToBoot;
     const kind = view.getUint8(at + L.kind.offset);
     if (kind === RECORD.STAMP) return this.#stamp(key, view, at);
     if (kind === RECORD.CLOSE) {
       const conn = this.#conns.get(key);
       if (!conn) return;
       this.#conns.delete(key);
-      this.#closeParser(conn, ts);
+      this.#closeParser(conn, this.#tsOf(view, at));
       return;
     }
     if (this.#ringBytes?.buffer !== view.buffer) {
@@ -200,11 +201,12 @@ export class HttpProbe implements Probe {
     const first = kind <= RECORD.OPEN && view.getUint8(at + L.first.offset) !== 0;
     if (first || !conn) {
       // a socket's first record; a known id again is a new socket at a freed one's address
-      if (conn) this.#closeParser(conn, ts);
+      if (conn) this.#closeParser(conn, this.#tsOf(view, at));
       conn = this.#open(view, at, key, first);
     }
     if (kind === RECORD.OPEN) return;
     if (kind !== RECORD.DATA) return this.#kernelRecord(conn, view, at, kind);
+    const ts = this.#tsOf(view, at);
     const len = view.getUint32(at + L.len.offset, true);
     const headLen = view.getUint16(at + L.head_len.offset, true);
     const tailLen = view.getUint8(at + L.tail_len.offset);
@@ -277,9 +279,19 @@ export class HttpProbe implements Probe {
     return out;
   }
 
+  /** A record's time on the events' clock (a BigInt each: read only where it is needed). */
+  #tsOf(view: DataView, at: number): bigint {
+    return view.getBigUint64(at + L.ts_ns.offset, true) + this.#monoToBoot;
+  }
+
   /** A record of HTTP/1 the kernel framed, or its handing over of the connection. */
   #kernelRecord(conn: Conn, view: DataView, at: number, kind: number): void {
     const k = conn.kernel ??= new KernelHttp1(this.#monoToBoot, this.#counts);
+    // a run that only counts takes the common record without building its exchange
+    if (!this.#requestEvents && this.#http) {
+      conn.count ??= this.#counter(conn);
+      if (k.count(view, this.#ringBytes!, at, kind, conn.count)) return;
+    }
     if (kind === KERNEL_RECORD.HANDOFF) {
       conn.kernel = undefined;
       const h = k.handoff(view, this.#ringBytes!, at, { previewMax: this.#previewBytes });
@@ -398,18 +410,34 @@ export class HttpProbe implements Probe {
     return conn;
   }
 
+  /** The connection that reports an exchange: the client's own, or its mirrored server end. */
+  #reporter(client: Conn, peer: MirrorPeer | undefined, target: string): Conn {
+    let conn = client;
+    if (peer) {
+      conn = this.#peerConn(client, peer);
+      this.#counts.mirrored++;
+    }
+    if (target !== conn.lastTarget) {
+      conn.lastTarget = target;
+      conn.lastRoute = conn.routes.route(foldRoute(target));
+    }
+    return conn;
+  }
+
+  /** Counts a connection's exchanges straight from their fields (see KernelHttp1.count). */
+  #counter(client: Conn): CountExchange {
+    return (side, method, target, status, outcome, ns, reqBytes, respBytes, peer) => {
+      const conn = this.#reporter(client, peer, target);
+      const container = conn.who.container ?? "";
+      const route = conn.lastRoute;
+      this.#stats.count(container, side, method, route, status, outcome, ns, reqBytes, respBytes);
+    };
+  }
+
   #report(client: Conn, exchanges: HttpExchange[]): void {
     if (!this.#http) return;
     for (const x of exchanges) {
-      let conn = client;
-      if (x.peer) {
-        conn = this.#peerConn(client, x.peer);
-        this.#counts.mirrored++;
-      }
-      if (x.target !== conn.lastTarget) {
-        conn.lastTarget = x.target;
-        conn.lastRoute = conn.routes.route(foldRoute(x.target));
-      }
+      const conn = this.#reporter(client, x.peer, x.target);
       this.#stats.add(conn.who.container ?? "", x, conn.lastRoute);
       if (!this.#requestEvents) continue;
       this.#events++;

@@ -75,6 +75,22 @@ const STATES: ResumeState["state"][] = ["start", "body", "lost"];
 const DIR_RECEIVED = 1;
 const NO_PENDING = 64;
 
+/**
+ * Where a run only counts (no per-request events): an exchange's fields, no objects built. `peer`:
+ * the exchange is a mirrored server end's (bpf/http_mirror.h).
+ */
+export type CountExchange = (
+  side: "server" | "client",
+  method: string,
+  target: string,
+  status: number,
+  outcome: HttpOutcome,
+  durationNs: number,
+  requestBytes: number,
+  responseBytes: number,
+  peer?: MirrorPeer,
+) => void;
+
 /** The requests and responses of one connection that the kernel frames. */
 export class KernelHttp1 {
   #pending: PendingRequest[] = [];
@@ -112,11 +128,7 @@ export class KernelHttp1 {
     const dataAt = at + R.data.offset;
     const ctypeAt = dataAt + view.getUint16(at + R.target_len.offset, true) +
       view.getUint8(at + R.tp_len.offset);
-    const outcome: HttpOutcome = flags & TRUNCATED
-      ? "truncated"
-      : flags & CLOSED
-      ? "closed"
-      : "complete";
+    const outcome = outcomeOf(flags);
     const respCred = (flags & RESP_CREDENTIALS) !== 0;
     const x: HttpExchange = {
       side,
@@ -152,6 +164,39 @@ export class KernelHttp1 {
     }
     if (flags & MIRROR_LOST) this.counts.mirrorLost++;
     return [x];
+  }
+
+  /**
+   * An EXCHANGE record (the common one) counted without building its exchange, nor BigInts for
+   * its times; false for other records, which push() takes.
+   */
+  count(view: DataView, bytes: Uint8Array, at: number, kind: number, into: CountExchange): boolean {
+    if (kind !== KERNEL_RECORD.EXCHANGE) return false;
+    const side = view.getUint8(at + R.req_dir.offset) === DIR_RECEIVED ? "server" : "client";
+    this.#side = side;
+    const flags = view.getUint8(at + R.flags.offset);
+    const method = METHODS[view.getUint8(at + R.method.offset)] ?? "unknown";
+    const targetAt = at + R.data.offset;
+    const target = targets.get(
+      view,
+      bytes,
+      targetAt,
+      targetAt + view.getUint16(at + R.target_len.offset, true),
+      memoLatin1,
+    );
+    const status = view.getUint16(at + R.status.offset, true) ||
+      view.getUint16(at + R.interim.offset, true);
+    const outcome = outcomeOf(flags);
+    const reqBytes = u64(view, at + R.req_body.offset);
+    const respBytes = u64(view, at + R.resp_body.offset);
+    const ns = nsBetween(view, at + R.req_ts_ns.offset, at + R.ts_ns.offset);
+    into(side, method, target, status, outcome, ns, reqBytes, respBytes);
+    if (flags & MIRRORED) {
+      this.#peer = peerOf(view, bytes, at, this.#peer);
+      const srv = nsBetween(view, at + R.srv_req_ts.offset, at + R.srv_resp_ts.offset);
+      into("server", method, target, status, outcome, srv, reqBytes, respBytes, this.#peer);
+    } else if (flags & MIRROR_LOST) this.counts.mirrorLost++;
+    return true;
   }
 
   /** The connection closed: requests still without a response got none. */
@@ -208,6 +253,21 @@ export class KernelHttp1 {
       },
     };
   }
+}
+
+function outcomeOf(flags: number): HttpOutcome {
+  return flags & TRUNCATED ? "truncated" : flags & CLOSED ? "closed" : "complete";
+}
+
+/** A u64 field as a number (exact below 2^53: byte counts). */
+function u64(view: DataView, at: number): number {
+  return view.getUint32(at + 4, true) * 2 ** 32 + view.getUint32(at, true);
+}
+
+/** The nanoseconds from the u64 time at `from` to the one at `to`, without BigInts. */
+function nsBetween(view: DataView, from: number, to: number): number {
+  return (view.getUint32(to + 4, true) - view.getUint32(from + 4, true)) * 2 ** 32 +
+    (view.getUint32(to, true) - view.getUint32(from, true));
 }
 
 /** A request without a response, as `side` saw it from `startNs`. */

@@ -18,28 +18,58 @@ export class HttpStats {
 
   /** Counts one exchange of `container` under its folded, bounded `route`. */
   add(container: string, x: HttpExchange, route: string): void {
-    const error = x.outcome === "complete" ? "" : x.outcome;
+    this.count(
+      container,
+      x.side,
+      x.method,
+      route,
+      x.status,
+      x.outcome,
+      Number(x.endNs - x.startNs),
+      x.requestBodyBytes,
+      x.responseBodyBytes,
+    );
+  }
+
+  /** As add(), from an exchange's fields (a run that only counts builds no exchanges). */
+  count(
+    container: string,
+    side: HttpExchange["side"],
+    method: string,
+    route: string,
+    status: number,
+    outcome: HttpExchange["outcome"],
+    durationNs: number,
+    requestBytes: number,
+    responseBytes: number,
+  ): void {
+    const error = outcome === "complete" ? "" : outcome;
+    let s: HttpCounts | undefined;
     for (const r of this.#recent.items) {
       if (
-        r.route === route && r.status === x.status && r.method === x.method &&
-        r.side === x.side && r.container === container && r.error === error
-      ) return this.#observe(r, x);
+        r.route === route && r.status === status && r.method === method && r.side === side &&
+        r.container === container && r.error === error
+      ) {
+        s = r;
+        break;
+      }
     }
-    let key = `${container}\0${x.side}\0${x.method}\0${route}\0${x.status}\0${error}`;
-    let s = this.#series.get(key);
+    if (s) return this.#observe(s, durationNs, requestBytes, responseBytes);
+    let key = `${container}\0${side}\0${method}\0${route}\0${status}\0${error}`;
+    s = this.#series.get(key);
     const folded = !s && this.#series.size >= MAX_SERIES;
     if (folded) {
       route = "other";
-      key = `${container}\0${x.side}\0${x.method}\0${route}\0${x.status}\0${error}`;
+      key = `${container}\0${side}\0${method}\0${route}\0${status}\0${error}`;
       s = this.#series.get(key);
     }
     if (!s) {
       s = {
         container,
-        side: x.side,
-        method: x.method,
+        side,
+        method,
         route,
-        status: x.status,
+        status,
         error,
         duration: buckets(DURATION_BOUNDS),
         request_bytes: buckets(SIZE_BOUNDS),
@@ -49,13 +79,13 @@ export class HttpStats {
     }
     // a folded exchange's series says "other": no exchange names it, so it is not remembered
     if (!folded) this.#recent.remember(s);
-    this.#observe(s, x);
+    this.#observe(s, durationNs, requestBytes, responseBytes);
   }
 
-  #observe(s: HttpCounts, x: HttpExchange): void {
-    observe(s.duration, Number(x.endNs - x.startNs) * 1e-9);
-    observe(s.request_bytes, x.requestBodyBytes);
-    observe(s.response_bytes, x.responseBodyBytes);
+  #observe(s: HttpCounts, durationNs: number, requestBytes: number, responseBytes: number): void {
+    observe(s.duration, durationNs * 1e-9);
+    observe(s.request_bytes, requestBytes);
+    observe(s.response_bytes, responseBytes);
   }
 
   get size(): number {

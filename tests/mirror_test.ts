@@ -1,12 +1,15 @@
 /**
  * A mirrored pair's client end framed in user space (bpf/http_mirror.h): the framer places each
  * exchange in the connection's byte stream by TCP sequence number, and the server end's stamps
- * give its times for the same bytes, across the sequence space's wrap.
+ * give its times for the same bytes, across the sequence space's wrap; a kernel record of a
+ * mirrored exchange gives both ends' exchanges, whether built or only counted.
  */
 
 import { assertEquals } from "./helpers/assert.ts";
 import { type Chunk, Http1Conn } from "../probes/http1.ts";
 import { MirrorStamps } from "../probes/mirror_stamps.ts";
+import { KERNEL_RECORD, KernelHttp1 } from "../probes/http1_records.ts";
+import { HTTP1_EVENT_LAYOUT as R, HTTP1_EVENT_SIZE } from "../bpf/gen/http.ts";
 
 const enc = new TextEncoder();
 
@@ -59,5 +62,64 @@ Deno.test("mirror: a server end's stamps by sequence number, across the wrap", (
     40n,
     50n,
     50n,
+  ]);
+});
+
+/** An EXCHANGE record of a client end whose server end mirrors it, as the kernel writes it. */
+function mirroredExchange(): Uint8Array {
+  const b = new Uint8Array(HTTP1_EVENT_SIZE);
+  const v = new DataView(b.buffer);
+  const u64 = (f: { offset: number }, n: bigint) => v.setBigUint64(f.offset, n, true);
+  u64(R.ts_ns, 5_000_000_123n); // the response's end at the client end
+  u64(R.req_ts_ns, 4_999_000_000n);
+  u64(R.resp_body, 1024n);
+  u64(R.req_body, 7n);
+  u64(R.srv_sock, 0xffff_8880_1234_5678n);
+  u64(R.srv_req_ts, 4_999_100_000n);
+  u64(R.srv_resp_ts, 4_999_900_000n);
+  v.setUint8(R.kind.offset, KERNEL_RECORD.EXCHANGE);
+  v.setUint8(R.req_dir.offset, 0); // sent: the client end
+  v.setUint8(R.method.offset, 2); // POST
+  v.setUint8(R.flags.offset, 64); // HTTP1_MIRRORED
+  v.setUint16(R.status.offset, 201, true);
+  v.setUint32(R.srv_container.offset, 3, true);
+  v.setUint32(R.srv_pid.offset, 42, true);
+  b.set(enc.encode("app"), R.srv_comm.offset);
+  const target = enc.encode("/orders/17");
+  v.setUint16(R.target_len.offset, target.length, true);
+  b.set(target, R.data.offset);
+  return b;
+}
+
+Deno.test("mirror: a run that only counts takes the same numbers from a record as its exchanges", () => {
+  const b = mirroredExchange();
+  const view = new DataView(b.buffer);
+  const built = new KernelHttp1().push(view, b, 0, KERNEL_RECORD.EXCHANGE);
+  const counted: unknown[][] = [];
+  const took = new KernelHttp1().count(view, b, 0, KERNEL_RECORD.EXCHANGE, (...a) => {
+    counted.push(a);
+  });
+  assertEquals(took, true);
+  const peer = { sock: 0xffff_8880_1234_5678n, container: 3, pid: 42, comm: "app" };
+  assertEquals(
+    built.map((x) => [
+      x.side,
+      x.method,
+      x.target,
+      x.status,
+      x.outcome,
+      Number(x.endNs - x.startNs),
+      x.requestBodyBytes,
+      x.responseBodyBytes,
+      x.peer,
+    ]),
+    [
+      ["client", "POST", "/orders/17", 201, "complete", 1_000_123, 7, 1024, undefined],
+      ["server", "POST", "/orders/17", 201, "complete", 800_000, 7, 1024, peer],
+    ],
+  );
+  assertEquals(counted, [
+    ["client", "POST", "/orders/17", 201, "complete", 1_000_123, 7, 1024],
+    ["server", "POST", "/orders/17", 201, "complete", 800_000, 7, 1024, peer],
   ]);
 });
