@@ -587,7 +587,7 @@ static __always_inline void pair_stamp_out(__u64 sock, __u8 dir, const struct pa
 	e->seq = t->seq;
 	e->end = t->end;
 	e->pad2 = 0;
-	bpf_ringbuf_submit(e, wake_flags(sizeof(*e), t->ts));
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e), bpf_ktime_get_ns()));
 }
 
 /*

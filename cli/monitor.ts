@@ -252,7 +252,8 @@ export async function runMonitor(opts: MonitorOptions): Promise<void> {
       log.debug(`${probe.name}: ${events} events, ${lost} lost`);
       if (lost > 0n) log.warn(`${probe.name}: ${lost} events lost (ring buffer full)`);
       const summary = probe.summary?.();
-      if (summary) log.info(summary);
+      if (summary?.warn) log.warn(summary.line);
+      else if (summary) log.info(summary.line);
     } catch (e) {
       failure ??= e;
     }

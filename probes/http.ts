@@ -546,11 +546,15 @@ export class HttpProbe implements Probe {
   }
 
   /** How many server ends' exchanges came from their client ends' records (bpf/http_mirror.h). */
-  summary(): string | undefined {
+  summary(): { line: string; warn: boolean } | undefined {
     const { mirrored, mirrorLost } = this.#counts;
     if (!mirrored && !mirrorLost) return undefined;
-    return `${this.name}: ${mirrored} requests of the pod's own connections reported at their ` +
-      `server end from their client end's framing, ${mirrorLost} lost (server end's stamps gone)`;
+    return {
+      line: `${this.name}: ${mirrored} requests of the pod's own connections reported at their ` +
+        `server end from their client end's framing, ${mirrorLost} lost (server end's stamps ` +
+        `gone)`,
+      warn: mirrorLost > 0,
+    };
   }
 
   /** Holes found in HTTP/2 connections' byte streams: records the full ring dropped. */

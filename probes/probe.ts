@@ -19,8 +19,8 @@ export interface Probe extends AsyncDisposable {
   /** Follows a changed target without reloading programs. */
   retarget(target: Target): void;
   stats(): ProbeStats;
-  /** What else the run counted that an operator should read at its end (one line, or none). */
-  summary?(): string | undefined;
+  /** What else the run counted that an operator should read at its end (a line, or none). */
+  summary?(): { line: string; warn: boolean } | undefined;
   /** Sends a fresh snapshot of what the kernel counted (histograms, counters) to the sink. */
   reportCounters?(): void;
   /** Settles when reading stops; rejects if reading failed. */
