@@ -553,6 +553,17 @@ static __always_inline __u64 send_began(struct sock *sk, struct http_sock *hs, i
 	return tp && tp->write_seq - hs->send_seq == (__u32)ret ? began : 0;
 }
 
+/* One stamp, its time written last: a reader never takes a stamp half rewritten for its time. */
+static __always_inline void stamp_set(struct pair_stamp *t, __u32 seq, __u32 end, __u64 ts)
+{
+	t->ts = 0;
+	barrier();
+	t->seq = seq;
+	t->end = end;
+	barrier();
+	t->ts = ts;
+}
+
 /*
  * A mirrored server end's call, stamped in its pair's entry (and sent as a
  * record while the client end is framed in user space). The count is bumped
@@ -562,35 +573,17 @@ static __always_inline __u64 send_began(struct sock *sk, struct http_sock *hs, i
 static __always_inline void pair_stamp(struct http_pair *p, __u64 sock, __u8 dir, __u32 seq,
 				       __u32 end, __u64 ts, bool turn)
 {
-	struct pair_stamp *t, *u;
+	struct pair_stamp *t;
 
 	if (dir == HTTP_DIR_RECEIVED) {
 		t = &p->read[p->reads % PAIR_READS];
-		t->ts = 0;
-		barrier();
-		t->seq = seq;
-		t->end = end;
-		barrier();
-		t->ts = ts;
-		if (turn) {
-			u = &p->turn[p->turns % PAIR_TURNS];
-			u->ts = 0;
-			barrier();
-			u->seq = seq;
-			u->end = end;
-			barrier();
-			u->ts = ts;
-			p->turns++;
-		}
+		stamp_set(t, seq, end, ts);
+		if (turn)
+			stamp_set(&p->turn[p->turns++ % PAIR_TURNS], seq, end, ts);
 		__sync_fetch_and_add(&p->reads, 1);
 	} else {
 		t = &p->write[p->writes % PAIR_WRITES];
-		t->ts = 0;
-		barrier();
-		t->seq = seq;
-		t->end = 0;
-		barrier();
-		t->ts = ts;
+		stamp_set(t, seq, 0, ts);
 		__sync_fetch_and_add(&p->writes, 1);
 	}
 	if (p->flags & PAIR_CLIENT_RAW)
