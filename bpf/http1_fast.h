@@ -74,7 +74,7 @@ struct h1_state {
 	__u8 held;          /* `rec` holds the newest request */
 	__u8 paired;        /* the client end of a mirrored pair: `pk` is its entry */
 	__u32 nreq;         /* requests framed */
-	__u32 pend_seq[4];  /* where the latest requests start, by nreq mod 4 */
+	__u32 pend_seq[8];  /* where the latest requests start, by nreq mod 8 */
 	struct pair_key pk;
 	struct h1_resp resp;
 	/* the newest request, from its head until it leaves, laid out as its record: the
@@ -138,9 +138,22 @@ static __always_inline void h1_mirror(struct http1_event *r, const struct pair_k
 {
 	struct http_pair *p = bpf_map_lookup_elem(&http_pairs, pk);
 
-	if (!p || !(p->flags & PAIR_MIRRORED) || !r->seqs ||
-	    (__s32)(r->req_seq - p->mirror_since) < 0)
+	if (!p || !(p->flags & PAIR_MIRRORED))
 		return;
+	if (!r->seqs) {
+		/* deeper pipelining than the ring of starts: the server end's span is counted lost */
+		if (r->kind != HTTP_RECORD_REQUEST)
+			r->flags |= HTTP1_MIRROR_LOST;
+		return;
+	}
+	if ((__s32)(r->req_seq - p->mirror_since) < 0)
+		return;
+	/*
+	 * Past the join only this end moves it, to each answered request's start (answers come in
+	 * order): the requests still to come stay within 2 GiB of it, however long the connection.
+	 */
+	if (r->kind != HTTP_RECORD_REQUEST)
+		p->mirror_since = r->req_seq;
 	r->srv_sock = p->server_sock;
 	r->srv_container = p->server_container;
 	r->srv_pid = p->server_pid;
@@ -352,7 +365,7 @@ static __always_inline bool h1_request(struct h1_state *st, struct h1_scratch *s
 	q->req_ts_ns = w->ts;
 	q->req_seq = w->seq0 + w->pos;
 	q->seqs = 1;
-	st->pend_seq[st->nreq & 3] = q->req_seq;
+	st->pend_seq[st->nreq & 7] = q->req_seq;
 	st->nreq++;
 	q->req_body = 0;
 	q->method = h->method;
@@ -413,8 +426,8 @@ static __always_inline bool h1_response(struct h1_state *st, struct h1_scratch *
 		a->flags = 0;
 		a->ctype_len = 0;
 		/* the oldest pending request's start, while the ring still holds it */
-		a->seq_known = st->pending <= 4;
-		a->req_seq = st->pend_seq[(st->nreq - st->pending) & 3];
+		a->seq_known = st->pending <= 8;
+		a->req_seq = st->pend_seq[(st->nreq - st->pending) & 7];
 		a->end_seq = 0;
 		st->pend_head >>= 1;
 		st->pend_connect >>= 1;
@@ -574,18 +587,20 @@ static __always_inline __u8 h1_user_state(struct h1_state *st, __u8 d, __u64 *re
 static __always_inline void pair_stamp_out(__u64 sock, __u8 dir, const struct pair_stamp *t)
 {
 	struct http_stamp_event *e;
+	__u32 seq, end;
+	__u64 ts = stamp_get(t, &seq, &end);
 
-	if (!t->ts)
+	if (!ts)
 		return;
 	e = event_reserve(sizeof(*e));
 	if (!e)
 		return;
-	e->ts_ns = t->ts;
+	e->ts_ns = ts;
 	e->sock_id = sock;
 	e->kind = HTTP_RECORD_STAMP;
 	e->dir = dir;
-	e->seq = t->seq;
-	e->end = t->end;
+	e->seq = seq;
+	e->end = end;
 	e->pad2 = 0;
 	bpf_ringbuf_submit(e, wake_flags(sizeof(*e), bpf_ktime_get_ns()));
 }

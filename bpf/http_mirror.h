@@ -122,44 +122,62 @@ static __always_inline bool pair_key_of(const struct sock *sk, bool client, stru
 	return true;
 }
 
+/*
+ * A stamp's time, with its sequence numbers in `seq` and `end`, read as a
+ * whole: 0 when the server end is rewriting it (its time is written last,
+ * after a zero, so a time unchanged across the read vouches for the rest;
+ * this machine's stores stay in order, x86-TSO).
+ */
+static __always_inline __u64 stamp_get(const struct pair_stamp *t, __u32 *seq, __u32 *end)
+{
+	__u64 ts = t->ts;
+
+	barrier();
+	*seq = t->seq;
+	*end = t->end;
+	barrier();
+	return ts == t->ts ? ts : 0;
+}
+
 /* The stamp of the read that holds byte `s`, its time (0: not among the stamps). */
 static __always_inline __u64 pair_read_at(const struct http_pair *p, __u32 s)
 {
-	for (int i = 0; i < PAIR_READS; i++) {
-		const struct pair_stamp *t = &p->read[i];
+	__u32 seq, end;
+	__u64 ts;
 
-		if (t->ts && (__s32)(s - t->seq) >= 0 && (__s32)(t->end - s) > 0)
-			return t->ts;
+	for (int i = 0; i < PAIR_READS; i++) {
+		ts = stamp_get(&p->read[i], &seq, &end);
+		if (ts && (__s32)(s - seq) >= 0 && (__s32)(end - s) > 0)
+			return ts;
 	}
 	for (int i = 0; i < PAIR_TURNS; i++) {
-		const struct pair_stamp *t = &p->turn[i];
-
-		if (t->ts && (__s32)(s - t->seq) >= 0 && (__s32)(t->end - s) > 0)
-			return t->ts;
+		ts = stamp_get(&p->turn[i], &seq, &end);
+		if (ts && (__s32)(s - seq) >= 0 && (__s32)(end - s) > 0)
+			return ts;
 	}
 	return 0;
 }
 
 /*
  * When the write that holds byte `e` began: the latest write that began at or
- * before it (writes follow each other), 0 when every stamped write began
- * after it.
+ * before it (writes follow each other; a write that waited began again at the
+ * same byte: the latest of those), 0 when every stamped write began after it.
  */
 static __always_inline __u64 pair_write_at(const struct http_pair *p, __u32 e)
 {
-	__u64 ts = 0;
-	__s32 best = -1;
+	__u32 seq, end;
+	__u64 best_ts = 0, ts;
+	__s32 best = -1, d;
 
 	for (int i = 0; i < PAIR_WRITES; i++) {
-		const struct pair_stamp *t = &p->write[i];
-		__s32 d = e - t->seq;
-
-		if (t->ts && d >= 0 && (best < 0 || d < best)) {
+		ts = stamp_get(&p->write[i], &seq, &end);
+		d = e - seq;
+		if (ts && d >= 0 && (best < 0 || d < best || (d == best && ts > best_ts))) {
 			best = d;
-			ts = t->ts;
+			best_ts = ts;
 		}
 	}
-	return ts;
+	return best_ts;
 }
 
 #endif

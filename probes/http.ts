@@ -269,11 +269,15 @@ export class HttpProbe implements Probe {
       out.push(x);
       if (x.reqSeq === undefined || ((x.reqSeq - m.since) | 0) < 0) continue;
       const start = x.serverStartNs ?? stamps?.readAt(x.reqSeq);
+      // a request the server end never read has no span there
+      if (start === undefined && x.outcome === "no_response") continue;
       const end = x.respEndSeq === undefined ? x.endNs : stamps?.writeAt((x.respEndSeq - 1) >>> 0);
       if (start === undefined || end === undefined) {
         this.#counts.mirrorLost++;
         continue;
       }
+      // answers come in order: later requests stay within 2 GiB of the last one answered
+      if (x.outcome !== "no_response") m.since = x.reqSeq;
       out.push({ ...x, side: "server", startNs: start, endNs: end, peer: m.peer });
     }
     return out;

@@ -14,6 +14,11 @@ interface Stamp {
   ts: bigint;
 }
 
+function keep(list: Stamp[], s: Stamp): void {
+  list.push(s);
+  if (list.length > KEEP) list.shift();
+}
+
 /** Whether a is at or after b in sequence space (u32, wrapping). */
 function atOrAfter(a: number, b: number): boolean {
   return ((a - b) | 0) >= 0;
@@ -21,19 +26,24 @@ function atOrAfter(a: number, b: number): boolean {
 
 export class MirrorStamps {
   readonly #reads: Stamp[] = [];
+  /** reads after a write, where requests start: a long upload's start outlives its reads */
+  readonly #turns: Stamp[] = [];
   readonly #writes: Stamp[] = [];
+  #wrote = true;
 
   /** A read (with its end) or the start of a write; a stamp sent twice is kept once. */
   add(read: boolean, seq: number, end: number, ts: bigint): void {
     const list = read ? this.#reads : this.#writes;
     if (list.some((s) => s.seq === seq && s.ts === ts)) return;
-    list.push({ seq, end, ts });
-    if (list.length > KEEP) list.shift();
+    keep(list, { seq, end, ts });
+    if (read && this.#wrote) keep(this.#turns, { seq, end, ts });
+    this.#wrote = !read;
   }
 
   /** When the read that holds byte `s` returned. */
   readAt(s: number): bigint | undefined {
-    return this.#reads.find((r) => atOrAfter(s, r.seq) && !atOrAfter(s, r.end))?.ts;
+    const holds = (r: Stamp) => atOrAfter(s, r.seq) && !atOrAfter(s, r.end);
+    return (this.#reads.find(holds) ?? this.#turns.find(holds))?.ts;
   }
 
   /** When the write that holds byte `e` began: the latest that began at or before it. */
