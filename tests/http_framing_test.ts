@@ -13,6 +13,7 @@ import { hasFeature } from "../bpf/preflight.ts";
 import type { HttpEvent } from "../probes/events.ts";
 import { assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
+import { mirrored } from "./helpers/http_mirror.ts";
 import { Child, ROOT, startKupod } from "./helpers/process.ts";
 
 type Step = [string, string | string[] | number];
@@ -237,11 +238,10 @@ async function playAll(flags: string[]): Promise<void> {
     // (the client's write has returned, its program run, before the server reads), except where
     // the client end goes to user space before framing one (the split head): its server end
     // frames itself
-    const mirrored = /(\d+) requests of the pod's own connections .* (\d+) lost/
-      .exec(kupod.stderr.join("\n"));
+    const m = mirrored(kupod);
     const mirroring = hasFeature("tcp_send_start") && flags.length === 0;
     assertEquals(
-      mirrored ? [Number(mirrored[1]), Number(mirrored[2])] : [0, 0],
+      [m.reported, m.lost],
       mirroring ? [CONVERSATIONS.reduce((n, c) => n + c.expect.length, 0) - 2, 0] : [0, 0],
     );
   } finally {

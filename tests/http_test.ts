@@ -14,6 +14,7 @@ import { assert, assertEquals } from "./helpers/assert.ts";
 import { waitNoKupodPrograms } from "./helpers/bpf_state.ts";
 import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { httpExchange, httpGet } from "./helpers/pod_http.ts";
+import { mirrored } from "./helpers/http_mirror.ts";
 import { type Child, freePort, startKupod } from "./helpers/process.ts";
 import { promQuery, startPrometheus, waitFor } from "./helpers/prom.ts";
 
@@ -45,17 +46,6 @@ async function eventsWhen(kupod: Child, n: number): Promise<HttpEvent[]> {
   const status = await kupod.wait();
   assertEquals(status.code, 0, `exit; stderr: ${kupod.stderr.join(" | ")}`);
   return httpEvents(kupod);
-}
-
-/**
- * Requests the service's server end did not frame itself: its client end (the sidecar's upstream
- * socket) reported them from its own framing with the server end's times (bpf/http_mirror.h).
- */
-function mirrored(kupod: Child): { reported: number; lost: number } {
-  const m = kupod.stderr.join("\n").match(
-    /(\d+) requests of the pod's own connections .* (\d+) lost/,
-  );
-  return { reported: Number(m?.[1] ?? 0), lost: Number(m?.[2] ?? 0) };
 }
 
 /** Start and end of a span in µs (`ts` has µs precision: ends within 1 µs). */

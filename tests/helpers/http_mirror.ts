@@ -1,0 +1,14 @@
+/** What a run's closing line says of the pod's own connections (bpf/http_mirror.h). */
+
+import type { Child } from "./process.ts";
+
+/**
+ * Requests whose server end did not frame them itself: its client end reported them from its own
+ * framing with the server end's times, and those whose times were gone. Zeros without the line.
+ */
+export function mirrored(kupod: Child): { reported: number; lost: number } {
+  const m = kupod.stderr.join("\n").match(
+    /(\d+) requests of the pod's own connections .* (\d+) lost/,
+  );
+  return { reported: Number(m?.[1] ?? 0), lost: Number(m?.[2] ?? 0) };
+}
