@@ -599,6 +599,8 @@ static __always_inline void pair_stamp_out(__u64 sock, __u8 dir, const struct pa
 	e->sock_id = sock;
 	e->kind = HTTP_RECORD_STAMP;
 	e->dir = dir;
+	e->pad[0] = 0;
+	e->pad[1] = 0;
 	e->seq = seq;
 	e->end = end;
 	e->pad2 = 0;
