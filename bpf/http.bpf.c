@@ -61,6 +61,7 @@ struct http_sock {
 	__u8 pair;          /* PAIR_* (bpf/http_mirror.h) */
 	__u8 last_dir;      /* a mirrored server end's last call: HTTP_DIR_* + 1, 0 before any */
 	__u8 pair_checks;   /* boundary reads it looked for its client end at */
+	__u8 connected;     /* its connect() was seen: the client end of its connection */
 	__u32 send_seq;     /* write_seq when the write stamped in send_ns began */
 	__u64 send_ns;      /* when the write in progress began (0: not seen, or taken) */
 	struct h1_state h1;
@@ -575,6 +576,11 @@ static __always_inline void pair_stamp(struct http_pair *p, __u64 sock, __u8 dir
 {
 	struct pair_stamp *t;
 
+	/* HTTP/2's client end is always framed in user space, which alone matches stamps */
+	if (p->flags & PAIR_H2) {
+		stamp_out(sock, dir, seq, end, ts);
+		return;
+	}
 	if (dir == HTTP_DIR_RECEIVED) {
 		t = &p->read[p->reads % PAIR_READS];
 		stamp_set(t, seq, end, ts);
@@ -656,6 +662,72 @@ static __always_inline void pair_open(struct sock *sk, struct http_sock *hs)
 	}
 	hs->h1.paired = 1;
 	hs->pair = PAIR_CLIENT;
+}
+
+/*
+ * An HTTP/2 connection of the pod with itself, after one of its calls was
+ * copied. Its client end (its connect() was seen, or user space found it
+ * writing requests) makes the pair's entry; the server end, at its next call,
+ * joins: it stops copying, user space frames the client end's bytes for both
+ * and places each call at this end by the stamps of its reads and writes.
+ * Unlike HTTP/1 the join needs no boundary: user space knows each stream the
+ * server end framed before, and frames the rest.
+ */
+static __always_inline void h2_pair(struct sock *sk, struct http_sock *hs, __u64 now)
+{
+	struct http2_join_event *e;
+	struct pair_key k = {};
+	struct http_pair *p;
+	__u64 id = (__u64)sk, old;
+
+	if (hs->pair == PAIR_UNKNOWN)
+		hs->pair = pair_key_of(sk, true, &k) ? PAIR_CANDIDATE : PAIR_NO;
+	if (hs->pair != PAIR_CANDIDATE)
+		return;
+	if (hs->connected || bpf_map_lookup_elem(&h2_clients, &id)) {
+		if (!hs->connected)
+			bpf_map_delete_elem(&h2_clients, &id);
+		if (!pair_key_of(sk, true, &hs->h1.pk) ||
+		    bpf_map_update_elem(&http_pairs, &hs->h1.pk, &empty_pair, BPF_NOEXIST)) {
+			hs->pair = PAIR_NO;
+			return;
+		}
+		p = bpf_map_lookup_elem(&http_pairs, &hs->h1.pk);
+		if (!p) {
+			hs->pair = PAIR_NO;
+			return;
+		}
+		p->client_sock = id;
+		__sync_fetch_and_or(&p->flags, PAIR_H2 | PAIR_CLIENT_RAW);
+		hs->pair = PAIR_CLIENT;
+		return;
+	}
+	if (!pair_key_of(sk, false, &k))
+		return;
+	p = bpf_map_lookup_elem(&http_pairs, &k);
+	if (!p || !(p->flags & PAIR_H2) || p->client_sock == id)
+		return;
+	old = __sync_fetch_and_or(&p->flags, PAIR_MIRRORED);
+	if (old & PAIR_MIRRORED)
+		return;
+	e = event_reserve(sizeof(*e));
+	if (!e) {
+		/* user space would not know: the pair stays unmirrored, both ends copied */
+		hs->pair = PAIR_NO;
+		return;
+	}
+	p->server_sock = id;
+	hs->h1.pk = k;
+	hs->pair = PAIR_SERVER;
+	e->ts_ns = now;
+	e->sock_id = id;
+	e->kind = HTTP_RECORD_JOIN;
+	e->pad[0] = e->pad[1] = e->pad[2] = 0;
+	e->since[HTTP_DIR_SENT] = seq_after(sk, HTTP_DIR_SENT);
+	e->since[HTTP_DIR_RECEIVED] = seq_after(sk, HTTP_DIR_RECEIVED);
+	e->pad2 = 0;
+	e->client_sock = p->client_sock;
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
 }
 
 /* Nothing framed or pending in either direction: the next byte starts a request. */
@@ -791,6 +863,8 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	if (limit > HTTP_HEAD_MAX)
 		limit = HTTP_HEAD_MAX;
 	event_output(s, sizeof(s->e) + HTTP_TAIL + limit, now);
+	if (mirror_pairs && hs->verdict == VERDICT_H2 && hs->pair != PAIR_CLIENT)
+		h2_pair(sk, hs, now);
 	return 0;
 }
 
@@ -870,7 +944,9 @@ int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstat
 		return 0;
 	if (newstate == TCP_SYN_SENT) {
 		/* connect(), in the caller's context: its first write is timed from its start too */
-		http_sock_of(sk);
+		hs = http_sock_of(sk);
+		if (hs)
+			hs->connected = 1;
 		return 0;
 	}
 	if (newstate != TCP_CLOSE)
@@ -885,10 +961,10 @@ int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstat
 
 		if (r)
 			h1_close(&hs->h1, r, (__u64)sk, now);
-		/* its records are out: the pair's entry goes with the client end */
-		if (hs->pair == PAIR_CLIENT)
-			bpf_map_delete_elem(&http_pairs, &hs->h1.pk);
 	}
+	/* its records are out: the pair's entry goes with the client end */
+	if (hs->pair == PAIR_CLIENT)
+		bpf_map_delete_elem(&http_pairs, &hs->h1.pk);
 	e = event_reserve(sizeof(*e) + HTTP_TAIL);
 	if (!e)
 		return 0;
@@ -907,3 +983,4 @@ struct http_event _http_event = {};
 struct http1_event _http1_event = {};
 struct http1_handoff_event _http1_handoff_event = {};
 struct http_stamp_event _http_stamp_event = {};
+struct http2_join_event _http2_join_event = {};

@@ -12,6 +12,7 @@ enum http_record_kind {
 	HTTP_RECORD_RESPONSE = 6, /* the response to the oldest request reported alone */
 	HTTP_RECORD_HANDOFF = 7,  /* user space frames the socket from here on (http1_handoff_event) */
 	HTTP_RECORD_STAMP = 8,    /* a mirrored server end's read or write (http_stamp_event) */
+	HTTP_RECORD_JOIN = 9,     /* an HTTP/2 server end mirrors its client end (http2_join_event) */
 };
 
 #define HTTP_HEAD_MAX 4096 /* most bytes copied from the start of a call, or of a piece */
@@ -139,6 +140,21 @@ struct http_stamp_event {
 	__u32 seq;    /* the call's first byte */
 	__u32 end;    /* a read: past its last byte */
 	__u32 pad2;
+};
+
+/*
+ * An HTTP/2 server end of the pod's own connection stops copying its bytes:
+ * its client end's are framed in user space, and this end's reads and writes
+ * come as STAMP records from the bytes at `since` on.
+ */
+struct http2_join_event {
+	__u64 ts_ns;
+	__u64 sock_id;     /* the server end */
+	__u8 kind;         /* HTTP_RECORD_JOIN */
+	__u8 pad[3];
+	__u32 since[2];    /* by HTTP_DIR_*: the first byte this end no longer copies */
+	__u32 pad2;
+	__u64 client_sock; /* its client end, framed in user space */
 };
 
 #endif

@@ -584,15 +584,10 @@ static __always_inline __u8 h1_user_state(struct h1_state *st, __u8 d, __u64 *re
 }
 
 /* A mirrored pair's server end stamp as a record of its own. */
-static __always_inline void pair_stamp_out(__u64 sock, __u8 dir, const struct pair_stamp *t)
+static __always_inline void stamp_out(__u64 sock, __u8 dir, __u32 seq, __u32 end, __u64 ts)
 {
-	struct http_stamp_event *e;
-	__u32 seq, end;
-	__u64 ts = stamp_get(t, &seq, &end);
+	struct http_stamp_event *e = event_reserve(sizeof(*e));
 
-	if (!ts)
-		return;
-	e = event_reserve(sizeof(*e));
 	if (!e)
 		return;
 	e->ts_ns = ts;
@@ -604,7 +599,16 @@ static __always_inline void pair_stamp_out(__u64 sock, __u8 dir, const struct pa
 	e->seq = seq;
 	e->end = end;
 	e->pad2 = 0;
-	bpf_ringbuf_submit(e, wake_flags(sizeof(*e), bpf_ktime_get_ns()));
+	bpf_ringbuf_submit(e, wake_flags(sizeof(*e), ts));
+}
+
+static __always_inline void pair_stamp_out(__u64 sock, __u8 dir, const struct pair_stamp *t)
+{
+	__u32 seq, end;
+	__u64 ts = stamp_get(t, &seq, &end);
+
+	if (ts)
+		stamp_out(sock, dir, seq, end, ts);
 }
 
 /*

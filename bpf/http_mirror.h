@@ -27,6 +27,7 @@
 /* http_pair.flags */
 #define PAIR_MIRRORED 1   /* the server end stamps, from mirror_since on */
 #define PAIR_CLIENT_RAW 2 /* the client end is framed in user space: stamps go out as records */
+#define PAIR_H2 4         /* HTTP/2: the server end stamps from wherever it joins (see h2_pair) */
 
 /* http_sock.pair */
 #define PAIR_UNKNOWN 0
@@ -52,6 +53,7 @@ struct pair_stamp {
 
 struct http_pair {
 	__u64 server_sock;
+	__u64 client_sock;
 	__u64 flags;        /* PAIR_* (64 bits: atomic operations on them return the old value) */
 	__u32 mirror_since; /* the first request byte the server end did not frame itself */
 	__u32 server_container;
@@ -72,6 +74,19 @@ struct {
 } http_pairs SEC(".maps");
 
 static const struct http_pair empty_pair = {};
+
+/*
+ * HTTP/2 client ends user space found (by the requests they write) on
+ * connections whose preface went by before kupod: the kernel cannot tell the
+ * two ends of those apart. Taken out when the socket makes its pair's entry;
+ * LRU: marks of sockets that closed first age out.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u64); /* the socket's address, records' sock_id */
+	__type(value, __u8);
+} h2_clients SEC(".maps");
 
 static __always_inline __u32 fold6(const __u32 *a)
 {
@@ -96,14 +111,23 @@ static __always_inline bool pair_key_of(const struct sock *sk, bool client, stru
 	} else if (family == AF_INET6) {
 		const __u32 *l = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32;
 		const __u32 *r = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32;
-		bool loop = !r[0] && !r[1] &&
-			    ((!r[2] && r[3] == bpf_htonl(1)) ||
-			     (r[2] == bpf_htonl(0xffff) && (r[3] & 0xff) == 127));
 
-		if (!loop && (l[0] != r[0] || l[1] != r[1] || l[2] != r[2] || l[3] != r[3]))
-			return false;
-		local = fold6(l);
-		remote = fold6(r);
+		if (!r[0] && !r[1] && r[2] == bpf_htonl(0xffff)) {
+			/*
+			 * A dual-stack socket on IPv4 (::ffff:a.b.c.d): its peer may be an
+			 * AF_INET socket, keyed by the IPv4 addresses alone
+			 */
+			local = l[3];
+			remote = r[3];
+			if ((remote & 0xff) != 127 && remote != local)
+				return false;
+		} else {
+			if ((r[0] || r[1] || r[2] || r[3] != bpf_htonl(1)) &&
+			    (l[0] != r[0] || l[1] != r[1] || l[2] != r[2] || l[3] != r[3]))
+				return false;
+			local = fold6(l);
+			remote = fold6(r);
+		}
 	} else {
 		return false;
 	}

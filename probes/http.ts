@@ -9,6 +9,7 @@ import type { BpfObject } from "../bpf/object.ts";
 import { hasFeature } from "../bpf/preflight.ts";
 import { KupodError } from "../base/errors.ts";
 import {
+  HTTP2_JOIN_EVENT_LAYOUT as J,
   HTTP_EVENT_LAYOUT as L,
   HTTP_EVENT_SIZE,
   HTTP_STAMP_EVENT_LAYOUT as S,
@@ -34,8 +35,8 @@ import { ProbeObject } from "./probe_object.ts";
 import type { Probe, ProbeStats } from "./probe.ts";
 
 /** enum http_record_kind of bpf/http.h (the kernel's HTTP/1 records: KERNEL_RECORD) */
-const RECORD = { DATA: 1, CLOSE: 2, OPEN: 3, STAMP: 8 } as const;
-const DIR_RECEIVED = 1;
+const RECORD = { DATA: 1, CLOSE: 2, OPEN: 3, STAMP: 8, JOIN: 9 } as const;
+const DIR_SENT = 0, DIR_RECEIVED = 1;
 
 const PROGRAMS = [
   "kupod_http_recv",
@@ -53,6 +54,7 @@ const MAX_CONNS = 16384;
 const MAX_ROUTES = 200;
 const READ_INTERVAL_MS = 1000;
 const EMPTY = new Uint8Array(0);
+const ONE = new Uint8Array([1]);
 const decoder = new TextDecoder();
 
 export interface HttpProbeOptions {
@@ -98,6 +100,23 @@ interface Conn {
   count?: CountExchange;
   /** ... framed in user space: requests from `since` on are the server end's too */
   mirror?: { peer: MirrorPeer; since: number };
+  /** HTTP/2: the pod's own connection's client end, whose calls are its server end's too */
+  h2mirror?: H2Mirror;
+  /** HTTP/2: a server end that mirrors its client end (its bytes are no longer copied) */
+  mirrors?: boolean;
+  /** HTTP/2: the kernel was told this is a client end (h2_clients) */
+  marked?: boolean;
+}
+
+/**
+ * An HTTP/2 server end from its join on (bpf/http.bpf.c, h2_pair): calls whose request it read
+ * from `since[DIR_RECEIVED]` on are placed by its stamps; those it had framed and not finished
+ * began at `open` (by stream id), the rest it reported itself.
+ */
+interface H2Mirror {
+  server: Conn;
+  since: [number, number];
+  open: Map<number, bigint>;
 }
 
 export class HttpProbe implements Probe {
@@ -115,6 +134,8 @@ export class HttpProbe implements Probe {
   reading: Promise<void> = Promise.resolve();
   #events = 0;
   #holes = 0;
+  /** HTTP/2 server ends that joined a client end not framed here: their calls go unreported */
+  #h2Unframed = 0;
   #target: Target;
   readonly #sink: EventSink;
   readonly #object: ProbeObject;
@@ -123,7 +144,9 @@ export class HttpProbe implements Probe {
   readonly #routes = new Map<number, RouteTable>();
   /** Mirrored server ends' stamps while their client ends are framed here, by sockKey(). */
   readonly #stamps = new Map<number, MirrorStamps>();
-  readonly #counts = { mirrorLost: 0, mirrored: 0 };
+  readonly #counts = { mirrorLost: 0, mirrored: 0, h2Mirrored: 0, h2Lost: 0 };
+  /** The pod's own connections framed at one end (the kernel mirrors the other). */
+  readonly #mirrorPairs: boolean;
   readonly #stats = new HttpStats();
   readonly #previewBytes: number;
   readonly #requestEvents: boolean;
@@ -156,6 +179,7 @@ export class HttpProbe implements Probe {
     this.#requestEvents = opts.requestEvents ?? true;
     this.#maxRoutes = opts.maxRoutes ?? MAX_ROUTES;
     const sendStart = hasFeature("tcp_send_start");
+    this.#mirrorPairs = this.#previewBytes === 0 && sendStart;
     this.#object = ProbeObject.open({
       object: "http",
       target,
@@ -164,7 +188,7 @@ export class HttpProbe implements Probe {
       // mirror its client end only where writes are stamped before the peer can read them
       rodata: {
         frame_http1: this.#previewBytes === 0,
-        mirror_pairs: this.#previewBytes === 0 && sendStart,
+        mirror_pairs: this.#mirrorPairs,
         ...(opts.h2Pieces ? { h2_pieces: opts.h2Pieces } : {}),
       },
       ringBytes: opts.ringBytes ?? 1 << 21,
@@ -187,6 +211,7 @@ export class HttpProbe implements Probe {
     const key = sockKey(view, at + L.sock_id.offset);
     const kind = view.getUint8(at + L.kind.offset);
     if (kind === RECORD.STAMP) return this.#stamp(key, view, at);
+    if (kind === RECORD.JOIN) return this.#join(view, at);
     if (kind === RECORD.CLOSE) {
       const conn = this.#conns.get(key);
       if (!conn) return;
@@ -204,7 +229,7 @@ export class HttpProbe implements Probe {
       if (conn) this.#closeParser(conn, this.#tsOf(view, at));
       conn = this.#open(view, at, key, first);
     }
-    if (kind === RECORD.OPEN) return;
+    if (kind === RECORD.OPEN || conn.mirrors) return;
     if (kind !== RECORD.DATA) return this.#kernelRecord(conn, view, at, kind);
     const ts = this.#tsOf(view, at);
     const len = view.getUint32(at + L.len.offset, true);
@@ -228,16 +253,19 @@ export class HttpProbe implements Probe {
     if (conn.mirror) chunk.seq = view.getUint32(at + L.seq.offset, true);
     conn.parser ??= chunk.head.length ? parserFor(chunk, this.#previewBytes) : undefined;
     if (conn.parser?.h2) {
-      const seqEnd = view.getUint32(at + L.seq.offset, true);
+      const h2 = conn.parser.h2, seqEnd = view.getUint32(at + L.seq.offset, true);
       const hole = (conn.seq ??= new StreamSeq()).missing(received ? 0 : 1, seqEnd, len);
       if (hole) {
         this.#holes++;
         const gap = { dir: chunk.dir, ts, len: hole, head: EMPTY, tail: EMPTY, cont: false };
-        this.#reportCalls(conn, conn.parser.h2.push(gap));
+        this.#reportCalls(conn, h2.push(gap));
       }
-      this.#reportCalls(conn, conn.parser.h2.push(chunk));
-      const unseen = conn.parser.h2.takeUnseen();
-      if (unseen) this.#grpcStats.addUnseen(unseen);
+      if (seqEnd !== 0) chunk.seq = seqEnd;
+      this.#reportCalls(conn, h2.push(chunk));
+      // a mirrored server end's calls are those its client end framed: unseen at both ends
+      const unseen = h2.takeUnseen();
+      if (unseen) this.#grpcStats.addUnseen(conn.h2mirror ? 2 * unseen : unseen);
+      if (!conn.marked && this.#mirrorPairs && h2.clientEnd) this.#markClient(conn, h2);
     } else if (conn.parser) this.#report(conn, this.#mirrored(conn, conn.parser.h1.push(chunk)));
   }
 
@@ -254,6 +282,80 @@ export class HttpProbe implements Probe {
       view.getUint32(at + S.end.offset, true),
       view.getBigUint64(at + S.ts_ns.offset, true) + this.#monoToBoot,
     );
+  }
+
+  /**
+   * The pod's own HTTP/2 connection: its server end stops copying (the kernel's h2_pair), its
+   * client end's framing reports both ends from here on.
+   */
+  #join(view: DataView, at: number): void {
+    const server = this.#conns.get(sockKey(view, at + J.sock_id.offset));
+    const client = this.#conns.get(sockKey(view, at + J.client_sock.offset));
+    const open = server?.parser?.h2?.handOver() ?? new Map<number, bigint>();
+    if (server) {
+      server.parser = undefined;
+      server.mirrors = true;
+    }
+    if (!server || !client?.parser?.h2 || client.parser.h2.notH2) {
+      // neither end can report what the server end does from here on
+      this.#counts.h2Lost += open.size;
+      this.#h2Unframed++;
+      return;
+    }
+    client.h2mirror = {
+      server,
+      since: [
+        view.getUint32(at + J.since.offset + 4 * DIR_SENT, true),
+        view.getUint32(at + J.since.offset + 4 * DIR_RECEIVED, true),
+      ],
+      open,
+    };
+  }
+
+  /**
+   * A client end of an HTTP/2 connection whose start went by unseen: the kernel cannot tell its
+   * ends apart, this framer can (it writes requests). Only the pod's own connections pair.
+   */
+  #markClient(conn: Conn, h2: H2Conn): void {
+    conn.marked = true;
+    const e = conn.endpoints;
+    if (h2.fromPreface || (e.saddr !== "" && !ownConnection(e.saddr, e.daddr))) return;
+    const key = new Uint8Array(8);
+    new DataView(key.buffer).setBigUint64(0, conn.sockId, true);
+    try {
+      this.#object.object.map("h2_clients").update(key, ONE);
+    } catch {
+      // an LRU map makes room: an error here is a kernel's, and costs only the pairing
+    }
+  }
+
+  /**
+   * Calls of a mirrored HTTP/2 server end, from its client end's: the server end's times are its
+   * read of the request's HEADERS and the start of its write of the response's last frame.
+   */
+  #mirroredCalls(m: H2Mirror, calls: H2Call[]): void {
+    const stamps = this.#stamps.get(sockKeyOf(m.server.sockId));
+    const out: H2Call[] = [];
+    for (const c of calls) {
+      let start: bigint | undefined;
+      if (c.reqSeq >= 0 && ((c.reqSeq - m.since[DIR_RECEIVED]) | 0) >= 0) {
+        start = stamps?.readAt(c.reqSeq);
+      } else {
+        // framed at the server end before the join: finished there, or handed over open
+        start = m.open.get(c.streamId);
+        if (start === undefined) continue;
+        m.open.delete(c.streamId);
+      }
+      const end = c.respEndSeq >= 0 ? stamps?.writeAt((c.respEndSeq - 1) >>> 0) : c.endNs;
+      if (start === undefined || end === undefined) {
+        this.#counts.h2Lost++;
+        continue;
+      }
+      out.push({ ...c, side: "server", startNs: start, endNs: end > start ? end : start });
+    }
+    if (out.length === 0) return;
+    this.#counts.h2Mirrored += out.length;
+    this.#reportCalls(m.server, out);
   }
 
   /**
@@ -311,10 +413,17 @@ export class HttpProbe implements Probe {
     if (conn.parser?.h2) this.#reportCalls(conn, conn.parser.h2.close(ts));
     else if (conn.parser) this.#report(conn, this.#mirrored(conn, conn.parser.h1.close(ts)));
     if (conn.mirror) this.#stamps.delete(sockKeyOf(conn.mirror.peer.sock));
+    if (conn.h2mirror) {
+      // calls the server end had open at its join and the client end never finished
+      this.#counts.h2Lost += conn.h2mirror.open.size;
+      this.#stamps.delete(sockKeyOf(conn.h2mirror.server.sockId));
+      conn.h2mirror = undefined;
+    }
   }
 
   /** gRPC calls as grpc events and counts; plain HTTP/2 requests as HTTP. */
   #reportCalls(conn: Conn, calls: H2Call[]): void {
+    if (calls.length && conn.h2mirror) this.#mirroredCalls(conn.h2mirror, calls);
     for (const c of calls) {
       // a stream a grpc-go process reported is gRPC, whatever its headers let the capture see
       const exact = this.#grpc ? exactGrpcMethod(this.#go, conn.sockId, c) : undefined;
@@ -551,13 +660,27 @@ export class HttpProbe implements Probe {
 
   /** How many server ends' exchanges came from their client ends' records (bpf/http_mirror.h). */
   summary(): { line: string; warn: boolean } | undefined {
-    const { mirrored, mirrorLost } = this.#counts;
-    if (!mirrored && !mirrorLost) return undefined;
+    const { mirrored, mirrorLost, h2Mirrored, h2Lost } = this.#counts;
+    const parts: string[] = [];
+    if (mirrored || mirrorLost) {
+      parts.push(
+        `${mirrored} requests of the pod's own connections reported at their server end from ` +
+          `their client end's framing, ${mirrorLost} lost (server end's stamps gone)`,
+      );
+    }
+    if (h2Mirrored || h2Lost || this.#h2Unframed) {
+      parts.push(
+        `${h2Mirrored} HTTP/2 calls of the pod's own connections reported at their server end ` +
+          `from their client end's framing, ${h2Lost} lost` +
+          (this.#h2Unframed
+            ? `, ${this.#h2Unframed} connections' server ends not reported (client end unframed)`
+            : ""),
+      );
+    }
+    if (!parts.length) return undefined;
     return {
-      line: `${this.name}: ${mirrored} requests of the pod's own connections reported at their ` +
-        `server end from their client end's framing, ${mirrorLost} lost (server end's stamps ` +
-        `gone)`,
-      warn: mirrorLost > 0,
+      line: `${this.name}: ${parts.join("; ")}`,
+      warn: mirrorLost + h2Lost + this.#h2Unframed > 0,
     };
   }
 
@@ -582,6 +705,12 @@ export class HttpProbe implements Probe {
 }
 
 const PREFACE_START = [0x50, 0x52, 0x49, 0x20]; // "PRI "
+
+/** A connection within the pod: to loopback, or to its own address (as the kernel's pair_key_of). */
+function ownConnection(saddr: string, daddr: string): boolean {
+  return saddr === daddr || daddr.startsWith("127.") || daddr === "::1" ||
+    daddr.startsWith("::ffff:127.");
+}
 
 /**
  * The parser for a connection whose first captured call is `first`: HTTP/2 from its preface, or

@@ -35,6 +35,8 @@ function call(o: Partial<H2Call> = {}): H2Call {
     traceparent: "",
     errorCode: -1,
     truncated: false,
+    reqSeq: -1,
+    respEndSeq: -1,
     ...o,
   };
 }

@@ -14,9 +14,13 @@ import { createTestPod, type TestPod } from "./helpers/pod.ts";
 import { inContainer } from "./helpers/pod_exec.ts";
 import { type Child, freePort, ROOT, watchGrpc } from "./helpers/process.ts";
 import { parseExposition, seriesKey } from "./helpers/prom.ts";
+import { mirrored } from "./helpers/http_mirror.ts";
+import { hasFeature } from "../bpf/preflight.ts";
 import { startOtlpReceiver } from "./fixtures/otlp_receiver.ts";
 
 const PEER = `${ROOT}tests/fixtures/grpc_peer.py`;
+/** The pod's own connections are framed at their client end only (bpf/http_mirror.h). */
+const MIRROR = hasFeature("tcp_send_start");
 /** Debian's python3, which python3-grpcio (scripts/setup) installs into. */
 const PYTHON = "/usr/bin/python3";
 
@@ -34,6 +38,12 @@ async function grpcServer(pod: TestPod): Promise<{ server: Child; port: string }
     await server[Symbol.asyncDispose]();
     throw e;
   }
+}
+
+/** kupod stopped as an operator stops it, with its closing lines. */
+async function stopped(kupod: Child): Promise<void> {
+  kupod.kill("SIGTERM");
+  assertEquals((await kupod.wait()).code, 0, kupod.stderr.join("\n"));
 }
 
 /** The grpc events kupod printed once `n` arrived (or 10 s passed), and any extra soon after. */
@@ -125,6 +135,12 @@ Deno.test("grpc: unary (sequential and concurrent), streaming kinds and a failur
       assertEquals(sum(`rpc_${side}_response_size_bytes_count`), N + 9, `${side} responses`);
       assertEquals(sum(`rpc_${side}_response_size_bytes_sum`), hello + big + 10 + 4 + 3);
     }
+    await stopped(kupod);
+    if (MIRROR) {
+      // the channel opens with its preface: the service's end mirrors the sidecar's from its
+      // first or second call on, so every call is the service's from the sidecar's framing
+      assertEquals(mirrored(kupod, true), { reported: N + 4, lost: 0 });
+    }
   }
   assertEquals(await waitNoKupodPrograms(), []);
 });
@@ -135,7 +151,10 @@ Deno.test("grpc: a channel opened before kupod started: calls counted exactly, m
     const { server, port } = await grpcServer(pod);
     await using _server = server;
     const K = 5, N = 20;
-    await using client = peer(pod, "proxy", ["later", port, String(K), String(N)], { stdin: true });
+    // calls 50 ms apart: the probe reads its ring while they go on (see the mirror below)
+    await using client = peer(pod, "proxy", ["later", port, String(K), String(N), "0.05"], {
+      stdin: true,
+    });
     await client.waitForLine(/^paused$/);
     const exporter = freePort();
     await using kupod = await watchGrpc(pod.hostVeth, [
@@ -178,6 +197,14 @@ Deno.test("grpc: a channel opened before kupod started: calls counted exactly, m
       2 * N,
       "calls with the method unknown, both sides",
     );
+    await stopped(kupod);
+    if (MIRROR) {
+      // no preface seen: the sidecar's end is known to be the client once its first request
+      // was framed, and the service's end mirrors it from a later call on
+      const m = mirrored(kupod, true);
+      assertEquals(m.lost, 0);
+      assert(m.reported >= N / 2, `mirrored ${m.reported} of ${N + 2}`);
+    }
   }
   assertEquals(await waitNoKupodPrograms(), []);
 });
@@ -421,6 +448,13 @@ for (const [name, proxyKind] of Object.entries(GRPC_PROXIES)) {
           [[0], [0], [0], new Array(1 + fails).fill(5)],
           `${role} ${side}: the other kinds`,
         );
+      }
+      await stopped(kupod);
+      if (MIRROR) {
+        // both legs are the pod's own connections: each call's server end at least once
+        const m = mirrored(kupod, true);
+        assertEquals(m.lost, 0);
+        assert(m.reported >= M, `mirrored ${m.reported} of ${2 * M} ${kupod.stderr.join("\n")}`);
       }
     } finally {
       await Deno.remove(dir, { recursive: true });

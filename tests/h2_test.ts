@@ -676,6 +676,8 @@ Deno.test("h2: a unary gRPC call, server side", () => {
     traceparent: "",
     errorCode: -1,
     truncated: false,
+    reqSeq: -1,
+    respEndSeq: -1,
     requestSizes: { bounds: SIZE_BOUNDS, counts: [1, ...new Array(11).fill(0)], sum: 7, count: 1 },
     responseSizes: {
       bounds: SIZE_BOUNDS,
@@ -979,6 +981,60 @@ Deno.test("h2: client side, the watched process sends the preface", () => {
   }
 });
 
+Deno.test("h2: where each call lies in the byte stream, across the wrap of sequence numbers", () => {
+  const ce = new Encoder(), se = new Encoder();
+  // the request direction's byte 0 is sequence number out0, the response's in0 (u32, wrapping)
+  const out0 = 0xffffffe0, in0 = 77;
+  const at = (dir: Dir, ts: number, start: number, ...parts: Uint8Array[]): Chunk => {
+    const c = full(dir, ts, ...parts);
+    return { ...c, seq: ((dir === "out" ? out0 : in0) + start + c.len) >>> 0 };
+  };
+  const opening = cat(PREFACE, settings()), req = headers(1, ce.block(grpcRequest("/c.D/E")));
+  const body = data(1, msg(1), { end: true });
+  const head = cat(settings(), settingsAck(), headers(1, se.block(grpcResponse)));
+  const end = cat(data(1, msg(2)), headers(1, se.block(trailers(0)), { end: true }));
+  const conn = new H2Conn();
+  const calls = feed(conn, [
+    at("out", 1, 0, opening, req),
+    at("out", 1, opening.length + req.length, body),
+    at("in", 2, 0, head),
+    at("in", 3, head.length, end),
+  ]);
+  assertEquals(lines(calls), ["1 POST /c.D/E 200/0 1/1 6/7 unary complete"]);
+  assertEquals(
+    [calls[0].reqSeq, calls[0].respEndSeq],
+    [(out0 + opening.length) >>> 0, (in0 + head.length + end.length) >>> 0],
+  );
+  // without sequence numbers (a hole's chunk), not known
+  const plain = new H2Conn();
+  const unplaced = feed(plain, [
+    full("out", 1, opening, headers(1, ce.block(grpcRequest("/c.D/E"))), body),
+    full("in", 2, head, end),
+  ]);
+  assertEquals([unplaced[0].reqSeq, unplaced[0].respEndSeq], [-1, -1]);
+});
+
+Deno.test("h2: a server end handing over keeps when its open calls began and reports nothing more", () => {
+  const ce = new Encoder(), se = new Encoder();
+  const conn = new H2Conn({ side: "server" });
+  const done = feed(conn, [
+    full("in", 1, PREFACE, settings(), headers(1, ce.block(grpcRequest("/c.D/E")))),
+    full("in", 2, data(1, msg(1), { end: true }), headers(3, ce.block(grpcRequest("/c.D/F")))),
+    full(
+      "out",
+      3,
+      settings(),
+      headers(1, se.block(grpcResponse)),
+      data(1, msg(1)),
+      headers(1, se.block(trailers(0)), { end: true }),
+    ),
+  ]);
+  assertEquals(lines(done), ["1 POST /c.D/E 200/0 1/1 6/6 unary complete"]);
+  assertEquals([...conn.handOver()], [[3, 2n]]);
+  assertEquals(conn.push(full("in", 4, data(3, msg(1), { end: true }))), []);
+  assertEquals(conn.close(5n), []);
+});
+
 Deno.test("h2: plain HTTP/2 requests", () => {
   const ce = new Encoder(), se = new Encoder();
   const conn = new H2Conn();
@@ -1128,7 +1184,8 @@ const pick = <T>(r: Rand, xs: readonly T[]): T => xs[Math.floor(r() * xs.length)
 const randText = (r: Rand, n: number) =>
   Array.from({ length: n }, () => String.fromCharCode(between(r, 0x21, 0x7e))).join("");
 
-type Expected = Omit<H2Call, "startNs" | "endNs">;
+/** The chunks of these conversations carry no sequence numbers: calls are not placed. */
+type Expected = Omit<H2Call, "startNs" | "endNs" | "reqSeq" | "respEndSeq">;
 
 interface Conversation {
   req: Uint8Array;
@@ -1362,9 +1419,17 @@ Deno.test("h2: random conversations, fully captured, in random pieces", () => {
     const { conn, calls } = run(r, conv, side, pick(r, [3, 40, 700, 5000]), Infinity);
     assert(!conn.notH2, `iteration ${it}`);
     assertEquals(
-      calls.map(({ startNs: _s, endNs: _e, requestSizes: _q, responseSizes: _p, ...rest }) =>
-        sortedKeys(rest)
-      ).sort((a, b) => (a.streamId as number) - (b.streamId as number)),
+      calls.map((
+        {
+          startNs: _s,
+          endNs: _e,
+          requestSizes: _q,
+          responseSizes: _p,
+          reqSeq: _r,
+          respEndSeq: _x,
+          ...rest
+        },
+      ) => sortedKeys(rest)).sort((a, b) => (a.streamId as number) - (b.streamId as number)),
       conv.calls.map(sortedKeys),
       `iteration ${it}`,
     );

@@ -214,6 +214,7 @@ Deno.test("event layouts match gcc's sizeof/offsetof of the same headers", async
     "conn_stats",
     "http1_event",
     "http1_handoff_event",
+    "http2_join_event",
     "http_event",
     "http_stamp_event",
     "load_event",

@@ -159,6 +159,46 @@ export function decodeHttp1HandoffEvent(view: DataView, offset: number): Http1Ha
   };
 }
 
+/** `struct http2_join_event` (40 bytes). */
+export interface Http2JoinEvent {
+  ts_ns: bigint; // __u64
+  sock_id: bigint; // __u64
+  kind: number; // __u8
+  pad: Uint8Array; // __u8[3]
+  since: number[]; // __u32[2]
+  pad2: number; // __u32
+  client_sock: bigint; // __u64
+}
+
+export const HTTP2_JOIN_EVENT_SIZE = 40;
+
+/** Byte offset and size of every field of `struct http2_join_event`. */
+export const HTTP2_JOIN_EVENT_LAYOUT = {
+  ts_ns: { offset: 0, size: 8 },
+  sock_id: { offset: 8, size: 8 },
+  kind: { offset: 16, size: 1 },
+  pad: { offset: 17, size: 3 },
+  since: { offset: 20, size: 8 },
+  pad2: { offset: 28, size: 4 },
+  client_sock: { offset: 32, size: 8 },
+} as const;
+
+/** Decodes a `struct http2_join_event` at `offset` of `view` (little-endian). */
+export function decodeHttp2JoinEvent(view: DataView, offset: number): Http2JoinEvent {
+  if (offset < 0 || offset + 40 > view.byteLength) {
+    throw new RangeError(`http2_join_event at ${offset} is outside a ${view.byteLength}-byte view`);
+  }
+  return {
+    ts_ns: view.getBigUint64(offset, true),
+    sock_id: view.getBigUint64(offset + 8, true),
+    kind: view.getUint8(offset + 16),
+    pad: bytes3(view, offset + 17),
+    since: [view.getUint32(offset + 20, true), view.getUint32(offset + 24, true)],
+    pad2: view.getUint32(offset + 28, true),
+    client_sock: view.getBigUint64(offset + 32, true),
+  };
+}
+
 /** `struct http_event` (96 bytes). */
 export interface HttpEvent {
   ts_ns: bigint; // __u64
@@ -294,9 +334,9 @@ export const RODATA = {
   h2_pieces: { offset: 24, size: 4 },
   mirror_pairs: { offset: 28, size: 1 },
   h2_flags: { offset: 29, size: 10 },
-  empty_pair: { offset: 40, size: 376 },
+  empty_pair: { offset: 40, size: 384 },
 } as const;
-export const RODATA_SIZE = 416;
+export const RODATA_SIZE = 424;
 
 const utf8 = new TextDecoder();
 

@@ -104,6 +104,12 @@ export interface H2Call {
   /** frames or header blocks of the call went by uncaptured: counts are lower bounds, fields
    * other than :path may be missing */
   truncated: boolean;
+  /**
+   * TCP sequence numbers (u32) of the request's first byte (its HEADERS frame) and just past the
+   * response's last frame, -1 where not known: where the call lies in the connection's bytes.
+   */
+  reqSeq: number;
+  respEndSeq: number;
 }
 
 export interface H2Options {
@@ -305,6 +311,8 @@ class Stream {
   /** The status a client is given for the stream's reset (resetStatus), -1 if none. */
   resetStatus = -1;
   lastNs: bigint;
+  reqSeq = -1;
+  respEndSeq = -1;
 
   constructor(readonly id: number, readonly startNs: bigint) {
     this.lastNs = startNs;
@@ -462,6 +470,30 @@ export class H2Conn {
     return n;
   }
 
+  /** The connection's requests are written here (it is the client end), once that is known. */
+  get clientEnd(): boolean {
+    return this.reqDir === "out";
+  }
+
+  /** It was seen from its preface. */
+  get fromPreface(): boolean {
+    return this.fromStart;
+  }
+
+  /**
+   * The rest of the connection is framed at its other end (a mirrored server end, see
+   * probes/http.ts): this one stops, and hands over when each call still open began, by stream.
+   */
+  handOver(): Map<number, bigint> {
+    const open = new Map<number, bigint>();
+    if (!this.gaveUp && !this.closed) {
+      for (const x of this.streams.values()) open.set(x.id, x.startNs);
+    }
+    this.closed = true;
+    this.release();
+    return open;
+  }
+
   /** Bytes held: header blocks in pieces and the HPACK dynamic tables. */
   get bufferedBytes(): number {
     let n = 0;
@@ -510,7 +542,7 @@ export class H2Conn {
       dataEnd: (id, n, endStream, ts) => this.dataEnd(w, id, n, endStream, ts),
       headers: (id, endStream, b, s, e, startTs, ts, promise) =>
         this.headers(w, id, endStream, b, s, e, startTs, ts, promise),
-      rst: (id, code, ts) => this.rst(id, code, ts),
+      rst: (id, code, ts) => this.rst(w, id, code, ts),
       setting: (id, value) => this.setting(w, id, value),
       goaway: (last, code, ts) => this.goaway(w, last, code, ts),
       confirm: () => {
@@ -674,10 +706,10 @@ export class H2Conn {
       else if (f.status > 0) this.reqDir = this.other(w).dir;
       else return;
     }
-    if (w.dir !== this.reqDir) this.response(id, endStream, f, broken, ts);
+    if (w.dir !== this.reqDir) this.response(id, endStream, f, broken, ts, w.reader.frameEnd);
     else if (this.stream(id) !== undefined || w.reader.trusted || (f.pseudo && !broken)) {
       // where reading just resumed, only a block that shows a request opens a call
-      this.request(id, endStream, f, broken, startTs, ts);
+      this.request(id, endStream, f, broken, startTs, ts, w.reader.blockSeq);
     }
   }
 
@@ -688,6 +720,7 @@ export class H2Conn {
     broken: boolean,
     startTs: bigint,
     ts: bigint,
+    seq: number,
   ): void {
     if (id % 2 === 0) return; // clients open odd streams
     const old = this.stream(id);
@@ -708,6 +741,7 @@ export class H2Conn {
     this.unseen += (id - last) / 2 - 1;
     this.maxClientStream = id;
     const x = new Stream(id, startTs);
+    x.reqSeq = seq;
     const unsure = broken || f.unknown;
     x.method = f.method;
     x.path = f.path;
@@ -730,10 +764,18 @@ export class H2Conn {
     this.streams.set(id, x);
   }
 
-  private response(id: number, endStream: boolean, f: Fields, broken: boolean, ts: bigint): void {
+  private response(
+    id: number,
+    endStream: boolean,
+    f: Fields,
+    broken: boolean,
+    ts: bigint,
+    seq: number,
+  ): void {
     const x = this.stream(id);
     if (!x) return;
     x.lastNs = ts;
+    x.respEndSeq = seq;
     if (broken) x.truncated = true;
     if (!x.respFinal) {
       if (f.status >= 200 || (f.status === 0 && (broken || f.unknown))) {
@@ -778,14 +820,16 @@ export class H2Conn {
       if (endStream) x.reqEnded = true;
     } else {
       x.respBytes += n;
+      x.respEndSeq = w.reader.frameEnd;
       if (endStream) x.respEnded = true;
     }
     if (endStream) this.settle(x, ts);
   }
 
-  private rst(id: number, code: number, ts: bigint): void {
+  private rst(w: Way, id: number, code: number, ts: bigint): void {
     const x = this.stream(id);
     if (!x) return;
+    if (w.dir !== this.reqDir) x.respEndSeq = w.reader.frameEnd;
     x.errorCode = code;
     x.resetStatus = resetStatus(code);
     // a server may cut the request short with NO_ERROR once its response is complete (8.1)
@@ -885,6 +929,8 @@ export class H2Conn {
       contentType: x.contentType,
       errorCode: x.errorCode,
       truncated: x.truncated || (grpc && (x.req.lost || x.resp.lost)),
+      reqSeq: x.reqSeq,
+      respEndSeq: x.respEndSeq,
     };
     if (grpc && x.req.sizes) call.requestSizes = x.req.sizes;
     if (grpc && x.resp.sizes) call.responseSizes = x.resp.sizes;

@@ -185,6 +185,16 @@ export class FrameReader {
   private confirmed = false;
   /** reading started at the connection's start */
   private fromStart = false;
+  /**
+   * TCP sequence numbers (u32), -1 where not known: of the header block's first frame, and just
+   * past the last frame that ended. They place a call at the other end of the pod's own
+   * connection (a mirrored server end's stamps).
+   */
+  blockSeq = -1;
+  frameEnd = -1;
+  /** ... of the frame being read, and of the chunk's first byte */
+  private frameSeq = -1;
+  private seq0 = -1;
   // the chunk being read
   private ts = 0n;
   private h = 0;
@@ -250,6 +260,7 @@ export class FrameReader {
     this.t = t;
     this.len = len;
     this.ts = c.ts;
+    this.seq0 = c.seq === undefined || len !== c.len ? -1 : (c.seq - len) >>> 0;
     if (this.state === LOST) {
       if (plausibleStart(c, this.syncMaxFrame) < 0) return;
       this.startFrames(false);
@@ -298,6 +309,7 @@ export class FrameReader {
   private header(c: Chunk, pos: number): number {
     if (!this.locate(c, pos)) return this.lose(false);
     const b = this.bytes, i = this.at, end = this.atEnd;
+    if (this.hdrLen === 0) this.frameSeq = this.seq0 < 0 ? -1 : (this.seq0 + pos) >>> 0;
     if (this.hdrLen === 0 && end - i >= FRAME_HEADER) {
       this.begin(b, i); // read where it lies: most headers are not split
       return this.reading ? pos + FRAME_HEADER : this.len;
@@ -340,6 +352,7 @@ export class FrameReader {
       this.blockEnd = (flags & END_STREAM) !== 0 && type === HEADERS;
       this.blockPromise = type === PUSH_PROMISE;
       this.blockTs = this.ts;
+      this.blockSeq = this.frameSeq;
     } else {
       this.lead = 0;
     }
@@ -433,6 +446,7 @@ export class FrameReader {
   private end(): void {
     this.state = HEADER;
     const ts = this.ts, type = this.type;
+    this.frameEnd = this.frameSeq < 0 ? -1 : (this.frameSeq + FRAME_HEADER + this.length) >>> 0;
     if (type === DATA) {
       const endStream = (this.flags & END_STREAM) !== 0;
       this.sink.dataEnd(this.stream, this.contentEnd - this.lead, endStream, ts);

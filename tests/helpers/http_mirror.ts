@@ -3,12 +3,15 @@
 import type { Child } from "./process.ts";
 
 /**
- * Requests whose server end did not frame them itself: its client end reported them from its own
- * framing with the server end's times, and those whose times were gone. Zeros without the line.
+ * Requests (HTTP/1) or calls (HTTP/2) whose server end did not frame them itself: its client end
+ * reported them from its own framing with the server end's times, and those whose times were
+ * gone. Zeros without the line.
  */
-export function mirrored(kupod: Child): { reported: number; lost: number } {
+export function mirrored(kupod: Child, http2 = false): { reported: number; lost: number } {
   const m = kupod.stderr.join("\n").match(
-    /(\d+) requests of the pod's own connections .* (\d+) lost/,
+    http2
+      ? /(\d+) HTTP\/2 calls of the pod's own connections [^;\n]*? (\d+) lost/
+      : /(\d+) requests of the pod's own connections [^;\n]*? (\d+) lost/,
   );
   return { reported: Number(m?.[1] ?? 0), lost: Number(m?.[2] ?? 0) };
 }
