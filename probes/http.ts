@@ -343,8 +343,8 @@ export class HttpProbe implements Probe {
       } else {
         // framed at the server end before the join: finished there, or handed over open
         start = m.open.get(c.streamId);
-        if (start === undefined) continue;
-        m.open.delete(c.streamId);
+        if (start !== undefined) m.open.delete(c.streamId);
+        else if (c.reqSeq >= 0) continue;
       }
       const end = c.respEndSeq >= 0 ? stamps?.writeAt((c.respEndSeq - 1) >>> 0) : c.endNs;
       if (start === undefined || end === undefined) {
