@@ -665,30 +665,32 @@ static __always_inline void pair_open(struct sock *sk, struct http_sock *hs)
 }
 
 /*
- * An HTTP/2 connection of the pod with itself, after one of its calls was
- * copied. Its client end (its connect() was seen, or user space found it
- * writing requests) makes the pair's entry; the server end, at its next call,
- * joins: it stops copying, user space frames the client end's bytes for both
- * and places each call at this end by the stamps of its reads and writes.
- * Unlike HTTP/1 the join needs no boundary: user space knows each stream the
- * server end framed before, and frames the rest.
+ * An HTTP/2 connection of the pod with itself, where one of its writes begins.
+ * Its client end (its connect() was seen, or user space found it writing
+ * requests) makes the pair's entry; the server end, at a write once the entry
+ * is there, joins: from that write on it copies nothing, user space frames the
+ * client end's bytes for both ends and places each call at this end by the
+ * stamps of its reads and writes. Unlike HTTP/1 the join needs no message
+ * boundary: user space knows which streams the server end framed before. Here
+ * rather than in on_data, whose verification its branches would multiply.
  */
-static __always_inline void h2_pair(struct sock *sk, struct http_sock *hs, __u64 now)
+static __always_inline void h2_pair(struct sock *sk, struct http_sock *hs)
 {
 	struct http2_join_event *e;
 	struct pair_key k = {};
 	struct http_pair *p;
-	__u64 id = (__u64)sk, old;
+	__u64 id = (__u64)sk, old, now;
+	__u32 seq;
 
+	/* its key as a client end, kept: the server end's is the same turned around */
 	if (hs->pair == PAIR_UNKNOWN)
-		hs->pair = pair_key_of(sk, true, &k) ? PAIR_CANDIDATE : PAIR_NO;
+		hs->pair = pair_key_of(sk, true, &hs->h1.pk) ? PAIR_CANDIDATE : PAIR_NO;
 	if (hs->pair != PAIR_CANDIDATE)
 		return;
 	if (hs->connected || bpf_map_lookup_elem(&h2_clients, &id)) {
 		if (!hs->connected)
 			bpf_map_delete_elem(&h2_clients, &id);
-		if (!pair_key_of(sk, true, &hs->h1.pk) ||
-		    bpf_map_update_elem(&http_pairs, &hs->h1.pk, &empty_pair, BPF_NOEXIST)) {
+		if (bpf_map_update_elem(&http_pairs, &hs->h1.pk, &empty_pair, BPF_NOEXIST)) {
 			hs->pair = PAIR_NO;
 			return;
 		}
@@ -702,8 +704,11 @@ static __always_inline void h2_pair(struct sock *sk, struct http_sock *hs, __u64
 		hs->pair = PAIR_CLIENT;
 		return;
 	}
-	if (!pair_key_of(sk, false, &k))
-		return;
+	k.netns = hs->h1.pk.netns;
+	k.cport = hs->h1.pk.sport;
+	k.sport = hs->h1.pk.cport;
+	k.caddr = hs->h1.pk.saddr;
+	k.saddr = hs->h1.pk.caddr;
 	p = bpf_map_lookup_elem(&http_pairs, &k);
 	if (!p || !(p->flags & PAIR_H2) || p->client_sock == id)
 		return;
@@ -716,6 +721,8 @@ static __always_inline void h2_pair(struct sock *sk, struct http_sock *hs, __u64
 		hs->pair = PAIR_NO;
 		return;
 	}
+	now = bpf_ktime_get_ns();
+	seq = seq_after(sk, HTTP_DIR_SENT);
 	p->server_sock = id;
 	hs->h1.pk = k;
 	hs->pair = PAIR_SERVER;
@@ -723,11 +730,14 @@ static __always_inline void h2_pair(struct sock *sk, struct http_sock *hs, __u64
 	e->sock_id = id;
 	e->kind = HTTP_RECORD_JOIN;
 	e->pad[0] = e->pad[1] = e->pad[2] = 0;
-	e->since[HTTP_DIR_SENT] = seq_after(sk, HTTP_DIR_SENT);
+	e->since[HTTP_DIR_SENT] = seq;
 	e->since[HTTP_DIR_RECEIVED] = seq_after(sk, HTTP_DIR_RECEIVED);
 	e->pad2 = 0;
 	e->client_sock = p->client_sock;
 	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	/* this write: stamped before any of it is queued, not copied (on_data sees PAIR_SERVER) */
+	pair_stamp(p, id, HTTP_DIR_SENT, seq, 0, now, false);
+	hs->last_dir = HTTP_DIR_SENT + 1;
 }
 
 /* Nothing framed or pending in either direction: the next byte starts a request. */
@@ -863,8 +873,6 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	if (limit > HTTP_HEAD_MAX)
 		limit = HTTP_HEAD_MAX;
 	event_output(s, sizeof(s->e) + HTTP_TAIL + limit, now);
-	if (mirror_pairs && hs->verdict == VERDICT_H2 && hs->pair != PAIR_CLIENT)
-		h2_pair(sk, hs, now);
 	return 0;
 }
 
@@ -908,6 +916,11 @@ int BPF_PROG(kupod_http_send_start, struct sock *sk)
 				   false);
 		hs->last_dir = HTTP_DIR_SENT + 1;
 		return 0;
+	}
+	if (mirror_pairs && hs->verdict == VERDICT_H2 && hs->pair != PAIR_CLIENT) {
+		h2_pair(sk, hs);
+		if (hs->pair == PAIR_SERVER)
+			return 0;
 	}
 	if (hs->send_ns)
 		return 0;

@@ -96,22 +96,24 @@ static __always_inline __u32 fold6(const __u32 *a)
 /*
  * The pair key of a loopback socket (false: not loopback, or not TCP over IP).
  * `client`: the socket is the client end (its local address is the client's).
+ * Read with probe reads, not BTF loads: the verifier resolves each BTF load of
+ * every path it walks by name in the kernel's BTF, which made loading slow.
  */
-static __always_inline bool pair_key_of(const struct sock *sk, bool client, struct pair_key *k)
+static __noinline bool pair_key_of(const struct sock *sk, bool client, struct pair_key *k)
 {
-	__u16 family = sk->__sk_common.skc_family;
-	__u32 local, remote;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	__u32 local, remote, l[4], r[4];
 
 	if (family == AF_INET) {
-		local = sk->__sk_common.skc_rcv_saddr;
-		remote = sk->__sk_common.skc_daddr;
+		local = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
+		remote = BPF_CORE_READ(sk, __sk_common.skc_daddr);
 		/* 127.0.0.0/8, or the pod's own address on both ends */
 		if ((remote & 0xff) != 127 && remote != local)
 			return false;
 	} else if (family == AF_INET6) {
-		const __u32 *l = sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr32;
-		const __u32 *r = sk->__sk_common.skc_v6_daddr.in6_u.u6_addr32;
-
+		if (BPF_CORE_READ_INTO(&l, sk, __sk_common.skc_v6_rcv_saddr) ||
+		    BPF_CORE_READ_INTO(&r, sk, __sk_common.skc_v6_daddr))
+			return false;
 		if (!r[0] && !r[1] && r[2] == bpf_htonl(0xffff)) {
 			/*
 			 * A dual-stack socket on IPv4 (::ffff:a.b.c.d): its peer may be an
@@ -131,15 +133,15 @@ static __always_inline bool pair_key_of(const struct sock *sk, bool client, stru
 	} else {
 		return false;
 	}
-	k->netns = sk->__sk_common.skc_net.net->ns.inum;
+	k->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	if (client) {
-		k->cport = sk->__sk_common.skc_num;
-		k->sport = bpf_ntohs(sk->__sk_common.skc_dport);
+		k->cport = BPF_CORE_READ(sk, __sk_common.skc_num);
+		k->sport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 		k->caddr = local;
 		k->saddr = remote;
 	} else {
-		k->cport = bpf_ntohs(sk->__sk_common.skc_dport);
-		k->sport = sk->__sk_common.skc_num;
+		k->cport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+		k->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 		k->caddr = remote;
 		k->saddr = local;
 	}

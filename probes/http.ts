@@ -111,12 +111,15 @@ interface Conn {
 /**
  * An HTTP/2 server end from its join on (bpf/http.bpf.c, h2_pair): calls whose request it read
  * from `since[DIR_RECEIVED]` on are placed by its stamps; those it had framed and not finished
- * began at `open` (by stream id), the rest it reported itself.
+ * began at `open` (by stream id), the others up to `maxStream` it reported itself.
  */
 interface H2Mirror {
   server: Conn;
   since: [number, number];
   open: Map<number, bigint>;
+  maxStream: number;
+  /** The client end's ranges of skipped streams counted for the server end so far. */
+  skipsCounted: number;
 }
 
 export class HttpProbe implements Probe {
@@ -262,9 +265,9 @@ export class HttpProbe implements Probe {
       }
       if (seqEnd !== 0) chunk.seq = seqEnd;
       this.#reportCalls(conn, h2.push(chunk));
-      // a mirrored server end's calls are those its client end framed: unseen at both ends
       const unseen = h2.takeUnseen();
-      if (unseen) this.#grpcStats.addUnseen(conn.h2mirror ? 2 * unseen : unseen);
+      if (unseen) this.#grpcStats.addUnseen(unseen);
+      if (conn.h2mirror) this.#mirroredUnseen(h2, conn.h2mirror);
       if (!conn.marked && this.#mirrorPairs && h2.clientEnd) this.#markClient(conn, h2);
     } else if (conn.parser) this.#report(conn, this.#mirrored(conn, conn.parser.h1.push(chunk)));
   }
@@ -291,14 +294,15 @@ export class HttpProbe implements Probe {
   #join(view: DataView, at: number): void {
     const server = this.#conns.get(sockKey(view, at + J.sock_id.offset));
     const client = this.#conns.get(sockKey(view, at + J.client_sock.offset));
-    const open = server?.parser?.h2?.handOver() ?? new Map<number, bigint>();
+    const { open, maxStream } = server?.parser?.h2?.handOver() ??
+      { open: new Map<number, bigint>(), maxStream: 0 };
     if (server) {
       server.parser = undefined;
       server.mirrors = true;
     }
     if (!server || !client?.parser?.h2 || client.parser.h2.notH2) {
       // neither end can report what the server end does from here on
-      this.#counts.h2Lost += open.size;
+      this.#h2Lost(open.size);
       this.#h2Unframed++;
       return;
     }
@@ -309,7 +313,18 @@ export class HttpProbe implements Probe {
         view.getUint32(at + J.since.offset + 4 * DIR_RECEIVED, true),
       ],
       open,
+      maxStream,
+      skipsCounted: 0,
     };
+    // streams its client end skipped so far that the server end did not frame either
+    this.#mirroredUnseen(client.parser.h2, client.h2mirror);
+  }
+
+  /** The server end's share of the streams its client end skipped: those above its own. */
+  #mirroredUnseen(h2: H2Conn, m: H2Mirror): void {
+    const { n, next } = h2.skippedAbove(m.skipsCounted, m.maxStream);
+    m.skipsCounted = next;
+    if (n) this.#grpcStats.addUnseen(n);
   }
 
   /**
@@ -344,11 +359,11 @@ export class HttpProbe implements Probe {
         // framed at the server end before the join: finished there, or handed over open
         start = m.open.get(c.streamId);
         if (start !== undefined) m.open.delete(c.streamId);
-        else if (c.reqSeq >= 0) continue;
+        else if (c.streamId <= m.maxStream) continue;
       }
       const end = c.respEndSeq >= 0 ? stamps?.writeAt((c.respEndSeq - 1) >>> 0) : c.endNs;
       if (start === undefined || end === undefined) {
-        this.#counts.h2Lost++;
+        this.#h2Lost(1);
         continue;
       }
       out.push({ ...c, side: "server", startNs: start, endNs: end > start ? end : start });
@@ -356,6 +371,16 @@ export class HttpProbe implements Probe {
     if (out.length === 0) return;
     this.#counts.h2Mirrored += out.length;
     this.#reportCalls(m.server, out);
+  }
+
+  /**
+   * Calls of a mirrored HTTP/2 server end that cannot be reported (their stamps are gone): in the
+   * closing line, and counted with the calls no framing saw, so every call is reported or counted.
+   */
+  #h2Lost(n: number): void {
+    if (!n) return;
+    this.#counts.h2Lost += n;
+    this.#grpcStats.addUnseen(n);
   }
 
   /**
@@ -415,7 +440,7 @@ export class HttpProbe implements Probe {
     if (conn.mirror) this.#stamps.delete(sockKeyOf(conn.mirror.peer.sock));
     if (conn.h2mirror) {
       // calls the server end had open at its join and the client end never finished
-      this.#counts.h2Lost += conn.h2mirror.open.size;
+      this.#h2Lost(conn.h2mirror.open.size);
       this.#stamps.delete(sockKeyOf(conn.h2mirror.server.sockId));
       conn.h2mirror = undefined;
     }

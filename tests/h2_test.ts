@@ -1030,9 +1030,22 @@ Deno.test("h2: a server end handing over keeps when its open calls began and rep
     ),
   ]);
   assertEquals(lines(done), ["1 POST /c.D/E 200/0 1/1 6/6 unary complete"]);
-  assertEquals([...conn.handOver()], [[3, 2n]]);
+  const { open, maxStream } = conn.handOver();
+  assertEquals([[...open], maxStream], [[[3, 2n]], 3]);
   assertEquals(conn.push(full("in", 4, data(3, msg(1), { end: true }))), []);
   assertEquals(conn.close(5n), []);
+});
+
+Deno.test("h2: the streams a client skipped, above a server end's own, by range", () => {
+  const ce = new Encoder();
+  const conn = new H2Conn({ side: "client" });
+  const req = (id: number) => headers(id, ce.block(grpcRequest("/c.D/E")), { end: true });
+  feed(conn, [full("out", 1, PREFACE, settings(), req(1), req(7), req(9), req(15))]);
+  assertEquals(conn.takeUnseen(), 4); // 3, 5, 11, 13; nothing between 7 and 9
+  assertEquals(conn.skippedAbove(0, 4), { n: 3, next: 2 }); // 5, 11, 13
+  assertEquals(conn.skippedAbove(0, 13), { n: 0, next: 2 });
+  feed(conn, [full("out", 2, req(19))]);
+  assertEquals(conn.skippedAbove(2, 0), { n: 1, next: 3 }); // 17: only the new range
 });
 
 Deno.test("h2: plain HTTP/2 requests", () => {

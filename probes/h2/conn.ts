@@ -123,6 +123,8 @@ const NO_CALLS: H2Call[] = [];
 
 /** Streams open at once; beyond, the oldest is reported as closed. */
 const MAX_STREAMS = 1024;
+/** Ranges of skipped stream ids kept (a mirrored server end's unseen calls, see skippedAbove). */
+const SKIP_RANGES = 256;
 /** Chunks without framing, or bytes, before the bytes are confirmed to be HTTP/2; beyond,
  * the connection is given up. */
 const UNSYNCED_LIMIT = 16;
@@ -445,6 +447,10 @@ export class H2Conn {
   private maxClientStream = 0;
   /** requests opened in bytes that were not captured, not yet taken (takeUnseen) */
   private unseen = 0;
+  /** The skipped streams' ids by range (first and last, odd), the newest SKIP_RANGES kept. */
+  private readonly skips: number[] = [];
+  /** Ranges recorded so far (the first kept is number skipsMade - skips.length / 2). */
+  private skipsMade = 0;
   private out: H2Call[] = [];
   private readonly fields = new Fields();
 
@@ -475,6 +481,24 @@ export class H2Conn {
     return this.reqDir === "out";
   }
 
+  /**
+   * Streams skipped with ids above `above`, in the ranges recorded from the `from`-th on (those
+   * already dropped count as none); `next` is where the next such count starts. A mirrored
+   * server end's calls beyond those it framed itself are its client end's, unseen ones too.
+   */
+  skippedAbove(from: number, above: number): { n: number; next: number } {
+    let n = 0;
+    const first = this.skipsMade - this.skips.length / 2;
+    for (let r = Math.max(from, first); r < this.skipsMade; r++) {
+      // ids are odd, two apart; hi is one of them
+      let lo = Math.max(this.skips[2 * (r - first)], above + 1);
+      if (lo % 2 === 0) lo++;
+      const hi = this.skips[2 * (r - first) + 1];
+      if (hi >= lo) n += (hi - lo) / 2 + 1;
+    }
+    return { n, next: this.skipsMade };
+  }
+
   /** It was seen from its preface. */
   get fromPreface(): boolean {
     return this.fromStart;
@@ -482,16 +506,18 @@ export class H2Conn {
 
   /**
    * The rest of the connection is framed at its other end (a mirrored server end, see
-   * probes/http.ts): this one stops, and hands over when each call still open began, by stream.
+   * probes/http.ts): this one stops, and hands over when each call still open began, by stream,
+   * and the highest stream it framed a request of (a higher one was never framed here).
    */
-  handOver(): Map<number, bigint> {
+  handOver(): { open: Map<number, bigint>; maxStream: number } {
     const open = new Map<number, bigint>();
     if (!this.gaveUp && !this.closed) {
       for (const x of this.streams.values()) open.set(x.id, x.startNs);
     }
+    const maxStream = this.gaveUp ? 0 : this.maxClientStream;
     this.closed = true;
     this.release();
-    return open;
+    return { open, maxStream };
   }
 
   /** Bytes held: header blocks in pieces and the HPACK dynamic tables. */
@@ -738,7 +764,12 @@ export class H2Conn {
     if (f.status > 0 && f.method === "" && !f.pathSeen) return; // a response: sides mistaken
     // the first id of a connection seen from its preface is 1; joined midway, any
     const last = this.maxClientStream || (this.fromStart ? -1 : id - 2);
-    this.unseen += (id - last) / 2 - 1;
+    if (id - last > 2) {
+      this.unseen += (id - last) / 2 - 1;
+      if (this.skips.length === 2 * SKIP_RANGES) this.skips.splice(0, 2);
+      this.skips.push(last + 2, id - 2);
+      this.skipsMade++;
+    }
     this.maxClientStream = id;
     const x = new Stream(id, startTs);
     x.reqSeq = seq;
