@@ -320,10 +320,14 @@ export class HttpProbe implements Probe {
     this.#mirroredUnseen(client.parser.h2, client.h2mirror);
   }
 
-  /** The server end's share of the streams its client end skipped: those above its own. */
+  /**
+   * The server end's share of the streams its client end skipped: those above its own. Runs
+   * after every record of the client end; new ranges are rare.
+   */
   #mirroredUnseen(h2: H2Conn, m: H2Mirror): void {
-    const { n, next } = h2.skippedAbove(m.skipsCounted, m.maxStream);
-    m.skipsCounted = next;
+    if (m.skipsCounted === h2.skipRanges) return;
+    const n = h2.skippedAbove(m.skipsCounted, m.maxStream);
+    m.skipsCounted = h2.skipRanges;
     if (n) this.#grpcStats.addUnseen(n);
   }
 

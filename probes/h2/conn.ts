@@ -481,12 +481,17 @@ export class H2Conn {
     return this.reqDir === "out";
   }
 
+  /** Ranges of skipped streams recorded so far (see skippedAbove). */
+  get skipRanges(): number {
+    return this.skipsMade;
+  }
+
   /**
    * Streams skipped with ids above `above`, in the ranges recorded from the `from`-th on (those
-   * already dropped count as none); `next` is where the next such count starts. A mirrored
-   * server end's calls beyond those it framed itself are its client end's, unseen ones too.
+   * already dropped count as none). A mirrored server end's calls beyond those it framed itself
+   * are its client end's, unseen ones too.
    */
-  skippedAbove(from: number, above: number): { n: number; next: number } {
+  skippedAbove(from: number, above: number): number {
     let n = 0;
     const first = this.skipsMade - this.skips.length / 2;
     for (let r = Math.max(from, first); r < this.skipsMade; r++) {
@@ -496,7 +501,7 @@ export class H2Conn {
       const hi = this.skips[2 * (r - first) + 1];
       if (hi >= lo) n += (hi - lo) / 2 + 1;
     }
-    return { n, next: this.skipsMade };
+    return n;
   }
 
   /** It was seen from its preface. */
