@@ -504,17 +504,75 @@ static __always_inline void sidecar_read(__u64 now)
 }
 
 /*
- * A sidecar thread that has read a request at *read_at writes on socket `sk`:
- * if `sk` is one of the sidecars' upstream connections, the request leaves
- * the sidecar now. The slot is found from the socket's own endpoints, so the
- * write needs no connection state.
+ * sk_user_data's flag of a socket in a sockmap/sockhash (include/net/sock.h,
+ * Linux 5.19+): its sends may be redirected to the peer socket, which moves
+ * no write_seq.
  */
-static __always_inline bool sidecar_sent(struct sock *sk, __u64 read_at)
+#define SK_USER_DATA_PSOCK 4UL
+
+static __always_inline bool psock_of(struct sock *sk)
+{
+	return (unsigned long)sk->sk_user_data & SK_USER_DATA_PSOCK;
+}
+
+/*
+ * One forward timed: the sidecar's histograms, and its event (--verbose),
+ * told from socket `sk` with state `c` (NULL: no event).
+ */
+static __noinline void sidecar_timed(struct sock *sk, struct conn *c, struct upstream *u,
+				     __u32 service, __u64 to_service)
+{
+	struct sidecar_stats *s = bpf_map_lookup_elem(&sidecar_stats, &u->sidecar);
+	struct sock_event *e;
+
+	if (s) {
+		hist_add(&s->process_ns, u->process_ns);
+		hist_add(&s->to_service_ns, to_service);
+	}
+	if (!timing_events || !c)
+		return;
+	e = conn_event(SOCK_EVENT_SIDECAR, sk, c);
+	if (!e)
+		return;
+	e->process_ns = u->process_ns;
+	e->to_service_ns = to_service;
+	e->peer_container = service;
+	e->container = u->sidecar;
+	event_submit(e);
+}
+
+/*
+ * Where the service read bytes of the write of `sent` bytes that has just
+ * returned on `sk` before it returned; 0 if it did not (or the write is taken
+ * where it begins: `sent` 0).
+ */
+static __always_inline __u64 read_before_return(struct sock *sk, struct upstream *u,
+						__u64 read_at, __u64 sent)
+{
+	__u64 early = sent ? u->early_ns : 0;
+	struct tcp_sock *tp;
+
+	if (early < read_at)
+		return 0;
+	if (psock_of(sk))
+		return early; /* redirected: no sequence numbers, the read's time decides */
+	tp = bpf_skc_to_tcp_sock(sk);
+	return tp && (__s32)(u->early_seq - (tp->write_seq - (__u32)sent)) > 0 ? early : 0;
+}
+
+/*
+ * A sidecar thread that has read a request at `read_at` writes on socket `sk`
+ * (`sent` bytes, if the write is taken where it returned): if `sk` is one of
+ * the sidecars' upstream connections, the request leaves the sidecar now. The
+ * slot is found from the socket's own endpoints, so the write needs no
+ * connection state.
+ */
+static __always_inline bool sidecar_sent(struct sock *sk, __u64 read_at, __u64 sent)
 {
 	struct upstream *u;
 	struct flow f;
+	__u64 now, early;
 	__u32 slot;
-	__u64 now;
 
 	if (!flow_of_sock(sk, &f))
 		return false;
@@ -523,7 +581,22 @@ static __always_inline bool sidecar_sent(struct sock *sk, __u64 read_at)
 		return false;
 	now = bpf_ktime_get_boot_ns();
 	u->process_ns = now - read_at;
-	u->written_ns = now;
+	/*
+	 * Publish, then look for a read that came first; the service publishes
+	 * its read, then looks for a forward (read_early()). Both exchanges are
+	 * full barriers: at least one side sees the other, and the forward goes
+	 * to whichever takes written_ns from `now` back to 0.
+	 */
+	__sync_lock_test_and_set(&u->written_ns, now);
+	early = read_before_return(sk, u, read_at, sent);
+	if (!early)
+		return true;
+	u->early_ns = 0;
+	if (__sync_val_compare_and_swap(&u->written_ns, now, 0) == now) {
+		/* the write began before that read, where is unknown: its share goes to the sidecar */
+		u->process_ns = early - read_at;
+		sidecar_timed(sk, conn_of(sk), u, u->service, 0);
+	}
 	return true;
 }
 
@@ -536,44 +609,43 @@ static __noinline void find_upstream(struct conn *c)
 	c->upstream = c->up_slot == UPSTREAM_NO_SLOT ? UPSTREAM_NONE : UPSTREAM_SIDECAR;
 }
 
-/* One request's sidecar timing on the ring (--verbose). */
-static __noinline void timing_event(struct sock *sk, struct conn *c, struct upstream *u,
-				    __u64 to_service)
+/*
+ * A service read with no forward to take: kept for a write that has not
+ * returned yet. Returns a forward published meanwhile (sidecar_sent()), 0 if none.
+ */
+static __noinline __u64 read_early(struct sock *sk, struct conn *c, struct upstream *u, __u64 now)
 {
-	struct sock_event *e = conn_event(SOCK_EVENT_SIDECAR, sk, c);
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 
-	if (!e)
-		return;
-	e->process_ns = u->process_ns;
-	e->to_service_ns = to_service;
-	e->peer_container = c->container;
-	e->container = u->sidecar;
-	event_submit(e);
+	if (!tp)
+		return 0;
+	u->early_seq = tp->copied_seq;
+	u->service = c->container;
+	__sync_lock_test_and_set(&u->early_ns, now);
+	return __sync_lock_test_and_set(&u->written_ns, 0);
 }
 
 /* A service reads a request on `c`: if a sidecar forwarded it, count both durations. */
 static __always_inline void service_received(struct sock *sk, struct conn *c, __u64 now)
 {
-	struct sidecar_stats *s;
+	__u64 to_service, written;
 	struct upstream *u;
-	__u64 to_service;
 
 	if (c->upstream == UPSTREAM_NONE)
 		return;
 	if (c->upstream == UPSTREAM_UNKNOWN)
 		find_upstream(c);
 	u = upstream_at(c->up_slot, c->up_tag);
-	if (!u || !u->written_ns)
+	if (!u)
 		return;
-	to_service = now - u->written_ns;
-	u->written_ns = 0;
-	s = bpf_map_lookup_elem(&sidecar_stats, &u->sidecar);
-	if (s) {
-		hist_add(&s->process_ns, u->process_ns);
-		hist_add(&s->to_service_ns, to_service);
-	}
-	if (timing_events)
-		timing_event(sk, c, u, to_service);
+	written = __sync_lock_test_and_set(&u->written_ns, 0);
+	if (!written)
+		written = read_early(sk, c, u, now);
+	if (!written)
+		return;
+	/* a forward published after this read began is timed as read at once */
+	to_service = now > written ? now - written : 0;
+	sidecar_timed(sk, c, u, c->container, to_service);
 }
 
 /* Whether a read or write of `ret` bytes on `sk` may concern the target. */
@@ -611,20 +683,13 @@ int BPF_PROG(kupod_recv, struct sock *sk, int ret, int flags)
  * a server that speaks first) and a sidecar's forward of a request it has
  * just read. Both are taken where the write begins (tcp_sendmsg_locked,
  * Linux 6.16+), which only TCP sends reach: over loopback the service can
- * read a forwarded request before the sidecar's write returns, and a
- * forward taken after it would come after the read that should close it.
+ * read a forwarded request before the sidecar's write returns.
  * sock_send_length (every socket's sends, after the fact) is attached only
- * where redirected sends are expected, or on older kernels.
+ * where redirected sends are expected, or on older kernels; a forward taken
+ * there finds the service's read that came first (read_before_return()).
  */
 /* kupod_send_start is attached: sock_send_length only counts redirected sends. */
 const volatile bool send_start = false;
-
-/*
- * sk_user_data's flag of a socket in a sockmap/sockhash (include/net/sock.h,
- * Linux 5.19+): its sends may be redirected to the peer socket, which moves
- * no write_seq.
- */
-#define SK_USER_DATA_PSOCK 4UL
 
 /* A send of a redirected socket: counted as the application wrote it. */
 static __noinline void psock_sent(struct sock *sk, int ret)
@@ -642,11 +707,11 @@ static __noinline void psock_sent(struct sock *sk, int ret)
 }
 
 /* A write on `sk`: the forward of a request this thread has just read, if `sk` is an upstream. */
-static __always_inline void sidecar_write(struct sock *sk)
+static __always_inline void sidecar_write(struct sock *sk, __u64 sent)
 {
 	__u64 *read_at = bpf_task_storage_get(&sidecar_reads, bpf_get_current_task_btf(), NULL, 0);
 
-	if (read_at && *read_at && sidecar_sent(sk, *read_at))
+	if (read_at && *read_at && sidecar_sent(sk, *read_at, sent))
 		*read_at = 0; /* the rest of the request's writes are not new requests */
 }
 
@@ -659,7 +724,7 @@ static __always_inline void write_begins(struct sock *sk, __u64 sent)
 		return;
 	if (tp->bytes_sent <= sent)
 		claim_conn(sk);
-	sidecar_write(sk);
+	sidecar_write(sk, sent);
 }
 
 /* Once per segment a TCP write fills. */
@@ -678,7 +743,7 @@ int BPF_PROG(kupod_send, struct sock *sk, int ret, int flags)
 
 	if (!target_data(sk, ret, flags))
 		return 0;
-	psock = (unsigned long)sk->sk_user_data & SK_USER_DATA_PSOCK;
+	psock = psock_of(sk);
 	if (psock)
 		psock_sent(sk, ret);
 	/* a redirected send does not pass tcp_sendmsg_locked */

@@ -23,6 +23,15 @@ struct upstream {
 	__u64 written_ns; /* 0: taken by the service */
 	__u64 process_ns;
 	__u32 sidecar;
+	/*
+	 * A read of the service that found no forward to take: where a write is
+	 * taken when it returns, the service may have read it before (loopback
+	 * delivers inside the send); the write, once returned, recognises its
+	 * own bytes by the service's copied_seq after that read.
+	 */
+	__u32 early_seq;
+	__u64 early_ns; /* 0: none */
+	__u32 service;  /* the container of that read */
 	__u32 pad;
 };
 
@@ -91,6 +100,7 @@ static __always_inline __u32 upstream_claim(__u64 tag, __u32 sidecar)
 			continue;
 		u->written_ns = 0;
 		u->process_ns = 0;
+		u->early_ns = 0;
 		u->sidecar = sidecar;
 		u->tag = tag;
 		return slot;

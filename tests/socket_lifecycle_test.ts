@@ -4,7 +4,6 @@
  * with the requests sent, phase times in order, one timing sample per request.
  */
 
-import { hasFeature } from "../bpf/preflight.ts";
 import { resolveVeth } from "../k8s/local.ts";
 import type { SidecarTimingEvent, TcpCloseEvent } from "../probes/events.ts";
 import { SocketProbe } from "../probes/socket.ts";
@@ -90,7 +89,6 @@ Deno.test("lifecycle: with upstream keep-alive every request is still timed once
   const url = await exporterUrl(kupod);
   const fresh = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: false });
   // enough requests that a service reading a forward before the sidecar's write returns shows
-  // (a forward taken when the write returned missed ~1 request in 500 here)
   const kept = await httpGet(pod.podIP, proxy.port, { count: MANY, keepAlive: true });
   const metrics = await (await fetch(`${url}/metrics`)).text();
   const evs = (await eventsAfter(kupod)) as unknown as { type: string; role?: string }[];
@@ -107,14 +105,7 @@ Deno.test("lifecycle: with upstream keep-alive every request is still timed once
     `\nkupod: ${kupod.stderr.filter((l) => !l.startsWith("[INFO]")).join(" | ").slice(-600)}` +
     `\nnginx: ${proxy.output().slice(-400)}`;
   assertEquals(statuses, { 200: N + MANY }, `statuses; ${why()}`);
-  if (hasFeature("tcp_send_start")) assertEquals(timings.length, N + MANY, `timings; ${why()}`);
-  else {
-    // forwards taken where the write returns (before Linux 6.16) miss ~1 request in 500
-    assert(
-      timings.length <= N + MANY && timings.length >= (N + MANY) * 0.99,
-      `timings; ${why()}`,
-    );
-  }
+  assertEquals(timings.length, N + MANY, `timings; ${why()}`);
   // one upstream connection carried all requests: the service accepted once
   assertEquals(accepts, 1, `service accepts; ${why()}`);
 });
@@ -159,5 +150,21 @@ Deno.test("lifecycle: writes taken where they return, as on kernels before 6.16,
     assertEquals(timed, [["nginx", N]], `${sendHook}: sidecar timings`);
     const service = probe.tcpStats().connections.filter((c) => c.container === "deno");
     assertEquals(service.map((c) => [c.direction, c.opened]), [["inbound", N]], sendHook);
+  }
+});
+
+Deno.test("lifecycle: writes taken where they return time every forward of a busy upstream connection once", async () => {
+  for (const sendHook of ["start", "returned"] as const) {
+    await using pod = await createTestPod({ upstreamKeepAlive: true });
+    const proxy = pod.container("proxy");
+    await using probe = SocketProbe.start(await resolveVeth(pod.hostVeth), {
+      event() {},
+      flush() {},
+    }, { openEvents: false, sendHook });
+    // over loopback the service often reads a forward before the sidecar's write returns
+    const run = await httpGet(pod.podIP, proxy.port, { count: MANY, keepAlive: true });
+    assertEquals(tally(run.replies.map((r) => r.status)), { 200: MANY }, sendHook);
+    const timed = probe.sidecarStats().sidecars.map((s) => [s.container, s.process.count]);
+    assertEquals(timed, [["nginx", MANY]], `${sendHook}: sidecar timings`);
   }
 });
