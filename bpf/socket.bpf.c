@@ -542,22 +542,19 @@ static __noinline void sidecar_timed(struct sock *sk, struct conn *c, struct ups
 }
 
 /*
- * Where the service read bytes of the write of `sent` bytes that has just
- * returned on `sk` before it returned; 0 if it did not (or the write is taken
- * where it begins: `sent` 0).
+ * Where the service read bytes of the forward `u` just published, before the
+ * write of `sent` bytes returned; 0 if it did not (or the write is taken where
+ * it begins: `sent` 0).
  */
-static __always_inline __u64 read_before_return(struct sock *sk, struct upstream *u,
-						__u64 read_at, __u64 sent)
+static __always_inline __u64 read_before_return(struct upstream *u, __u64 read_at, __u64 sent)
 {
 	__u64 early = sent ? u->early_ns : 0;
-	struct tcp_sock *tp;
 
 	if (early < read_at)
 		return 0;
-	if (psock_of(sk))
+	if (!u->seq_known)
 		return early; /* redirected: no sequence numbers, the read's time decides */
-	tp = bpf_skc_to_tcp_sock(sk);
-	return tp && (__s32)(u->early_seq - (tp->write_seq - (__u32)sent)) > 0 ? early : 0;
+	return (__s32)(u->early_seq - u->written_seq) > 0 ? early : 0;
 }
 
 /*
@@ -569,6 +566,7 @@ static __always_inline __u64 read_before_return(struct sock *sk, struct upstream
  */
 static __always_inline bool sidecar_sent(struct sock *sk, __u64 read_at, __u64 sent)
 {
+	struct tcp_sock *tp;
 	struct upstream *u;
 	struct flow f;
 	__u64 now, early;
@@ -580,15 +578,18 @@ static __always_inline bool sidecar_sent(struct sock *sk, __u64 read_at, __u64 s
 	if (!u)
 		return false;
 	now = bpf_ktime_get_boot_ns();
+	tp = psock_of(sk) ? NULL : bpf_skc_to_tcp_sock(sk);
+	u->written_seq = tp ? tp->write_seq - (__u32)sent : 0;
+	u->seq_known = tp != NULL;
 	u->process_ns = now - read_at;
 	/*
 	 * Publish, then look for a read that came first; the service publishes
-	 * its read, then looks for a forward (read_early()). Both exchanges are
+	 * its read, then looks for a forward (take_forward()). Both exchanges are
 	 * full barriers: at least one side sees the other, and the forward goes
 	 * to whichever takes written_ns from `now` back to 0.
 	 */
 	__sync_lock_test_and_set(&u->written_ns, now);
-	early = read_before_return(sk, u, read_at, sent);
+	early = read_before_return(u, read_at, sent);
 	if (!early)
 		return true;
 	u->early_ns = 0;
@@ -609,20 +610,38 @@ static __noinline void find_upstream(struct conn *c)
 	c->upstream = c->up_slot == UPSTREAM_NO_SLOT ? UPSTREAM_NONE : UPSTREAM_SIDECAR;
 }
 
+/* Whether the service's read up to `copied` took bytes of the forward in `u`. */
+static __always_inline bool took_bytes_of(struct upstream *u, __u32 copied)
+{
+	return !u->seq_known || (__s32)(copied - u->written_seq) > 0;
+}
+
 /*
- * A service read with no forward to take: kept for a write that has not
- * returned yet. Returns a forward published meanwhile (sidecar_sent()), 0 if none.
+ * A service read on the upstream connection of `u`: the forward it took
+ * (its time), or 0 if it took none. A read that finds none is kept for a
+ * write that has not returned yet (sidecar_sent()); then it looks again for
+ * one published meanwhile, as the sidecar looks for it after publishing.
  */
-static __noinline __u64 read_early(struct sock *sk, struct conn *c, struct upstream *u, __u64 now)
+static __noinline __u64 take_forward(struct sock *sk, struct conn *c, struct upstream *u, __u64 now)
 {
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	__u32 copied;
+	__u64 w;
 
 	if (!tp)
 		return 0;
-	u->early_seq = tp->copied_seq;
-	u->service = c->container;
-	__sync_lock_test_and_set(&u->early_ns, now);
-	return __sync_lock_test_and_set(&u->written_ns, 0);
+	copied = tp->copied_seq;
+	w = __sync_fetch_and_add(&u->written_ns, 0);
+	if (!w || !took_bytes_of(u, copied)) {
+		u->early_seq = copied;
+		u->service = c->container;
+		__sync_lock_test_and_set(&u->early_ns, now);
+		w = __sync_fetch_and_add(&u->written_ns, 0);
+		/* none, or the next request's while this read took the rest of the last one */
+		if (!w || !took_bytes_of(u, copied))
+			return 0;
+	}
+	return __sync_val_compare_and_swap(&u->written_ns, w, 0) == w ? w : 0;
 }
 
 /* A service reads a request on `c`: if a sidecar forwarded it, count both durations. */
@@ -638,9 +657,7 @@ static __always_inline void service_received(struct sock *sk, struct conn *c, __
 	u = upstream_at(c->up_slot, c->up_tag);
 	if (!u)
 		return;
-	written = __sync_lock_test_and_set(&u->written_ns, 0);
-	if (!written)
-		written = read_early(sk, c, u, now);
+	written = take_forward(sk, c, u, now);
 	if (!written)
 		return;
 	/* a forward published after this read began is timed as read at once */

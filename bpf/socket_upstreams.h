@@ -22,17 +22,21 @@ struct upstream {
 	__u64 tag;        /* upstream_tag() of the sidecar's flow; 0: a free slot */
 	__u64 written_ns; /* 0: taken by the service */
 	__u64 process_ns;
-	__u32 sidecar;
 	/*
 	 * A read of the service that found no forward to take: where a write is
 	 * taken when it returns, the service may have read it before (loopback
-	 * delivers inside the send); the write, once returned, recognises its
-	 * own bytes by the service's copied_seq after that read.
+	 * delivers inside the send). Each side tells its own bytes by sequence
+	 * number: the service's copied_seq after that read against the first
+	 * byte of the forward, where the sidecar's socket counts them (not a
+	 * redirected send's).
 	 */
-	__u32 early_seq;
 	__u64 early_ns; /* 0: none */
-	__u32 service;  /* the container of that read */
-	__u32 pad;
+	__u32 early_seq;
+	__u32 written_seq;
+	__u32 sidecar;
+	__u32 service; /* the container of the early read */
+	__u8 seq_known;
+	__u8 pad[7];
 };
 
 struct {
