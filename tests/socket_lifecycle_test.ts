@@ -126,14 +126,33 @@ Deno.test("lifecycle: a keep-alive connection's close counts its exchanges and e
   assertEquals(inbound[0].bytes_sent, run.bytesReceived, "what the client received");
 });
 
-Deno.test("lifecycle: writes taken where they return, as on kernels before 6.16, count the same", async () => {
-  for (const sendHook of ["start", "returned"] as const) {
-    await using pod = await createTestPod({ upstreamKeepAlive: false });
-    const proxy = pod.container("proxy");
-    await using probe = SocketProbe.start(await resolveVeth(pod.hostVeth), {
+/** A test pod with a socket probe on it, its writes taken where `sendHook` says. */
+async function probedPod(upstreamKeepAlive: boolean, sendHook: "start" | "returned") {
+  const pod = await createTestPod({ upstreamKeepAlive });
+  try {
+    const probe = SocketProbe.start(await resolveVeth(pod.hostVeth), {
       event() {},
       flush() {},
     }, { openEvents: false, sendHook });
+    return {
+      pod,
+      probe,
+      async [Symbol.asyncDispose]() {
+        await probe[Symbol.asyncDispose]();
+        await pod[Symbol.asyncDispose]();
+      },
+    };
+  } catch (e) {
+    await pod[Symbol.asyncDispose]();
+    throw e;
+  }
+}
+
+Deno.test("lifecycle: writes taken where they return, as on kernels before 6.16, count the same", async () => {
+  for (const sendHook of ["start", "returned"] as const) {
+    await using t = await probedPod(false, sendHook);
+    const { pod, probe } = t;
+    const proxy = pod.container("proxy");
     const run = await httpGet(pod.podIP, proxy.port, { count: N, keepAlive: true });
     // the kernel's counters take a connection's bytes at its close: wait for nginx's to close
     const inbound = () =>
@@ -155,12 +174,9 @@ Deno.test("lifecycle: writes taken where they return, as on kernels before 6.16,
 
 Deno.test("lifecycle: writes taken where they return time every forward of a busy upstream connection once", async () => {
   for (const sendHook of ["start", "returned"] as const) {
-    await using pod = await createTestPod({ upstreamKeepAlive: true });
+    await using t = await probedPod(true, sendHook);
+    const { pod, probe } = t;
     const proxy = pod.container("proxy");
-    await using probe = SocketProbe.start(await resolveVeth(pod.hostVeth), {
-      event() {},
-      flush() {},
-    }, { openEvents: false, sendHook });
     // over loopback the service often reads a forward before the sidecar's write returns
     const run = await httpGet(pod.podIP, proxy.port, { count: MANY, keepAlive: true });
     assertEquals(tally(run.replies.map((r) => r.status)), { 200: MANY }, sendHook);
