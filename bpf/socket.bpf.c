@@ -543,12 +543,11 @@ static __noinline void sidecar_timed(struct sock *sk, struct conn *c, struct ups
 
 /*
  * Where the service read bytes of the forward `u` just published, before the
- * write of `sent` bytes returned; 0 if it did not (or the write is taken where
- * it begins: `sent` 0).
+ * write that returned; 0 if it did not.
  */
-static __always_inline __u64 read_before_return(struct upstream *u, __u64 read_at, __u64 sent)
+static __always_inline __u64 read_before_return(struct upstream *u, __u64 read_at)
 {
-	__u64 early = sent ? u->early_ns : 0;
+	__u64 early = u->early_ns;
 
 	if (early < read_at)
 		return 0;
@@ -582,6 +581,11 @@ static __always_inline bool sidecar_sent(struct sock *sk, __u64 read_at, __u64 s
 	u->written_seq = tp ? tp->write_seq - (__u32)sent : 0;
 	u->seq_known = tp != NULL;
 	u->process_ns = now - read_at;
+	if (!sent) {
+		/* taken where the write begins: no byte of it is queued yet, no read came first */
+		u->written_ns = now;
+		return true;
+	}
 	/*
 	 * Publish, then look for a read that came first; the service publishes
 	 * its read, then looks for a forward (take_forward()). Both exchanges are
@@ -589,7 +593,7 @@ static __always_inline bool sidecar_sent(struct sock *sk, __u64 read_at, __u64 s
 	 * to whichever takes written_ns from `now` back to 0.
 	 */
 	__sync_lock_test_and_set(&u->written_ns, now);
-	early = read_before_return(u, read_at, sent);
+	early = read_before_return(u, read_at);
 	if (!early)
 		return true;
 	u->early_ns = 0;
@@ -631,7 +635,8 @@ static __noinline __u64 take_forward(struct sock *sk, struct conn *c, struct ups
 	if (!tp)
 		return 0;
 	copied = tp->copied_seq;
-	w = __sync_fetch_and_add(&u->written_ns, 0);
+	/* a plain load first: a forward missed here is looked for again below, after a barrier */
+	w = *(volatile __u64 *)&u->written_ns;
 	if (!w || !took_bytes_of(u, copied)) {
 		u->early_seq = copied;
 		u->service = c->container;
