@@ -839,6 +839,7 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	s->e.tail_len = 0;
 	s->e.first = 0;
 	s->e.cont = 0;
+	s->e.h2 = hs->verdict == VERDICT_H2;
 	/* HTTP/2 only: HTTP/1's calls inside a body are left out on purpose, not lost */
 	s->e.seq = hs->verdict == VERDICT_H2 ? seq_after(sk, dir) : 0;
 	if (!hs->announced)

@@ -49,7 +49,8 @@ struct http_event {
 	__u8 daddr[16];
 	char comm[16];
 	__u8 cont;        /* HTTP/2: continues the previous record's call (a piece of a long one) */
-	__u8 pad[3];
+	__u8 h2;          /* the kernel took the connection for HTTP/2 (its preface or whole frames) */
+	__u8 pad[2];
 };
 
 /* HTTP/1 messages framed in the kernel (bpf/http1_fast.h). */

@@ -254,7 +254,9 @@ export class HttpProbe implements Probe {
       cont: view.getUint8(at + L.cont.offset) !== 0,
     };
     if (conn.mirror) chunk.seq = view.getUint32(at + L.seq.offset, true);
-    conn.parser ??= chunk.head.length ? parserFor(chunk, this.#previewBytes) : undefined;
+    conn.parser ??= chunk.head.length
+      ? parserFor(chunk, this.#previewBytes, view.getUint8(at + L.h2.offset) !== 0)
+      : undefined;
     if (conn.parser?.h2) {
       const h2 = conn.parser.h2, seqEnd = view.getUint32(at + L.seq.offset, true);
       const hole = (conn.seq ??= new StreamSeq()).missing(received ? 0 : 1, seqEnd, len);
@@ -742,15 +744,18 @@ function ownConnection(saddr: string, daddr: string): boolean {
 }
 
 /**
- * The parser for a connection whose first captured call is `first`: HTTP/2 from its preface, or
- * from whole frames (a connection that was open before the capture began: its side is then
+ * The parser for a connection whose first captured call is `first`: HTTP/2 where the kernel
+ * took it for HTTP/2 (`h2`: it saw the preface or whole frames in some call), from its preface,
+ * or from whole frames (a connection that was open before the capture began: its side is then
  * decided by the first request, see H2Conn), or when it is a later piece of a long call (only
- * HTTP/2 calls are cut in pieces; the ring lost the first), else HTTP/1.x.
+ * HTTP/2 calls are cut in pieces; the ring lost the first), else HTTP/1.x. The kernel's verdict
+ * matters where the first call is a read: reads split frames anywhere, so a connection joined
+ * midway may first show bytes that start or end inside a frame.
  */
-export function parserFor(first: Chunk, previewMax: number): Parser {
+export function parserFor(first: Chunk, previewMax: number, h2 = false): Parser {
   const preface = PREFACE_START.every((b, i) => first.head[i] === b);
-  if (first.cont || preface || plausibleStart(first, DEFAULT_MAX_FRAME) >= 0) {
-    return { h2: new H2Conn() };
+  if (h2 || first.cont || preface || plausibleStart(first, DEFAULT_MAX_FRAME) >= 0) {
+    return { h2: new H2Conn({ known: h2 }) };
   }
   return { h1: new Http1Conn({ previewMax }) };
 }

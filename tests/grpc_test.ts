@@ -220,6 +220,21 @@ async function burstThroughProbe(
   N: number,
   opts: { ringBytes?: number; h2Pieces?: number; args?: string[] } = {},
 ) {
+  return await grpcThroughProbe(pod, async () => {
+    await using client = peer(pod, "proxy", ["burst", port, String(N), ...opts.args ?? []]);
+    await client.waitForLine(/^done$/);
+  }, opts);
+}
+
+/**
+ * The probe itself on `pod` while `traffic` runs, with the calls it reported, the count of calls
+ * it could not frame, the records its ring lost and the holes found in the byte streams.
+ */
+async function grpcThroughProbe(
+  pod: TestPod,
+  traffic: () => Promise<void>,
+  opts: { ringBytes?: number; h2Pieces?: number } = {},
+) {
   const events: GrpcEvent[] = [];
   let unseen = 0;
   const sink = {
@@ -237,13 +252,49 @@ async function burstThroughProbe(
     h2Pieces: opts.h2Pieces,
   });
   try {
-    await using client = peer(pod, "proxy", ["burst", port, String(N), ...opts.args ?? []]);
-    await client.waitForLine(/^done$/);
+    await traffic();
   } finally {
     await probe.stop();
   }
   return { events, unseen, lost: probe.stats().lost, holes: probe.holes };
 }
+
+Deno.test("grpc: a channel older than kupod first seen in a call longer than the kernel copies: HTTP/2 by the kernel's verdict, every call from there reported or counted", async () => {
+  {
+    await using pod = await createTestPod();
+    const { server, port } = await grpcServer(pod);
+    await using _server = server;
+    const K = 3, N = 20, FIRST = 256 * 1024;
+    // the first call after the start carries a message longer than the kernel copies of a call:
+    // each end's first record is whole frames cut short, which alone does not show HTTP/2
+    await using client = peer(pod, "proxy", [
+      "later",
+      port,
+      String(K),
+      String(N),
+      "0.05",
+      String(FIRST),
+    ], { stdin: true });
+    await client.waitForLine(/^paused$/);
+    const r = await grpcThroughProbe(pod, async () => {
+      await client.writeLine("go");
+      await client.waitForLine(/^done$/);
+    });
+    assertEquals([r.lost, r.holes], [0n, 0], "nothing lost from the ring");
+    // framing is found at the first call after the long one (its request read whole): from
+    // there every call is reported, or counted where the first one read went by unframed at
+    // an end; the long call itself, before any frame was found, is the connection's past
+    const large = r.events.filter((e) => e.request_bytes >= FIRST);
+    assertEquals(large.map((e) => e.side), [], "the long call is not guessed");
+    for (const side of ["server", "client"]) {
+      const mine = r.events.filter((e) => e.side === side);
+      assert(mine.length >= N, `${side}: ${mine.length} calls reported`);
+      assert(mine.every((e) => e.outcome === "complete"), `${side}: complete calls`);
+    }
+    assertEquals(r.events.length + r.unseen, 2 * (N + 2), `${r.events.length} reported`);
+  }
+  assertEquals(await waitNoKupodPrograms(), []);
+});
 
 Deno.test("grpc: records a full ring dropped are found as holes in the byte streams (none without loss); nothing read across them", async () => {
   {

@@ -1143,6 +1143,31 @@ Deno.test("h2: joined midway, calls sync at frame boundaries", () => {
   assert(!conn.notH2);
 });
 
+Deno.test("h2: joined midway in a long call read in pieces: given up unless the kernel took it for HTTP/2", () => {
+  const ce = new Encoder(), se = new Encoder();
+  ce.block(grpcRequest("/m.Long/Call")); // earlier traffic fills the tables
+  se.block(grpcResponse);
+  // a 64 KiB message read in 1000-byte pieces that split its frames, then a call read whole
+  const long = cat(...Array.from({ length: 4 }, () => data(7, msg(16000))));
+  const chunks = [
+    ...split("in", long.subarray(30), Array(Math.ceil(long.length / 1000)).fill(1000), 1),
+    full(
+      "in",
+      2,
+      headers(9, ce.block(grpcRequest("/m.Long/Call"))),
+      data(9, msg(1), { end: true }),
+    ),
+    full("out", 3, headers(9, se.block(grpcResponse)), data(9, msg(1))),
+    full("out", 4, headers(9, se.block(trailers(0)), { end: true })),
+  ];
+  const guessing = new H2Conn({ side: "server" });
+  assertEquals(feed(guessing, chunks), []);
+  assert(guessing.notH2, "many chunks without a frame: not taken for HTTP/2");
+  const known = new H2Conn({ side: "server", known: true });
+  assertEquals(lines(feed(known, chunks)), ["9 POST  200/0 1/1 6/6 unary complete pathUnknown"]);
+  assert(!known.notH2);
+});
+
 Deno.test("h2: bytes that are not HTTP/2", () => {
   const http1 = new H2Conn();
   assertEquals(http1.push(full("in", 1, bytes("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))), []);
@@ -1538,10 +1563,19 @@ Deno.test("h2: mutated, truncated and random streams are survived", () => {
   }
 });
 
-Deno.test("h2: a connection first seen in a later piece of a long call goes to the HTTP/2 parser, not HTTP/1's", () => {
+Deno.test("h2: a connection first seen in a later piece of a long call, or in a read the kernel took for HTTP/2, goes to the HTTP/2 parser, not HTTP/1's", () => {
   // mid-frame bytes: no frame chain starts here
   const head = new Uint8Array([0x12, 0x00, 0x40, 0x00, 0x00, 0x00, 0x00, 0x01, 0x99, 0x42]);
   const c = { dir: "out" as const, ts: 1n, len: head.length, head, tail: new Uint8Array(0) };
   assert(parserFor({ ...c, cont: true }, 0).h2 !== undefined, "a piece: HTTP/2");
   assert(parserFor(c, 0).h1 !== undefined, "the same bytes as a call's start: not HTTP/2");
+  // a read that ends inside a frame, on a connection the kernel took for HTTP/2
+  const read = cat(
+    windowUpdate(0),
+    ping(),
+    frame(F_DATA, 0, 1, new Uint8Array(100)).subarray(0, 40),
+  );
+  const r = { dir: "in" as const, ts: 1n, len: read.length, head: read, tail: new Uint8Array(0) };
+  assert(parserFor(r, 0).h1 !== undefined, "by its bytes alone: not HTTP/2");
+  assert(parserFor(r, 0, true).h2 !== undefined, "by the kernel's verdict: HTTP/2");
 });

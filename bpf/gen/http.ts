@@ -220,7 +220,8 @@ export interface HttpEvent {
   daddr: Uint8Array; // __u8[16]
   comm: string; // char[16]
   cont: number; // __u8
-  pad: Uint8Array; // __u8[3]
+  h2: number; // __u8
+  pad: Uint8Array; // __u8[2]
 }
 
 export const HTTP_EVENT_SIZE = 96;
@@ -246,7 +247,8 @@ export const HTTP_EVENT_LAYOUT = {
   daddr: { offset: 60, size: 16 },
   comm: { offset: 76, size: 16 },
   cont: { offset: 92, size: 1 },
-  pad: { offset: 93, size: 3 },
+  h2: { offset: 93, size: 1 },
+  pad: { offset: 94, size: 2 },
 } as const;
 
 /** Decodes a `struct http_event` at `offset` of `view` (little-endian). */
@@ -274,7 +276,8 @@ export function decodeHttpEvent(view: DataView, offset: number): HttpEvent {
     daddr: bytes16(view, offset + 60),
     comm: cstr(view, offset + 76, 16),
     cont: view.getUint8(offset + 92),
-    pad: bytes3(view, offset + 93),
+    h2: view.getUint8(offset + 93),
+    pad: bytes2(view, offset + 94),
   };
 }
 

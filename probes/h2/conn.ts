@@ -116,6 +116,11 @@ export interface H2Options {
   /** "server": the watched process accepted the connection. When absent, the connection
    * preface or the first request decides. The preface wins over this. */
   side?: "server" | "client";
+  /**
+   * The kernel took the connection for HTTP/2 (it saw its preface or whole frames): a long call
+   * read in pieces that split frames, before framing is found, is no reason to give it up.
+   */
+  known?: boolean;
 }
 
 /** What most chunks complete: shared, callers only read it. */
@@ -437,6 +442,8 @@ export class H2Conn {
   /** the client preface was seen as the first bytes of its direction */
   private fromStart = false;
   private confirmed = false;
+  /** H2Options.known */
+  private readonly known: boolean;
   private gaveUp = false;
   private closed = false;
   private unsynced = 0;
@@ -456,6 +463,7 @@ export class H2Conn {
 
   constructor(opts: H2Options = {}) {
     this.reqDir = opts.side === "server" ? "in" : opts.side === "client" ? "out" : null;
+    this.known = opts.known ?? false;
     this.ways = [new Way("in"), new Way("out")];
     for (const w of this.ways) w.reader = new FrameReader(this.sink(w));
   }
@@ -620,6 +628,7 @@ export class H2Conn {
 
   /** Bytes the connection has not shown to be HTTP/2 yet: frames cannot be found for long. */
   private unconfirmed(w: Way, n: number): void {
+    if (this.known) return;
     if (!w.reader.reading) this.unsynced++;
     this.unconfirmedBytes += n;
     if (this.unsynced > UNSYNCED_LIMIT || this.unconfirmedBytes > UNCONFIRMED_BYTES) this.giveUp();
