@@ -749,8 +749,8 @@ function ownConnection(saddr: string, daddr: string): boolean {
  * or from whole frames (a connection that was open before the capture began: its side is then
  * decided by the first request, see H2Conn), or when it is a later piece of a long call (only
  * HTTP/2 calls are cut in pieces; the ring lost the first), else HTTP/1.x. The kernel's verdict
- * matters where the first call is a read: reads split frames anywhere, so a connection joined
- * midway may first show bytes that start or end inside a frame.
+ * matters for a connection joined midway whose first captured call does not show whole frames:
+ * a read (reads split frames anywhere) or a long call cut at what the kernel copies.
  */
 export function parserFor(first: Chunk, previewMax: number, h2 = false): Parser {
   const preface = PREFACE_START.every((b, i) => first.head[i] === b);
