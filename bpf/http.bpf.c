@@ -64,6 +64,7 @@ struct http_sock {
 	__u8 connected;     /* its connect() was seen: the client end of its connection */
 	__u32 send_seq;     /* write_seq when the write stamped in send_ns began */
 	__u64 send_ns;      /* when the write in progress began (0: not seen, or taken) */
+	__u16 skipped[2];   /* HTTP/2, by direction: control-frame calls since its last record */
 	struct h1_state h1;
 };
 
@@ -227,6 +228,41 @@ static __always_inline bool h2_frames(const struct payload *p, __u32 len)
 		return false;
 	/* a CONTINUATION may follow HEADERS */
 	return h2_frame(h) >= 0 || (h[3] == 9 && !(h[5] & 0x80));
+}
+
+/*
+ * HTTP/2 calls of up to H2_CONTROL_MAX bytes that hold only whole control
+ * frames user space has no use for (PING, WINDOW_UPDATE, SETTINGS
+ * acknowledgements) go out in no record: their length rides on the
+ * direction's next record (`skipped`). A proxy that acknowledges its peer's
+ * pings in writes of their own (nginx, one per gRPC call) made a record of
+ * each. User space takes the bytes as skipped frames where its reading is at
+ * a frame's start, as a hole otherwise (bytes that only looked like frames).
+ */
+#define H2_CONTROL_MAX 64
+#define H2_CONTROL_FRAMES 4
+
+/* Whether the `len` bytes at `b` (kernel memory) are whole control frames of those kinds. */
+static __always_inline bool h2_control_only(const __u8 *b, __u32 len)
+{
+	__u32 off = 0;
+	const __u8 *h;
+	int n;
+
+	if (len > H2_CONTROL_MAX)
+		return false;
+	for (int i = 0; i < H2_CONTROL_FRAMES; i++) {
+		if (off + H2_FRAME_HEADER > len)
+			return false;
+		h = b + (off & (H2_CONTROL_MAX - 1));
+		n = h2_frame(h);
+		if (n < 0 || !(h[3] == 6 || h[3] == 8 || (h[3] == 4 && (h[4] & 1))))
+			return false;
+		off += H2_FRAME_HEADER + n;
+		if (off == len)
+			return true;
+	}
+	return false;
 }
 
 /* The walk over an iovec array, one bpf_loop step per iovec. */
@@ -496,6 +532,7 @@ static long h2_step(__u32 i, void *data)
 	s->e.cont = w->pieces > 0;
 	event_output(s, sizeof(s->e) + HTTP_TAIL + HTTP_HEAD_MAX, w->now);
 	s->e.first = 0;
+	s->e.skipped = 0;
 	s->e.head_len = 0;
 	w->pieces++;
 	return 0;
@@ -594,6 +631,34 @@ static __always_inline void pair_stamp(struct http_pair *p, __u64 sock, __u8 dir
 	}
 	if (p->flags & PAIR_CLIENT_RAW)
 		pair_stamp_out(sock, dir, t);
+}
+
+/* Whether a read of `len` bytes holds only control frames (h2_control_only), from its buffer. */
+static __always_inline bool h2_control_read(__u32 len)
+{
+	struct payload p = {};
+	struct scratch *s;
+	const void *base;
+	struct iovec v;
+	__u32 zero = 0, n = len;
+
+	if (n < H2_FRAME_HEADER || n > H2_CONTROL_MAX)
+		return false;
+	s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return false;
+	payload_of_current(&p);
+	base = p.buf;
+	if (p.kind == PAYLOAD_IOV) {
+		if (!p.iovcnt || bpf_probe_read_user(&v, sizeof(v), p.iov) || v.iov_len < n)
+			return false;
+		base = v.iov_base;
+	} else if (p.kind != PAYLOAD_FLAT) {
+		return false;
+	}
+	if (bpf_probe_read_user(s->head, n & (2 * H2_CONTROL_MAX - 1), base))
+		return false;
+	return h2_control_only(s->head, n);
 }
 
 /* A mirrored server end's read: stamped; a pair whose client end is gone is let go. */
@@ -766,9 +831,11 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	if (dir == HTTP_DIR_SENT)
 		began = send_began(sk, hs, ret);
 	if (hs->pair == PAIR_SERVER) {
-		if (dir == HTTP_DIR_RECEIVED)
+		/* no call starts in a read of control frames: nothing to place by its stamp */
+		if (dir == HTTP_DIR_RECEIVED &&
+		    (hs->verdict != VERDICT_H2 || len > H2_CONTROL_MAX || !h2_control_read(len)))
 			pair_read(sk, hs, len);
-		else
+		else if (dir == HTTP_DIR_SENT)
 			hs->last_dir = HTTP_DIR_SENT + 1;
 		return 0;
 	}
@@ -840,6 +907,11 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	s->e.first = 0;
 	s->e.cont = 0;
 	s->e.h2 = hs->verdict == VERDICT_H2;
+	s->e.skipped = 0;
+	if (hs->verdict == VERDICT_H2) {
+		s->e.skipped = hs->skipped[dir & 1];
+		hs->skipped[dir & 1] = 0;
+	}
 	/* HTTP/2 only: HTTP/1's calls inside a body are left out on purpose, not lost */
 	s->e.seq = hs->verdict == VERDICT_H2 ? seq_after(sk, dir) : 0;
 	if (!hs->announced)
@@ -847,6 +919,11 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	if (p.kind != PAYLOAD_NONE && hs->verdict == VERDICT_H2) {
 		/* HTTP/2 frames fall anywhere: the whole call */
 		h2_copy(s, &p, len, now);
+		if (!s->e.first && s->e.head_len == len && s->e.skipped + len <= 0xffff &&
+		    h2_control_only(s->head, len)) {
+			hs->skipped[dir & 1] = s->e.skipped + len;
+			return 0;
+		}
 	} else if (p.kind != PAYLOAD_NONE) {
 		if (!word && !skip)
 			word = first_word(&p, len);

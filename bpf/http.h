@@ -50,7 +50,11 @@ struct http_event {
 	char comm[16];
 	__u8 cont;        /* HTTP/2: continues the previous record's call (a piece of a long one) */
 	__u8 h2;          /* the kernel took the connection for HTTP/2 (its preface or whole frames) */
-	__u8 pad[2];
+	/*
+	 * HTTP/2: bytes of this direction's calls just before this one that held only control
+	 * frames (PING, WINDOW_UPDATE, SETTINGS acknowledgements) and went out in no record
+	 */
+	__u16 skipped;
 };
 
 /* HTTP/1 messages framed in the kernel (bpf/http1_fast.h). */

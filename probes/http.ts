@@ -137,6 +137,8 @@ export class HttpProbe implements Probe {
   reading: Promise<void> = Promise.resolve();
   #events = 0;
   #holes = 0;
+  /** HTTP/2 bytes of control frames the kernel left out of the records (bpf/http.bpf.c) */
+  #controlSkipped = 0;
   /** HTTP/2 server ends that joined a client end not framed here: their calls go unreported */
   #h2Unframed = 0;
   #target: Target;
@@ -259,11 +261,17 @@ export class HttpProbe implements Probe {
       : undefined;
     if (conn.parser?.h2) {
       const h2 = conn.parser.h2, seqEnd = view.getUint32(at + L.seq.offset, true);
-      const hole = (conn.seq ??= new StreamSeq()).missing(received ? 0 : 1, seqEnd, len);
+      // calls of control frames alone the kernel left out came between the hole and this one
+      const skipped = view.getUint16(at + L.skipped.offset, true);
+      const hole = (conn.seq ??= new StreamSeq()).missing(received ? 0 : 1, seqEnd, len + skipped);
       if (hole) {
         this.#holes++;
         const gap = { dir: chunk.dir, ts, len: hole, head: EMPTY, tail: EMPTY, cont: false };
         this.#reportCalls(conn, h2.push(gap));
+      }
+      if (skipped) {
+        this.#controlSkipped += skipped;
+        this.#reportCalls(conn, h2.skipped(chunk.dir, skipped, ts));
       }
       if (seqEnd !== 0) chunk.seq = seqEnd;
       this.#reportCalls(conn, h2.push(chunk));
@@ -718,6 +726,10 @@ export class HttpProbe implements Probe {
   /** Holes found in HTTP/2 connections' byte streams: records the full ring dropped. */
   get holes(): number {
     return this.#holes;
+  }
+
+  get controlSkipped(): number {
+    return this.#controlSkipped;
   }
 
   /** Detaches, drains the ring, ends what the connections still hold, reports the counts. */

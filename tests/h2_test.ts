@@ -1579,3 +1579,46 @@ Deno.test("h2: a connection first seen in a later piece of a long call, or in a 
   assert(parserFor(r, 0).h1 !== undefined, "by its bytes alone: not HTTP/2");
   assert(parserFor(r, 0, true).h2 !== undefined, "by the kernel's verdict: HTTP/2");
 });
+
+Deno.test("h2: control frames the kernel left out are skipped between frames, a gap inside one", () => {
+  const ce = new Encoder(), se = new Encoder();
+  const request = (id: number, path: string) =>
+    cat(headers(id, ce.block(grpcRequest(path))), data(id, msg(2), { end: true }));
+  const response = (id: number) =>
+    cat(
+      headers(id, se.block(grpcResponse)),
+      data(id, msg(3)),
+      headers(id, se.block(trailers(0)), { end: true }),
+    );
+  const pong = cat(ping(), windowUpdate(0));
+  // between frames: the calls decode as if the control frames had been read
+  const conn = new H2Conn({ side: "server" });
+  feed(conn, opening());
+  const calls = [
+    ...feed(conn, [full("in", 10, request(1, "/pkg.Svc/A")), full("out", 11, response(1))]),
+    ...conn.skipped("in", pong.length, 20n),
+    ...conn.skipped("out", ping().length, 20n),
+    ...feed(conn, [full("in", 30, request(3, "/pkg.Svc/B")), full("out", 31, response(3))]),
+  ];
+  assertEquals(lines(calls), [
+    "1 POST /pkg.Svc/A 200/0 1/1 7/8 unary complete",
+    "3 POST /pkg.Svc/B 200/0 1/1 7/8 unary complete",
+  ]);
+  assertEquals(conn.takeUnseen(), 0);
+  // inside a frame (its header read, its payload not): the skipped bytes are a gap, framing is
+  // lost there and nothing after it is decoded from a wrong offset
+  const cut = new H2Conn({ side: "server" });
+  feed(cut, opening());
+  const r5 = request(5, "/pkg.Svc/C");
+  const part = feed(cut, [full("in", 40, r5.subarray(0, 12))]);
+  assertEquals(part, []);
+  assertEquals(cut.skipped("in", 17, 41n), []);
+  const after = lines(feed(cut, [
+    full("out", 42, response(5)),
+    full("in", 50, request(7, "/pkg.Svc/D")),
+    full("out", 51, response(7)),
+  ]));
+  // read on as the rest of call 5's HEADERS, call 7's bytes would be lost in it
+  assertEquals(after.length, 1);
+  assert(after[0].startsWith("7 POST /pkg.Svc/D 200/"), after[0]);
+});

@@ -221,7 +221,7 @@ export interface HttpEvent {
   comm: string; // char[16]
   cont: number; // __u8
   h2: number; // __u8
-  pad: Uint8Array; // __u8[2]
+  skipped: number; // __u16
 }
 
 export const HTTP_EVENT_SIZE = 96;
@@ -248,7 +248,7 @@ export const HTTP_EVENT_LAYOUT = {
   comm: { offset: 76, size: 16 },
   cont: { offset: 92, size: 1 },
   h2: { offset: 93, size: 1 },
-  pad: { offset: 94, size: 2 },
+  skipped: { offset: 94, size: 2 },
 } as const;
 
 /** Decodes a `struct http_event` at `offset` of `view` (little-endian). */
@@ -277,7 +277,7 @@ export function decodeHttpEvent(view: DataView, offset: number): HttpEvent {
     comm: cstr(view, offset + 76, 16),
     cont: view.getUint8(offset + 92),
     h2: view.getUint8(offset + 93),
-    pad: bytes2(view, offset + 94),
+    skipped: view.getUint16(offset + 94, true),
   };
 }
 

@@ -140,6 +140,8 @@ const GRPC_MESSAGE_MAX = 256;
 
 type Dir = "in" | "out";
 
+const EMPTY = new Uint8Array(0);
+
 // ---------------------------------------------------------------------------------------------
 // Strings
 
@@ -554,6 +556,18 @@ export class H2Conn {
       this.giveUp();
     }
     return this.take();
+  }
+
+  /**
+   * `n` bytes of whole control frames (PING, WINDOW_UPDATE, SETTINGS acknowledgements) of
+   * direction `dir` that the capture left out before its next chunk: nothing to read where that
+   * direction is between frames, a gap where a frame was in progress (then they only looked like
+   * frames).
+   */
+  skipped(dir: Dir, n: number, ts: bigint): H2Call[] {
+    const w = this.ways[dir === "in" ? 0 : 1];
+    if (n <= 0 || !w.started || w.reader.atFrameStart) return NO_CALLS;
+    return this.push({ dir, ts, len: n, head: EMPTY, tail: EMPTY, cont: false });
   }
 
   /** The connection closed at ts: calls still open are reported with outcome "closed". */

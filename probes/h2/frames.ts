@@ -220,6 +220,11 @@ export class FrameReader {
     return this.fromStart || this.framesOk >= TRUST_FRAMES;
   }
 
+  /** Between frames, outside a header block: whole frames may go by unread. */
+  get atFrameStart(): boolean {
+    return this.state === HEADER && this.hdrLen === 0 && !this.inBlock;
+  }
+
   get heldBytes(): number {
     return this.block ? this.block.length : 0;
   }
