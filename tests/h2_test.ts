@@ -856,16 +856,23 @@ Deno.test("h2: lost header blocks make paths unknown, never wrong", () => {
   assertEquals([c4[0].service, c4[0].rpcMethod], ["pkg.Svc", "C"]);
 });
 
-Deno.test("h2: a record lost whole is a hole of its length: later references are unknown, not shifted; its call is counted unseen", () => {
+/** A unary call's request and response frames, from one encoder per direction. */
+function unaryFrames() {
   const ce = new Encoder(), se = new Encoder();
-  const request = (id: number, path: string) =>
-    cat(headers(id, ce.block(grpcRequest(path))), data(id, msg(2), { end: true }));
-  const response = (id: number) =>
-    cat(
-      headers(id, se.block(grpcResponse)),
-      data(id, msg(3)),
-      headers(id, se.block(trailers(0)), { end: true }),
-    );
+  return {
+    request: (id: number, path: string) =>
+      cat(headers(id, ce.block(grpcRequest(path))), data(id, msg(2), { end: true })),
+    response: (id: number) =>
+      cat(
+        headers(id, se.block(grpcResponse)),
+        data(id, msg(3)),
+        headers(id, se.block(trailers(0)), { end: true }),
+      ),
+  };
+}
+
+Deno.test("h2: a record lost whole is a hole of its length: later references are unknown, not shifted; its call is counted unseen", () => {
+  const { request, response } = unaryFrames();
   const r1 = request(1, "/pkg.Svc/A"), s1 = response(1);
   // the record lost: its block inserted /pkg.Svc/B in front of /pkg.Svc/A
   const r3 = request(3, "/pkg.Svc/B"), s3 = response(3);
@@ -1581,15 +1588,7 @@ Deno.test("h2: a connection first seen in a later piece of a long call, or in a 
 });
 
 Deno.test("h2: control frames the kernel left out are skipped between frames, a gap inside one", () => {
-  const ce = new Encoder(), se = new Encoder();
-  const request = (id: number, path: string) =>
-    cat(headers(id, ce.block(grpcRequest(path))), data(id, msg(2), { end: true }));
-  const response = (id: number) =>
-    cat(
-      headers(id, se.block(grpcResponse)),
-      data(id, msg(3)),
-      headers(id, se.block(trailers(0)), { end: true }),
-    );
+  const { request, response } = unaryFrames();
   const pong = cat(ping(), windowUpdate(0));
   // between frames: the calls decode as if the control frames had been read
   const conn = new H2Conn({ side: "server" });
