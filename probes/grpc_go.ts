@@ -45,6 +45,8 @@ const TARGET_PROGRAMS = ["kupod_fork", "kupod_exit"];
 const MAX_BINARIES = 64;
 /** Streams remembered; the least recently recorded go first beyond it. */
 const MAX_STREAMS = 16384;
+/** Scans between two looks at which asked pids are still the target's (scan "asked"). */
+const PRUNE_SCANS = 15;
 const SIDE_CLIENT = 1;
 
 export type GrpcSide = "server" | "client";
@@ -114,6 +116,9 @@ export class GrpcGoProbe implements AsyncDisposable {
   readonly #seenPids = new Map<number, string>();
   /** Pids asked for (scan "asked"). */
   readonly #asked = new Set<number>();
+  /** A pid was asked for that is not known to be the target's yet. */
+  #askedNew = false;
+  #scansSincePrune = 0;
   #records = 0;
   #timer: ReturnType<typeof setInterval> | undefined;
   #scanning: Promise<void> = Promise.resolve();
@@ -229,6 +234,7 @@ export class GrpcGoProbe implements AsyncDisposable {
    * target is probed anyway). Resolves once it is attached, or skipped with the reason.
    */
   async probePid(pid: number): Promise<GoBinary | undefined> {
+    if (!this.#asked.has(pid)) this.#askedNew = true;
     this.#asked.add(pid);
     await this.rescan();
     const id = this.#seenPids.get(pid);
@@ -243,10 +249,20 @@ export class GrpcGoProbe implements AsyncDisposable {
       this.#trimDue = false;
       libc().malloc_trim(0n);
     }
-    let pids = targetPids(this.#target);
+    let pids: Set<number>;
     if (this.#opts.scan === "asked") {
-      for (const pid of this.#asked) if (!pids.has(pid)) this.#asked.delete(pid);
+      // telling the target's processes takes a walk over /proc: done when a pid is newly asked
+      // for, and every PRUNE_SCANS scans for one that left the pod and runs on; an asked pid
+      // that exits is let go below
+      if (this.#askedNew || ++this.#scansSincePrune >= PRUNE_SCANS) {
+        const all = targetPids(this.#target);
+        for (const pid of this.#asked) if (!all.has(pid)) this.#asked.delete(pid);
+        this.#askedNew = false;
+        this.#scansSincePrune = 0;
+      }
       pids = new Set(this.#asked);
+    } else {
+      pids = targetPids(this.#target);
     }
     for (const [pid, id] of this.#seenPids) {
       if (!pids.has(pid)) this.#forget(pid, id);
@@ -261,6 +277,7 @@ export class GrpcGoProbe implements AsyncDisposable {
         // exited (a target's pid list may hold it still), or a kernel thread
         const was = this.#seenPids.get(pid);
         if (was) this.#forget(pid, was);
+        this.#asked.delete(pid);
         continue;
       }
       const was = this.#seenPids.get(pid);
