@@ -663,8 +663,10 @@ static __always_inline bool h2_call(struct scratch *s, struct http_sock *hs, str
 			   h->e.head_len + len <= HTTP_HEAD_MAX) {
 			/* the held bytes, then this write's, in one record */
 			prefix = h->e.head_len & (H2_HELD_MAX - 1);
-			if (bpf_probe_read_kernel(s->head, prefix, h->head))
+			if (bpf_probe_read_kernel(s->head, prefix, h->head)) {
 				prefix = 0;
+				h2_flush(hs, h);
+			}
 		} else {
 			h2_flush(hs, h);
 		}
@@ -696,10 +698,9 @@ static __always_inline bool h2_call(struct scratch *s, struct http_sock *hs, str
 				hs->held = 1;
 				return true;
 			}
+			/* not held after all (both are kernel memory: no fault): it goes out now */
 			h->e.head_len = 0;
 			hs->held = 0;
-			if (prefix)
-				return false; /* cannot happen: both are kernel memory */
 		}
 	}
 	if (prefix && h) {
