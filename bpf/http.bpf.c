@@ -62,7 +62,6 @@ struct http_sock {
 	__u8 last_dir;      /* a mirrored server end's last call: HTTP_DIR_* + 1, 0 before any */
 	__u8 pair_checks;   /* boundary reads it looked for its client end at */
 	__u8 connected;     /* its connect() was seen: the client end of its connection */
-	__u8 held;          /* HTTP/2: it has writes held back (h2_helds) */
 	__u32 send_seq;     /* write_seq when the write stamped in send_ns began */
 	__u64 send_ns;      /* when the write in progress began (0: not seen, or taken) */
 	__u16 skipped[2];   /* HTTP/2, by direction: control-frame calls since its last record */
@@ -541,7 +540,7 @@ static long h2_step(__u32 i, void *data)
 
 /* The call's pieces sent, and its last record (the rest of it) in s, not yet sent. */
 static __always_inline void h2_copy(struct scratch *s, const struct payload *p, __u32 len,
-				    __u32 prefix, __u64 now)
+				    __u64 now)
 {
 	struct h2_walk *w = &s->w;
 	__u64 t, walked;
@@ -557,7 +556,7 @@ static __always_inline void h2_copy(struct scratch *s, const struct payload *p, 
 	w->seq_end = s->e.seq;
 	w->copying = 1;
 	bpf_loop(H2_STEPS, h2_step, &s, 0);
-	s->e.len = prefix + len - w->pieces * HTTP_HEAD_MAX;
+	s->e.len = len - w->pieces * HTTP_HEAD_MAX;
 	s->e.seq = w->seq_end;
 	s->e.cont = w->pieces > 0;
 	/* the tail: from the segment that holds the call's end, when the walk reached it */
@@ -573,144 +572,6 @@ static __always_inline void h2_copy(struct scratch *s, const struct payload *p, 
 	t &= 2 * HTTP_TAIL - 1;
 	if (t && !bpf_probe_read_user(s->tail, t, (const void *)(w->base - t)))
 		s->e.tail_len = t;
-}
-
-/*
- * HTTP/2 writes held back: a write that ends no stream and fits goes out with
- * the socket's next one, in one record. nginx as a gRPC sidecar writes each
- * frame of a call in a write of its own (a response's HEADERS, DATA and
- * trailers; a request's HEADERS and DATA): with them held, a call makes two
- * records on those legs instead of five. The held bytes go out before
- * anything else of the socket: with its next write (ahead of that write's
- * bytes, `held_len`), or alone before its next read, a write that does not
- * fit, or its close. A write with a HEADERS frame only starts a group, so a
- * request's start is the time of its own write (`held_ts`); a frame that may
- * end a call (END_STREAM, RST_STREAM, GOAWAY) is never held.
- */
-#define H2_HELD_MAX 1024 /* bytes held at most (and < HTTP_HEAD_MAX: a record of one piece) */
-#define H2_HOLD_FRAMES 8
-
-/* The held writes, as the record they go out in. */
-struct h2_held {
-	struct http_event e;
-	__u8 tail[HTTP_TAIL];
-	__u8 head[2 * H2_HELD_MAX];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct h2_held);
-} h2_helds SEC(".maps");
-
-/*
- * Whether the `len` bytes at `b + start` (kernel memory) are whole frames that end no call and
- * open no stream past the first write of a group (`first`).
- */
-static __always_inline bool h2_holdable(const __u8 *b, __u32 start, __u32 len, bool first)
-{
-	__u32 off = 0;
-	const __u8 *h;
-	int n;
-
-	for (int i = 0; i < H2_HOLD_FRAMES; i++) {
-		if (off + H2_FRAME_HEADER > len)
-			return false;
-		h = b + ((start + off) & (HTTP_HEAD_MAX - 1));
-		n = h2_frame(h);
-		if (n < 0)
-			return false;
-		/* RST_STREAM, PUSH_PROMISE, GOAWAY; DATA or HEADERS with END_STREAM */
-		if (h[3] == 3 || h[3] == 5 || h[3] == 7 || (h[3] <= 1 && (h[4] & 1)))
-			return false;
-		/* HEADERS: only whole blocks, only first in a group */
-		if (h[3] == 1 && (!first || !(h[4] & 4)))
-			return false;
-		off += H2_FRAME_HEADER + n;
-		if (off == len)
-			return true;
-	}
-	return false;
-}
-
-/* The held writes go out alone. */
-static __always_inline void h2_flush(struct http_sock *hs, struct h2_held *h)
-{
-	__u32 n = h->e.head_len & (H2_HELD_MAX - 1);
-
-	if (n)
-		event_output(h, sizeof(h->e) + HTTP_TAIL + n, h->e.ts_ns);
-	h->e.head_len = 0;
-	hs->held = 0;
-}
-
-/*
- * An HTTP/2 call, copied into the record in s (set up but for its bytes): true when it went out
- * in no record of its own, its length left for the next (control frames) or its bytes held.
- */
-static __always_inline bool h2_call(struct scratch *s, struct http_sock *hs, struct sock *sk,
-				    const struct payload *p, __u32 len, __u8 dir, __u64 now)
-{
-	struct h2_held *h = NULL;
-	__u32 prefix = 0;
-
-	if (hs->held) {
-		h = bpf_sk_storage_get(&h2_helds, sk, NULL, 0);
-		if (!h) {
-			hs->held = 0;
-		} else if (dir == HTTP_DIR_SENT && p->kind != PAYLOAD_NONE &&
-			   h->e.head_len + len <= HTTP_HEAD_MAX) {
-			/* the held bytes, then this write's, in one record */
-			prefix = h->e.head_len & (H2_HELD_MAX - 1);
-			if (bpf_probe_read_kernel(s->head, prefix, h->head)) {
-				prefix = 0;
-				h2_flush(hs, h);
-			}
-		} else {
-			h2_flush(hs, h);
-		}
-	}
-	if (p->kind == PAYLOAD_NONE)
-		return false;
-	s->e.head_len = prefix;
-	h2_copy(s, p, len, prefix, now);
-	if (!prefix && !s->e.first && s->e.head_len == len && s->e.skipped + len <= 0xffff &&
-	    h2_control_only(s->head, len)) {
-		hs->skipped[dir & 1] = s->e.skipped + len;
-		return true;
-	}
-	if (dir == HTTP_DIR_SENT && !s->e.first && !s->e.cont && s->e.head_len == prefix + len &&
-	    prefix + len < H2_HELD_MAX && h2_holdable(s->head, prefix, len, !prefix)) {
-		if (!h)
-			h = bpf_sk_storage_get(&h2_helds, sk, NULL, BPF_SK_STORAGE_GET_F_CREATE);
-		if (h) {
-			if (!prefix) {
-				h->e = s->e;
-				h->e.tail_len = 0;
-			}
-			if (!bpf_probe_read_kernel(h->head + (prefix & (H2_HELD_MAX - 1)),
-						   len & (H2_HELD_MAX - 1),
-						   s->head + (prefix & (H2_HELD_MAX - 1)))) {
-				h->e.head_len = prefix + len;
-				h->e.len = prefix + len;
-				h->e.seq = s->e.seq;
-				hs->held = 1;
-				return true;
-			}
-			/* not held after all (both are kernel memory: no fault): it goes out now */
-			h->e.head_len = 0;
-			hs->held = 0;
-		}
-	}
-	if (prefix && h) {
-		s->e.held_len = prefix;
-		s->e.held_ts = h->e.ts_ns;
-		s->e.skipped = h->e.skipped;
-		h->e.head_len = 0;
-		hs->held = 0;
-	}
-	return false;
 }
 
 /*
@@ -919,13 +780,6 @@ static __always_inline void h2_pair(struct sock *sk, struct http_sock *hs)
 	old = __sync_fetch_and_or(&p->flags, PAIR_MIRRORED);
 	if (old & PAIR_MIRRORED)
 		return;
-	if (hs->held) {
-		/* its writes held before the join go out before it */
-		struct h2_held *h = bpf_sk_storage_get(&h2_helds, sk, NULL, 0);
-
-		if (h)
-			h2_flush(hs, h);
-	}
 	e = event_reserve(sizeof(*e));
 	if (!e) {
 		/* user space would not know: the pair stays unmirrored, both ends copied */
@@ -1062,12 +916,14 @@ static __always_inline int on_data(struct sock *sk, int ret, int flags, __u8 dir
 	s->e.seq = hs->verdict == VERDICT_H2 ? seq_after(sk, dir) : 0;
 	if (!hs->announced)
 		announce(hs, &s->e, sk);
-	s->e.held_len = 0;
-	s->e.held_ts = 0;
-	if (hs->verdict == VERDICT_H2) {
+	if (p.kind != PAYLOAD_NONE && hs->verdict == VERDICT_H2) {
 		/* HTTP/2 frames fall anywhere: the whole call */
-		if (h2_call(s, hs, sk, &p, len, dir, now))
+		h2_copy(s, &p, len, now);
+		if (!s->e.first && s->e.head_len == len && s->e.skipped + len <= 0xffff &&
+		    h2_control_only(s->head, len)) {
+			hs->skipped[dir & 1] = s->e.skipped + len;
 			return 0;
+		}
 	} else if (p.kind != PAYLOAD_NONE) {
 		if (!word && !skip)
 			word = first_word(&p, len);
@@ -1196,12 +1052,6 @@ int BPF_PROG(kupod_http_state, const struct sock *csk, int oldstate, int newstat
 
 		if (r)
 			h1_close(&hs->h1, r, (__u64)sk, now);
-	}
-	if (hs->held) {
-		struct h2_held *h = bpf_sk_storage_get(&h2_helds, sk, NULL, 0);
-
-		if (h)
-			h2_flush(hs, h);
 	}
 	/* its records are out: the pair's entry goes with the client end */
 	if (hs->pair == PAIR_CLIENT)

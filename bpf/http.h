@@ -55,13 +55,6 @@ struct http_event {
 	 * frames (PING, WINDOW_UPDATE, SETTINGS acknowledgements) and went out in no record
 	 */
 	__u16 skipped;
-	/*
-	 * HTTP/2: the record's first `held_len` bytes are writes held back in the kernel
-	 * (bpf/http.bpf.c, h2_call), the first of them begun at `held_ts`; the rest is this write's
-	 */
-	__u16 held_len;
-	__u8 pad[6];
-	__u64 held_ts;
 };
 
 /* HTTP/1 messages framed in the kernel (bpf/http1_fast.h). */

@@ -139,8 +139,6 @@ export class HttpProbe implements Probe {
   #holes = 0;
   /** HTTP/2 bytes of control frames the kernel left out of the records (bpf/http.bpf.c) */
   #controlSkipped = 0;
-  /** HTTP/2 records that carried writes the kernel held back before their own */
-  #heldRecords = 0;
   /** HTTP/2 server ends that joined a client end not framed here: their calls go unreported */
   #h2Unframed = 0;
   #target: Target;
@@ -276,24 +274,6 @@ export class HttpProbe implements Probe {
         this.#reportCalls(conn, h2.skipped(chunk.dir, skipped, ts));
       }
       if (seqEnd !== 0) chunk.seq = seqEnd;
-      const heldLen = view.getUint16(at + L.held_len.offset, true);
-      if (heldLen > 0 && heldLen < chunk.head.length && chunk.head.length === len) {
-        // writes the kernel held back, then the one they went out with: each at its own time
-        const held: Chunk = {
-          dir: chunk.dir,
-          ts: view.getBigUint64(at + L.held_ts.offset, true) + this.#monoToBoot,
-          len: heldLen,
-          head: chunk.head.subarray(0, heldLen),
-          tail: EMPTY,
-          cont: false,
-        };
-        if (seqEnd !== 0) held.seq = (seqEnd - (len - heldLen)) >>> 0;
-        this.#heldRecords++;
-        this.#reportCalls(conn, h2.push(held));
-        chunk.len = len - heldLen;
-        chunk.head = chunk.head.subarray(heldLen);
-        chunk.tail = EMPTY;
-      }
       this.#reportCalls(conn, h2.push(chunk));
       const unseen = h2.takeUnseen();
       if (unseen) this.#grpcStats.addUnseen(unseen);
@@ -750,10 +730,6 @@ export class HttpProbe implements Probe {
 
   get controlSkipped(): number {
     return this.#controlSkipped;
-  }
-
-  get heldRecords(): number {
-    return this.#heldRecords;
   }
 
   /** Detaches, drains the ring, ends what the connections still hold, reports the counts. */

@@ -199,7 +199,7 @@ export function decodeHttp2JoinEvent(view: DataView, offset: number): Http2JoinE
   };
 }
 
-/** `struct http_event` (112 bytes). */
+/** `struct http_event` (96 bytes). */
 export interface HttpEvent {
   ts_ns: bigint; // __u64
   sock_id: bigint; // __u64
@@ -222,12 +222,9 @@ export interface HttpEvent {
   cont: number; // __u8
   h2: number; // __u8
   skipped: number; // __u16
-  held_len: number; // __u16
-  pad: Uint8Array; // __u8[6]
-  held_ts: bigint; // __u64
 }
 
-export const HTTP_EVENT_SIZE = 112;
+export const HTTP_EVENT_SIZE = 96;
 
 /** Byte offset and size of every field of `struct http_event`. */
 export const HTTP_EVENT_LAYOUT = {
@@ -252,14 +249,11 @@ export const HTTP_EVENT_LAYOUT = {
   cont: { offset: 92, size: 1 },
   h2: { offset: 93, size: 1 },
   skipped: { offset: 94, size: 2 },
-  held_len: { offset: 96, size: 2 },
-  pad: { offset: 98, size: 6 },
-  held_ts: { offset: 104, size: 8 },
 } as const;
 
 /** Decodes a `struct http_event` at `offset` of `view` (little-endian). */
 export function decodeHttpEvent(view: DataView, offset: number): HttpEvent {
-  if (offset < 0 || offset + 112 > view.byteLength) {
+  if (offset < 0 || offset + 96 > view.byteLength) {
     throw new RangeError(`http_event at ${offset} is outside a ${view.byteLength}-byte view`);
   }
   return {
@@ -284,9 +278,6 @@ export function decodeHttpEvent(view: DataView, offset: number): HttpEvent {
     cont: view.getUint8(offset + 92),
     h2: view.getUint8(offset + 93),
     skipped: view.getUint16(offset + 94, true),
-    held_len: view.getUint16(offset + 96, true),
-    pad: bytes6(view, offset + 98),
-    held_ts: view.getBigUint64(offset + 104, true),
   };
 }
 
@@ -407,16 +398,6 @@ function bytes3(view: DataView, offset: number): Uint8Array {
   s.setUint8(at + 1, view.getUint8(offset + 1));
   s.setUint8(at + 2, view.getUint8(offset + 2));
   return new Uint8Array(slabBuffer, at, 3);
-}
-
-/** A copy of the 6 bytes at `offset` of `view`, in a slab. */
-function bytes6(view: DataView, offset: number): Uint8Array {
-  const at = slabAlloc(6);
-  const s = slab;
-  s.setUint32(at, view.getUint32(offset, true), true);
-  s.setUint8(at + 4, view.getUint8(offset + 4));
-  s.setUint8(at + 5, view.getUint8(offset + 5));
-  return new Uint8Array(slabBuffer, at, 6);
 }
 
 /** A copy of the 16 bytes at `offset` of `view`, in a slab. */
