@@ -561,12 +561,12 @@ export class H2Conn {
   /**
    * `n` bytes of whole control frames (PING, WINDOW_UPDATE, SETTINGS acknowledgements) of
    * direction `dir` that the capture left out before its next chunk: nothing to read where that
-   * direction is between frames, a gap where a frame was in progress (then they only looked like
-   * frames).
+   * direction is between frames or not reading (waiting for framing, as after a hole), a gap
+   * where a frame was in progress (then they only looked like frames).
    */
   skipped(dir: Dir, n: number, ts: bigint): H2Call[] {
     const w = this.ways[dir === "in" ? 0 : 1];
-    if (n <= 0 || !w.started || w.reader.atFrameStart) return NO_CALLS;
+    if (n <= 0 || !w.started || !w.reader.reading || w.reader.atFrameStart) return NO_CALLS;
     return this.push({ dir, ts, len: n, head: EMPTY, tail: EMPTY, cont: false });
   }
 
